@@ -1,0 +1,5 @@
+import sys
+
+from blm.cli import main
+
+sys.exit(main())

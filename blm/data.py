@@ -1,0 +1,152 @@
+r"""Where the rows come from: datasets in memory or in HDF5 files, read in row blocks.
+
+A dataset holds n inputs x_i (any trailing shape: a design-matrix row, an image) and
+targets y_i ∈ ℝ^m (a 1-D target is read as m = 1). ``blocks(block_size, key)`` yields
+(x_b, y_b) pairs covering every row once, shuffled when a key is given. Nothing but one
+block at a time is ever read from an HDF5 file, so n·d may exceed memory.
+
+HDF5 layout read here: a dataset of inputs (default name ``"X"``, shape ``(n, ...)``) and
+one of targets (default ``"y"``, shape ``(n,)`` or ``(n, m)``) in the same file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from blm._checks import as_float_array, check_finite, positive_int, same_length
+
+
+def default_dtype() -> np.dtype:
+    """float64 when ``jax_enable_x64`` is on, float32 otherwise (JAX's default)."""
+    return np.dtype(jnp.result_type(float))
+
+
+def _row_order(n: int, block_size: int, key: jax.Array | None) -> list[np.ndarray]:
+    order = np.arange(n) if key is None else np.asarray(jax.random.permutation(key, n))
+    return [order[i : i + block_size] for i in range(0, n, block_size)]
+
+
+class ArrayDataset:
+    """Inputs and targets held in memory."""
+
+    def __init__(self, X, y):
+        X = as_float_array(X, "X")
+        if X.ndim < 1:
+            raise ValueError(f"X must have a leading row axis, got shape {X.shape}")
+        y = as_float_array(y, "y", ndim=(1, 2))
+        same_length(X.shape[0], y.shape[0], "X", "y")
+        dtype = default_dtype()
+        self.X = jnp.asarray(X, dtype)
+        self.y = jnp.asarray(y.reshape(y.shape[0], -1), dtype)
+
+    @property
+    def n(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def m(self) -> int:
+        return int(self.y.shape[1])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.X.shape[1:])
+
+    def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
+        """(x_b, y_b) pairs of at most ``block_size`` rows (all rows if None)."""
+        block_size = self.n if block_size is None else positive_int(block_size, "block_size")
+        if key is None and block_size >= self.n:
+            yield self.X, self.y
+            return
+        for rows in _row_order(self.n, block_size, key):
+            yield self.X[rows], self.y[rows]
+
+
+class HDF5Dataset:
+    """Inputs and targets streamed from an HDF5 file in row blocks (h5py).
+
+    The file is opened for each pass and closed after it. Targets are checked for
+    NaN/inf when the dataset is made (they are n·m numbers); inputs are checked block
+    by block as they are read.
+    """
+
+    def __init__(self, path: str | os.PathLike, x: str = "X", y: str = "y", block_size: int = 4096):
+        self.path = os.fspath(path)
+        self.x_name, self.y_name = x, y
+        self.block_size = positive_int(block_size, "block_size")
+        if not os.path.exists(self.path):
+            raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ValueError(f"path: {self.path!r} is not a readable HDF5 file ({err})") from err
+        with f:
+            for arg, name in (("x", x), ("y", y)):
+                if name not in f or not isinstance(f[name], h5py.Dataset):
+                    raise ValueError(
+                        f"{arg}: no dataset named {name!r} in {self.path!r}; it holds {_names(f)}"
+                    )
+            xs, ys = f[x].shape, f[y].shape
+            if len(xs) < 1:
+                raise ValueError(f"x: dataset {x!r} must have a leading row axis, got shape {xs}")
+            if len(ys) not in (1, 2):
+                raise ValueError(f"y: dataset {y!r} must be 1-D or 2-D, got shape {ys}")
+            same_length(xs[0], ys[0], f"x (dataset {x!r})", f"y (dataset {y!r})")
+            if xs[0] == 0:
+                raise ValueError(f"x: dataset {x!r} in {self.path!r} has no rows")
+            for start in range(0, ys[0], 1 << 20):
+                check_finite(
+                    f[y][start : start + (1 << 20)], f"y (dataset {y!r}, rows from {start})"
+                )
+            self._n, self._m = int(xs[0]), int(ys[1]) if len(ys) == 2 else 1
+            self._input_shape = tuple(int(s) for s in xs[1:])
+
+    @property
+    def n(self) -> int:
+        return self._n
+
+    @property
+    def m(self) -> int:
+        return self._m
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._input_shape
+
+    def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
+        """(x_b, y_b) pairs read from disk. With a key, the order of contiguous blocks and
+        the rows within each block are shuffled (contiguous reads keep the I/O fast)."""
+        block_size = (
+            self.block_size if block_size is None else positive_int(block_size, "block_size")
+        )
+        starts = np.arange(0, self.n, block_size)
+        if key is not None:
+            key, sub = jax.random.split(key)
+            starts = starts[np.asarray(jax.random.permutation(sub, len(starts)))]
+        dtype = default_dtype()
+        with h5py.File(self.path, "r") as f:
+            xd, yd = f[self.x_name], f[self.y_name]
+            for start in starts:
+                stop = min(start + block_size, self.n)
+                xb = np.asarray(xd[start:stop], dtype=dtype)
+                check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
+                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
+                if key is not None:
+                    key, sub = jax.random.split(key)
+                    perm = np.asarray(jax.random.permutation(sub, stop - start))
+                    xb, yb = xb[perm], yb[perm]
+                yield jnp.asarray(xb), jnp.asarray(yb)
+
+
+def _names(f: h5py.File) -> list[str]:
+    names: list[str] = []
+    f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
+
+
+Dataset = ArrayDataset | HDF5Dataset

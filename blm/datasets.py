@@ -1,0 +1,89 @@
+r"""Bundled real data sets turned into regression designs (no network: the data ship
+with scikit-learn and statsmodels, installed by the ``examples`` extra).
+
+* ``co2_design``: weekly Mauna Loa CO₂ (statsmodels), a climate-style regression on a
+  polynomial trend plus random Fourier features of time (Rahimi & Recht), so the number
+  of columns can be made as large as wanted.
+* ``macro_design``: US quarterly macro-economic series (statsmodels ``macrodata``):
+  inflation regressed on standardised current and lagged indicators, with one prior
+  group per indicator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blm._checks import positive, positive_int
+
+
+def _need(module: str):
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as err:  # pragma: no cover - exercised only without the extra
+        raise ImportError(f"this data set needs {module!r}: pip install 'blm[examples]'") from err
+
+
+def co2_series() -> tuple[np.ndarray, np.ndarray]:
+    """(time in years since 1958, CO₂ in ppm), missing weeks dropped."""
+    sm = _need("statsmodels.api")
+    df = sm.datasets.co2.load_pandas().data.dropna()
+    t = (df.index - df.index[0]).days.to_numpy() / 365.25
+    return t, df["co2"].to_numpy(dtype=float)
+
+
+def random_fourier_features(
+    t: np.ndarray, n_features: int, lengthscale: float, seed: int = 0
+) -> np.ndarray:
+    """√(2/D) cos(ω t + b), ω ~ N(0, 1/ℓ²), b ~ U[0, 2π): a random-feature expansion of an
+    RBF kernel with lengthscale ℓ (in the units of t)."""
+    n_features = positive_int(n_features, "n_features")
+    lengthscale = float(positive(lengthscale, "lengthscale"))
+    rng = np.random.default_rng(seed)
+    omega = rng.standard_normal(n_features) / lengthscale
+    phase = rng.uniform(0, 2 * np.pi, n_features)
+    return np.sqrt(2.0 / n_features) * np.cos(np.outer(t, omega) + phase)
+
+
+def co2_design(
+    n_features: int = 200, lengthscale: float = 0.5, degree: int = 2, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Design for CO₂: [polynomial trend in t/10 | random Fourier features of t].
+
+    Returns (X, y, t); X has ``degree + n_features`` columns.
+    """
+    t, y = co2_series()
+    trend = np.stack([(t / 10.0) ** k for k in range(1, degree + 1)], axis=1)
+    return np.hstack([trend, random_fourier_features(t, n_features, lengthscale, seed)]), y, t
+
+
+def macro_design(lags: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inflation on standardised indicators and their lags (statsmodels ``macrodata``).
+
+    Returns (X, y, groups): one prior group per indicator (its current value and lags).
+    """
+    sm = _need("statsmodels.api")
+    df = sm.datasets.macrodata.load_pandas().data
+    names = [
+        "realgdp",
+        "realcons",
+        "realinv",
+        "realgovt",
+        "realdpi",
+        "m1",
+        "tbilrate",
+        "unemp",
+        "pop",
+    ]
+    growth = {"realgdp", "realcons", "realinv", "realgovt", "realdpi", "m1", "pop"}
+    series = []
+    for name in names:
+        v = df[name].to_numpy(dtype=float)
+        series.append(np.diff(np.log(v)) * 400 if name in growth else v[1:])
+    Z = np.stack(series, axis=1)
+    Z = (Z - Z.mean(0)) / Z.std(0)
+    y = df["infl"].to_numpy(dtype=float)[1:]
+    cols, groups = [], []
+    for lag in range(lags + 1):
+        cols.append(Z[lags - lag : len(Z) - lag])
+        groups.extend(range(len(names)))
+    return np.hstack(cols), y[lags:], np.asarray(groups)

@@ -1,0 +1,67 @@
+"""The outer loop of hyperparameter fitting, shared by every update rule.
+
+An update rule is a function ``step(alpha, beta) -> (alpha_new, beta_new, info)``; the
+loop iterates it until the largest relative change of any α_g or β_k falls below
+``tol`` (or ``max_iter`` steps), and keeps the trajectory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Trajectory:
+    """Per-step record of the hyperparameters and what the step reported."""
+
+    alpha: list[np.ndarray] = field(default_factory=list)
+    beta: list[np.ndarray] = field(default_factory=list)
+    gamma: list[float] = field(default_factory=list)
+    score: list[float] = field(default_factory=list)
+
+    def append(self, alpha, beta, info: dict) -> None:
+        self.alpha.append(np.asarray(alpha))
+        self.beta.append(np.asarray(beta))
+        self.gamma.append(float(info.get("gamma", np.nan)))
+        self.score.append(float(info.get("score", np.nan)))
+
+
+def relative_change(old: np.ndarray, new: np.ndarray) -> float:
+    """max |new − old| / |old| over all entries."""
+    old, new = np.asarray(old, float), np.asarray(new, float)
+    return float(np.max(np.abs(new - old) / np.abs(old)))
+
+
+def iterate_hyperparameters(
+    step: Callable,
+    alpha,
+    beta,
+    max_iter: int,
+    tol: float,
+    progress: Callable[[int, float], None] | None = None,
+):
+    """Run ``step`` from (α, β) until converged. Returns (α, β, n_iter, trajectory, info)
+    where α, β are the last update's output and info the last step's report."""
+    trajectory = Trajectory()
+    info: dict = {}
+    for it in range(1, max_iter + 1):
+        new_alpha, new_beta, info = step(alpha, beta)
+        trajectory.append(alpha, beta, info)
+        new_alpha, new_beta = np.asarray(new_alpha), np.asarray(new_beta)
+        if not (np.all(np.isfinite(new_alpha)) and np.all(np.isfinite(new_beta))):
+            raise FloatingPointError(
+                f"hyperparameter update {it} gave non-finite values (alpha={new_alpha}, "
+                f"beta={new_beta}). An alpha growing without bound means the evidence prunes that "
+                "group's weights to zero (automatic relevance determination); a Gamma hyperprior "
+                "with positive rate keeps it finite"
+            )
+        change = max(relative_change(alpha, new_alpha), relative_change(beta, new_beta))
+        alpha, beta = new_alpha, new_beta
+        if progress is not None:
+            progress(it, change)
+        if change < tol:
+            return alpha, beta, it, trajectory, info
+    return alpha, beta, max_iter, trajectory, info

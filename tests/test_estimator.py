@@ -1,0 +1,145 @@
+"""BayesianLinearRegression(solver="exact") against scikit-learn's BayesianRidge."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.datasets import load_diabetes
+from sklearn.linear_model import BayesianRidge
+
+from blm import BayesianLinearRegression, LinearFeatures
+from blm.datasets import co2_design, macro_design
+from blm.evidence.closed_form import DenseGaussianModel
+
+
+def _agree(X, y, fit_intercept=True, rtol=1e-5, **hyper):
+    ours = BayesianLinearRegression(
+        tol=1e-12, max_iter=20_000, fit_intercept=fit_intercept, **hyper
+    ).fit(X, y)
+    ref = BayesianRidge(
+        tol=1e-10, max_iter=100_000, fit_intercept=fit_intercept, compute_score=True, **hyper
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        ours.coef_, ref.coef_, rtol=rtol, atol=1e-8 * np.abs(ref.coef_).max()
+    )
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, rtol=rtol)
+    np.testing.assert_allclose(ours.alpha_, ref.lambda_, rtol=rtol)  # weight precision
+    np.testing.assert_allclose(ours.beta_, ref.alpha_, rtol=rtol)  # noise precision
+    np.testing.assert_allclose(
+        ours.sigma_, ref.sigma_, rtol=rtol, atol=1e-8 * np.abs(ref.sigma_).max()
+    )
+    mean, std = ours.predict(X[::7], return_std=True)
+    ref_mean, ref_std = ref.predict(X[::7], return_std=True)
+    np.testing.assert_allclose(mean, ref_mean, rtol=rtol)
+    np.testing.assert_allclose(std, ref_std, rtol=rtol)
+    np.testing.assert_allclose(ours.scores_[-1], ref.scores_[-1], rtol=1e-8)
+    return ours
+
+
+def test_agrees_with_bayesian_ridge_on_diabetes():
+    X, y = load_diabetes(return_X_y=True)
+    _agree(X, y)
+    _agree(X, y, fit_intercept=False)
+
+
+def test_agrees_with_bayesian_ridge_with_other_hyperpriors():
+    X, y = load_diabetes(return_X_y=True)
+    _agree(X, y, alpha_1=2.0, alpha_2=1e-3, lambda_1=1.5, lambda_2=1e-2)
+
+
+def test_agrees_with_bayesian_ridge_on_co2_fourier_design():
+    X, y, _ = co2_design(n_features=40, lengthscale=1.0)
+    _agree(X, y)
+
+
+def test_agrees_with_bayesian_ridge_on_macrodata_wide():
+    """p > n keeps the comparison honest in the dual form (d > n)."""
+    X, y, _ = macro_design(lags=2)
+    X_wide = np.hstack([X, np.sin(X[:, :20] * 3.0) * 0.1])[:40]
+    assert X_wide.shape[1] > X_wide.shape[0]
+    ours = _agree(X_wide, y[:40])
+    assert ours.posterior_.form == "dual"
+
+
+def test_grouped_prior_and_multi_output_reach_evidence_stationary_point():
+    """Per-group α and per-output β: flat hyperpriors, then the evidence gradient vanishes."""
+    X, y, indicator = macro_design(lags=1)
+    groups = indicator // 3  # three groups of three indicators: none is pruned (α_g stays finite)
+    Y = np.stack([y, np.roll(y, 1) * 0.5 + X[:, 0]], axis=1)
+    est = BayesianLinearRegression(
+        tol=1e-12,
+        max_iter=20_000,
+        prior_groups=groups,
+        alpha_1=0,
+        alpha_2=0,
+        lambda_1=0,
+        lambda_2=0,
+    ).fit(X, Y)
+    assert (
+        est.coef_.shape == (2, X.shape[1]) and est.beta_.shape == (2,) and est.alpha_.shape == (3,)
+    )
+    Xc, Yc = X - X.mean(0), Y - Y.mean(0)
+    model = DenseGaussianModel.from_arrays(
+        LinearFeatures(X.shape[1], 2).dense(jnp.asarray(Xc)), jnp.asarray(Yc)
+    )
+    prior0 = est.posterior_.prior
+
+    def evidence(log_alpha, log_beta):
+        b = jnp.exp(log_beta)
+        return model.log_evidence(model.posterior(prior0.with_alpha(jnp.exp(log_alpha)), b), b)
+
+    ga, gb = jax.grad(evidence, argnums=(0, 1))(jnp.log(est.alpha_), jnp.log(est.beta_))
+    assert np.abs(ga).max() < 1e-5 and np.abs(gb).max() < 1e-5
+    mean, std = est.predict(X[:3], return_std=True)
+    assert mean.shape == std.shape == (3, 2)
+    np.testing.assert_allclose(mean, X[:3] @ est.coef_.T + est.intercept_)
+
+
+def test_posterior_samples_match_sigma():
+    X, y = load_diabetes(return_X_y=True)
+    est = BayesianLinearRegression(n_samples=20_000, random_state=0).fit(X, y)
+    draws = est.samples_
+    np.testing.assert_allclose(
+        draws.mean(0), est.coef_, atol=4 * np.sqrt(np.diag(est.sigma_).max() / 20_000)
+    )
+    cov = np.cov(draws.T)
+    bound = 4 * np.sqrt((np.sum(est.sigma_**2) + np.trace(est.sigma_) ** 2) / 20_000)
+    assert np.linalg.norm(cov - est.sigma_) < bound
+
+
+def test_params_protocol():
+    est = BayesianLinearRegression(max_iter=5)
+    assert est.get_params()["max_iter"] == 5
+    est.set_params(tol=1e-3, n_samples=3)
+    assert est.tol == 1e-3 and est.n_samples == 3
+    with pytest.raises(ValueError, match="'learning_rate' is not a parameter"):
+        est.set_params(learning_rate=1.0)
+    assert "max_iter=5" in repr(est)
+
+
+@pytest.mark.parametrize(
+    "kwargs,X,y,match",
+    [
+        ({}, np.ones((4, 2)), np.ones(5), "same number of rows"),
+        ({}, np.ones((4, 2)), [1.0, np.nan, 1.0, 1.0], "y holds 1 non-finite"),
+        ({}, np.ones(4), np.ones(4), "X must be 2-D"),
+        ({"alpha_init": 0.0}, np.ones((4, 2)), np.ones(4), "alpha_init must be strictly positive"),
+        ({"beta_init": -1.0}, np.ones((4, 2)), np.ones(4), "beta_init must be strictly positive"),
+        ({"solver": "svd"}, np.ones((4, 2)), np.ones(4), "solver must be one of"),
+        ({"max_iter": 0}, np.ones((4, 2)), np.ones(4), "max_iter must be >= 1"),
+        ({"lambda_1": -1.0}, np.ones((4, 2)), np.ones(4), "lambda_1 must be a finite number >= 0"),
+        ({"prior_groups": [0, 1, 2]}, np.ones((4, 2)), np.ones(4), "prior_groups must be 2"),
+    ],
+)
+def test_bad_input(kwargs, X, y, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        BayesianLinearRegression(**kwargs).fit(X, y)
+
+
+def test_predict_errors():
+    est = BayesianLinearRegression()
+    with pytest.raises(RuntimeError, match="not fitted"):
+        est.predict(np.ones((2, 3)))
+    est.fit(np.random.default_rng(0).standard_normal((20, 3)), np.arange(20.0))
+    with pytest.raises(ValueError, match="X must have 3 columns"):
+        est.predict(np.ones((2, 4)))

@@ -1,0 +1,126 @@
+"""Feature maps, datasets and the streamed operators: HDF5 ≡ in memory."""
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blm import ArrayDataset, Gaussian, HDF5Dataset, LinearFeatures
+from blm import operators as ops
+
+
+@pytest.fixture
+def problem(rng, tmp_path):
+    X = rng.standard_normal((103, 4))
+    Y = rng.standard_normal((103, 2))
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as f:
+        f["X"] = X
+        f["y"] = Y
+    return X, Y, path
+
+
+def test_linear_features_match_matrix(rng):
+    X = rng.standard_normal((5, 3))
+    feats = LinearFeatures(3, 2)
+    theta = rng.standard_normal(6)
+    v = rng.standard_normal((5, 2))
+    Theta = theta.reshape(2, 3)
+    np.testing.assert_allclose(feats.jvp(jnp.asarray(X), theta), X @ Theta.T)
+    np.testing.assert_allclose(feats.vjp(jnp.asarray(X), v), (v.T @ X).ravel())
+    dense = np.asarray(feats.dense(jnp.asarray(X)))
+    np.testing.assert_allclose(np.einsum("bkd,d->bk", dense, theta), X @ Theta.T)
+    # the generic dense() (d jvps) agrees with the closed form
+    from blm.features import Features
+
+    np.testing.assert_allclose(Features.dense(feats, jnp.asarray(X)), dense)
+
+
+def test_hdf5_and_memory_give_identical_products(problem, rng):
+    X, Y, path = problem
+    feats = LinearFeatures(4, 2)
+    mem = ArrayDataset(X, Y)
+    disk = HDF5Dataset(path, block_size=17)
+    z = jnp.asarray(rng.standard_normal((3, 8)))  # a leading sample axis
+    v = jnp.asarray(rng.standard_normal((103, 2)))
+    lik = Gaussian([2.0, 0.5])
+    np.testing.assert_array_equal(ops.matvec(feats, mem, z, 17), ops.matvec(feats, disk, z))
+    np.testing.assert_allclose(
+        ops.rmatvec(feats, mem, v, 17), ops.rmatvec(feats, disk, v), rtol=1e-13
+    )
+    np.testing.assert_allclose(
+        ops.normal_matvec(feats, lik, mem, z), ops.normal_matvec(feats, lik, disk, z), rtol=1e-12
+    )
+    np.testing.assert_allclose(ops.rhs(feats, lik, mem), ops.rhs(feats, lik, disk), rtol=1e-12)
+    # and against the dense products
+    Phi = np.asarray(feats.dense(jnp.asarray(X))).reshape(-1, 8)
+    B = np.tile([2.0, 0.5], 103)
+    np.testing.assert_allclose(
+        ops.matvec(feats, disk, z).reshape(3, -1), np.asarray(z) @ Phi.T, rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ops.rmatvec(feats, disk, v), Phi.T @ np.asarray(v).ravel(), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        ops.normal_matvec(feats, lik, disk, z), np.asarray(z) @ (Phi.T * B) @ Phi, rtol=1e-12
+    )
+    np.testing.assert_allclose(ops.rhs(feats, lik, disk), Phi.T @ (B * Y.ravel()), rtol=1e-12)
+
+
+def test_shuffled_blocks_cover_every_row_once(problem):
+    X, Y, path = problem
+    for ds in (ArrayDataset(X, Y), HDF5Dataset(path, block_size=10)):
+        rows = [np.asarray(xb) for xb, _ in ds.blocks(10, key=jax.random.PRNGKey(3))]
+        got = np.concatenate(rows)
+        assert not np.array_equal(got, X)  # shuffled
+        np.testing.assert_array_equal(got[np.lexsort(got.T)], X[np.lexsort(X.T)])
+
+
+def test_hdf5_errors(tmp_path, problem):
+    X, Y, path = problem
+    with pytest.raises(FileNotFoundError, match="path"):
+        HDF5Dataset(tmp_path / "missing.h5")
+    with pytest.raises(ValueError, match="x: no dataset named 'features'.*holds"):
+        HDF5Dataset(path, x="features")
+    with pytest.raises(ValueError, match="y: no dataset named 'target'"):
+        HDF5Dataset(path, y="target")
+    bad = tmp_path / "bad.h5"
+    with h5py.File(bad, "w") as f:
+        f["X"] = X
+        f["y_short"] = Y[:50]
+        f["y3"] = np.zeros((103, 2, 2))
+        y_nan = Y.copy()
+        y_nan[7, 1] = np.nan
+        f["y_nan"] = y_nan
+        X_nan = X.copy()
+        X_nan[60, 0] = np.inf
+        f["X_nan"] = X_nan
+    with pytest.raises(ValueError, match="same number of rows, got 103 and 50"):
+        HDF5Dataset(bad, y="y_short")
+    with pytest.raises(ValueError, match="y: dataset 'y3' must be 1-D or 2-D"):
+        HDF5Dataset(bad, y="y3")
+    with pytest.raises(ValueError, match="y \\(dataset 'y_nan'.*non-finite.*\\(7, 1\\)"):
+        HDF5Dataset(bad, y="y_nan")
+    with h5py.File(bad, "a") as f:
+        f["y_ok"] = Y
+    ds = HDF5Dataset(bad, x="X_nan", y="y_ok", block_size=50)
+    with pytest.raises(ValueError, match="x \\(dataset 'X_nan', rows 50:100\\).*non-finite"):
+        list(ds.blocks())
+    with pytest.raises(ValueError, match="features have m=3"):
+        ops.rhs(LinearFeatures(4, 3), Gaussian(1.0), HDF5Dataset(path))
+    notfile = tmp_path / "text.h5"
+    notfile.write_text("not hdf5")
+    with pytest.raises(ValueError, match="not a readable HDF5 file"):
+        HDF5Dataset(notfile)
+
+
+def test_array_dataset_errors():
+    with pytest.raises(ValueError, match="same number of rows"):
+        ArrayDataset(np.ones((3, 2)), np.ones(4))
+    with pytest.raises(ValueError, match="y holds 1 non-finite"):
+        ArrayDataset(np.ones((3, 2)), [1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="X is empty"):
+        ArrayDataset(np.ones((0, 2)), np.ones(0))
+    with pytest.raises(TypeError, match="y must hold numbers"):
+        ArrayDataset(np.ones((2, 2)), ["a", "b"])
