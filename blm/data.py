@@ -2,7 +2,9 @@ r"""Where the rows come from: datasets in memory or in HDF5 files, read in row b
 
 A dataset holds n inputs x_i (any trailing shape: a design-matrix row, an image) and
 targets y_i ∈ ℝ^m (a 1-D target is read as m = 1). ``blocks(block_size, key)`` yields
-(x_b, y_b) pairs covering every row once, shuffled when a key is given. Nothing but one
+(x_b, y_b, rows_b) triples covering every row once, shuffled when a key is given;
+rows_b are the global row indices (random noise is keyed by them, so a draw does not
+depend on the block size or order). Nothing but one
 block at a time is ever read from an HDF5 file, so n·d may exceed memory.
 
 HDF5 layout read here: a dataset of inputs (default name ``"X"``, shape ``(n, ...)``) and
@@ -58,13 +60,14 @@ class ArrayDataset:
         return tuple(self.X.shape[1:])
 
     def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
-        """(x_b, y_b) pairs of at most ``block_size`` rows (all rows if None)."""
+        """(x_b, y_b, rows_b) of at most ``block_size`` rows (all rows if None); rows_b are
+        the rows' indices in the dataset."""
         block_size = self.n if block_size is None else positive_int(block_size, "block_size")
         if key is None and block_size >= self.n:
-            yield self.X, self.y
+            yield self.X, self.y, jnp.arange(self.n)
             return
         for rows in _row_order(self.n, block_size, key):
-            yield self.X[rows], self.y[rows]
+            yield self.X[rows], self.y[rows], jnp.asarray(rows)
 
 
 class HDF5Dataset:
@@ -119,7 +122,7 @@ class HDF5Dataset:
         return self._input_shape
 
     def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
-        """(x_b, y_b) pairs read from disk. With a key, the order of contiguous blocks and
+        """(x_b, y_b, rows_b) read from disk (rows_b: the rows' indices). With a key, the order of contiguous blocks and
         the rows within each block are shuffled (contiguous reads keep the I/O fast)."""
         block_size = (
             self.block_size if block_size is None else positive_int(block_size, "block_size")
@@ -136,11 +139,12 @@ class HDF5Dataset:
                 xb = np.asarray(xd[start:stop], dtype=dtype)
                 check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
                 yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
+                rows = np.arange(start, stop)
                 if key is not None:
                     key, sub = jax.random.split(key)
                     perm = np.asarray(jax.random.permutation(sub, stop - start))
-                    xb, yb = xb[perm], yb[perm]
-                yield jnp.asarray(xb), jnp.asarray(yb)
+                    xb, yb, rows = xb[perm], yb[perm], rows[perm]
+                yield jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(rows)
 
 
 def _names(f: h5py.File) -> list[str]:

@@ -19,10 +19,14 @@ from blm._checks import as_float_array, one_of, positive, positive_int, same_len
 from blm.data import ArrayDataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.loop import iterate_hyperparameters
+from blm.evidence.mackay import sample_mackay_step
 from blm.features import LinearFeatures
+from blm.likelihoods import Gaussian
 from blm.priors import Prior
+from blm.solvers.cg import cg
+from blm.solvers.sgd import SGDConfig, sgd
 
-SOLVERS = ("exact",)
+SOLVERS = ("exact", "sgd", "cg")
 
 
 @eqx.filter_jit
@@ -41,10 +45,18 @@ class BayesianLinearRegression:
     Multi-output targets y of shape (n, m) get one β per output and an m × p
     coefficient matrix; the weights of all outputs share the prior.
 
+    With ``solver="exact"`` α, β follow MacKay's exact fixed point (dense Cholesky).
+    With ``"sgd"`` (sample-then-optimise, minibatched) or ``"cg"`` (conjugate gradients,
+    full batch) each EM step draws ``n_samples`` posterior samples matrix-free and
+    updates α, β with the sample-based effective dimension γ̂ = mean_j z_jᵀΦᵀBΦz_j;
+    the noise of the samples is the same at every step (common random numbers), and
+    each step warm-starts from the previous solution.
+
     Parameters:
-        solver: ``"exact"`` (dense Cholesky, primal or dual form by size).
-        n_samples: posterior draws of the coefficients to keep in ``samples_``.
-        random_state: seed for those draws.
+        solver: ``"exact"``, ``"sgd"`` or ``"cg"``.
+        n_samples: posterior samples: kept in ``samples_``, and used by ``sgd``/``cg``
+            for γ̂ and for predictive variances (at least 1 there).
+        random_state: seed of the samples (and of SGD's minibatches).
         max_iter, tol: stop the hyperparameter iteration after ``max_iter`` steps or
             when no α_g, β_k changes by more than ``tol`` relative.
         fit_intercept: centre X and y before fitting, as scikit-learn does (the
@@ -53,13 +65,21 @@ class BayesianLinearRegression:
         lambda_1, lambda_2: Gamma(shape, rate) hyperprior on the weight precision α.
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
         prior_groups: optional integer group per input column for per-group α_g.
+        solver_options: keyword arguments of the solver: ``SGDConfig`` fields for
+            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, ...), ``tol``,
+            ``max_iter`` for ``"cg"``.
+        gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
+            (see ``blm.evidence.mackay``).
+        progress: show a progress bar over the EM steps.
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
         alpha_: weight prior precision (array when there are several groups).
         beta_: noise precision (array when there are several outputs).
-        sigma_: posterior covariance H⁻¹ of the weights.
-        scores_: log evidence + log hyperprior at each step and at the end.
+        sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
+        scores_: log evidence + log hyperprior at each step and at the end (exact
+            solver; NaN for sgd/cg, which never form the log-determinant).
+        trajectory_: α, β, γ, data fit and score at each step.
         n_iter_: hyperparameter steps taken.
         samples_: ``n_samples`` posterior draws of ``coef_`` (if ``n_samples > 0``).
     """
@@ -79,6 +99,9 @@ class BayesianLinearRegression:
         alpha_init: float | None = None,
         beta_init: float | None = None,
         prior_groups=None,
+        solver_options: dict | None = None,
+        gamma_estimator: str = "combined",
+        progress: bool = False,
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -93,6 +116,9 @@ class BayesianLinearRegression:
         self.alpha_init = alpha_init
         self.beta_init = beta_init
         self.prior_groups = prior_groups
+        self.solver_options = solver_options
+        self.gamma_estimator = gamma_estimator
+        self.progress = progress
 
     # -- scikit-learn protocol ----------------------------------------------------
     @classmethod
@@ -121,7 +147,8 @@ class BayesianLinearRegression:
     # -- fitting -------------------------------------------------------------------
     def _validate(self) -> None:
         one_of(self.solver, "solver", SOLVERS)
-        positive_int(self.n_samples, "n_samples", minimum=0)
+        one_of(self.gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
+        positive_int(self.n_samples, "n_samples", minimum=0 if self.solver == "exact" else 1)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
         for name in ("alpha_1", "alpha_2", "lambda_1", "lambda_2"):
@@ -148,9 +175,6 @@ class BayesianLinearRegression:
         features = LinearFeatures(p, m)
         dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
         groups = self._groups(p, m)
-
-        model = DenseGaussianModel.from_data(features, dataset)
-        hyper = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         n_groups = int(groups.max()) + 1
         alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))
         eps = np.finfo(np.float64).eps
@@ -159,24 +183,21 @@ class BayesianLinearRegression:
             if self.beta_init is None
             else np.full(m, float(self.beta_init))
         )
-        dtype = default_dtype()
-
+        hyper = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         template = Prior(alpha0, groups)
-
-        def step(alpha, beta):
-            a, b = jnp.asarray(alpha, dtype), jnp.asarray(beta, dtype)
-            return _exact_mackay_step(model, template.with_alpha(a), b, hyper)
+        key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
+        step = self._update_rule(features, dataset, template, hyper, key)
 
         def step_summary(alpha, beta):
             new_alpha, new_beta, info = step(alpha, beta)
-            return new_alpha, new_beta, {"gamma": info["gamma"], "score": info["score"]}
+            return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
 
         alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
-            step_summary, alpha0, beta0, self.max_iter, self.tol
+            step_summary, alpha0, beta0, self.max_iter, self.tol, progress=self._progress_callback()
         )
-        _, _, info = step(alpha, beta)
+        _, _, info = step(alpha, beta)  # the posterior at the final α, β
         post = info["posterior"]
-        self.scores_ = np.asarray([*self.trajectory_.score, float(info["score"])])
+        self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
         self.posterior_ = post
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
         self.beta_ = float(beta[0]) if m == 1 else np.asarray(beta)
@@ -185,13 +206,72 @@ class BayesianLinearRegression:
         self.intercept_ = self.y_offset_ - coef @ self.X_offset_
         if self._y_1d:
             self.intercept_ = float(self.intercept_[0])
-        self.sigma_ = np.asarray(post.covariance())
         if self.n_samples > 0:
-            key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
-            draws = np.asarray(post.mean + post.sample(key, self.n_samples)).reshape(-1, m, p)
+            if self.solver == "exact":
+                z = post.sample(jax.random.fold_in(key, 1), self.n_samples)
+            else:
+                z = post.samples
+            draws = np.asarray(post.mean + z).reshape(-1, m, p)
             self.samples_ = draws[:, 0] if self._y_1d else draws
         self._features = features
         return self
+
+    def _update_rule(self, features, dataset, template: Prior, hyper: GammaHyperprior, key):
+        """step(α, β) -> (α', β', info with the posterior at (α, β)) for the chosen solver."""
+        dtype = default_dtype()
+        if self.solver == "exact":
+            model = DenseGaussianModel.from_data(features, dataset)
+
+            def exact_step(alpha, beta):
+                a, b = jnp.asarray(alpha, dtype), jnp.asarray(beta, dtype)
+                return _exact_mackay_step(model, template.with_alpha(a), b, hyper)
+
+            return exact_step
+
+        options = dict(self.solver_options or {})
+        if self.solver == "sgd":
+            config = SGDConfig(**{"batch_size": min(256, dataset.n), **options})
+
+            def solve(lik, prior, init):
+                return sgd(features, lik, prior, dataset, key, self.n_samples, config, init=init)
+
+        else:
+
+            def solve(lik, prior, init):
+                return cg(features, lik, prior, dataset, key, self.n_samples, init=init, **options)
+
+        previous = {}
+
+        def sampled_step(alpha, beta):
+            prior = template.with_alpha(jnp.asarray(alpha, dtype))
+            lik = Gaussian(np.asarray(beta))
+            post, diagnostics = solve(lik, prior, previous.get("posterior"))
+            previous["posterior"] = post  # warm start of the next step
+            new_alpha, new_beta, info = sample_mackay_step(
+                post, features, lik, prior, dataset, hyper, self.gamma_estimator
+            )
+            return new_alpha, new_beta, {**info, "posterior": post, "diagnostics": diagnostics}
+
+        return sampled_step
+
+    def _progress_callback(self):
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=self.max_iter, desc=f"EM ({self.solver})", unit="step")
+
+        def update(it, change):
+            bar.update(1)
+            bar.set_postfix(change=f"{change:.2e}")
+
+        return update
+
+    @property
+    def sigma_(self) -> np.ndarray:
+        """Posterior covariance H⁻¹ of the weights (exact, or the samples' second moment)."""
+        self._check_fitted()
+        return np.asarray(self.posterior_.covariance())
 
     def _groups(self, p: int, m: int) -> np.ndarray:
         if self.prior_groups is None:

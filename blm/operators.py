@@ -1,13 +1,19 @@
 r"""Full passes of the linear model over a dataset, one block of rows at a time.
 
-    matvec(z)         = Φ z            (n, m)   (rows in dataset order)
-    rmatvec(v)        = Φᵀ v           (d,)
-    normal_matvec(z)  = Φᵀ B Φ z       (…, d)   (z may carry a leading sample axis)
-    rhs()             = Φᵀ B Y         (d,)
+    matvec(z)          = Φ z                        (n, m)   (rows in dataset order)
+    rmatvec(v)         = Φᵀ v                       (d,)
+    normal_matvec(z)   = Φᵀ B Φ z                   (…, d)   (z may carry a sample axis)
+    rhs()              = Φᵀ B Y                     (d,)
+    noise_rhs(key, k)  = Φᵀ L ξ_j, j = 1..k         (k, d)   ξ ~ N(0, I), L Lᵀ = B
+    quad_form(z)       = Σ_i (φ_i z)ᵀ B_i (φ_i z)    (k, m)   per output, B diagonal
 
 Only one block of inputs is in memory at a time, so these work on HDF5 data larger
 than memory. The per-block kernels are jit-compiled once per block shape; the primal
 work of the feature map is shared across a leading sample axis of z.
+
+The noise ξ_{j,i} ∈ ℝ^m of row i is drawn from ``fold_in(key, i)``: the same draw
+whatever the block size or order, so a minibatched objective can regenerate exactly
+the noise that a full pass used.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, Float, Int
 
 from blm.features import Features
 from blm.likelihoods import Likelihood
@@ -26,6 +32,14 @@ def _check(features: Features, dataset) -> None:
         raise ValueError(
             f"dataset has m={dataset.m} outputs per row but features have m={features.m}"
         )
+
+
+def row_noise(
+    key: jax.Array, rows: Int[Array, " b"], k: int, m: int, dtype
+) -> Float[Array, "k b m"]:
+    """Standard normal ξ_{j,i} for samples j < k and the given global rows i."""
+    draw = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), (k, m), dtype))(rows)
+    return jnp.swapaxes(draw, 0, 1)
 
 
 @eqx.filter_jit
@@ -56,10 +70,24 @@ def _block_rhs(features, likelihood, xb, yb):
     return vjp(likelihood.precision_mul(f0, yb))
 
 
+@eqx.filter_jit
+def _block_noise_rhs(features, likelihood, xb, rows, key, k):
+    f0, _, vjp = features.linearize(xb)
+    xi = row_noise(key, rows, k, f0.shape[-1], f0.dtype)
+    return jax.vmap(lambda x: vjp(likelihood.sqrt_mul(f0, x)))(xi)
+
+
+@eqx.filter_jit
+def _block_quad(features, likelihood, xb, z):
+    f0, jvp, _ = features.linearize(xb)
+    fz = jax.vmap(jvp)(z)  # (k, b, m)
+    return jnp.sum(fz * jax.vmap(lambda v: likelihood.precision_mul(f0, v))(fz), axis=1)
+
+
 def matvec(features: Features, dataset, z: Float[Array, "... d"], block_size: int | None = None):
     """Φ z, shape (n, m) (or (k, n, m) for z of shape (k, d))."""
     _check(features, dataset)
-    out = [_block_matvec(features, xb, z) for xb, _ in dataset.blocks(block_size)]
+    out = [_block_matvec(features, xb, z) for xb, _, _ in dataset.blocks(block_size)]
     return jnp.concatenate(out, axis=-2)
 
 
@@ -68,11 +96,9 @@ def rmatvec(features: Features, dataset, v: Float[Array, "... n m"], block_size:
     _check(features, dataset)
     if v.shape[-2:] != (dataset.n, dataset.m):
         raise ValueError(f"v must end in shape (n, m)={(dataset.n, dataset.m)}, got {v.shape}")
-    total, start = 0.0, 0
-    for xb, _ in dataset.blocks(block_size):
-        stop = start + xb.shape[0]
-        total = total + _block_rmatvec(features, xb, v[..., start:stop, :])
-        start = stop
+    total = 0.0
+    for xb, _, rows in dataset.blocks(block_size):
+        total = total + _block_rmatvec(features, xb, v[..., rows, :])
     return total
 
 
@@ -86,7 +112,7 @@ def normal_matvec(
     """ΦᵀBΦ z (the data part of H applied to z), summed over blocks."""
     _check(features, dataset)
     total = 0.0
-    for xb, _ in dataset.blocks(block_size):
+    for xb, _, _ in dataset.blocks(block_size):
         total = total + _block_normal(features, likelihood, xb, z)
     return total
 
@@ -95,6 +121,55 @@ def rhs(features: Features, likelihood: Likelihood, dataset, block_size: int | N
     """ΦᵀB Y, the right-hand side of H θ̄ = ΦᵀBY."""
     _check(features, dataset)
     total = 0.0
-    for xb, yb in dataset.blocks(block_size):
+    for xb, yb, _ in dataset.blocks(block_size):
         total = total + _block_rhs(features, likelihood, xb, yb)
+    return total
+
+
+def noise_rhs(
+    features: Features,
+    likelihood: Likelihood,
+    dataset,
+    key: jax.Array,
+    k: int,
+    block_size: int | None = None,
+):
+    """Φᵀ L ξ_j for k independent ξ_j ~ N(0, I_{n·m}): each has covariance ΦᵀBΦ."""
+    _check(features, dataset)
+    total = 0.0
+    for xb, _, rows in dataset.blocks(block_size):
+        total = total + _block_noise_rhs(features, likelihood, xb, rows, key, k)
+    return total
+
+
+def quad_form(
+    features: Features,
+    likelihood: Likelihood,
+    dataset,
+    z: Float[Array, "k d"],
+    block_size: int | None = None,
+):
+    """Σ_i (φ_i z_j)_k (B_i φ_i z_j)_k per sample j and output k, shape (k, m); summed over
+    outputs it is z_jᵀΦᵀBΦz_j (the split by output assumes a diagonal B, as Gaussian's)."""
+    _check(features, dataset)
+    total = 0.0
+    for xb, _, _ in dataset.blocks(block_size):
+        total = total + _block_quad(features, likelihood, xb, z)
+    return total
+
+
+@eqx.filter_jit
+def _block_residual_sq(features, xb, yb, theta):
+    f0, jvp, _ = features.linearize(xb)
+    return jnp.sum((yb - jvp(theta)) ** 2, axis=0)
+
+
+def residual_sq(
+    features: Features, dataset, theta: Float[Array, " d"], block_size: int | None = None
+):
+    """‖y_k − Φ_k θ‖² for each output k, shape (m,)."""
+    _check(features, dataset)
+    total = 0.0
+    for xb, yb, _ in dataset.blocks(block_size):
+        total = total + _block_residual_sq(features, xb, yb, theta)
     return total

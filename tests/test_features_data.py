@@ -71,10 +71,13 @@ def test_hdf5_and_memory_give_identical_products(problem, rng):
 def test_shuffled_blocks_cover_every_row_once(problem):
     X, Y, path = problem
     for ds in (ArrayDataset(X, Y), HDF5Dataset(path, block_size=10)):
-        rows = [np.asarray(xb) for xb, _ in ds.blocks(10, key=jax.random.PRNGKey(3))]
-        got = np.concatenate(rows)
-        assert not np.array_equal(got, X)  # shuffled
-        np.testing.assert_array_equal(got[np.lexsort(got.T)], X[np.lexsort(X.T)])
+        blocks = list(ds.blocks(10, key=jax.random.PRNGKey(3)))
+        rows = np.concatenate([np.asarray(r) for _, _, r in blocks])
+        assert not np.array_equal(rows, np.arange(103))  # shuffled
+        np.testing.assert_array_equal(np.sort(rows), np.arange(103))  # each row once
+        for xb, yb, r in blocks:  # and the indices name the rows yielded
+            np.testing.assert_array_equal(xb, X[np.asarray(r)])
+            np.testing.assert_array_equal(yb, Y[np.asarray(r)])
 
 
 def test_hdf5_errors(tmp_path, problem):

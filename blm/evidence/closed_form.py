@@ -73,7 +73,7 @@ class DenseGaussianModel(eqx.Module):
             raise ValueError(f"dataset has m={dataset.m} outputs but features have m={features.m}")
         dense = eqx.filter_jit(features.dense)
         phis, ys = [], []
-        for xb, yb in dataset.blocks(block_size):
+        for xb, yb, _ in dataset.blocks(block_size):
             phis.append(dense(xb))
             ys.append(yb)
         return cls.from_arrays(jnp.concatenate(phis), jnp.concatenate(ys), form)
@@ -159,6 +159,7 @@ class DenseGaussianModel(eqx.Module):
         info = {
             "posterior": post,
             "gamma": jnp.sum(gamma_g),
+            "data_fit": jnp.sum(beta * self.residual_sq(post.mean)),
             "evidence": evidence,
             "score": evidence + hyper.log_density(prior.alpha, beta),
         }

@@ -20,12 +20,16 @@ class Trajectory:
     alpha: list[np.ndarray] = field(default_factory=list)
     beta: list[np.ndarray] = field(default_factory=list)
     gamma: list[float] = field(default_factory=list)
+    data_fit: list[float] = field(default_factory=list)
     score: list[float] = field(default_factory=list)
 
     def append(self, alpha, beta, info: dict) -> None:
+        """Record the step's input (α, β) and what it reported: γ, the data fit
+        Σ_k β_k‖y_k − Φ_kθ̄‖², and the score (log evidence + hyperprior) where known."""
         self.alpha.append(np.asarray(alpha))
         self.beta.append(np.asarray(beta))
         self.gamma.append(float(info.get("gamma", np.nan)))
+        self.data_fit.append(float(info.get("data_fit", np.nan)))
         self.score.append(float(info.get("score", np.nan)))
 
 
@@ -51,9 +55,11 @@ def iterate_hyperparameters(
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
         new_alpha, new_beta = np.asarray(new_alpha), np.asarray(new_beta)
-        if not (np.all(np.isfinite(new_alpha)) and np.all(np.isfinite(new_beta))):
+        if not (np.all(np.isfinite(new_alpha)) and np.all(np.isfinite(new_beta))) or (
+            np.any(new_alpha <= 0) or np.any(new_beta <= 0)
+        ):
             raise FloatingPointError(
-                f"hyperparameter update {it} gave non-finite values (alpha={new_alpha}, "
+                f"hyperparameter update {it} gave non-finite or non-positive values (alpha={new_alpha}, "
                 f"beta={new_beta}). An alpha growing without bound means the evidence prunes that "
                 "group's weights to zero (automatic relevance determination); a Gamma hyperprior "
                 "with positive rate keeps it finite"

@@ -1,0 +1,341 @@
+r"""Sample-then-optimise by minibatched SGD: the posterior mean and k samples at once.
+
+The k + 1 columns x_0 = θ, x_j = z_j (j = 1..k) are optimised together (one array of
+shape (k+1, d)), so each minibatch's primal pass through the features is shared by all
+of them. Each column minimises a quadratic whose data term is estimated on a minibatch
+of b rows, rescaled by n/b (unbiased), and whose prior term is exact:
+
+    mean:            (n/b) Σ_{i∈batch} ½‖y_i − φ_i θ‖²_{B_i}        + ½‖θ‖²_A
+    low-variance z:  (n/b) Σ_{i∈batch} ½‖φ_i z‖²_{B_i}              + ½‖z − θⁿ_j‖²_A
+    standard z:      (n/b) Σ_{i∈batch} (½‖φ_i z‖²_{B_i} − zᵀφ_iᵀL_iξ_{j,i}) + ½‖z − θ⁰_j‖²_A
+
+(see ``blm.solvers.targets``). The optimiser is optax SGD with Nesterov momentum; the
+default learning rate is 1/λ̂ with λ̂ the largest eigenvalue, by power iteration, of
+the minibatch curvature (n/b)Φ_bᵀBΦ_b + A over a few random minibatches, so every
+realised step is stable. Iterate (Polyak) averaging over the last part of the run is
+optional. Steps run in ``jax.lax.scan`` chunks; between chunks the diagnostics are
+logged and divergence is detected.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jaxtyping import Array, Float
+
+from blm._checks import one_of, positive, positive_int
+from blm.data import ArrayDataset
+from blm.features import Features
+from blm.likelihoods import Likelihood
+from blm.operators import row_noise
+from blm.priors import Prior
+from blm.solvers.cg import split_key
+from blm.solvers.sampled import Diagnostics, SampledPosterior
+from blm.solvers.targets import Objective, SampleTargets, draw_targets
+
+
+@dataclass(frozen=True)
+class SGDConfig:
+    """Settings of the SGD solver.
+
+    n_steps: optimiser steps. batch_size: rows per minibatch (≤ n). learning_rate: None
+    for 1/λ̂ (power iterations), else a positive number. momentum, nesterov: optax SGD.
+    polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
+    ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
+    per logged diagnostic (and per scan chunk). block_size: rows read at a time from a
+    streamed dataset. progress: show a tqdm bar.
+    """
+
+    n_steps: int = 2000
+    batch_size: int = 256
+    learning_rate: float | None = None
+    momentum: float = 0.9
+    nesterov: bool = True
+    polyak: float | None = None
+    objective: Objective = "low-variance"
+    log_every: int = 100
+    block_size: int = 65_536
+    power_iters: int = 20
+    progress: bool = False
+
+    def validate(self, n: int) -> None:
+        positive_int(self.n_steps, "n_steps")
+        positive_int(self.batch_size, "batch_size")
+        if self.batch_size > n:
+            raise ValueError(f"batch_size must be <= n = {n} rows, got {self.batch_size}")
+        if self.learning_rate is not None:
+            positive(self.learning_rate, "learning_rate")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.polyak is not None and not 0.0 <= self.polyak < 1.0:
+            raise ValueError(f"polyak must be None or in [0, 1), got {self.polyak}")
+        one_of(self.objective, "objective", ("low-variance", "standard"))
+        positive_int(self.log_every, "log_every")
+        positive_int(self.block_size, "block_size")
+
+
+class _Problem(eqx.Module):
+    """The k + 1 quadratics: regulariser centres, noise key and which objective."""
+
+    features: Features
+    likelihood: Likelihood
+    prior: Prior
+    centres: Float[Array, "k1 d"]
+    noise_key: jax.Array
+    standard: bool = eqx.field(static=True)
+
+
+def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale):
+    """Gradient and objective estimate of every column on one minibatch."""
+    f0, jvp, vjp = problem.features.linearize(xb)
+    lik = problem.likelihood
+    fx = jax.vmap(jvp)(x)  # (k+1, b, m), primal shared
+    bfx = jax.vmap(lambda v: lik.precision_mul(f0, v))(fx)
+    k = x.shape[0] - 1
+    t_mean = lik.precision_mul(f0, yb)[None]
+    if problem.standard:
+        xi = row_noise(problem.noise_key, rows, k, f0.shape[-1], f0.dtype)
+        t_samples = jax.vmap(lambda e: lik.sqrt_mul(f0, e))(xi)
+    else:
+        t_samples = jnp.zeros((k, *yb.shape), yb.dtype)
+    t = jnp.concatenate([t_mean, t_samples])
+    grad = scale * jax.vmap(vjp)(bfx - t) + problem.prior.mul(x - problem.centres)
+    data = scale * jnp.sum(0.5 * fx * bfx - t * fx, axis=(1, 2))
+    reg = 0.5 * jnp.sum(problem.prior.mul((x - problem.centres) ** 2), axis=1)
+    return grad, data + reg
+
+
+@eqx.filter_jit
+def _run_chunk(
+    problem, optimizer, state, xb, yb, rows, key, n_total, batch_size, n_steps, step0, avg_from
+):
+    """``n_steps`` SGD steps on minibatches drawn from the block (xb, yb, rows)."""
+    n_block = xb.shape[0]
+    full = batch_size >= n_block
+    scale = n_total / (n_block if full else batch_size)
+
+    def body(carry, i):
+        x, opt_state, avg, n_avg = carry
+        if full:
+            xm, ym, rm = xb, yb, rows
+        else:
+            idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n_block)
+            xm, ym, rm = xb[idx], yb[idx], rows[idx]
+        grad, obj = _minibatch_terms(problem, x, xm, ym, rm, scale)
+        updates, opt_state = optimizer.update(grad, opt_state, x)
+        x = optax.apply_updates(x, updates)
+        use = step0 + i >= avg_from
+        n_avg = n_avg + use
+        avg = jnp.where(use, avg + (x - avg) / jnp.maximum(n_avg, 1), avg)
+        return (x, opt_state, avg, n_avg), (obj, jnp.linalg.norm(grad, axis=1))
+
+    state, (obj, gnorm) = jax.lax.scan(body, state, jnp.arange(n_steps))
+    return state, obj[-1], gnorm[-1]
+
+
+@eqx.filter_jit
+def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
+    """Largest eigenvalue of (n/b)Φ_bᵀBΦ_b + A on one random minibatch (power iteration)."""
+    n_block = xb.shape[0]
+    if batch_size >= n_block:
+        xm, scale = xb, n_total / n_block
+    else:
+        idx = jax.random.randint(key, (batch_size,), 0, n_block)
+        xm, scale = xb[idx], n_total / batch_size
+    f0, jvp, vjp = problem.features.linearize(xm)
+
+    def hmul(v):
+        return scale * vjp(problem.likelihood.precision_mul(f0, jvp(v))) + problem.prior.mul(v)
+
+    v0 = jax.random.normal(jax.random.fold_in(key, 1), (problem.prior.d,), f0.dtype)
+
+    def body(v, _):
+        w = hmul(v)
+        return w / jnp.linalg.norm(w), None
+
+    v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=iters)
+    return v @ hmul(v)
+
+
+def _blocks(dataset, config: SGDConfig, key):
+    """Endless (x_b, y_b, rows_b) blocks: the whole array in memory, or shuffled passes
+    over a streamed dataset."""
+    if isinstance(dataset, ArrayDataset):
+        while True:
+            yield dataset.X, dataset.y, jnp.arange(dataset.n)
+    epoch = 0
+    while True:
+        yield from dataset.blocks(config.block_size, jax.random.fold_in(key, epoch))
+        epoch += 1
+
+
+def sgd(
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset,
+    key: jax.Array,
+    n_samples: int,
+    config: SGDConfig = SGDConfig(),
+    init: Float[Array, "k1 d"] | SampledPosterior | None = None,
+) -> tuple[SampledPosterior, Diagnostics]:
+    """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
+
+    ``key`` fixes the sample noise (θ⁰, ξ) and the minibatch order; ``init`` warm-starts
+    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``).
+    Raises ``FloatingPointError`` naming the step if the iteration diverges.
+    """
+    k = positive_int(n_samples, "n_samples")
+    config.validate(dataset.n)
+    k_targets, k_solver = split_key(key)
+    k_lr, k_steps = jax.random.split(k_solver)
+    targets: SampleTargets = draw_targets(features, likelihood, prior, dataset, k_targets, k)
+    standard = config.objective == "standard"
+    centres = jnp.concatenate(
+        [
+            jnp.zeros((1, prior.d), targets.theta0.dtype),
+            targets.theta0 if standard else targets.centres,
+        ]
+    )
+    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, standard)
+    blocks = _blocks(dataset, config, k_steps)
+
+    if config.learning_rate is None:
+        xb = next(_blocks(dataset, config, k_lr))[0]
+        lam = max(
+            float(
+                _curvature_bound(
+                    problem,
+                    xb,
+                    jax.random.fold_in(k_lr, j),
+                    config.batch_size,
+                    dataset.n,
+                    config.power_iters,
+                )
+            )
+            for j in range(3)
+        )
+        lr = 1.0 / lam
+    else:
+        lr = float(config.learning_rate)
+    optimizer = _optimizer(config.momentum, config.nesterov)
+
+    x0 = _initial(init, k, prior.d, centres.dtype)
+    opt_state = optimizer.init(x0)
+    opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
+    state = (x0, opt_state, x0, jnp.zeros((), jnp.int32))
+    avg_from = jnp.asarray(
+        config.n_steps if config.polyak is None else int(config.polyak * config.n_steps)
+    )
+    diag = Diagnostics(learning_rate=lr)
+    bar = _progress(config)
+    done, prev = 0, x0
+    while done < config.n_steps:
+        xb, yb, rows = next(blocks)
+        per_block = config.log_every
+        if not isinstance(dataset, ArrayDataset):
+            per_block = max(1, math.ceil(xb.shape[0] / config.batch_size))
+        n_chunk = min(per_block, config.n_steps - done)
+        state, obj, gnorm = _run_chunk(
+            problem,
+            optimizer,
+            state,
+            xb,
+            yb,
+            rows,
+            jax.random.fold_in(k_steps, done),
+            dataset.n,
+            config.batch_size,
+            n_chunk,
+            jnp.asarray(done),
+            avg_from,
+        )
+        done += n_chunk
+        x = state[0]
+        if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(obj)))):
+            raise FloatingPointError(
+                f"SGD diverged: the objective became non-finite by step {done} "
+                f"(learning rate {lr:.3g}); lower learning_rate"
+            )
+        change = float(jnp.linalg.norm(x - prev) / jnp.maximum(jnp.linalg.norm(x), 1e-30))
+        diag.log(done, obj, gnorm, change)
+        prev = x
+        if bar is not None:
+            bar.update(n_chunk)
+            bar.set_postfix(objective=f"{float(obj[0]):.4g}", change=f"{change:.2e}")
+    if bar is not None:
+        bar.close()
+    x = state[2] if config.polyak is not None else state[0]
+    return SampledPosterior(mean=x[0], samples=x[1:]), diag
+
+
+@functools.cache
+def _optimizer(momentum: float, nesterov: bool) -> optax.GradientTransformation:
+    """optax SGD with the learning rate held in its state (one compiled program per
+    momentum setting, whatever the learning rate)."""
+    return optax.inject_hyperparams(optax.sgd)(
+        learning_rate=1.0, momentum=momentum or None, nesterov=nesterov
+    )
+
+
+def _initial(init, k: int, d: int, dtype) -> Array:
+    if init is None:
+        return jnp.zeros((k + 1, d), dtype)
+    if isinstance(init, SampledPosterior):
+        init = jnp.concatenate([init.mean[None], init.samples])
+    init = jnp.asarray(init, dtype)
+    if init.shape != (k + 1, d):
+        raise ValueError(
+            f"init must have shape (n_samples + 1, d) = {(k + 1, d)}, got {init.shape}"
+        )
+    if not bool(jnp.all(jnp.isfinite(init))):
+        raise ValueError("init holds non-finite values")
+    return init
+
+
+def _progress(config: SGDConfig):
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.n_steps, desc="sgd", unit="step")
+
+
+def gradient_variance(
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset: ArrayDataset,
+    key,
+    n_samples: int,
+    objective: Objective,
+    batch_size: int,
+    z: Float[Array, "k d"],
+    n_batches: int = 64,
+) -> np.ndarray:
+    """Empirical variance (trace, per sample) of the minibatch gradient at the points z,
+    over ``n_batches`` random minibatches: the quantity the low-variance objective shrinks."""
+    k_targets, k_batch = split_key(key)
+    targets = draw_targets(features, likelihood, prior, dataset, k_targets, n_samples)
+    standard = objective == "standard"
+    centres = jnp.concatenate(
+        [jnp.zeros((1, prior.d), z.dtype), targets.theta0 if standard else targets.centres]
+    )
+    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, standard)
+    x = jnp.concatenate([jnp.zeros((1, prior.d), z.dtype), z])
+    scale = dataset.n / batch_size
+
+    @jax.jit
+    def one(kb):
+        idx = jax.random.randint(kb, (batch_size,), 0, dataset.n)
+        return _minibatch_terms(problem, x, dataset.X[idx], dataset.y[idx], idx, scale)[0][1:]
+
+    grads = jax.vmap(one)(jax.random.split(k_batch, n_batches))
+    return np.asarray(jnp.sum(jnp.var(grads, axis=0), axis=-1))

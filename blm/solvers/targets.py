@@ -1,0 +1,66 @@
+r"""The random quadratics whose minimisers are posterior samples (sample-then-optimise).
+
+For sample j draw θ⁰_j ~ N(0, A⁻¹) and per-row noise ξ_{j,i} ~ N(0, I_m). Then
+
+    z_j = H⁻¹ (Φᵀ L ξ_j + A θ⁰_j) ~ N(0, H⁻¹),
+
+because Cov(ΦᵀLξ_j + Aθ⁰_j) = ΦᵀBΦ + A = H. Two objectives have z_j as minimiser:
+
+* standard:     ½‖Φz‖²_B − zᵀΦᵀLξ_j + ½‖z − θ⁰_j‖²_A   (noise inside the data term);
+* low-variance: ½‖Φz‖²_B + ½‖z − θⁿ_j‖²_A,  θⁿ_j = A⁻¹ΦᵀLξ_j + θ⁰_j   (noise moved into
+  the regulariser with one full pass; the data term has no noise, so its minibatch
+  gradient variance vanishes at z = 0).
+
+Both use the same ξ and θ⁰, so they have the same minimiser exactly. The mean is
+the minimiser of ½‖Y − Φθ‖²_B + ½‖θ‖²_A, i.e. H θ̄ = ΦᵀBY.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import equinox as eqx
+import jax
+from jaxtyping import Array, Float
+
+from blm import operators as ops
+from blm.features import Features
+from blm.likelihoods import Likelihood
+from blm.priors import Prior
+
+Objective = Literal["low-variance", "standard"]
+
+
+class SampleTargets(eqx.Module):
+    """Everything that defines the k sample objectives: θ⁰ (k, d), the noise key, and in
+    the low-variance form the regulariser centres θⁿ (k, d)."""
+
+    theta0: Float[Array, "k d"]
+    noise_key: jax.Array
+    centres: Float[Array, "k d"]
+
+    @property
+    def k(self) -> int:
+        return int(self.theta0.shape[0])
+
+    def rhs(self, prior: Prior) -> Float[Array, "k d"]:
+        """A θⁿ_j = ΦᵀLξ_j + Aθ⁰_j: the right-hand sides of H z_j = r_j."""
+        return prior.mul(self.centres)
+
+
+def draw_targets(
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset,
+    key: jax.Array,
+    k: int,
+    block_size: int | None = None,
+) -> SampleTargets:
+    """Draw θ⁰ and the noise for k samples and form θⁿ = A⁻¹ΦᵀLξ + θ⁰ (one full pass)."""
+    k_prior, k_noise = jax.random.split(key)
+    theta0 = prior.sample(k_prior, k)
+    centres = (
+        prior.solve(ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size)) + theta0
+    )
+    return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres)
