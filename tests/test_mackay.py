@@ -1,0 +1,115 @@
+"""Sample-based MacKay: the γ̂ estimators against their exact values and variances, and
+the EM loop against the exact fixed point."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
+from blm.evidence.closed_form import DenseGaussianModel
+from blm.evidence.mackay import effective_dimension, gamma_terms
+from blm.solvers.sampled import SampledPosterior
+from tests.conftest import random_problem
+
+
+def _exact_sampled(rng, prior, k, n=60, p=12):
+    X, Y = random_problem(rng, n, p, 1, decay=1.0)
+    feats, ds, lik = LinearFeatures(p), ArrayDataset(X, Y), Gaussian(3.0)
+    exact = DenseGaussianModel.from_data(feats, ds).posterior(prior, lik.beta)
+    post = SampledPosterior(mean=exact.mean, samples=exact.sample(jax.random.PRNGKey(7), k))
+    H = np.linalg.inv(np.asarray(exact.covariance()))
+    M = H - np.diag(np.asarray(prior.precision()))
+    return feats, ds, lik, exact, post, H, M
+
+
+def test_gamma_estimators_variances_match_theory(rng):
+    """Scalar α: with w_i the eigenvalues of H⁻¹M, per-sample variances are 2Σw²
+    (data), 2Σ(1−w)² (prior) and 2Σ(w−w̄)² (combined); all three means are γ."""
+    k, d = 20_000, 12
+    prior = Prior.scalar(0.8, d)
+    feats, ds, lik, exact, post, H, M = _exact_sampled(rng, prior, k)
+    w = np.linalg.eigvals(np.linalg.solve(H, M)).real
+    gamma = w.sum()
+    a, p, _ = gamma_terms(post, feats, lik, prior, ds)
+    a, p = np.asarray(a[:, 0]), np.asarray(p[:, 0])
+    combined = a - (gamma / d) * (a + p - d)
+    for values, var in [
+        (a, 2 * np.sum(w**2)),
+        (d - p, 2 * np.sum((1 - w) ** 2)),
+        (combined, 2 * np.sum((w - w.mean()) ** 2)),
+    ]:
+        np.testing.assert_allclose(values.var(), var, rtol=0.1)
+        assert abs(values.mean() - gamma) < 4 * np.sqrt(var / k)
+    for est in ("combined", "data", "prior"):
+        g_hat, _ = effective_dimension(post, feats, lik, prior, ds, est)
+        assert abs(float(g_hat[0]) - gamma) < 4 * np.sqrt(2 * np.sum(w**2) / k)
+
+
+def test_gamma_per_group_and_per_output_are_unbiased(rng):
+    k, d = 8000, 12
+    prior = Prior.grouped([0.5, 2.0, 5.0], np.arange(d) % 3)
+    feats, ds, lik, exact, post, H, M = _exact_sampled(rng, prior, k)
+    cov = np.linalg.inv(H)
+    g = np.arange(d) % 3
+    exact_g = np.array([np.trace((cov @ M)[np.ix_(g == j, g == j)]) for j in range(3)])
+    for est in ("combined", "data", "prior"):
+        g_hat, g_k = effective_dimension(post, feats, lik, prior, ds, est)
+        np.testing.assert_allclose(g_hat, exact_g, rtol=0.05, atol=0.05)
+        np.testing.assert_allclose(g_k.sum(), g_hat.sum(), rtol=1e-12)
+    with pytest.raises(ValueError, match="estimator must be"):
+        effective_dimension(post, feats, lik, prior, ds, "trace")
+
+
+def _problem():
+    rng = np.random.default_rng(0)
+    X, Y = random_problem(rng, 1500, 360, 1, decay=0.8)  # γ ≈ 270 of d = 360
+    return X, Y[:, 0]
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_sample_em_reaches_exact_fixed_point_with_16_samples(grouped):
+    X, y = _problem()
+    groups = np.arange(X.shape[1]) % 3 if grouped else None
+    exact = BayesianLinearRegression(prior_groups=groups, tol=1e-10, max_iter=5000).fit(X, y)
+    est = BayesianLinearRegression(
+        solver="cg",
+        n_samples=16,
+        random_state=1,
+        prior_groups=groups,
+        tol=1e-5,
+        solver_options={"tol": 1e-8},
+    ).fit(X, y)
+    np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.05)
+    np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
+    assert len(est.trajectory_.alpha) == est.n_iter_ and np.all(np.isnan(est.scores_))
+    assert est.trajectory_.data_fit[-1] > 0
+
+
+def test_sgd_estimator_fits_hyperparameters_and_predicts():
+    X, y = _problem()
+    X, y = X[:600, :120], y[:600]
+    exact = BayesianLinearRegression(tol=1e-10, max_iter=5000).fit(X, y)
+    est = BayesianLinearRegression(
+        solver="sgd",
+        n_samples=64,
+        random_state=0,
+        tol=1e-4,
+        solver_options={"n_steps": 600, "batch_size": 600},
+    ).fit(X, y)
+    np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.1)
+    np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
+    mean, std = est.predict(X[:5], return_std=True)
+    ref_mean, ref_std = exact.predict(X[:5], return_std=True)
+    np.testing.assert_allclose(mean, ref_mean, rtol=0.02, atol=0.02 * np.abs(ref_mean).max())
+    np.testing.assert_allclose(std, ref_std, rtol=0.05)
+    assert est.samples_.shape == (64, 120)
+
+
+def test_sampled_solver_needs_samples():
+    with pytest.raises(ValueError, match="n_samples must be >= 1"):
+        BayesianLinearRegression(solver="sgd", n_samples=0).fit(np.ones((4, 2)), np.arange(4.0))
+    with pytest.raises(ValueError, match="gamma_estimator must be one of"):
+        BayesianLinearRegression(solver="cg", gamma_estimator="x").fit(
+            np.ones((4, 2)), np.arange(4.0)
+        )

@@ -1,0 +1,162 @@
+"""sgd and cg against the exact oracle: same sample objectives, same minimisers."""
+
+import h5py
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blm import ArrayDataset, Gaussian, HDF5Dataset, LinearFeatures, Prior
+from blm.evidence.closed_form import DenseGaussianModel
+from blm.solvers.cg import cg, split_key
+from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
+from blm.solvers.targets import draw_targets
+from tests.conftest import random_problem
+
+KEY = jax.random.PRNGKey(0)
+
+
+def _setup(rng, n=120, p=8, m=1, alpha=2.0, beta=(4.0,)):
+    X, Y = random_problem(rng, n, p, m, decay=0.5)
+    feats = LinearFeatures(p, m)
+    ds = ArrayDataset(X, Y)
+    prior = Prior.grouped([alpha, 3 * alpha], np.arange(p * m) % 2)
+    lik = Gaussian(list(beta))
+    model = DenseGaussianModel.from_data(feats, ds)
+    exact = model.posterior(prior, lik.beta)
+    return X, Y, feats, ds, prior, lik, exact
+
+
+def _exact_samples(feats, lik, prior, ds, exact, k, key=KEY):
+    """The exact minimisers of the k sample objectives the solvers see with this key."""
+    targets = draw_targets(feats, lik, prior, ds, split_key(key)[0], k)
+    return exact.cov_mul(targets.rhs(prior))
+
+
+@pytest.mark.parametrize("n,p,m", [(120, 8, 1), (10, 15, 2)])  # n·m > d and n·m < d
+def test_cg_solves_mean_and_samples_exactly(rng, n, p, m):
+    X, Y, feats, ds, prior, lik, exact = _setup(rng, n, p, m, beta=(4.0,) * m)
+    post, diag = cg(feats, lik, prior, ds, KEY, 5, tol=1e-12)
+    assert diag.converged
+    z = _exact_samples(feats, lik, prior, ds, exact, 5)
+    np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(post.samples, z, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("objective", ["low-variance", "standard"])
+def test_sgd_full_batch_reaches_exact_minimisers(rng, objective):
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    config = SGDConfig(n_steps=1500, batch_size=ds.n, objective=objective)
+    post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
+    z = _exact_samples(feats, lik, prior, ds, exact, 4)
+    assert np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean) < 1e-4
+    assert np.linalg.norm(post.samples - z) / np.linalg.norm(z) < 1e-4
+    assert diag.rel_change[-1] < 1e-6 and len(diag.objective) == 15
+
+
+def test_sgd_minibatch_samples_have_covariance_h_inverse(rng):
+    """k = 2000 minibatched low-variance samples (b = 20 of n = 120, Polyak averaging):
+    E‖S − Σ‖²_F = (‖Σ‖²_F + (tr Σ)²)/k bounds the Monte Carlo part; 3σ of it plus a 5 %
+    allowance for optimisation error. A factor √2 in the samples (2 in Σ) fails it."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    k = 2000
+    config = SGDConfig(n_steps=4000, batch_size=20, polyak=0.5)
+    post, _ = sgd(feats, lik, prior, ds, jax.random.PRNGKey(3), k, config)
+    cov = np.asarray(exact.covariance())
+    S = np.asarray(post.covariance())
+    sigma_mc = np.sqrt((np.sum(cov**2) + np.trace(cov) ** 2) / k)
+    bound = 3 * sigma_mc + 0.05 * np.linalg.norm(cov)
+    assert np.linalg.norm(S - cov) < bound
+    assert np.linalg.norm(2 * S - cov) > 2 * bound
+    # predictive variances at test points within 10 % (Monte Carlo SE √(2/k) ≈ 3 %)
+    Xt = jnp.asarray(rng.standard_normal((6, 8)))
+    np.testing.assert_allclose(
+        post.predictive_variance(Xt), exact.predictive_variance(Xt), rtol=0.10
+    )
+    assert np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean) < 0.02
+
+
+def test_low_variance_objective_has_no_gradient_noise_at_zero(rng):
+    """At z = 0 the low-variance minibatch gradient is exactly the full one (its data term
+    vanishes); the standard objective's carries the noise term's variance."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    zero = jnp.zeros((8, 8))
+    low = gradient_variance(feats, lik, prior, ds, KEY, 8, "low-variance", 10, zero)
+    std = gradient_variance(feats, lik, prior, ds, KEY, 8, "standard", 10, zero)
+    assert np.all(low < 1e-20) and np.all(std > 1.0)
+    z = _exact_samples(feats, lik, prior, ds, exact, 8)
+    low = gradient_variance(feats, lik, prior, ds, KEY, 8, "low-variance", 10, z)
+    std = gradient_variance(feats, lik, prior, ds, KEY, 8, "standard", 10, z)
+    assert np.mean(low) < np.mean(std)
+
+
+def test_streamed_hdf5_solvers_equal_in_memory(rng, tmp_path):
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, Y
+    disk = HDF5Dataset(path, block_size=37)
+    a, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)
+    b, _ = cg(feats, lik, prior, disk, KEY, 3, tol=1e-12, block_size=37)
+    np.testing.assert_allclose(b.samples, a.samples, rtol=1e-9, atol=1e-12)
+    config = SGDConfig(n_steps=800, batch_size=ds.n, block_size=ds.n)
+    a, _ = sgd(feats, lik, prior, ds, KEY, 3, config)
+    b, _ = sgd(feats, lik, prior, HDF5Dataset(path, block_size=ds.n), KEY, 3, config)
+    np.testing.assert_allclose(b.samples, a.samples, rtol=1e-9, atol=1e-12)
+    # streamed minibatches from shuffled blocks still reach the minimisers (Polyak)
+    config = SGDConfig(n_steps=3000, batch_size=10, block_size=40, polyak=0.5)
+    c, _ = sgd(feats, lik, prior, disk, KEY, 3, config)
+    z = _exact_samples(feats, lik, prior, ds, exact, 3)
+    assert np.linalg.norm(c.samples - z) / np.linalg.norm(z) < 0.1
+
+
+def test_warm_start_at_the_solution_stays(rng):
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    start, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)
+    post, diag = sgd(
+        feats, lik, prior, ds, KEY, 3, SGDConfig(n_steps=100, batch_size=ds.n), init=start
+    )
+    np.testing.assert_allclose(post.samples, start.samples, rtol=1e-8, atol=1e-10)
+    post, diag = cg(feats, lik, prior, ds, KEY, 3, init=start, tol=1e-8)
+    assert len(diag.step) == 1
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"n_samples": 0}, ValueError, "n_samples must be >= 1"),
+        ({"config": SGDConfig(batch_size=500)}, ValueError, "batch_size must be <= n = 120"),
+        ({"config": SGDConfig(batch_size=0)}, ValueError, "batch_size must be >= 1"),
+        (
+            {"config": SGDConfig(batch_size=20, learning_rate=float("nan"))},
+            ValueError,
+            "learning_rate holds 1 non-finite",
+        ),
+        (
+            {"config": SGDConfig(batch_size=20, learning_rate=float("inf"))},
+            ValueError,
+            "learning_rate holds 1 non-finite",
+        ),
+        (
+            {"config": SGDConfig(batch_size=20, objective="fast")},
+            ValueError,
+            "objective must be one of",
+        ),
+        (
+            {"config": SGDConfig(batch_size=20, learning_rate=10.0, n_steps=500)},
+            FloatingPointError,
+            "diverged.*by step 100.*lower learning_rate",
+        ),
+        ({"init": jnp.zeros((2, 8))}, ValueError, "init must have shape"),
+    ],
+)
+def test_sgd_bad_input(rng, kwargs, error, match):
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    args = {"n_samples": 3, "config": SGDConfig(n_steps=10, batch_size=20), **kwargs}
+    with pytest.raises(error, match=match):
+        sgd(feats, lik, prior, ds, KEY, args.pop("n_samples"), **args)
+
+
+def test_data_with_nan_is_rejected():
+    with pytest.raises(ValueError, match="X holds 1 non-finite"):
+        ArrayDataset(np.array([[1.0, np.nan]]), [1.0])
