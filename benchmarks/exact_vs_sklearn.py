@@ -16,10 +16,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
-import numpy as np  # noqa: E402
-from sklearn.linear_model import BayesianRidge  # noqa: E402
+import numpy as np
+from sklearn.linear_model import BayesianRidge
 
-from blm import BayesianLinearRegression  # noqa: E402
+from blm import BayesianLinearRegression
 
 
 def problem(n: int, d: int, seed: int = 0):

@@ -2,7 +2,7 @@
 
 from blm.data import ArrayDataset, HDF5Dataset
 from blm.estimator import BayesianLinearRegression
-from blm.features import Features, LinearFeatures
+from blm.features import Features, LinearFeatures, RandomFourierFeatures
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
 from blm.solvers.exact import ExactPosterior
@@ -17,5 +17,6 @@ __all__ = [
     "Likelihood",
     "LinearFeatures",
     "Prior",
+    "RandomFourierFeatures",
 ]
 __version__ = "0.1.0"

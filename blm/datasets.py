@@ -11,9 +11,11 @@ with scikit-learn and statsmodels, installed by the ``examples`` extra).
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import positive, positive_int
+from blm.features import RandomFourierFeatures
 
 
 def _need(module: str):
@@ -31,29 +33,18 @@ def co2_series() -> tuple[np.ndarray, np.ndarray]:
     return t, df["co2"].to_numpy(dtype=float)
 
 
-def random_fourier_features(
-    t: np.ndarray, n_features: int, lengthscale: float, seed: int = 0
-) -> np.ndarray:
-    """√(2/D) cos(ω t + b), ω ~ N(0, 1/ℓ²), b ~ U[0, 2π): a random-feature expansion of an
-    RBF kernel with lengthscale ℓ (in the units of t)."""
-    n_features = positive_int(n_features, "n_features")
-    lengthscale = float(positive(lengthscale, "lengthscale"))
-    rng = np.random.default_rng(seed)
-    omega = rng.standard_normal(n_features) / lengthscale
-    phase = rng.uniform(0, 2 * np.pi, n_features)
-    return np.sqrt(2.0 / n_features) * np.cos(np.outer(t, omega) + phase)
-
-
 def co2_design(
     n_features: int = 200, lengthscale: float = 0.5, degree: int = 2, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Design for CO₂: [polynomial trend in t/10 | random Fourier features of t].
+    """Design for CO₂: [polynomial trend in t/10 | random Fourier features of t]
+    (``blm.RandomFourierFeatures``, lengthscale in years).
 
     Returns (X, y, t); X has ``degree + n_features`` columns.
     """
     t, y = co2_series()
     trend = np.stack([(t / 10.0) ** k for k in range(1, degree + 1)], axis=1)
-    return np.hstack([trend, random_fourier_features(t, n_features, lengthscale, seed)]), y, t
+    rff = RandomFourierFeatures(jax.random.PRNGKey(seed), 1, n_features, lengthscale)
+    return np.hstack([trend, np.asarray(rff.transform(jnp.asarray(t[:, None])), dtype=float)]), y, t
 
 
 def macro_design(lags: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

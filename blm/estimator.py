@@ -19,9 +19,8 @@ from blm._checks import as_float_array, one_of, positive, positive_int, same_len
 from blm.data import ArrayDataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.loop import iterate_hyperparameters
-from blm.evidence.mackay import sample_mackay_step
+from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures
-from blm.likelihoods import Gaussian
 from blm.priors import Prior
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, sgd
@@ -66,7 +65,8 @@ class BayesianLinearRegression:
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
         prior_groups: optional integer group per input column for per-group α_g.
         solver_options: keyword arguments of the solver: ``SGDConfig`` fields for
-            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, ...), ``tol``,
+            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, ...; defaults here:
+            batch_size = min(256, n), polyak = 0.5), ``tol``,
             ``max_iter`` for ``"cg"``.
         gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
             (see ``blm.evidence.mackay``).
@@ -186,16 +186,44 @@ class BayesianLinearRegression:
         hyper = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         template = Prior(alpha0, groups)
         key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
-        step = self._update_rule(features, dataset, template, hyper, key)
+        progress = self._progress_callback()
+        if self.solver == "exact":
+            model = DenseGaussianModel.from_data(features, dataset)
+            dtype = default_dtype()
 
-        def step_summary(alpha, beta):
-            new_alpha, new_beta, info = step(alpha, beta)
-            return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
+            def step(alpha, beta):
+                a, b = jnp.asarray(alpha, dtype), jnp.asarray(beta, dtype)
+                return _exact_mackay_step(model, template.with_alpha(a), b, hyper)
 
-        alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
-            step_summary, alpha0, beta0, self.max_iter, self.tol, progress=self._progress_callback()
-        )
-        _, _, info = step(alpha, beta)  # the posterior at the final α, β
+            def step_summary(alpha, beta):
+                new_alpha, new_beta, info = step(alpha, beta)
+                return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
+
+            alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
+                step_summary, alpha0, beta0, self.max_iter, self.tol, progress
+            )
+            _, _, info = step(alpha, beta)  # the posterior at the final α, β
+        else:
+            fit = fit_mackay(
+                self._solver(features, dataset, key),
+                features,
+                template,
+                beta0,
+                dataset,
+                hyper,
+                self.gamma_estimator,
+                self.max_iter,
+                self.tol,
+                progress,
+            )
+            alpha, beta, self.n_iter_, self.trajectory_ = (
+                fit.alpha,
+                fit.beta,
+                fit.n_iter,
+                fit.trajectory,
+            )
+            info = {"posterior": fit.posterior}
+            self.diagnostics_ = fit.diagnostics
         post = info["posterior"]
         self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
         self.posterior_ = post
@@ -216,43 +244,18 @@ class BayesianLinearRegression:
         self._features = features
         return self
 
-    def _update_rule(self, features, dataset, template: Prior, hyper: GammaHyperprior, key):
-        """step(α, β) -> (α', β', info with the posterior at (α, β)) for the chosen solver."""
-        dtype = default_dtype()
-        if self.solver == "exact":
-            model = DenseGaussianModel.from_data(features, dataset)
-
-            def exact_step(alpha, beta):
-                a, b = jnp.asarray(alpha, dtype), jnp.asarray(beta, dtype)
-                return _exact_mackay_step(model, template.with_alpha(a), b, hyper)
-
-            return exact_step
-
+    def _solver(self, features, dataset, key):
+        """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with
+        one key for every call (common random numbers across EM steps)."""
         options = dict(self.solver_options or {})
         if self.solver == "sgd":
-            config = SGDConfig(**{"batch_size": min(256, dataset.n), **options})
-
-            def solve(lik, prior, init):
-                return sgd(features, lik, prior, dataset, key, self.n_samples, config, init=init)
-
-        else:
-
-            def solve(lik, prior, init):
-                return cg(features, lik, prior, dataset, key, self.n_samples, init=init, **options)
-
-        previous = {}
-
-        def sampled_step(alpha, beta):
-            prior = template.with_alpha(jnp.asarray(alpha, dtype))
-            lik = Gaussian(np.asarray(beta))
-            post, diagnostics = solve(lik, prior, previous.get("posterior"))
-            previous["posterior"] = post  # warm start of the next step
-            new_alpha, new_beta, info = sample_mackay_step(
-                post, features, lik, prior, dataset, hyper, self.gamma_estimator
+            config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
+            return lambda lik, prior, init: sgd(
+                features, lik, prior, dataset, key, self.n_samples, config, init=init
             )
-            return new_alpha, new_beta, {**info, "posterior": post, "diagnostics": diagnostics}
-
-        return sampled_step
+        return lambda lik, prior, init: cg(
+            features, lik, prior, dataset, key, self.n_samples, init=init, **options
+        )
 
     def _progress_callback(self):
         if not self.progress:

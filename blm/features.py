@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from blm._checks import positive_int
+from blm._checks import positive, positive_int
 
 
 class Features(eqx.Module):
@@ -63,6 +63,18 @@ class Features(eqx.Module):
         """(offset, z ↦ φ(x_b) z, v ↦ φ(x_b)ᵀ v) with the primal work done once."""
         return self.offset(inputs), lambda z: self.jvp(inputs, z), lambda v: self.vjp(inputs, v)
 
+    def sq_rows(self, inputs, w: Float[Array, "b m"]) -> Float[Array, " d"]:
+        """Σ_i Σ_k w_ik φ_ik², φ_ik ∈ ℝ^d the Jacobian row of output k at input i: the
+        diagonal of ΦᵀBΦ for a diagonal B = diag(w). Generic: one vjp per row and output."""
+        m = self.m
+
+        def one_row(x, wi):
+            xi = jax.tree_util.tree_map(lambda a: a[None], x)
+            rows = jax.vmap(lambda e: self.vjp(xi, e[None]))(jnp.eye(m, dtype=wi.dtype))  # (m, d)
+            return wi @ rows**2
+
+        return jnp.sum(jax.lax.map(lambda a: one_row(*a), (inputs, w)), axis=0)
+
     def dense(self, inputs) -> Float[Array, "b m d"]:
         """φ(x_b) as an explicit (b, m, d) array, for small problems and oracles."""
         basis = jnp.eye(self.d, dtype=jnp.result_type(float))
@@ -75,11 +87,12 @@ def _n_rows(inputs) -> int:
 
 
 class LinearFeatures(Features):
-    r"""φ(x) = I_m ⊗ xᵀ: a design matrix with p columns and m outputs.
+    r"""φ(x) = I_m ⊗ t(x)ᵀ: a design matrix with p columns and m outputs.
 
     The parameter vector θ ∈ ℝ^{m·p} is the row-major ravel of the (m, p) coefficient
     matrix Θ (one row of coefficients per output, as scikit-learn's ``coef_``), so
-    φ(x_b) θ = x_b Θᵀ and φ(x_b)ᵀ v = ravel(vᵀ x_b).
+    φ(x_b) θ = t(x_b) Θᵀ and φ(x_b)ᵀ v = ravel(vᵀ t(x_b)). Here t is the identity (the
+    inputs are the design rows); subclasses compute the rows from raw inputs per batch.
     """
 
     n_inputs: int = eqx.field(static=True)
@@ -89,6 +102,10 @@ class LinearFeatures(Features):
         self.n_inputs = positive_int(n_inputs, "n_inputs")
         self.n_outputs = positive_int(n_outputs, "n_outputs")
 
+    def transform(self, inputs) -> Float[Array, "b p"]:
+        """The design rows of a batch of inputs (identity here)."""
+        return inputs
+
     @property
     def d(self) -> int:
         return self.n_inputs * self.n_outputs
@@ -97,18 +114,60 @@ class LinearFeatures(Features):
     def m(self) -> int:
         return self.n_outputs
 
+    def _jvp_rows(self, rows, z):
+        return rows @ jnp.reshape(z, (self.n_outputs, self.n_inputs)).T
+
+    def _vjp_rows(self, rows, v):
+        return jnp.ravel(v.T @ rows)
+
     def jvp(self, inputs, z):
-        return inputs @ jnp.reshape(z, (self.n_outputs, self.n_inputs)).T
+        return self._jvp_rows(self.transform(inputs), z)
 
     def vjp(self, inputs, v):
-        return jnp.ravel(v.T @ inputs)
+        return self._vjp_rows(self.transform(inputs), v)
+
+    def linearize(self, inputs):
+        rows = self.transform(inputs)  # computed once, shared by every z and v
+        f0 = jnp.zeros((rows.shape[0], self.m), rows.dtype)
+        return f0, lambda z: self._jvp_rows(rows, z), lambda v: self._vjp_rows(rows, v)
+
+    def sq_rows(self, inputs, w):
+        return jnp.ravel(w.T @ self.transform(inputs) ** 2)
 
     def dense(self, inputs):
-        eye = jnp.eye(self.n_outputs, dtype=inputs.dtype)
-        return jnp.einsum("kl,bp->bklp", eye, inputs).reshape(
-            inputs.shape[0], self.n_outputs, self.d
-        )
+        rows = self.transform(inputs)
+        eye = jnp.eye(self.n_outputs, dtype=rows.dtype)
+        return jnp.einsum("kl,bp->bklp", eye, rows).reshape(rows.shape[0], self.n_outputs, self.d)
 
     def groups_by_output(self) -> Int[Array, " d"]:
         """One prior group per output's coefficients."""
         return jnp.asarray(np.repeat(np.arange(self.n_outputs), self.n_inputs), jnp.int32)
+
+
+class RandomFourierFeatures(LinearFeatures):
+    r"""φ(x) = √(2/D) cos(x Ω + b), Ω ~ N(0, ℓ⁻²I), b ~ U[0, 2π): D random features of an
+    RBF kernel with lengthscale ℓ (Rahimi & Recht), computed batch by batch from the
+    raw inputs x ∈ ℝ^p, so the n × D design is never held in memory.
+    """
+
+    omega: Float[Array, "p D"]
+    phase: Float[Array, " D"]
+
+    def __init__(
+        self,
+        key: jax.Array,
+        n_raw: int,
+        n_features: int,
+        lengthscale: float = 1.0,
+        n_outputs: int = 1,
+    ):
+        super().__init__(n_features, n_outputs)
+        n_raw = positive_int(n_raw, "n_raw")
+        lengthscale = float(positive(lengthscale, "lengthscale"))
+        k1, k2 = jax.random.split(key)
+        dtype = jnp.result_type(float)
+        self.omega = jax.random.normal(k1, (n_raw, n_features), dtype) / lengthscale
+        self.phase = jax.random.uniform(k2, (n_features,), dtype, 0.0, 2 * jnp.pi)
+
+    def transform(self, inputs):
+        return jnp.sqrt(2.0 / self.n_inputs) * jnp.cos(inputs @ self.omega + self.phase)

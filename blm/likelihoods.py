@@ -43,6 +43,10 @@ class Likelihood(eqx.Module):
         """The factors L_i themselves (dense; for small problems)."""
 
     @abc.abstractmethod
+    def precision_diagonal(self, f: Float[Array, "b m"]) -> Float[Array, "b m"]:
+        """diag(B_i) for each row."""
+
+    @abc.abstractmethod
     def log_likelihood(self, f: Float[Array, "b m"], y: Float[Array, "b m"]) -> Float[Array, ""]:
         """Σ_i log p(y_i | f_i)."""
 
@@ -83,6 +87,9 @@ class Gaussian(Likelihood):
 
     def sqrt_mul(self, f, xi):
         return jnp.sqrt(self.beta) * xi
+
+    def precision_diagonal(self, f):
+        return jnp.broadcast_to(self.beta, f.shape)
 
     def sqrt_precision(self, f):
         return jnp.broadcast_to(jnp.diag(jnp.sqrt(self.beta)), (f.shape[0], self.m, self.m))

@@ -127,3 +127,42 @@ def test_array_dataset_errors():
         ArrayDataset(np.ones((0, 2)), np.ones(0))
     with pytest.raises(TypeError, match="y must hold numbers"):
         ArrayDataset(np.ones((2, 2)), ["a", "b"])
+
+
+def test_random_fourier_features_match_their_dense_design(rng):
+    from blm import RandomFourierFeatures
+
+    feats = RandomFourierFeatures(jax.random.PRNGKey(0), n_raw=3, n_features=50, lengthscale=0.7)
+    x = jnp.asarray(rng.standard_normal((9, 3)))
+    rows = np.sqrt(2 / 50) * np.cos(
+        np.asarray(x) @ np.asarray(feats.omega) + np.asarray(feats.phase)
+    )
+    z = rng.standard_normal(50)
+    v = rng.standard_normal((9, 1))
+    np.testing.assert_allclose(feats.jvp(x, z)[:, 0], rows @ z, rtol=1e-12)
+    np.testing.assert_allclose(feats.vjp(x, v), rows.T @ v[:, 0], rtol=1e-12)
+    np.testing.assert_allclose(feats.dense(x)[:, 0], rows, rtol=1e-12)
+    # the random features approximate the RBF kernel exp(-‖x−x'‖²/(2ℓ²)) as D grows
+    big = RandomFourierFeatures(jax.random.PRNGKey(1), 3, 20_000, lengthscale=0.7)
+    phi = np.asarray(big.transform(x))
+    sq = ((np.asarray(x)[:, None] - np.asarray(x)[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(phi @ phi.T, np.exp(-sq / (2 * 0.7**2)), atol=0.03)
+    with pytest.raises(ValueError, match="lengthscale must be strictly positive"):
+        RandomFourierFeatures(jax.random.PRNGKey(0), 3, 5, lengthscale=0.0)
+
+
+def test_normal_diagonal_generic_and_fast_paths_agree(rng):
+    from blm.features import Features
+
+    X = rng.standard_normal((30, 4))
+    feats = LinearFeatures(4, 2)
+    lik = Gaussian([2.0, 0.5])
+    w = jnp.broadcast_to(lik.beta, (30, 2))
+    generic = Features.sq_rows(feats, jnp.asarray(X), w)
+    np.testing.assert_allclose(feats.sq_rows(jnp.asarray(X), w), generic, rtol=1e-12)
+    Phi = np.asarray(feats.dense(jnp.asarray(X))).reshape(-1, 8)
+    B = np.tile([2.0, 0.5], 30)
+    dense = np.diag((Phi.T * B) @ Phi)
+    np.testing.assert_allclose(
+        ops.normal_diagonal(feats, lik, ArrayDataset(X, np.zeros((30, 2))), 7), dense, rtol=1e-12
+    )

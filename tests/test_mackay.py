@@ -2,7 +2,6 @@
 the EM loop against the exact fixed point."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -113,3 +112,82 @@ def test_sampled_solver_needs_samples():
         BayesianLinearRegression(solver="cg", gamma_estimator="x").fit(
             np.ones((4, 2)), np.arange(4.0)
         )
+
+
+def test_fit_mackay_with_random_features_matches_exact_loop():
+    """The generic loop with a feature map computed per batch (not a design matrix)."""
+    from blm import RandomFourierFeatures
+    from blm.evidence.closed_form import GammaHyperprior
+    from blm.evidence.loop import iterate_hyperparameters
+    from blm.evidence.mackay import fit_mackay
+    from blm.solvers.cg import cg
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2, 2, (400, 2))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] ** 2 + 0.2 * rng.standard_normal(400)
+    y = y - y.mean()
+    feats = RandomFourierFeatures(jax.random.PRNGKey(0), 2, 80, lengthscale=1.0)
+    ds = ArrayDataset(x, y)
+    prior = Prior.scalar(1.0, 80)
+    model = DenseGaussianModel.from_data(feats, ds)
+
+    @jax.jit
+    def exact_step(alpha, beta):
+        a, b, info = model.mackay_step(prior.with_alpha(alpha), beta, GammaHyperprior())
+        return a, b, {"gamma": info["gamma"]}
+
+    alpha_star, beta_star, *_ = iterate_hyperparameters(
+        exact_step, np.ones(1), np.ones(1), 2000, 1e-10
+    )
+
+    def solve(lik, p, init):
+        return cg(feats, lik, p, ds, jax.random.PRNGKey(2), 64, tol=1e-9, init=init, block_size=128)
+
+    fit = fit_mackay(solve, feats, prior, 1.0, ds, max_iter=200, tol=1e-6, block_size=128)
+    np.testing.assert_allclose(fit.alpha, alpha_star, rtol=0.05)
+    np.testing.assert_allclose(fit.beta, beta_star, rtol=0.02)
+    assert fit.n_iter == len(fit.trajectory.alpha) < 200
+
+
+def test_solver_callbacks_see_iterates_and_stop_early(rng=None):
+    from blm.solvers.cg import cg
+    from blm.solvers.sgd import SGDConfig, sgd
+
+    rng = np.random.default_rng(0)
+    X, Y = random_problem(rng, 50, 4, 1)
+    feats, ds, prior, lik = (
+        LinearFeatures(4),
+        ArrayDataset(X, Y),
+        Prior.scalar(1.0, 4),
+        Gaussian(2.0),
+    )
+    seen = []
+
+    def stop_at_300(step, post):
+        seen.append((step, post.samples.shape))
+        return step >= 300
+
+    _, diag = sgd(
+        feats,
+        lik,
+        prior,
+        ds,
+        jax.random.PRNGKey(0),
+        3,
+        SGDConfig(n_steps=1000, batch_size=10, log_every=100),
+        callback=stop_at_300,
+    )
+    assert [s for s, _ in seen] == [100, 200, 300] and seen[0][1] == (3, 4) and diag.step[-1] == 300
+    seen.clear()
+    cg(
+        feats,
+        lik,
+        prior,
+        ds,
+        jax.random.PRNGKey(0),
+        3,
+        tol=1e-30,
+        max_iter=10,
+        callback=lambda i, p: seen.append(i) or i == 2,
+    )
+    assert seen == [1, 2]

@@ -8,9 +8,9 @@ import pytest
 
 from blm import ArrayDataset, Gaussian, HDF5Dataset, LinearFeatures, Prior
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.solvers.cg import cg, split_key
+from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
-from blm.solvers.targets import draw_targets
+from blm.solvers.targets import draw_targets, split_key
 from tests.conftest import random_problem
 
 KEY = jax.random.PRNGKey(0)
@@ -33,20 +33,25 @@ def _exact_samples(feats, lik, prior, ds, exact, k, key=KEY):
     return exact.cov_mul(targets.rhs(prior))
 
 
+@pytest.mark.parametrize("precondition", [True, False])
 @pytest.mark.parametrize("n,p,m", [(120, 8, 1), (10, 15, 2)])  # n·m > d and n·m < d
-def test_cg_solves_mean_and_samples_exactly(rng, n, p, m):
+def test_cg_solves_mean_and_samples_exactly(rng, n, p, m, precondition):
     X, Y, feats, ds, prior, lik, exact = _setup(rng, n, p, m, beta=(4.0,) * m)
-    post, diag = cg(feats, lik, prior, ds, KEY, 5, tol=1e-12)
+    post, diag = cg(feats, lik, prior, ds, KEY, 5, tol=1e-12, precondition=precondition)
     assert diag.converged
     z = _exact_samples(feats, lik, prior, ds, exact, 5)
     np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(post.samples, z, rtol=1e-8, atol=1e-10)
 
 
-@pytest.mark.parametrize("objective", ["low-variance", "standard"])
-def test_sgd_full_batch_reaches_exact_minimisers(rng, objective):
+@pytest.mark.parametrize(
+    "objective,precondition", [("low-variance", True), ("standard", True), ("low-variance", False)]
+)
+def test_sgd_full_batch_reaches_exact_minimisers(rng, objective, precondition):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
-    config = SGDConfig(n_steps=1500, batch_size=ds.n, objective=objective)
+    config = SGDConfig(
+        n_steps=1500, batch_size=ds.n, objective=objective, precondition=precondition
+    )
     post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
     z = _exact_samples(feats, lik, prior, ds, exact, 4)
     assert np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean) < 1e-4
@@ -143,7 +148,7 @@ def test_warm_start_at_the_solution_stays(rng):
             "objective must be one of",
         ),
         (
-            {"config": SGDConfig(batch_size=20, learning_rate=10.0, n_steps=500)},
+            {"config": SGDConfig(batch_size=20, learning_rate=1e3, n_steps=500)},
             FloatingPointError,
             "diverged.*by step 100.*lower learning_rate",
         ),

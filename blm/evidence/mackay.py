@@ -36,13 +36,17 @@ single sample is often enough once γ is in the hundreds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
+from blm.evidence.loop import Trajectory, iterate_hyperparameters
 from blm.features import Features
 from blm.likelihoods import Gaussian
 from blm.priors import Prior
@@ -123,3 +127,69 @@ def sample_mackay_step(
     new_beta = (dataset.n - gamma_k + 2 * hyper.beta_shape) / (sse + 2 * hyper.beta_rate)
     info = {"gamma": jnp.sum(gamma_g), "data_fit": jnp.sum(likelihood.beta * sse)}
     return new_alpha, new_beta, info
+
+
+@dataclass
+class MackayFit:
+    """Result of ``fit_mackay``: final hyperparameters, the posterior at them, the
+    trajectory and the solver's diagnostics of the last solve."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    posterior: SampledPosterior
+    n_iter: int
+    trajectory: Trajectory
+    diagnostics: object
+
+
+Solve = Callable[[Gaussian, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
+
+
+def fit_mackay(
+    solve: Solve,
+    features: Features,
+    prior: Prior,
+    beta,
+    dataset,
+    hyper: GammaHyperprior = GammaHyperprior(),
+    estimator: GammaEstimator = "combined",
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    progress: Callable[[int, float], None] | None = None,
+    block_size: int | None = None,
+) -> MackayFit:
+    """Sample-based MacKay EM with any solver backend, for a Gaussian likelihood.
+
+    E-step: ``solve(likelihood, prior, init)`` returns the posterior mean and samples at
+    the current (α, β), warm-started from the previous step's solution (``init``).
+    M-step: ``sample_mackay_step``. Stops when no α_g, β_k changes by more than ``tol``
+    relative, or after ``max_iter`` steps; the posterior returned is solved at the
+    final (α, β). Pass a ``solve`` that keeps its random key fixed (common random
+    numbers across steps) so the iteration settles on a fixed point.
+    """
+    previous: dict = {}
+
+    def step(alpha, beta):
+        p = prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype))
+        lik = Gaussian(np.asarray(beta))
+        post, diagnostics = solve(lik, p, previous.get("posterior"))
+        previous["posterior"], previous["diagnostics"] = post, diagnostics
+        new_alpha, new_beta, info = sample_mackay_step(
+            post, features, lik, p, dataset, hyper, estimator, block_size
+        )
+        return new_alpha, new_beta, info
+
+    alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
+        step,
+        np.asarray(prior.alpha),
+        np.atleast_1d(np.asarray(beta, float)),
+        max_iter,
+        tol,
+        progress,
+    )
+    post, diagnostics = solve(
+        Gaussian(beta),
+        prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype)),
+        previous.get("posterior"),
+    )
+    return MackayFit(alpha, beta, post, n_iter, trajectory, diagnostics)

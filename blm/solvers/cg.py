@@ -2,7 +2,8 @@ r"""Conjugate gradients on H for the mean and k samples, matrix-free and full ba
 
 Solves H x_j = r_j for the k + 1 right-hand sides r_0 = ΦᵀBY (mean) and
 r_j = ΦᵀLξ_j + Aθ⁰_j (samples, see ``blm.solvers.targets``), all columns in one pass
-over the data per iteration (H p = ΦᵀBΦp + Ap with ``operators.normal_matvec``).
+over the data per iteration (H p = ΦᵀBΦp + Ap with ``operators.normal_matvec``),
+preconditioned by M = diag(H) (Jacobi) unless ``precondition=False``.
 
 The loop is a Python loop over iterations rather than lineax's or matfree's traced
 loops because each product streams the dataset block by block (possibly from disk),
@@ -11,6 +12,8 @@ Stops when every column's relative residual ‖r_j − Hx_j‖/‖r_j‖ ≤ tol
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,14 +24,7 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import draw_targets
-
-
-def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(key of the sample targets, key of the solver's own randomness): every solver
-    splits this way, so the same key gives the same sample objectives in each."""
-    k_targets, k_solver = jax.random.split(key)
-    return k_targets, k_solver
+from blm.solvers.targets import draw_targets, jacobi, split_key
 
 
 def cg(
@@ -43,8 +39,14 @@ def cg(
     init: SampledPosterior | None = None,
     block_size: int | None = None,
     progress: bool = False,
+    precondition: bool = True,
+    callback: Callable[[int, SampledPosterior], bool | None] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
-    """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG."""
+    """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
+
+    ``precondition``: Jacobi-preconditioned CG with M = diag(H) (one extra pass).
+    ``callback(iteration, posterior)`` is called after each iteration with the current
+    iterate and stops the run if it returns True."""
     k = positive_int(n_samples, "n_samples")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
@@ -64,8 +66,13 @@ def cg(
         if x.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
         r = b - hmul(x)
-    p = r
-    rs = jnp.sum(r * r, axis=1)
+    if precondition:
+        diag_h = jacobi(features, likelihood, prior, dataset, block_size)
+    else:
+        diag_h = jnp.ones(prior.d, b.dtype)
+    s = r / diag_h
+    p = s
+    rs = jnp.sum(r * s, axis=1)
     b_norm = jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
     diag = Diagnostics()
     bar = None
@@ -78,9 +85,9 @@ def cg(
         step = rs / jnp.sum(p * hp, axis=1)
         x = x + step[:, None] * p
         r = r - step[:, None] * hp
-        rs_new = jnp.sum(r * r, axis=1)
-        rel = jnp.sqrt(rs_new) / b_norm
-        diag.log(it, -0.5 * jnp.sum(x * (b + r), axis=1), jnp.sqrt(rs_new), float(jnp.max(rel)))
+        r_norm = jnp.linalg.norm(r, axis=1)
+        rel = r_norm / b_norm
+        diag.log(it, -0.5 * jnp.sum(x * (b + r), axis=1), r_norm, float(jnp.max(rel)))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(residual=f"{float(jnp.max(rel)):.2e}")
@@ -89,7 +96,11 @@ def cg(
         if bool(jnp.all(rel <= tol)):
             diag.converged = True
             break
-        p = r + (rs_new / rs)[:, None] * p
+        if callback is not None and callback(it, SampledPosterior(mean=x[0], samples=x[1:])):
+            break
+        s = r / diag_h
+        rs_new = jnp.sum(r * s, axis=1)
+        p = s + (rs_new / rs)[:, None] * p
         rs = rs_new
     if bar is not None:
         bar.close()

@@ -9,10 +9,12 @@ of b rows, rescaled by n/b (unbiased), and whose prior term is exact:
     low-variance z:  (n/b) Σ_{i∈batch} ½‖φ_i z‖²_{B_i}              + ½‖z − θⁿ_j‖²_A
     standard z:      (n/b) Σ_{i∈batch} (½‖φ_i z‖²_{B_i} − zᵀφ_iᵀL_iξ_{j,i}) + ½‖z − θ⁰_j‖²_A
 
-(see ``blm.solvers.targets``). The optimiser is optax SGD with Nesterov momentum; the
-default learning rate is 1/λ̂ with λ̂ the largest eigenvalue, by power iteration, of
-the minibatch curvature (n/b)Φ_bᵀBΦ_b + A over a few random minibatches, so every
-realised step is stable. Iterate (Polyak) averaging over the last part of the run is
+(see ``blm.solvers.targets``). The optimiser is optax SGD with Nesterov momentum,
+applied to the Jacobi-preconditioned gradient P⁻¹g, P = diag(H) (on by default: it
+removes the spread of column scales, often the largest part of H's condition number).
+The default learning rate is 0.3/λ̂ with λ̂ the largest eigenvalue, by power iteration,
+of the preconditioned minibatch curvature P⁻¹((n/b)Φ_bᵀBΦ_b + A) over a few random
+minibatches, so every realised step is stable. Iterate (Polyak) averaging over the last part of the run is
 optional. Steps run in ``jax.lax.scan`` chunks; between chunks the diagnostics are
 logged and divergence is detected.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import equinox as eqx
@@ -36,9 +39,8 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.operators import row_noise
 from blm.priors import Prior
-from blm.solvers.cg import split_key
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import Objective, SampleTargets, draw_targets
+from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,14 @@ class SGDConfig:
     """Settings of the SGD solver.
 
     n_steps: optimiser steps. batch_size: rows per minibatch (≤ n). learning_rate: None
-    for 1/λ̂ (power iterations), else a positive number. momentum, nesterov: optax SGD.
+    for 0.3/λ̂ (power iterations; with momentum 0.9 the effective step 3/λ̂ is inside
+    heavy-ball's stability limit 3.8/λ, and the smaller step keeps the minibatch noise
+    floor low), else a positive number. momentum, nesterov: optax SGD.
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows read at a time from a
-    streamed dataset. progress: show a tqdm bar.
+    streamed dataset. precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra
+    pass to form diag(ΦᵀBΦ)). progress: show a tqdm bar.
     """
 
     n_steps: int = 2000
@@ -63,6 +68,7 @@ class SGDConfig:
     log_every: int = 100
     block_size: int = 65_536
     power_iters: int = 20
+    precondition: bool = True
     progress: bool = False
 
     def validate(self, n: int) -> None:
@@ -89,6 +95,7 @@ class _Problem(eqx.Module):
     prior: Prior
     centres: Float[Array, "k1 d"]
     noise_key: jax.Array
+    precond: Float[Array, " d"]  # P = diag(H) (or ones): steps are P⁻¹-scaled gradients
     standard: bool = eqx.field(static=True)
 
 
@@ -129,7 +136,7 @@ def _run_chunk(
             idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n_block)
             xm, ym, rm = xb[idx], yb[idx], rows[idx]
         grad, obj = _minibatch_terms(problem, x, xm, ym, rm, scale)
-        updates, opt_state = optimizer.update(grad, opt_state, x)
+        updates, opt_state = optimizer.update(grad / problem.precond, opt_state, x)
         x = optax.apply_updates(x, updates)
         use = step0 + i >= avg_from
         n_avg = n_avg + use
@@ -142,7 +149,8 @@ def _run_chunk(
 
 @eqx.filter_jit
 def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
-    """Largest eigenvalue of (n/b)Φ_bᵀBΦ_b + A on one random minibatch (power iteration)."""
+    """Largest eigenvalue of P⁻¹((n/b)Φ_bᵀBΦ_b + A) on one random minibatch (power
+    iteration; the eigenvalues are those of the symmetric P^{-1/2}H_bP^{-1/2})."""
     n_block = xb.shape[0]
     if batch_size >= n_block:
         xm, scale = xb, n_total / n_block
@@ -152,7 +160,8 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
     f0, jvp, vjp = problem.features.linearize(xm)
 
     def hmul(v):
-        return scale * vjp(problem.likelihood.precision_mul(f0, jvp(v))) + problem.prior.mul(v)
+        hv = scale * vjp(problem.likelihood.precision_mul(f0, jvp(v))) + problem.prior.mul(v)
+        return hv / problem.precond
 
     v0 = jax.random.normal(jax.random.fold_in(key, 1), (problem.prior.d,), f0.dtype)
 
@@ -161,7 +170,7 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
         return w / jnp.linalg.norm(w), None
 
     v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=iters)
-    return v @ hmul(v)
+    return jnp.linalg.norm(hmul(v))
 
 
 def _blocks(dataset, config: SGDConfig, key):
@@ -185,11 +194,15 @@ def sgd(
     n_samples: int,
     config: SGDConfig = SGDConfig(),
     init: Float[Array, "k1 d"] | SampledPosterior | None = None,
+    callback: Callable[[int, SampledPosterior], bool | None] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
 
     ``key`` fixes the sample noise (θ⁰, ξ) and the minibatch order; ``init`` warm-starts
-    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``).
+    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``);
+    ``callback(step, posterior)`` is called after each logged chunk with the current
+    iterate (the running average with Polyak averaging) and stops the run if it returns
+    True.
     Raises ``FloatingPointError`` naming the step if the iteration diverges.
     """
     k = positive_int(n_samples, "n_samples")
@@ -204,7 +217,12 @@ def sgd(
             targets.theta0 if standard else targets.centres,
         ]
     )
-    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, standard)
+    precond = (
+        jacobi(features, likelihood, prior, dataset, config.block_size)
+        if config.precondition
+        else jnp.ones(prior.d, centres.dtype)
+    )
+    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
     blocks = _blocks(dataset, config, k_steps)
 
     if config.learning_rate is None:
@@ -222,7 +240,7 @@ def sgd(
             )
             for j in range(3)
         )
-        lr = 1.0 / lam
+        lr = 0.3 / lam
     else:
         lr = float(config.learning_rate)
     optimizer = _optimizer(config.momentum, config.nesterov)
@@ -270,10 +288,17 @@ def sgd(
         if bar is not None:
             bar.update(n_chunk)
             bar.set_postfix(objective=f"{float(obj[0]):.4g}", change=f"{change:.2e}")
+        if callback is not None and callback(done, _current(state, done, avg_from)):
+            break
     if bar is not None:
         bar.close()
-    x = state[2] if config.polyak is not None else state[0]
-    return SampledPosterior(mean=x[0], samples=x[1:]), diag
+    return _current(state, done, avg_from), diag
+
+
+def _current(state, done: int, avg_from) -> SampledPosterior:
+    """The reported iterate: the Polyak average once averaging has begun, else the last."""
+    x = state[2] if done > int(avg_from) else state[0]
+    return SampledPosterior(mean=x[0], samples=x[1:])
 
 
 @functools.cache
@@ -328,7 +353,15 @@ def gradient_variance(
     centres = jnp.concatenate(
         [jnp.zeros((1, prior.d), z.dtype), targets.theta0 if standard else targets.centres]
     )
-    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, standard)
+    problem = _Problem(
+        features,
+        likelihood,
+        prior,
+        centres,
+        targets.noise_key,
+        jnp.ones(prior.d, z.dtype),
+        standard,
+    )
     x = jnp.concatenate([jnp.zeros((1, prior.d), z.dtype), z])
     scale = dataset.n / batch_size
 

@@ -64,3 +64,17 @@ def draw_targets(
         prior.solve(ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size)) + theta0
     )
     return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres)
+
+
+def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(key of the sample targets, key of the solver's own randomness): every solver
+    splits this way, so the same key gives the same sample objectives in each."""
+    k_targets, k_solver = jax.random.split(key)
+    return k_targets, k_solver
+
+
+def jacobi(
+    features: Features, likelihood: Likelihood, prior: Prior, dataset, block_size: int | None = None
+) -> Array:
+    """diag(H) = diag(ΦᵀBΦ) + diag(A): the Jacobi preconditioner (one pass over the data)."""
+    return ops.normal_diagonal(features, likelihood, dataset, block_size) + prior.precision()
