@@ -58,19 +58,10 @@ def worker(method: str, n: int, d: int) -> dict:
         ds = ArrayDataset(x, y - y.mean())
         prior = Prior.scalar(1.0, d)
 
+        config = SGDConfig(n_steps=600, batch_size=512, polyak=0.3, block_size=4096, log_every=600)
+
         def solve(lik, p, init):
-            return cg(
-                feats,
-                lik,
-                p,
-                ds,
-                jax.random.PRNGKey(1),
-                8,
-                tol=1e-4,
-                max_iter=300,
-                init=init,
-                block_size=4096,
-            )
+            return sgd(feats, lik, p, ds, jax.random.PRNGKey(1), 8, config, init=init)
 
         fit = fit_mackay(
             solve, feats, prior, 1.0 / y.var(), ds, max_iter=3, tol=1e-12, block_size=4096
