@@ -50,6 +50,7 @@ def worker(method: str, n: int, d: int) -> dict:
 
     from blm import ArrayDataset, BayesianLinearRegression, Prior, RandomFourierFeatures
     from blm.evidence.mackay import fit_mackay
+    from blm.solvers.sgd import SGDConfig, sgd
 
     x, y = data(n)
     feats = RandomFourierFeatures(jax.random.PRNGKey(0), 8, d, lengthscale=1.0)
