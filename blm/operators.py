@@ -35,6 +35,15 @@ def _check(features: Features, dataset) -> None:
         )
 
 
+def _accumulate(features: Features, dataset, block_size: int | None, kernel):
+    """Σ over blocks of kernel(x_b, y_b, rows_b), after checking the dataset fits."""
+    _check(features, dataset)
+    total = 0.0
+    for xb, yb, rows in dataset.blocks(block_size):
+        total = total + kernel(xb, yb, rows)
+    return total
+
+
 def row_noise(
     key: jax.Array, rows: Int[Array, " b"], k: int, m: int, dtype
 ) -> Float[Array, "k b m"]:
@@ -97,10 +106,12 @@ def rmatvec(features: Features, dataset, v: Float[Array, "... n m"], block_size:
     _check(features, dataset)
     if v.shape[-2:] != (dataset.n, dataset.m):
         raise ValueError(f"v must end in shape (n, m)={(dataset.n, dataset.m)}, got {v.shape}")
-    total = 0.0
-    for xb, _, rows in dataset.blocks(block_size):
-        total = total + _block_rmatvec(features, xb, v[..., rows, :])
-    return total
+    return _accumulate(
+        features,
+        dataset,
+        block_size,
+        lambda xb, _y, rows: _block_rmatvec(features, xb, v[..., rows, :]),
+    )
 
 
 def normal_matvec(
@@ -111,20 +122,16 @@ def normal_matvec(
     block_size: int | None = None,
 ):
     """ΦᵀBΦ z (the data part of H applied to z), summed over blocks."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, _, _ in dataset.blocks(block_size):
-        total = total + _block_normal(features, likelihood, xb, z)
-    return total
+    return _accumulate(
+        features, dataset, block_size, lambda xb, _y, _r: _block_normal(features, likelihood, xb, z)
+    )
 
 
 def rhs(features: Features, likelihood: Likelihood, dataset, block_size: int | None = None):
     """ΦᵀB Y, the right-hand side of H θ̄ = ΦᵀBY."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, yb, _ in dataset.blocks(block_size):
-        total = total + _block_rhs(features, likelihood, xb, yb)
-    return total
+    return _accumulate(
+        features, dataset, block_size, lambda xb, yb, _r: _block_rhs(features, likelihood, xb, yb)
+    )
 
 
 def noise_rhs(
@@ -136,11 +143,12 @@ def noise_rhs(
     block_size: int | None = None,
 ):
     """Φᵀ L ξ_j for k independent ξ_j ~ N(0, I_{n·m}): each has covariance ΦᵀBΦ."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, _, rows in dataset.blocks(block_size):
-        total = total + _block_noise_rhs(features, likelihood, xb, rows, key, k)
-    return total
+    return _accumulate(
+        features,
+        dataset,
+        block_size,
+        lambda xb, _y, rows: _block_noise_rhs(features, likelihood, xb, rows, key, k),
+    )
 
 
 def quad_form(
@@ -152,11 +160,9 @@ def quad_form(
 ):
     """Σ_i (φ_i z_j)_k (B_i φ_i z_j)_k per sample j and output k, shape (k, m); summed over
     outputs it is z_jᵀΦᵀBΦz_j (the split by output assumes a diagonal B, as Gaussian's)."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, _, _ in dataset.blocks(block_size):
-        total = total + _block_quad(features, likelihood, xb, z)
-    return total
+    return _accumulate(
+        features, dataset, block_size, lambda xb, _y, _r: _block_quad(features, likelihood, xb, z)
+    )
 
 
 @eqx.filter_jit
@@ -169,11 +175,12 @@ def residual_sq(
     features: Features, dataset, theta: Float[Array, " d"], block_size: int | None = None
 ):
     """‖y_k − Φ_k θ‖² for each output k, shape (m,)."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, yb, _ in dataset.blocks(block_size):
-        total = total + _block_residual_sq(features, xb, yb, theta)
-    return total
+    return _accumulate(
+        features,
+        dataset,
+        block_size,
+        lambda xb, yb, _r: _block_residual_sq(features, xb, yb, theta),
+    )
 
 
 @eqx.filter_jit
@@ -186,8 +193,9 @@ def normal_diagonal(
     features: Features, likelihood: Likelihood, dataset, block_size: int | None = None
 ):
     """diag(ΦᵀBΦ) = Σ_i Σ_k B_i,kk φ_ik² for a diagonal B (Gaussian), shape (d,)."""
-    _check(features, dataset)
-    total = 0.0
-    for xb, _, _ in dataset.blocks(block_size):
-        total = total + _block_normal_diagonal(features, likelihood, xb)
-    return total
+    return _accumulate(
+        features,
+        dataset,
+        block_size,
+        lambda xb, _y, _r: _block_normal_diagonal(features, likelihood, xb),
+    )
