@@ -166,3 +166,19 @@ def test_normal_diagonal_generic_and_fast_paths_agree(rng):
     np.testing.assert_allclose(
         ops.normal_diagonal(feats, lik, ArrayDataset(X, np.zeros((30, 2))), 7), dense, rtol=1e-12
     )
+
+
+def test_residual_and_quadratic_form_match_dense(rng):
+    X = rng.standard_normal((23, 3))
+    Y = rng.standard_normal((23, 2))
+    feats, lik, ds = LinearFeatures(3, 2), Gaussian([2.0, 0.5]), ArrayDataset(X, Y)
+    theta = rng.standard_normal(6)
+    z = jnp.asarray(rng.standard_normal((4, 6)))
+    F = X @ theta.reshape(2, 3).T
+    np.testing.assert_allclose(
+        ops.residual_sq(feats, ds, jnp.asarray(theta), 5), ((Y - F) ** 2).sum(0), rtol=1e-12
+    )
+    Fz = np.einsum("np,kmp->knm", X, np.asarray(z).reshape(4, 2, 3))
+    np.testing.assert_allclose(
+        ops.quad_form(feats, lik, ds, z, 5), (Fz**2 * np.array([2.0, 0.5])).sum(1), rtol=1e-12
+    )
