@@ -48,7 +48,7 @@ def worker(method: str, n: int, d: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from blm import ArrayDataset, BayesianLinearRegression, Prior, RandomFourierFeatures
+    from blm import ArrayDataset, BayesianLinearRegression, Gaussian, Prior, RandomFourierFeatures
     from blm.evidence.mackay import fit_mackay
     from blm.solvers.sgd import SGDConfig, sgd
 
@@ -65,7 +65,7 @@ def worker(method: str, n: int, d: int) -> dict:
             return sgd(feats, lik, p, ds, jax.random.PRNGKey(1), 8, config, init=init)
 
         fit = fit_mackay(
-            solve, feats, prior, 1.0 / y.var(), ds, max_iter=3, tol=1e-12, block_size=4096
+            solve, feats, prior, Gaussian(1.0 / y.var()), ds, max_iter=3, tol=1e-12, block_size=4096
         )
         alpha, beta = float(fit.alpha[0]), float(fit.beta[0])
     else:

@@ -7,6 +7,9 @@ with scikit-learn and statsmodels, installed by the ``examples`` extra).
 * ``macro_design``: US quarterly macro-economic series (statsmodels ``macrodata``):
   inflation regressed on standardised current and lagged indicators, with one prior
   group per indicator.
+* ``digits_split``: scikit-learn's 8 × 8 handwritten digits scaled to [0, 1], split into
+  train and test, with ``rotate_digits`` giving the rotated copies used as
+  out-of-distribution inputs.
 """
 
 from __future__ import annotations
@@ -78,3 +81,25 @@ def macro_design(lags: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cols.append(Z[lags - lag : len(Z) - lag])
         groups.extend(range(len(names)))
     return np.hstack(cols), y[lags:], np.asarray(groups)
+
+
+def digits_split(
+    seed: int = 0, n_train: int = 1200
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(X_train, y_train, X_test, y_test): the 1 797 digits as 64 pixels in [0, 1] and labels
+    0–9, a random ``n_train`` of them for training (``seed``) and the rest for testing."""
+    datasets = _need("sklearn.datasets")
+    X, y = datasets.load_digits(return_X_y=True)
+    idx = np.random.default_rng(seed).permutation(len(y))
+    tr, te = idx[:n_train], idx[n_train:]
+    return X[tr] / 16.0, y[tr], X[te] / 16.0, y[te]
+
+
+def rotate_digits(X: np.ndarray, degrees: float = 90.0) -> np.ndarray:
+    """Each 8 × 8 digit (a row of 64 pixels) rotated by ``degrees`` (bilinear, zero fill):
+    inputs off the training distribution."""
+    from scipy.ndimage import rotate
+
+    images = np.asarray(X).reshape(-1, 8, 8)
+    out = rotate(images, degrees, axes=(1, 2), reshape=False, order=1, mode="constant")
+    return np.clip(out, 0.0, 1.0).reshape(len(images), 64)

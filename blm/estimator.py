@@ -21,6 +21,7 @@ from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.loop import iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures
+from blm.likelihoods import Gaussian
 from blm.priors import Prior
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, sgd
@@ -208,7 +209,7 @@ class BayesianLinearRegression:
                 self._solver(features, dataset, key),
                 features,
                 template,
-                beta0,
+                Gaussian(beta0),
                 dataset,
                 hyper,
                 self.gamma_estimator,

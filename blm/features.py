@@ -63,17 +63,17 @@ class Features(eqx.Module):
         """(offset, z ↦ φ(x_b) z, v ↦ φ(x_b)ᵀ v) with the primal work done once."""
         return self.offset(inputs), lambda z: self.jvp(inputs, z), lambda v: self.vjp(inputs, v)
 
-    def sq_rows(self, inputs, w: Float[Array, "b m"]) -> Float[Array, " d"]:
-        """Σ_i Σ_k w_ik φ_ik², φ_ik ∈ ℝ^d the Jacobian row of output k at input i: the
-        diagonal of ΦᵀBΦ for a diagonal B = diag(w). Generic: one vjp per row and output."""
-        m = self.m
+    def sq_rows(self, inputs, factor: Float[Array, "b m m"]) -> Float[Array, " d"]:
+        """Σ_i Σ_l (φ_iᵀ L_i e_l)², φ_i ∈ ℝ^{m×d} the Jacobian of input i and L_i a factor of
+        B_i = L_i L_iᵀ: the diagonal of ΦᵀBΦ = Σ_i (L_iᵀφ_i)ᵀ(L_iᵀφ_i), also for a
+        non-diagonal B (softmax). Generic: one vjp per row and column of L_i."""
 
-        def one_row(x, wi):
+        def one_row(x, L):
             xi = jax.tree_util.tree_map(lambda a: a[None], x)
-            rows = jax.vmap(lambda e: self.vjp(xi, e[None]))(jnp.eye(m, dtype=wi.dtype))  # (m, d)
-            return wi @ rows**2
+            rows = jax.vmap(lambda col: self.vjp(xi, col[None]))(L.T)  # (m, d): φ_iᵀL_i e_l
+            return jnp.sum(rows**2, axis=0)
 
-        return jnp.sum(jax.lax.map(lambda a: one_row(*a), (inputs, w)), axis=0)
+        return jnp.sum(jax.lax.map(lambda a: one_row(*a), (inputs, factor)), axis=0)
 
     def dense(self, inputs) -> Float[Array, "b m d"]:
         """φ(x_b) as an explicit (b, m, d) array, for small problems and oracles."""
@@ -131,7 +131,9 @@ class LinearFeatures(Features):
         f0 = jnp.zeros((rows.shape[0], self.m), rows.dtype)
         return f0, lambda z: self._jvp_rows(rows, z), lambda v: self._vjp_rows(rows, v)
 
-    def sq_rows(self, inputs, w):
+    def sq_rows(self, inputs, factor):
+        # φ_iᵀL_i e_l = L_i[:, l] ⊗ t_i: output k's block gets Σ_l L_kl² t_i² = (B_i)_kk t_i²
+        w = jnp.sum(factor**2, axis=-1)  # (b, m)
         return jnp.ravel(w.T @ self.transform(inputs) ** 2)
 
     def dense(self, inputs):

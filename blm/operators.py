@@ -6,7 +6,7 @@ r"""Full passes of the linear model over a dataset, one block of rows at a time.
     rhs()              = Φᵀ B Y                     (d,)
     noise_rhs(key, k)  = Φᵀ L ξ_j, j = 1..k         (k, d)   ξ ~ N(0, I), L Lᵀ = B
     quad_form(z)       = Σ_i (φ_i z)ᵀ B_i (φ_i z)    (k, m)   per output, B diagonal
-    normal_diagonal()  = diag(Φᵀ B Φ)               (d,)     B diagonal (Jacobi preconditioner)
+    normal_diagonal()  = diag(Φᵀ B Φ)               (d,)     (Jacobi preconditioner)
 
 Only one block of inputs is in memory at a time, so these work on HDF5 data larger
 than memory. The per-block kernels are jit-compiled once per block shape; the primal
@@ -186,13 +186,13 @@ def residual_sq(
 @eqx.filter_jit
 def _block_normal_diagonal(features, likelihood, xb):
     f0 = features.offset(xb)
-    return features.sq_rows(xb, likelihood.precision_diagonal(f0))
+    return features.sq_rows(xb, likelihood.sqrt_precision(f0))
 
 
 def normal_diagonal(
     features: Features, likelihood: Likelihood, dataset, block_size: int | None = None
 ):
-    """diag(ΦᵀBΦ) = Σ_i Σ_k B_i,kk φ_ik² for a diagonal B (Gaussian), shape (d,)."""
+    """diag(ΦᵀBΦ) = Σ_i Σ_l (φ_iᵀL_i e_l)² with B_i = L_iL_iᵀ, shape (d,)."""
     return _accumulate(
         features,
         dataset,

@@ -157,10 +157,14 @@ def test_normal_diagonal_generic_and_fast_paths_agree(rng):
     X = rng.standard_normal((30, 4))
     feats = LinearFeatures(4, 2)
     lik = Gaussian([2.0, 0.5])
-    w = jnp.broadcast_to(lik.beta, (30, 2))
-    generic = Features.sq_rows(feats, jnp.asarray(X), w)
-    np.testing.assert_allclose(feats.sq_rows(jnp.asarray(X), w), generic, rtol=1e-12)
-    Phi = np.asarray(feats.dense(jnp.asarray(X))).reshape(-1, 8)
+    # a non-diagonal factor: diag(Σ_i φ_iᵀL_iL_iᵀφ_i) from both paths and densely
+    L = jnp.asarray(rng.standard_normal((30, 2, 2)))
+    generic = Features.sq_rows(feats, jnp.asarray(X), L)
+    np.testing.assert_allclose(feats.sq_rows(jnp.asarray(X), L), generic, rtol=1e-12)
+    phis = np.asarray(feats.dense(jnp.asarray(X)))  # (30, 2, 8)
+    full = np.einsum("bkd,bkl,bje,bjl->de", phis, L, phis, L)
+    np.testing.assert_allclose(generic, np.diag(full), rtol=1e-12)
+    Phi = phis.reshape(-1, 8)
     B = np.tile([2.0, 0.5], 30)
     dense = np.diag((Phi.T * B) @ Phi)
     np.testing.assert_allclose(

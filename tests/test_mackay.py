@@ -143,7 +143,7 @@ def test_fit_mackay_with_random_features_matches_exact_loop():
     def solve(lik, p, init):
         return cg(feats, lik, p, ds, jax.random.PRNGKey(2), 64, tol=1e-9, init=init, block_size=128)
 
-    fit = fit_mackay(solve, feats, prior, 1.0, ds, max_iter=200, tol=1e-6, block_size=128)
+    fit = fit_mackay(solve, feats, prior, Gaussian(1.0), ds, max_iter=200, tol=1e-6, block_size=128)
     np.testing.assert_allclose(fit.alpha, alpha_star, rtol=0.05)
     np.testing.assert_allclose(fit.beta, beta_star, rtol=0.02)
     assert fit.n_iter == len(fit.trajectory.alpha) < 200

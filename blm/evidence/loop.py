@@ -36,6 +36,8 @@ class Trajectory:
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
     """max |new − old| / |old| over all entries."""
     old, new = np.asarray(old, float), np.asarray(new, float)
+    if old.size == 0:
+        return 0.0
     return float(np.max(np.abs(new - old) / np.abs(old)))
 
 

@@ -48,7 +48,7 @@ from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.loop import Trajectory, iterate_hyperparameters
 from blm.features import Features
-from blm.likelihoods import Gaussian
+from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
 
@@ -58,7 +58,7 @@ GammaEstimator = Literal["combined", "data", "prior"]
 def gamma_terms(
     posterior: SampledPosterior,
     features: Features,
-    likelihood: Gaussian,
+    likelihood: Likelihood,
     prior: Prior,
     dataset,
     block_size: int | None = None,
@@ -79,7 +79,7 @@ def gamma_terms(
 def effective_dimension(
     posterior: SampledPosterior,
     features: Features,
-    likelihood: Gaussian,
+    likelihood: Likelihood,
     prior: Prior,
     dataset,
     estimator: GammaEstimator = "combined",
@@ -109,23 +109,27 @@ def effective_dimension(
 def sample_mackay_step(
     posterior: SampledPosterior,
     features: Features,
-    likelihood: Gaussian,
+    likelihood: Likelihood,
     prior: Prior,
     dataset,
     hyper: GammaHyperprior = GammaHyperprior(),
     estimator: GammaEstimator = "combined",
     block_size: int | None = None,
 ):
-    """One MacKay update from a sampled posterior. Returns (α (G,), β (m,), info)."""
+    """One MacKay update from a sampled posterior. Returns (α (G,), β, info): β (m,) is
+    updated for a Gaussian likelihood and empty for others (nothing to fit)."""
     gamma_g, gamma_k = effective_dimension(
         posterior, features, likelihood, prior, dataset, estimator, block_size
     )
-    sse = ops.residual_sq(features, dataset, posterior.mean, block_size)
     new_alpha = (gamma_g + 2 * hyper.alpha_shape) / (
         prior.group_sum(posterior.mean**2) + 2 * hyper.alpha_rate
     )
+    info = {"gamma": jnp.sum(gamma_g)}
+    if not isinstance(likelihood, Gaussian):
+        return new_alpha, jnp.zeros(0), info
+    sse = ops.residual_sq(features, dataset, posterior.mean, block_size)
     new_beta = (dataset.n - gamma_k + 2 * hyper.beta_shape) / (sse + 2 * hyper.beta_rate)
-    info = {"gamma": jnp.sum(gamma_g), "data_fit": jnp.sum(likelihood.beta * sse)}
+    info["data_fit"] = jnp.sum(likelihood.beta * sse)
     return new_alpha, new_beta, info
 
 
@@ -142,14 +146,14 @@ class MackayFit:
     diagnostics: object
 
 
-Solve = Callable[[Gaussian, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
+Solve = Callable[[Likelihood, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
 
 
 def fit_mackay(
     solve: Solve,
     features: Features,
     prior: Prior,
-    beta,
+    likelihood: Likelihood,
     dataset,
     hyper: GammaHyperprior = GammaHyperprior(),
     estimator: GammaEstimator = "combined",
@@ -158,37 +162,40 @@ def fit_mackay(
     progress: Callable[[int, float], None] | None = None,
     block_size: int | None = None,
 ) -> MackayFit:
-    """Sample-based MacKay EM with any solver backend, for a Gaussian likelihood.
+    """Sample-based MacKay EM with any solver backend and likelihood.
 
     E-step: ``solve(likelihood, prior, init)`` returns the posterior mean and samples at
-    the current (α, β), warm-started from the previous step's solution (``init``).
-    M-step: ``sample_mackay_step``. Stops when no α_g, β_k changes by more than ``tol``
-    relative, or after ``max_iter`` steps; the posterior returned is solved at the
-    final (α, β). Pass a ``solve`` that keeps its random key fixed (common random
-    numbers across steps) so the iteration settles on a fixed point.
+    the current hyperparameters, warm-started from the previous step's solution
+    (``init``; None at the first step). M-step: ``sample_mackay_step``: α_g always, and
+    β_k when ``likelihood`` is Gaussian (its β is the starting value); other
+    likelihoods have no free precision and keep theirs. Stops when no α_g, β_k changes
+    by more than ``tol`` relative, or after ``max_iter`` steps; the posterior returned
+    is solved at the final hyperparameters. Pass a ``solve`` that keeps its random key
+    fixed (common random numbers across steps) so the iteration settles on a fixed point.
     """
     previous: dict = {}
+    gaussian = isinstance(likelihood, Gaussian)
+
+    def likelihood_at(beta):
+        return likelihood.with_beta(jnp.asarray(beta)) if gaussian else likelihood
 
     def step(alpha, beta):
         p = prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype))
-        lik = Gaussian(np.asarray(beta))
+        lik = likelihood_at(beta)
         post, diagnostics = solve(lik, p, previous.get("posterior"))
         previous["posterior"], previous["diagnostics"] = post, diagnostics
-        new_alpha, new_beta, info = sample_mackay_step(
-            post, features, lik, p, dataset, hyper, estimator, block_size
-        )
-        return new_alpha, new_beta, info
+        return sample_mackay_step(post, features, lik, p, dataset, hyper, estimator, block_size)
 
     alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
         step,
         np.asarray(prior.alpha),
-        np.atleast_1d(np.asarray(beta, float)),
+        np.asarray(likelihood.beta) if gaussian else np.zeros(0),
         max_iter,
         tol,
         progress,
     )
     post, diagnostics = solve(
-        Gaussian(beta),
+        likelihood_at(beta),
         prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype)),
         previous.get("posterior"),
     )

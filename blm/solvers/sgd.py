@@ -199,7 +199,9 @@ def sgd(
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
 
     ``key`` fixes the sample noise (θ⁰, ξ) and the minibatch order; ``init`` warm-starts
-    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``);
+    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``) or
+    gives the mean's start (d,); by default the mean starts at 0 and each sample at
+    P⁻¹Aθⁿ_j (P = diag(H); zero without preconditioning);
     ``callback(step, posterior)`` is called after each logged chunk with the current
     iterate (the running average with Polyak averaging) and stops the run if it returns
     True.
@@ -209,7 +211,9 @@ def sgd(
     config.validate(dataset.n)
     k_targets, k_solver = split_key(key)
     k_lr, k_steps = jax.random.split(k_solver)
-    targets: SampleTargets = draw_targets(features, likelihood, prior, dataset, k_targets, k)
+    targets: SampleTargets = draw_targets(
+        features, likelihood, prior, dataset, k_targets, k, config.block_size
+    )
     standard = config.objective == "standard"
     centres = jnp.concatenate(
         [
@@ -245,7 +249,15 @@ def sgd(
         lr = float(config.learning_rate)
     optimizer = _optimizer(config.momentum, config.nesterov)
 
-    x0 = _initial(init, k, prior.d, centres.dtype)
+    # default start of each sample: one Jacobi step for H z_j = Aθⁿ_j, i.e. z = P⁻¹Aθⁿ_j
+    # (exact in the directions the prior dominates, shrunk where the data do)
+    start = jnp.concatenate(
+        [
+            centres[:1],
+            prior.mul(targets.centres) / precond if config.precondition else 0 * targets.centres,
+        ]
+    )
+    x0 = _initial(init, start)
     opt_state = optimizer.init(x0)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
     state = (x0, opt_state, x0, jnp.zeros((), jnp.int32))
@@ -310,15 +322,21 @@ def _optimizer(momentum: float, nesterov: bool) -> optax.GradientTransformation:
     )
 
 
-def _initial(init, k: int, d: int, dtype) -> Array:
+def _initial(init, start: Array) -> Array:
+    """The starting iterate (k + 1, d): ``init`` itself, or ``start`` with its mean row
+    replaced by a given mean (d,), or ``start``."""
+    k1, d = start.shape
     if init is None:
-        return jnp.zeros((k + 1, d), dtype)
+        return start
     if isinstance(init, SampledPosterior):
         init = jnp.concatenate([init.mean[None], init.samples])
-    init = jnp.asarray(init, dtype)
-    if init.shape != (k + 1, d):
+    init = jnp.asarray(init, start.dtype)
+    if init.shape == (d,):
+        init = start.at[0].set(init)
+    if init.shape != (k1, d):
         raise ValueError(
-            f"init must have shape (n_samples + 1, d) = {(k + 1, d)}, got {init.shape}"
+            f"init must have shape (d,) = {(d,)} (a mean) or (n_samples + 1, d) = {(k1, d)}, "
+            f"got {init.shape}"
         )
     if not bool(jnp.all(jnp.isfinite(init))):
         raise ValueError("init holds non-finite values")
