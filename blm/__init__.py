@@ -3,20 +3,27 @@
 from blm.data import ArrayDataset, HDF5Dataset
 from blm.estimator import BayesianLinearRegression
 from blm.features import Features, LinearFeatures, RandomFourierFeatures
-from blm.likelihoods import Gaussian, Likelihood
+from blm.laplace import LaplacePosterior, linearise
+from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from blm.network import NetworkFeatures
 from blm.priors import Prior
 from blm.solvers.exact import ExactPosterior
 
 __all__ = [
     "ArrayDataset",
     "BayesianLinearRegression",
+    "Bernoulli",
+    "Categorical",
     "ExactPosterior",
     "Features",
     "Gaussian",
     "HDF5Dataset",
+    "LaplacePosterior",
     "Likelihood",
     "LinearFeatures",
+    "NetworkFeatures",
     "Prior",
     "RandomFourierFeatures",
+    "linearise",
 ]
 __version__ = "0.1.0"

@@ -8,6 +8,29 @@ import time
 
 
 def demo(args: argparse.Namespace) -> int:
+    """The main job: train an MLP on scikit-learn's digits, linearise it, fit its prior
+    precision by sample-based EM (progress bars), and print MAP against linearised
+    Laplace on held-out and rotated digits; write a reliability diagram."""
+    from blm.demos import format_table, reliability_plot, run_digits
+
+    t0 = time.perf_counter()
+    print("blm demo: linearised Laplace for an MLP on scikit-learn's digits\n")
+    result = run_digits(seed=args.seed, progress=True, with_diagonal=False)
+    print(
+        f"\nMLP 64-{result.width}-{result.width}-10 with d = {result.d} parameters; EM-fitted alpha = "
+        f"{float(result.alpha[0]):.4g} ({result.posterior.samples.shape[0]} samples)\n"
+    )
+    print(format_table(result.reports))
+    reliability_plot(result, args.plot)
+    print(
+        "\nNLL/acc/ECE/Brier on held-out digits; AUROC: telling rotated digits apart by "
+        "predictive entropy (H) or logit variance (V).\n"
+        f"reliability diagram: {args.plot}; total {time.perf_counter() - t0:.0f} s"
+    )
+    return 0
+
+
+def regression_demo(args: argparse.Namespace) -> int:
     """Fit the bundled CO₂ series (a random-Fourier-feature design) and diabetes data with
     evidence-tuned α, β, and print what was fitted beside scikit-learn's BayesianRidge."""
     import jax
@@ -68,9 +91,15 @@ def _split(X, y):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="blm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="fit bundled data sets and print what was fitted")
-    p.add_argument("--features", type=int, default=300, help="random Fourier features for co2")
+    p = sub.add_parser("demo", help="linearised Laplace for an MLP on the bundled digits")
+    p.add_argument("--seed", type=int, default=0, help="split, initialisation and samples")
+    p.add_argument("--plot", default="reliability.png", help="where to write the diagram")
     p.set_defaults(func=demo)
+    p = sub.add_parser(
+        "regression-demo", help="evidence-tuned linear regression on co2 and diabetes"
+    )
+    p.add_argument("--features", type=int, default=300, help="random Fourier features for co2")
+    p.set_defaults(func=regression_demo)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -13,8 +13,9 @@ with the linear maps z ↦ J z and its transpose v ↦ Jᵀ v (``jax.linear_tran
 k samples share one primal pass and the Jacobian J (b·m × d) is never formed.
 
 The model maps one input to its output (Equinox's convention); batches are vmapped.
-Each parameter leaf is one prior group (``groups``), named by its path in
-``group_names`` (e.g. ``.layers[0].weight``), for per-layer priors.
+Each layer (the leaves sharing a parent path, e.g. ``.layers[0].weight`` and
+``.layers[0].bias``) is one prior group (``groups``, named in ``group_names``), for
+per-layer priors.
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def _call(model, x):
     return model(x)
 
 
+def _layer(leaf_name: str) -> str:
+    """The parent path of a leaf: ``.layers[0].weight`` → ``.layers[0]``."""
+    return leaf_name[: max(leaf_name.rfind("."), leaf_name.rfind("["))] or leaf_name
+
+
 class NetworkFeatures(Features):
     """The Jacobian features of ``apply(model, x)`` at the model's current parameters."""
 
@@ -44,7 +50,7 @@ class NetworkFeatures(Features):
     static: Any
     treedef: Any = eqx.field(static=True)
     shapes: tuple[tuple[int, ...], ...] = eqx.field(static=True)
-    group_names: tuple[str, ...] = eqx.field(static=True)
+    leaf_names: tuple[str, ...] = eqx.field(static=True)
     input_shape: tuple[int, ...] = eqx.field(static=True)
     output_shape: tuple[int, ...] = eqx.field(static=True)
     apply: Callable = eqx.field(static=True)
@@ -76,7 +82,7 @@ class NetworkFeatures(Features):
         self.static = static
         self.treedef = treedef
         self.shapes = tuple(tuple(leaf.shape) for leaf in leaves)
-        self.group_names = tuple(jax.tree_util.keystr(path) for path, _ in with_paths)
+        self.leaf_names = tuple(jax.tree_util.keystr(path) for path, _ in with_paths)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.apply = _call if apply is None else apply
         x = jax.ShapeDtypeStruct(self.input_shape, dtype)
@@ -129,10 +135,19 @@ class NetworkFeatures(Features):
         transpose = jax.linear_transpose(jvp, self.w)
         return f0, jvp, lambda v: transpose(v.astype(f0.dtype))[0]
 
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        """The layers: each leaf's path without its last key (``.layers[0].weight`` and
+        ``.layers[0].bias`` are layer ``.layers[0]``), in order of first appearance."""
+        return tuple(dict.fromkeys(_layer(name) for name in self.leaf_names))
+
     def groups(self) -> Int[Array, " d"]:
-        """One group per parameter leaf (weight and bias of each layer separately)."""
+        """One prior group per layer (its weight and bias together): a bias alone is too
+        few numbers for a stable per-group evidence update."""
+        names = self.group_names
+        index = [names.index(_layer(name)) for name in self.leaf_names]
         sizes = [math.prod(s) for s in self.shapes]
-        return jnp.asarray(np.repeat(np.arange(len(sizes)), sizes), jnp.int32)
+        return jnp.asarray(np.repeat(index, sizes), jnp.int32)
 
     # -- identity of the model -----------------------------------------------------
     def structure_hash(self) -> str:

@@ -45,7 +45,11 @@ def test_features_equal_the_explicit_jacobian():
     # the flat vector is the leaves in order, and one group per leaf
     leaves = jax.tree_util.tree_leaves(eqx.filter(net, eqx.is_inexact_array))
     np.testing.assert_array_equal(feats.w, jnp.concatenate([jnp.ravel(x) for x in leaves]))
-    assert feats.groups().max() + 1 == len(leaves) == len(feats.group_names)
+    assert len(feats.leaf_names) == len(leaves) == 6
+    assert feats.group_names == (".layers[0]", ".layers[1]", ".layers[2]")
+    np.testing.assert_array_equal(
+        np.bincount(feats.groups()), [4 * 40 + 40, 40 * 40 + 40, 40 * 3 + 3]
+    )
     np.testing.assert_array_equal(feats.model(feats.w)(X[0]), net(X[0]))
 
 
@@ -163,7 +167,7 @@ def test_classification_predictive_and_per_layer_prior():
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
     lm = linearise(net, (X, y), Categorical(3))
     post = lm.fit(n_samples=16, key=1, per_layer=True, em_steps=2, sgd_options={"n_steps": 300})
-    assert post.alpha.shape == (6,) and post.beta is None
+    assert post.alpha.shape == (3,) and post.beta is None
     p_mc = post.predict_proba(X[:10])
     p_probit = post.predict_proba(X[:10], method="probit")
     np.testing.assert_allclose(p_mc.sum(axis=1), 1, atol=1e-12)
