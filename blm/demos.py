@@ -42,13 +42,19 @@ class DigitsResult:
     posterior: LaplacePosterior | None = None
 
 
-def diagonal_laplace(lm, n_samples: int, key, iters: int = 100) -> tuple[SampledPosterior, float]:
+def diagonal_laplace(
+    lm, n_samples: int, key, iters: int = 10_000
+) -> tuple[SampledPosterior, float]:
     """Samples of the diagonal Laplace posterior N(w̄, (diag(GGN) + αI)⁻¹), α by MacKay."""
     g = ops.normal_diagonal(lm.features, lm.likelihood, lm.dataset, lm.block_size)
     w2 = float(jnp.sum(lm.features.w**2))
     alpha = 1.0
     for _ in range(iters):
-        alpha = float(jnp.sum(g / (g + alpha))) / w2
+        new = float(jnp.sum(g / (g + alpha))) / w2
+        done = abs(new - alpha) <= 1e-12 * alpha
+        alpha = new
+        if done:
+            break
     eps = jax.random.normal(key, (n_samples, lm.features.d), g.dtype)
     return SampledPosterior(lm.features.w, eps / jnp.sqrt(g + alpha)), alpha
 
@@ -98,10 +104,12 @@ def run_digits(
             post.predict_proba(Xte, method=method),
             post.predict_proba(Xood, method=method),
         )
+    posteriors = {"LLA": post}
     if with_diagonal:
         t0 = time.perf_counter()
         samples, out.alpha_diag = diagonal_laplace(lm, n_samples, k_diag)
         diag = LaplacePosterior(lm.features, lik, [out.alpha_diag], samples, post.groups)
+        posteriors["diagonal Laplace"] = diag
         probs["diagonal Laplace"] = (
             diag.predict_proba(Xte, method="probit"),
             diag.predict_proba(Xood, method="probit"),
@@ -110,9 +118,7 @@ def run_digits(
     for name, (p_in, p_ood) in probs.items():
         out.probs[name] = np.asarray(p_in)
         out.reports[name] = classification_report(np.asarray(p_in), yte, np.asarray(p_ood))
-    for name, posterior in (("LLA", post), ("diagonal Laplace", locals().get("diag"))):
-        if posterior is None:
-            continue
+    for name, posterior in posteriors.items():
         score_in, score_ood = (logit_variance(posterior, X) for X in (Xte, Xood))
         for key_name in [k for k in out.reports if k.startswith(name)]:
             out.reports[key_name]["auroc_var"] = auroc(score_in, score_ood)

@@ -44,8 +44,9 @@ from blm.uncertainty.predictive import mc_probs, probit_probs, sampled_outputs
 
 @eqx.filter_jit
 def _block_pseudo_targets(features, likelihood, xb, yb):
+    """(f(w̄, x_b), J_b w̄ + u_b) from one linearisation of the batch."""
     f0, jvp, _ = features.linearize(xb)
-    return jvp(features.w) + likelihood.pseudo_targets(f0, yb)
+    return f0, jvp(features.w) + likelihood.pseudo_targets(f0, yb)
 
 
 def linearise(
@@ -80,8 +81,6 @@ def linearise(
     targets = likelihood.encode_targets(y)
     if targets.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} rows but y has {targets.shape[0]}")
-    if filter_spec is eqx.is_inexact_array:
-        _reject_integer_parameters(model)
     features = NetworkFeatures(model, X.shape[1:], filter_spec, apply)
     if features.m != likelihood.m:
         raise ValueError(
@@ -90,45 +89,40 @@ def linearise(
         )
     block_size = positive_int(block_size, "block_size")
     data_set = ArrayDataset(X, targets)
-    pseudo = jnp.concatenate(
-        [
-            _block_pseudo_targets(features, likelihood, xb, yb)
-            for xb, yb, _ in data_set.blocks(block_size)
-        ]
-    )
+    parts = [
+        _block_pseudo_targets(features, likelihood, xb, yb)
+        for xb, yb, _ in data_set.blocks(block_size)
+    ]
+    offsets = jnp.concatenate([f0 for f0, _ in parts])
+    pseudo = jnp.concatenate([p for _, p in parts])
     if not bool(jnp.all(jnp.isfinite(pseudo))):
         raise FloatingPointError(
             "the linearised targets are not finite: the network's outputs saturate so far that "
             "the likelihood's curvature underflows (check the trained model)"
         )
     return LinearisedModel(
-        features, likelihood, ArrayDataset(data_set.X, pseudo), targets, block_size
+        features, likelihood, ArrayDataset(data_set.X, pseudo), targets, offsets, block_size
     )
-
-
-def _reject_integer_parameters(model) -> None:
-    for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
-        if isinstance(leaf, jax.Array | np.ndarray) and not jnp.issubdtype(leaf.dtype, jnp.inexact):
-            raise TypeError(
-                f"model parameter {jax.tree_util.keystr(path)} has dtype {leaf.dtype}: integer "
-                "leaves cannot be linearised; cast them to float, or pass a filter_spec that "
-                "leaves them out (they are then held fixed)"
-            )
 
 
 class LinearisedModel:
     """The linear model of a network (``linearise``'s result): ``features``,
-    ``likelihood``, ``dataset`` (inputs and pseudo-targets) and the encoded ``targets``."""
+    ``likelihood``, ``dataset`` (inputs and pseudo-targets), the encoded ``targets`` and
+    the network's ``offsets`` f(w̄, x_i) on the training inputs."""
 
-    def __init__(self, features: NetworkFeatures, likelihood, dataset, targets, block_size: int):
+    def __init__(
+        self, features: NetworkFeatures, likelihood, dataset, targets, offsets, block_size: int
+    ):
         self.features = features
         self.likelihood = likelihood
         self.dataset = dataset
         self.targets = targets
+        self.offsets = offsets
         self.block_size = block_size
 
     def prior(self, alpha: float = 1.0, per_layer: bool = False) -> Prior:
-        """α I, or one α per parameter leaf (``per_layer``), all starting at ``alpha``."""
+        """α I, or one α per layer (``per_layer``; weight and bias together), all starting
+        at ``alpha``."""
         groups = np.asarray(self.features.groups())
         n_groups = int(groups.max()) + 1 if per_layer else 1
         return Prior(np.full(n_groups, float(alpha)), groups if per_layer else 0 * groups)
@@ -202,18 +196,12 @@ class LinearisedModel:
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
         if isinstance(likelihood, Gaussian):
-            if beta_init is None:
-                resid = self.targets - np.asarray(
-                    jnp.concatenate(
-                        [
-                            self.features.offset(xb)
-                            for xb, _, _ in self.dataset.blocks(self.block_size)
-                        ]
-                    )
-                )
+            if beta_init is None:  # the MAP network's residuals: 1/β ≈ their mean square
+                resid = self.targets - np.asarray(self.offsets)
                 beta_init = 1.0 / max(float(np.mean(resid**2)), 1e-12)
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
         w = self.features.w
+        prior = self.prior(alpha_init, per_layer)
         bar = _bar(em_steps, progress)
 
         def solve(lik, prior, init):
@@ -234,7 +222,7 @@ class LinearisedModel:
         fit = fit_mackay(
             solve,
             self.features,
-            self.prior(alpha_init, per_layer),
+            prior,
             likelihood,
             self.dataset,
             GammaHyperprior(),
@@ -253,7 +241,7 @@ class LinearisedModel:
             likelihood,
             np.asarray(fit.alpha),
             fit.posterior,
-            self.prior(1.0, per_layer).groups,
+            prior.groups,
             fit.trajectory,
             fit.diagnostics,
         )

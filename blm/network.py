@@ -38,6 +38,17 @@ def _call(model, x):
     return model(x)
 
 
+def _reject_integer_parameters(model) -> None:
+    """With the default filter an integer array would silently be held fixed: refuse it."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(model)[0]:
+        if isinstance(leaf, jax.Array | np.ndarray) and not jnp.issubdtype(leaf.dtype, jnp.inexact):
+            raise TypeError(
+                f"model parameter {jax.tree_util.keystr(path)} has dtype {leaf.dtype}: integer "
+                "leaves cannot be linearised; cast them to float, or pass a filter_spec that "
+                "leaves them out (they are then held fixed)"
+            )
+
+
 def _layer(leaf_name: str) -> str:
     """The parent path of a leaf: ``.layers[0].weight`` → ``.layers[0]``."""
     return leaf_name[: max(leaf_name.rfind("."), leaf_name.rfind("["))] or leaf_name
@@ -64,6 +75,8 @@ class NetworkFeatures(Features):
     ):
         """``input_shape``: the shape of one input; ``apply(model, x)`` (default
         ``model(x)``) maps one input to the output whose size is m."""
+        if filter_spec is eqx.is_inexact_array:
+            _reject_integer_parameters(model)
         params, static = eqx.partition(model, filter_spec)
         with_paths, treedef = jax.tree_util.tree_flatten_with_path(params)
         if not with_paths:

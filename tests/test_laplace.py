@@ -270,3 +270,80 @@ def test_metrics_against_hand_values_and_sklearn():
     np.testing.assert_allclose(metrics.entropy([[0.5, 0.5]]), [np.log(2)], rtol=1e-12)
     with pytest.raises(ValueError, match="labels must lie"):
         metrics.nll(probs, labels + 1)
+
+
+def test_train_map_reaches_the_ridge_solution_of_a_linear_network():
+    """For f(w, x) = Wx + b with a Gaussian likelihood (β = 1) the MAP is ridge regression
+    on [X, 1] with penalty α on every weight, bias included."""
+    from blm.training import train_map
+
+    X = inputs(50)
+    y = X @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.3
+    net = eqx.nn.Linear(4, "scalar", key=jax.random.PRNGKey(0))
+    trained = train_map(
+        net,
+        X,
+        y,
+        Gaussian(1.0),
+        jax.random.PRNGKey(1),
+        alpha=2.0,
+        n_steps=4000,
+        batch_size=50,
+        learning_rate=1e-2,
+    )
+    Z = np.c_[X, np.ones(50)]
+    ridge = np.linalg.solve(Z.T @ Z + 2.0 * np.eye(5), Z.T @ y)
+    np.testing.assert_allclose(trained.weight[0], ridge[:4], atol=1e-4)
+    np.testing.assert_allclose(trained.bias, ridge[4], atol=1e-4)
+
+
+def test_diagonal_laplace_fixed_point_and_sample_variance():
+    from blm.demos import diagonal_laplace
+
+    net = small_mlp(3)
+    lm = linearise(net, (inputs(40), np.arange(40) % 3), Categorical(3))
+    post, alpha = diagonal_laplace(lm, 4000, jax.random.PRNGKey(0))
+    g = ops.normal_diagonal(lm.features, lm.likelihood, lm.dataset)
+    # MacKay for H = diag(g) + αI: α ‖w̄‖² = Σ g/(g + α)
+    np.testing.assert_allclose(
+        alpha * jnp.sum(lm.features.w**2), jnp.sum(g / (g + alpha)), rtol=1e-8
+    )
+    np.testing.assert_array_equal(post.mean, lm.features.w)
+    var = jnp.mean(post.samples**2, axis=0) * (g + alpha)  # ≈ 1 each; sd √(2/4000) ≈ 2 %
+    assert abs(float(jnp.mean(var)) - 1) < 0.01
+    assert float(jnp.max(jnp.abs(var - 1))) < 0.12
+
+
+def test_mc_and_probit_predictives_follow_their_formulas():
+    from blm.uncertainty.predictive import mc_probs, probit_probs
+
+    f0 = jnp.asarray([[1.0, -0.5, 0.2], [0.0, 2.0, -1.0]])
+    fz = jax.random.normal(jax.random.PRNGKey(0), (5, 2, 3))
+    cat = Categorical(3)
+    manual = np.mean([np.asarray(jax.nn.softmax(f0 + fz[j])) for j in range(5)], axis=0)
+    np.testing.assert_allclose(mc_probs(cat, f0, fz), manual, rtol=1e-12)
+    v = np.mean(np.asarray(fz) ** 2, axis=0)
+    np.testing.assert_allclose(
+        probit_probs(cat, f0, fz), jax.nn.softmax(f0 / np.sqrt(1 + np.pi * v / 8)), rtol=1e-12
+    )
+    ber = Bernoulli()
+    p = probit_probs(ber, f0[:, :1], fz[:, :, :1])
+    expected = jax.nn.sigmoid(f0[:, :1] / np.sqrt(1 + np.pi * v[:, :1] / 8))
+    np.testing.assert_allclose(p[:, 1:], expected, rtol=1e-12)
+
+
+def test_rotated_digits_and_activation_size():
+    from blm.datasets import digits_split, rotate_digits
+
+    Xtr, ytr, Xte, yte = digits_split(0, n_train=1000)
+    assert Xtr.shape == (1000, 64) and Xte.shape == (797, 64) and Xtr.max() <= 1.0
+    once = rotate_digits(Xte[:5])
+    np.testing.assert_allclose(
+        once.reshape(5, 8, 8), np.rot90(Xte[:5].reshape(5, 8, 8), axes=(1, 2)), atol=1e-12
+    )
+    back = rotate_digits(rotate_digits(rotate_digits(once)))
+    np.testing.assert_allclose(back, Xte[:5], atol=1e-12)
+    # one forward pass of 4 → 40 → 40 → 3 produces at least every layer's outputs and
+    # activations (40 + 40 + 40 + 40 + 3) and not many times more
+    size = NetworkFeatures(small_mlp(3), (4,)).activation_size()
+    assert 163 <= size <= 5 * 163

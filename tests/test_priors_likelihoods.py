@@ -65,3 +65,47 @@ def test_gaussian_likelihood(rng):
         Gaussian(0.0)
     with pytest.raises(ValueError, match="beta must have 1 or m=3"):
         Gaussian([1.0, 2.0], m=3)
+
+
+def test_classification_likelihoods_against_explicit_formulas(rng):
+    from scipy.special import expit, log_softmax
+
+    from blm.likelihoods import Bernoulli, Categorical
+
+    f = jnp.asarray(rng.standard_normal((6, 4)))
+    labels = np.array([0, 3, 1, 2, 3, 0])
+    cat = Categorical(4)
+    y = jnp.asarray(cat.encode_targets(labels))
+    np.testing.assert_allclose(
+        cat.log_likelihood(f, y),
+        log_softmax(np.asarray(f), axis=1)[np.arange(6), labels].sum(),
+        rtol=1e-12,
+    )
+    xi = jnp.asarray(rng.standard_normal((6, 4)))
+    L = cat.sqrt_precision(f)
+    np.testing.assert_allclose(cat.sqrt_mul(f, xi), np.einsum("bkl,bl->bk", L, xi), atol=1e-14)
+    np.testing.assert_allclose(
+        cat.precision_diagonal(f),
+        np.diagonal(L @ jnp.swapaxes(L, 1, 2), axis1=1, axis2=2),
+        atol=1e-14,
+    )
+    np.testing.assert_allclose(cat.probs(f), np.exp(log_softmax(np.asarray(f), axis=1)), rtol=1e-12)
+
+    ber = Bernoulli()
+    g = f[:, :1]
+    yb = jnp.asarray(ber.encode_targets(labels % 2))
+    p = expit(np.asarray(g))
+    expected = np.sum(np.asarray(yb) * np.log(p) + (1 - np.asarray(yb)) * np.log(1 - p))
+    np.testing.assert_allclose(ber.log_likelihood(g, yb), expected, rtol=1e-12)
+    np.testing.assert_allclose(ber.precision_mul(g, xi[:, :1]), p * (1 - p) * xi[:, :1], rtol=1e-12)
+    np.testing.assert_allclose(ber.probs(g), np.c_[1 - p, p], rtol=1e-12)
+    # B u = ∇ log p, and no 0·∞ at logits saturated in float64 (σ = 1 exactly)
+    np.testing.assert_allclose(ber.precision_mul(g, ber.pseudo_targets(g, yb)), yb - p, atol=1e-12)
+    huge = jnp.asarray([[800.0], [-800.0]])
+    assert np.all(np.isfinite(ber.pseudo_targets(huge, jnp.asarray([[1.0], [0.0]]))))
+    sat = jnp.asarray([[800.0, 0.0, -800.0]])
+    assert np.all(np.isfinite(Categorical(3).pseudo_targets(sat, jnp.asarray([[1.0, 0, 0]]))))
+    with pytest.raises(ValueError, match="n_classes must be >= 2"):
+        Categorical(1)
+    with pytest.raises(ValueError, match="outside the class range"):
+        ber.encode_targets([0, 1, 2])
