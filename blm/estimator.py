@@ -17,7 +17,9 @@ import numpy as np
 
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
 from blm.data import ArrayDataset, default_dtype
+from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
+from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures
@@ -27,11 +29,18 @@ from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, sgd
 
 SOLVERS = ("exact", "sgd", "cg")
+HYPERS = ("mackay", "evidence")
+EVIDENCE_OPTIONS = ("learning_rate", *SLQConfig.__dataclass_fields__)
 
 
 @eqx.filter_jit
 def _exact_mackay_step(model, prior, beta, hyper):
     return model.mackay_step(prior, beta, hyper)
+
+
+@eqx.filter_jit
+def _exact_evidence_and_grad(model, prior, beta):
+    return model.log_evidence_and_grad(prior, beta)
 
 
 class BayesianLinearRegression:
@@ -44,6 +53,12 @@ class BayesianLinearRegression:
 
     Multi-output targets y of shape (n, m) get one β per output and an m × p
     coefficient matrix; the weights of all outputs share the prior.
+
+    ``hyper="evidence"`` instead maximises the evidence (plus hyperprior) by Adam on
+    (log α, log β): with the dense closed form for ``solver="exact"``, and with log det H
+    by stochastic Lanczos quadrature and exact adjoint gradients for ``"sgd"``/``"cg"``
+    (θ̄ from the solver; see ``blm.evidence.lanczos``). Both methods reach the same
+    optimum; MacKay's fixed point usually needs fewer steps.
 
     With ``solver="exact"`` α, β follow MacKay's exact fixed point (dense Cholesky).
     With ``"sgd"`` (sample-then-optimise, minibatched) or ``"cg"`` (conjugate gradients,
@@ -72,6 +87,10 @@ class BayesianLinearRegression:
         gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
             (see ``blm.evidence.mackay``).
         progress: show a progress bar over the EM steps.
+        hyper: ``"mackay"`` (fixed-point EM, default) or ``"evidence"`` (gradient ascent).
+        evidence_options: for ``hyper="evidence"``: ``learning_rate`` of Adam (default
+            0.1) and ``SLQConfig`` fields for sgd/cg (``depth`` K = 50, ``n_probes`` = 8,
+            ``probe_batch``, ``block_size``).
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
@@ -79,7 +98,9 @@ class BayesianLinearRegression:
         beta_: noise precision (array when there are several outputs).
         sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
         scores_: log evidence + log hyperprior at each step and at the end (exact
-            solver; NaN for sgd/cg, which never form the log-determinant).
+            solver); for sgd/cg the SLQ estimate at each step with ``hyper="evidence"``
+            (NaN with MacKay EM, which never forms the log-determinant; the last entry,
+            at the final hyperparameters, is NaN for both).
         trajectory_: α, β, γ, data fit and score at each step.
         n_iter_: hyperparameter steps taken.
         samples_: ``n_samples`` posterior draws of ``coef_`` (if ``n_samples > 0``).
@@ -103,6 +124,8 @@ class BayesianLinearRegression:
         solver_options: dict | None = None,
         gamma_estimator: str = "combined",
         progress: bool = False,
+        hyper: str = "mackay",
+        evidence_options: dict | None = None,
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -120,6 +143,8 @@ class BayesianLinearRegression:
         self.solver_options = solver_options
         self.gamma_estimator = gamma_estimator
         self.progress = progress
+        self.hyper = hyper
+        self.evidence_options = evidence_options
 
     # -- scikit-learn protocol ----------------------------------------------------
     @classmethod
@@ -149,6 +174,12 @@ class BayesianLinearRegression:
     def _validate(self) -> None:
         one_of(self.solver, "solver", SOLVERS)
         one_of(self.gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
+        one_of(self.hyper, "hyper", HYPERS)
+        unknown = set(self.evidence_options or {}) - set(EVIDENCE_OPTIONS)
+        if unknown:
+            raise ValueError(
+                f"evidence_options: unknown key(s) {sorted(unknown)}; valid: {list(EVIDENCE_OPTIONS)}"
+            )
         positive_int(self.n_samples, "n_samples", minimum=0 if self.solver == "exact" else 1)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
@@ -184,47 +215,15 @@ class BayesianLinearRegression:
             if self.beta_init is None
             else np.full(m, float(self.beta_init))
         )
-        hyper = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
+        hyperprior = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         template = Prior(alpha0, groups)
         key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
-        progress = self._progress_callback()
         if self.solver == "exact":
-            model = DenseGaussianModel.from_data(features, dataset)
-            dtype = default_dtype()
-
-            def step(alpha, beta):
-                a, b = jnp.asarray(alpha, dtype), jnp.asarray(beta, dtype)
-                return _exact_mackay_step(model, template.with_alpha(a), b, hyper)
-
-            def step_summary(alpha, beta):
-                new_alpha, new_beta, info = step(alpha, beta)
-                return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
-
-            alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
-                step_summary, alpha0, beta0, self.max_iter, self.tol, progress
-            )
-            _, _, info = step(alpha, beta)  # the posterior at the final α, β
+            alpha, beta, info = self._fit_exact(features, dataset, template, beta0, hyperprior)
         else:
-            fit = fit_mackay(
-                self._solver(features, dataset, key),
-                features,
-                template,
-                Gaussian(beta0),
-                dataset,
-                hyper,
-                self.gamma_estimator,
-                self.max_iter,
-                self.tol,
-                progress,
+            alpha, beta, info = self._fit_sampled(
+                features, dataset, template, Gaussian(beta0), hyperprior, key
             )
-            alpha, beta, self.n_iter_, self.trajectory_ = (
-                fit.alpha,
-                fit.beta,
-                fit.n_iter,
-                fit.trajectory,
-            )
-            info = {"posterior": fit.posterior}
-            self.diagnostics_ = fit.diagnostics
         post = info["posterior"]
         self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
         self.posterior_ = post
@@ -245,6 +244,87 @@ class BayesianLinearRegression:
         self._features = features
         return self
 
+    def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
+        """α, β by MacKay's exact fixed point or by Adam on the dense evidence."""
+        model = DenseGaussianModel.from_data(features, dataset)
+        dtype = default_dtype()
+        options = dict(self.evidence_options or {})
+        ascent = EvidenceAscent(
+            template.alpha, beta0, hyperprior, options.get("learning_rate", 0.1)
+        )
+
+        def step(alpha, beta):
+            p, b = template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
+            if self.hyper == "mackay":
+                return _exact_mackay_step(model, p, b, hyperprior)
+            value, g_alpha, g_beta, post = _exact_evidence_and_grad(model, p, b)
+            new_alpha, new_beta, score = ascent.step(alpha, beta, float(value), g_alpha, g_beta)
+            gamma = effective_dimension_from_gradient(g_alpha, alpha, p.group_sum(post.mean**2))
+            info = {"posterior": post, "score": score, "gamma": float(np.sum(gamma))}
+            info["data_fit"] = float(jnp.sum(b * model.residual_sq(post.mean)))
+            return new_alpha, new_beta, info
+
+        def step_summary(alpha, beta):
+            new_alpha, new_beta, info = step(alpha, beta)
+            return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
+
+        alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
+            step_summary,
+            np.asarray(template.alpha),
+            beta0,
+            self.max_iter,
+            self.tol,
+            self._progress_callback(),
+        )
+        if self.hyper == "mackay":
+            return alpha, beta, step(alpha, beta)[2]  # the posterior at the final α, β
+        value, _, _, post = _exact_evidence_and_grad(
+            model, template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
+        )
+        score = float(value) + float(hyperprior.log_density(jnp.asarray(alpha), jnp.asarray(beta)))
+        return alpha, beta, {"posterior": post, "score": score}
+
+    def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key):
+        """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver."""
+        solve = self._solver(features, dataset, key)
+        progress = self._progress_callback()
+        if self.hyper == "mackay":
+            fit = fit_mackay(
+                solve,
+                features,
+                template,
+                likelihood,
+                dataset,
+                hyperprior,
+                self.gamma_estimator,
+                self.max_iter,
+                self.tol,
+                progress,
+            )
+        else:
+            options = dict(self.evidence_options or {})
+            learning_rate = options.pop("learning_rate", 0.1)
+            fit = fit_evidence(
+                solve,
+                features,
+                template,
+                likelihood,
+                dataset,
+                jax.random.fold_in(key, 2),
+                SLQConfig(**options),
+                hyperprior,
+                learning_rate,
+                self.max_iter,
+                self.tol,
+                progress,
+            )
+        self.n_iter_, self.trajectory_, self.diagnostics_ = (
+            fit.n_iter,
+            fit.trajectory,
+            fit.diagnostics,
+        )
+        return fit.alpha, fit.beta, {"posterior": fit.posterior}
+
     def _solver(self, features, dataset, key):
         """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with
         one key for every call (common random numbers across EM steps)."""
@@ -263,7 +343,8 @@ class BayesianLinearRegression:
             return None
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.max_iter, desc=f"EM ({self.solver})", unit="step")
+        name = "EM" if self.hyper == "mackay" else "evidence ascent"
+        bar = tqdm(total=self.max_iter, desc=f"{name} ({self.solver})", unit="step")
 
         def update(it, change):
             bar.update(1)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from blm.features import Features
-from blm.likelihoods import Likelihood
+from blm.likelihoods import Gaussian, Likelihood
 
 
 def _check(features: Features, dataset) -> None:
@@ -199,3 +199,86 @@ def normal_diagonal(
         block_size,
         lambda xb, _y, _r: _block_normal_diagonal(features, likelihood, xb),
     )
+
+
+# -- ΦᵀBΦ as one traceable function (for code that loops inside jit, e.g. Lanczos) -------
+class StackedBlocks(eqx.Module):
+    """An in-memory dataset cut into equal row blocks for ``lax.scan``: inputs
+    (n_blocks, b, ...), and a mask (n_blocks, b) that is 0 on the padding rows."""
+
+    X: Array
+    mask: Float[Array, "nb b"]
+
+    @classmethod
+    def from_dataset(cls, dataset, block_size: int | None = None) -> StackedBlocks:
+        """Pad the rows to a multiple of ``block_size`` (default: one block of all rows)."""
+        if not hasattr(dataset, "X"):
+            raise TypeError(
+                "dataset: a traced pass over the data needs the rows in memory (an "
+                f"ArrayDataset), got {type(dataset).__name__}; read it into an ArrayDataset "
+                "or use a method that streams blocks (hyper='mackay')"
+            )
+        n = dataset.n
+        b = n if block_size is None else min(int(block_size), n)
+        nb = -(-n // b)
+        pad = nb * b - n
+        X = jnp.concatenate([dataset.X, jnp.zeros((pad, *dataset.X.shape[1:]), dataset.X.dtype)])
+        mask = (jnp.arange(nb * b) < n).astype(dataset.X.dtype)
+        return cls(X=X.reshape(nb, b, *dataset.X.shape[1:]), mask=mask.reshape(nb, b))
+
+
+def _likelihood_at(likelihood: Likelihood, beta):
+    """The likelihood with noise precisions β if it has any (Gaussian), else unchanged."""
+    return likelihood.with_beta(beta) if isinstance(likelihood, Gaussian) else likelihood
+
+
+def _scan_blocks(features, blocks: StackedBlocks, body, init):
+    def step(acc, block):
+        xb, mask = block
+        return jax.tree_util.tree_map(jnp.add, acc, body(features.linearize(xb), mask)), None
+
+    return jax.lax.scan(step, init, (blocks.X, blocks.mask))[0]
+
+
+@eqx.filter_custom_vjp
+def normal_operator(vb, features: Features, likelihood: Likelihood, blocks: StackedBlocks):
+    r"""ΦᵀB(β)Φ v for one vector v (d,), traceable, with B at noise precisions β.
+
+    ``vb = (v, β)``: β (m,) replaces a Gaussian likelihood's precisions (other
+    likelihoods have none: pass an empty array). Differentiable in both by a custom VJP
+    that never stores the network's residuals: ΦᵀBΦ is symmetric, so v̄ = ΦᵀBΦ c̄ for a
+    cotangent c̄, and for a Gaussian ∂(c̄ᵀΦᵀBΦv)/∂β_k = Σ_i (Φc̄)_ik (Φv)_ik."""
+    v, beta = vb
+    lik = _likelihood_at(likelihood, beta)
+
+    def body(lin, mask):
+        f0, jvp, vjp = lin
+        return vjp(lik.precision_mul(f0, mask[:, None] * jvp(v)))
+
+    return _scan_blocks(features, blocks, body, jnp.zeros_like(v))
+
+
+@normal_operator.def_fwd
+def _normal_operator_fwd(perturbed, vb, features, likelihood, blocks):
+    return normal_operator(vb, features, likelihood, blocks), None
+
+
+@normal_operator.def_bwd
+def _normal_operator_bwd(residuals, ct, perturbed, vb, features, likelihood, blocks):
+    v, beta = vb
+    lik = _likelihood_at(likelihood, beta)
+
+    def body(lin, mask):
+        f0, jvp, vjp = lin
+        fc = mask[:, None] * jvp(ct)
+        grad_beta = (
+            jnp.sum(fc * jvp(v), axis=0)
+            if isinstance(likelihood, Gaussian)
+            else jnp.zeros_like(beta)
+        )
+        return vjp(lik.precision_mul(f0, fc)), grad_beta
+
+    grad_v, grad_beta = _scan_blocks(
+        features, blocks, body, (jnp.zeros_like(v), jnp.zeros_like(beta))
+    )
+    return grad_v, grad_beta

@@ -143,6 +143,20 @@ class DenseGaussianModel(eqx.Module):
             - n * m * jnp.log(2 * jnp.pi)
         )
 
+    def log_evidence_and_grad(self, prior: Prior, beta: Float[Array, " m"]):
+        """(log p(Y | α, β), ∂/∂log α (G,), ∂/∂log β (m,), posterior) by autodiff through
+        the dense Cholesky: the oracle for the SLQ evidence and its adjoint gradient."""
+
+        def evidence(log_alpha, log_beta):
+            b = jnp.exp(log_beta)
+            post = self.posterior(prior.with_alpha(jnp.exp(log_alpha)), b)
+            return self.log_evidence(post, b), post
+
+        (value, post), (g_alpha, g_beta) = jax.value_and_grad(evidence, (0, 1), has_aux=True)(
+            jnp.log(prior.alpha), jnp.log(beta)
+        )
+        return value, g_alpha, g_beta, post
+
     def mackay_step(self, prior: Prior, beta, hyper: GammaHyperprior = GammaHyperprior()):
         """One exact MacKay update. Returns (new α (G,), new β (m,), info) where info holds
         the posterior, γ per group, the evidence and the score (evidence + hyperprior)."""

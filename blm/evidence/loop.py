@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from blm.likelihoods import Gaussian, Likelihood
+from blm.priors import Prior
+from blm.solvers.sampled import SampledPosterior
+
+# solve(likelihood, prior, init) -> (posterior mean and samples, solver diagnostics)
+Solve = Callable[[Likelihood, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
+
 
 @dataclass
 class Trajectory:
@@ -31,6 +38,20 @@ class Trajectory:
         self.gamma.append(float(info.get("gamma", np.nan)))
         self.data_fit.append(float(info.get("data_fit", np.nan)))
         self.score.append(float(info.get("score", np.nan)))
+
+
+@dataclass
+class HyperparameterFit:
+    """Result of a hyperparameter fit (``fit_mackay``, ``fit_evidence``): the final α, β,
+    the posterior solved at them, the steps taken, the trajectory and the solver's
+    diagnostics of the last solve."""
+
+    alpha: np.ndarray
+    beta: np.ndarray
+    posterior: SampledPosterior
+    n_iter: int
+    trajectory: Trajectory
+    diagnostics: object
 
 
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
@@ -73,3 +94,42 @@ def iterate_hyperparameters(
         if change < tol:
             return alpha, beta, it, trajectory, info
     return alpha, beta, max_iter, trajectory, info
+
+
+def solve_and_update(
+    solve: Solve,
+    update: Callable,
+    prior: Prior,
+    likelihood: Likelihood,
+    max_iter: int,
+    tol: float,
+    progress: Callable[[int, float], None] | None = None,
+) -> HyperparameterFit:
+    """The loop every solver-based fit shares: at (α, β) solve for the posterior
+    (warm-started from the previous step's solution, None at the first step), then
+    ``update(posterior, likelihood, prior) -> (α, β, info)``; iterate until converged
+    and solve once more at the final (α, β). β (m,) is the Gaussian likelihood's noise
+    precision, fitted from its starting value; other likelihoods have none (β empty)."""
+    previous: dict = {}
+    gaussian = isinstance(likelihood, Gaussian)
+
+    def at(alpha, beta):
+        lik = likelihood.with_beta(np.asarray(beta)) if gaussian else likelihood
+        return lik, prior.with_alpha(np.asarray(alpha, prior.alpha.dtype))
+
+    def step(alpha, beta):
+        lik, p = at(alpha, beta)
+        post, _ = solve(lik, p, previous.get("posterior"))
+        previous["posterior"] = post
+        return update(post, lik, p)
+
+    alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
+        step,
+        np.asarray(prior.alpha),
+        np.asarray(likelihood.beta) if gaussian else np.zeros(0),
+        max_iter,
+        tol,
+        progress,
+    )
+    post, diagnostics = solve(*at(alpha, beta), previous.get("posterior"))
+    return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics)

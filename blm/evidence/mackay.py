@@ -37,16 +37,14 @@ single sample is often enough once γ is in the hundreds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.loop import Trajectory, iterate_hyperparameters
+from blm.evidence.loop import HyperparameterFit, Solve, solve_and_update
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
@@ -133,22 +131,6 @@ def sample_mackay_step(
     return new_alpha, new_beta, info
 
 
-@dataclass
-class MackayFit:
-    """Result of ``fit_mackay``: final hyperparameters, the posterior at them, the
-    trajectory and the solver's diagnostics of the last solve."""
-
-    alpha: np.ndarray
-    beta: np.ndarray
-    posterior: SampledPosterior
-    n_iter: int
-    trajectory: Trajectory
-    diagnostics: object
-
-
-Solve = Callable[[Likelihood, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
-
-
 def fit_mackay(
     solve: Solve,
     features: Features,
@@ -161,7 +143,7 @@ def fit_mackay(
     tol: float = 1e-4,
     progress: Callable[[int, float], None] | None = None,
     block_size: int | None = None,
-) -> MackayFit:
+) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
     E-step: ``solve(likelihood, prior, init)`` returns the posterior mean and samples at
@@ -173,30 +155,8 @@ def fit_mackay(
     is solved at the final hyperparameters. Pass a ``solve`` that keeps its random key
     fixed (common random numbers across steps) so the iteration settles on a fixed point.
     """
-    previous: dict = {}
-    gaussian = isinstance(likelihood, Gaussian)
 
-    def likelihood_at(beta):
-        return likelihood.with_beta(jnp.asarray(beta)) if gaussian else likelihood
-
-    def step(alpha, beta):
-        p = prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype))
-        lik = likelihood_at(beta)
-        post, diagnostics = solve(lik, p, previous.get("posterior"))
-        previous["posterior"], previous["diagnostics"] = post, diagnostics
+    def update(post, lik, p):
         return sample_mackay_step(post, features, lik, p, dataset, hyper, estimator, block_size)
 
-    alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
-        step,
-        np.asarray(prior.alpha),
-        np.asarray(likelihood.beta) if gaussian else np.zeros(0),
-        max_iter,
-        tol,
-        progress,
-    )
-    post, diagnostics = solve(
-        likelihood_at(beta),
-        prior.with_alpha(jnp.asarray(alpha, prior.alpha.dtype)),
-        previous.get("posterior"),
-    )
-    return MackayFit(alpha, beta, post, n_iter, trajectory, diagnostics)
+    return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress)
