@@ -267,18 +267,16 @@ def _normal_operator_fwd(perturbed, vb, features, likelihood, blocks):
 def _normal_operator_bwd(residuals, ct, perturbed, vb, features, likelihood, blocks):
     v, beta = vb
     lik = _likelihood_at(likelihood, beta)
+    # the β-cotangent costs a second jvp per block: only when β is differentiated
+    with_beta = bool(perturbed[1]) and isinstance(likelihood, Gaussian)
 
     def body(lin, mask):
         f0, jvp, vjp = lin
         fc = mask[:, None] * jvp(ct)
-        grad_beta = (
-            jnp.sum(fc * jvp(v), axis=0)
-            if isinstance(likelihood, Gaussian)
-            else jnp.zeros_like(beta)
-        )
+        grad_beta = jnp.sum(fc * jvp(v), axis=0) if with_beta else jnp.zeros_like(beta)
         return vjp(lik.precision_mul(f0, fc)), grad_beta
 
     grad_v, grad_beta = _scan_blocks(
         features, blocks, body, (jnp.zeros_like(v), jnp.zeros_like(beta))
     )
-    return grad_v, grad_beta
+    return grad_v, grad_beta if with_beta else None

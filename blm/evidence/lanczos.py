@@ -142,26 +142,47 @@ class SLQConfig:
             positive_int(self.probe_batch, "probe_batch")
 
 
-def _slq_log_evidence(
-    log_hyper, mean, residual_sq, features, likelihood, prior, blocks, probes, n, config
-):
+def log_evidence_at(
+    log_hyper: tuple[Float[Array, " G"], Float[Array, " m"]],
+    mean: Float[Array, " d"],
+    residual_sq: Float[Array, " m"],
+    features,
+    likelihood: Gaussian,
+    prior: Prior,
+    blocks: ops.StackedBlocks,
+    probes: Float[Array, "P d"],
+    n: int,
+    config: SLQConfig,
+) -> tuple[Float[Array, ""], Float[Array, ""]]:
+    """(log p(Y | α, β), SLQ log det H) as a traceable function of η = (log α, log β), for
+    jax transformations (``jax.grad`` gives the adjoint gradient; jit with
+    ``eqx.filter_jit``). θ̄ = ``mean`` and ‖y_k − Φ_kθ̄‖² = ``residual_sq`` are held fixed
+    (envelope theorem); ``n`` rows of data in ``blocks``."""
     log_alpha, log_beta = log_hyper
     alpha, beta = jnp.exp(log_alpha), jnp.exp(log_beta)
     p = prior.with_alpha(alpha)
 
-    def hmul(v, log_precision, lb):
+    def hmul(v, log_precision, *lb):
         # matfree hoists the arrays this closure captures into differentiated inputs; they
         # are constants here (gradients go to log_precision and lb only)
         fixed = jax.lax.stop_gradient((features, likelihood, blocks))
-        return ops.normal_operator((v, jnp.exp(lb)), *fixed) + jnp.exp(log_precision) * v
+        beta = jnp.exp(lb[0]) if lb else jnp.ones_like(log_beta)
+        return ops.normal_operator((v, beta), *fixed) + jnp.exp(log_precision) * v
 
-    # per-coordinate log α_{g(i)}: keeps the integer group index out of the closure
-    logdet_h = slq_logdet(
+    log_precision = log_alpha[prior.groups]  # per coordinate: no integer index in hmul
+    if log_beta.shape[0] == 1:
+        # one β: H = β(ΦᵀΦ + A/β), so log det H = d log β + log det(ΦᵀΦ + A/β) and Lanczos
+        # runs on an operator whose data part does not depend on any hyperparameter
+        # (its adjoint then needs no β-cotangent: one jvp + vjp per step, as forward)
+        params = (log_precision - log_beta[0],)
+        shift = prior.d * log_beta[0]
+    else:
+        params, shift = (log_precision, log_beta), 0.0
+    logdet_h = shift + slq_logdet(
         hmul,
         probes,
         config.depth,
-        log_alpha[prior.groups],
-        log_beta,
+        *params,
         adjoint=config.adjoint,
         probe_batch=config.probe_batch,
     )
@@ -178,7 +199,7 @@ def _slq_log_evidence(
     return value, logdet_h
 
 
-_value_and_grad = eqx.filter_jit(jax.value_and_grad(_slq_log_evidence, has_aux=True))
+_value_and_grad = eqx.filter_jit(jax.value_and_grad(log_evidence_at, has_aux=True))
 
 
 def slq_log_evidence(
