@@ -103,3 +103,20 @@ def rotate_digits(X: np.ndarray, degrees: float = 90.0) -> np.ndarray:
     images = np.asarray(X).reshape(-1, 8, 8)
     out = rotate(images, degrees, axes=(1, 2), reshape=False, order=1, mode="constant")
     return np.clip(out, 0.0, 1.0).reshape(len(images), 64)
+
+
+def image_patches(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random 8 × 8 grey-level patches of scikit-learn's two bundled photographs
+    (``load_sample_images``), block-averaged from 32 × 32 and each stretched to span
+    [0, 1] like a digit's pixels: natural-image inputs with digit-like contrast, out of
+    the digits' distribution."""
+    datasets = _need("sklearn.datasets")
+    images = [img.mean(axis=2) / 255.0 for img in datasets.load_sample_images().images]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, 64))
+    for i in range(n):
+        img = images[rng.integers(len(images))]
+        r, c = rng.integers(img.shape[0] - 32), rng.integers(img.shape[1] - 32)
+        patch = img[r : r + 32, c : c + 32].reshape(8, 4, 8, 4).mean(axis=(1, 3)).ravel()
+        out[i] = (patch - patch.min()) / max(patch.max() - patch.min(), 1e-12)
+    return out

@@ -74,6 +74,14 @@ def test_unsketched_score_equals_the_dense_projection():
         deflated.score(feats, jnp.asarray(Xt)), _exact_scores(feats, Xt, U[:, :6]), rtol=1e-6
     )
     assert deflated.stored_numbers == feats.d * 3 + 3 + feats.d * 3 + 3
+    srft = sketched_lanczos(
+        feats, lik, ds, jax.random.PRNGKey(0), 4, 30, SRFTSketch(jax.random.PRNGKey(2), feats.d, 60)
+    )
+    report = srft.memory_report()
+    assert report["stored_numbers"] == 60 * 4 + 4 + 60 and report["buffer_numbers"] == 30 * 60
+    assert report["buffer_over_d"] == 30 * 60 / feats.d and report["stored_bytes"] == 8 * (
+        60 * 4 + 4 + 60
+    )
 
 
 @pytest.mark.parametrize("kind", ["srft", "sparse"])

@@ -187,6 +187,7 @@ class SketchedLanczosSummary(eqx.Module):
     values: Float[Array, " k"]
     deflation: Float[Array, "d k0"]
     deflation_values: Float[Array, " k0"]
+    n_iter: int = eqx.field(static=True)
 
     def _projections(self, rows: Float[Array, "m d"]):
         deflated = rows @ self.deflation  # (m, k0)
@@ -203,6 +204,23 @@ class SketchedLanczosSummary(eqx.Module):
     ) -> Float[Array, " b"]:
         """Tr J(x)(UΛUᵀ + αI)⁻¹J(x)ᵀ with the summary's eigenpairs (U₀ and Ũ) and α."""
         return _scores(self, features, inputs, jnp.asarray(prior_precision), batch_size)
+
+    def memory_report(self) -> dict[str, float]:
+        """What the summary costs, in numbers and in units of d: ``stored`` (kept after
+        fitting), ``buffer`` (the r × s sketched Lanczos vectors, the peak while fitting,
+        beside three d-vectors of working memory), and their bytes."""
+        d = self.sketch.d
+        itemsize = self.basis.dtype.itemsize
+        buffer = self.n_iter * self.sketch.s + self.deflation.size
+        return {
+            "d": d,
+            "stored_numbers": self.stored_numbers,
+            "stored_over_d": self.stored_numbers / d,
+            "stored_bytes": self.stored_numbers * itemsize,
+            "buffer_numbers": buffer,
+            "buffer_over_d": buffer / d,
+            "buffer_bytes": buffer * itemsize,
+        }
 
     @property
     def stored_numbers(self) -> int:
@@ -285,7 +303,7 @@ def sketched_lanczos(
     v0 = jax.random.normal(k_start, (features.d,), dtype)
     alphas, betas, sv = _sketched_run(features, likelihood, blocks, U0, v0, n_iter, sketch)
     basis, values = ritz_basis(alphas, betas, sv, rank)
-    return SketchedLanczosSummary(sketch, basis, values, U0, lam0)
+    return SketchedLanczosSummary(sketch, basis, values, U0, lam0, n_iter)
 
 
 def _ggn(features, likelihood, blocks):
