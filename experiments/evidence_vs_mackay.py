@@ -120,10 +120,12 @@ def main() -> None:
         f"β* = {beta_star:.5g}. Start α = 1, β = 1/Var y; flat hyperpriors; CG tol 1e-6; "
         f"SLQ with {args.probes} Rademacher probes (fixed across steps), Adam lr 0.1.",
         "",
-        "'matvecs to 5 %': products spent until α stays within 5 % of α* for the rest of the run.",
+        "'matvecs to q %': products spent until α stays within q % of α* for the rest of the run "
+        "(8 probes leave the SLQ optimum a few % off α*; γ ≈ 67 leaves MacKay's k = 1 about 20 % off).",
         "",
-        "| method | steps | final α/α* − 1 | final β/β* − 1 | matvecs to 5 % | matvecs total | time s |",
-        "|---|---|---|---|---|---|---|",
+        "| method | steps | final α/α* − 1 | final β/β* − 1 | matvecs to 25 % | matvecs to 10 % "
+        "| matvecs total | time s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     fig, ax = plt.subplots(figsize=(6.8, 4.2))
     ax.axhline(alpha_star, color="k", lw=1, ls=":", label="exact evidence maximiser")
@@ -131,12 +133,15 @@ def main() -> None:
         alphas = np.array([float(a[0]) for a in fit.trajectory.alpha] + [float(fit.alpha[0])])
         spent = np.concatenate([[0], np.cumsum(per_step)])[: len(alphas)]
         err = np.abs(alphas / alpha_star - 1)
-        outside = np.flatnonzero(err >= 0.05)
-        first = 0 if outside.size == 0 else outside[-1] + 1
-        reach = f"{spent[first]:,}" if first < len(spent) else "not reached"
+        reach = []
+        for q in (0.25, 0.10):
+            outside = np.flatnonzero(err >= q)
+            first = 0 if outside.size == 0 else outside[-1] + 1
+            reach.append(f"{spent[first]:,}" if first < len(spent) else "not reached")
         lines.append(
             f"| {name} | {fit.n_iter} | {alphas[-1] / alpha_star - 1:+.3f} | "
-            f"{float(fit.beta[0]) / beta_star - 1:+.4f} | {reach} | {spent[-1]:,} | {secs:.0f} |"
+            f"{float(fit.beta[0]) / beta_star - 1:+.4f} | {reach[0]} | {reach[1]} | {spent[-1]:,} | "
+            f"{secs:.0f} |"
         )
         style = "-" if "MacKay" in name else "--"
         ax.loglog(np.maximum(spent, 1), alphas, style, marker=".", ms=3, label=name)

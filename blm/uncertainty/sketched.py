@@ -297,7 +297,7 @@ def sketched_lanczos(
         depth = min(features.d, 4 * deflate + 20) if deflate_depth is None else deflate_depth
         if not deflate <= depth <= features.d:
             raise ValueError(f"deflate_depth must lie in [deflate, d] = [{deflate}, {features.d}]")
-        U0, lam0 = _deflation(features, likelihood, blocks, v0, depth, deflate)
+        U0, lam0 = ggn_top_eigenpairs(features, likelihood, blocks, v0, depth, deflate)
     else:
         U0, lam0 = jnp.zeros((features.d, 0), dtype), jnp.zeros(0, dtype)
     v0 = jax.random.normal(k_start, (features.d,), dtype)
@@ -312,7 +312,9 @@ def _ggn(features, likelihood, blocks):
 
 
 @eqx.filter_jit
-def _deflation(features, likelihood, blocks, v0, depth, rank):
+def ggn_top_eigenpairs(features, likelihood, blocks, v0, depth, rank):
+    """(U (d, k), λ (k,)): top-``rank`` Ritz pairs of G = ΦᵀBΦ over ``blocks`` by Lanczos
+    of ``depth`` with full reorthogonalisation (holds depth·d numbers), jit-compiled."""
     return top_eigenvectors(_ggn(features, likelihood, blocks), v0, depth, rank)
 
 
