@@ -191,3 +191,17 @@ def test_solver_callbacks_see_iterates_and_stop_early(rng=None):
         callback=lambda i, p: seen.append(i) or i == 2,
     )
     assert seen == [1, 2]
+
+
+def test_gamma_hat_never_exceeds_the_rank_bound(rng):
+    """γ = Tr(H⁻¹ΦᵀBΦ) ≤ rank Φ ≤ n·m: samples far too wide (unconverged, d ≫ n) would give
+    γ̂_data ≫ n and a negative β; the estimate is capped at n·m (per group scaled)."""
+    X, Y = random_problem(rng, 5, 40, 1)
+    feats, ds, lik = LinearFeatures(40), ArrayDataset(X, Y), Gaussian(3.0)
+    prior = Prior.grouped([1.0, 2.0], np.arange(40) % 2)
+    wide = SampledPosterior(mean=jax.numpy.zeros(40), samples=10 * rng.standard_normal((8, 40)))
+    g_hat, g_k = effective_dimension(wide, feats, lik, prior, ds, "data")
+    np.testing.assert_allclose(float(np.sum(g_hat)), 5.0, rtol=1e-12)
+    np.testing.assert_allclose(float(g_k[0]), 5.0, rtol=1e-12)
+    for est in ("combined", "prior"):
+        assert 0.0 <= float(np.sum(effective_dimension(wide, feats, lik, prior, ds, est)[0])) <= 5.0

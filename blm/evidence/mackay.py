@@ -21,7 +21,7 @@ at the optimal c = γ/d: never more than either (it removes d·w̄² resp. d·(1
 form wins when few directions are data-determined (γ ≪ d: wide random features,
 networks), the prior form when almost all are (γ ≈ d); the combination needs no choice.
 Estimating c from the same samples adds a bias of order 1/k, far below the noise. Every
-estimate is projected onto γ_g's range [0, d_g].
+estimate is projected onto γ_g's range [0, d_g], and the total is capped at n·m ≥ rank Φ.
 Per prior group g the same holds with a_{j,g} = z_{j,g}ᵀ(Mz_j)_g (one jvp + vjp pass when
 there are several groups), p_{j,g} = α_g‖z_{j,g}‖² and d_g. For a Gaussian likelihood the
 split of γ̂ by output, γ̂_k ∝ mean_j ‖√β_k Φ_k z_j‖², is rescaled to sum to γ̂.
@@ -96,9 +96,10 @@ def effective_dimension(
         gamma_g = data - c * (jnp.mean(a + p, axis=0) - d_g)
     else:
         raise ValueError(f"estimator must be 'combined', 'data' or 'prior', got {estimator!r}")
-    gamma_g = jnp.clip(
-        gamma_g, 0.0, d_g
-    )  # γ_g ∈ [0, d_g]: projecting an estimate only lowers its error
+    # γ_g ∈ [0, d_g] (projecting an estimate only lowers its error), and γ ≤ rank Φ ≤ n·m:
+    # a larger total (unconverged samples, d ≫ n) is scaled down, or β's update turns negative
+    gamma_g = jnp.clip(gamma_g, 0.0, d_g)
+    gamma_g = gamma_g * jnp.minimum(1.0, dataset.n * features.m / jnp.sum(gamma_g))
     split = jnp.mean(quad, axis=0)
     gamma_k = split * (jnp.sum(gamma_g) / jnp.sum(split))
     return gamma_g, gamma_k
