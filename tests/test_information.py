@@ -155,3 +155,25 @@ def test_non_linear_layers_are_refused():
     rows = np.zeros((2, feats.d))
     with pytest.raises(TypeError, match="need linear layers"):
         linear_layers(feats, rows)
+
+
+def test_information_form_predicts_through_the_posterior_interface(rng):
+    """Its draws are a SampledPosterior, so LaplacePosterior predicts with them like with
+    the sgd/cg samples (the experiments swap posteriors this way)."""
+    from blm.laplace import LaplacePosterior
+
+    net = _mlp(3)
+    feats, lik = NetworkFeatures(net, (3,)), Categorical(3)
+    X = rng.standard_normal((20, 3))
+    form = lanczos_information_form(
+        feats, lik, ArrayDataset(X, np.zeros((20, 3))), feats.w, jax.random.PRNGKey(0), 3, 2.0
+    )
+    post = LaplacePosterior(
+        feats, lik, [2.0], form.sample(jax.random.PRNGKey(1), 500), feats.groups()
+    )
+    probs = np.asarray(post.predict_proba(X[:4]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-10)
+    var = np.asarray(jnp.mean(post.outputs(X[:4])[1] ** 2, axis=0))  # (4, 3) sampled J H⁻¹ Jᵀ
+    J = np.asarray(feats.dense(jnp.asarray(X[:4])))
+    exact = np.einsum("tmd,de,tme->tm", J, np.linalg.inv(np.asarray(form.precision())), J)
+    np.testing.assert_allclose(var, exact, rtol=0.25)  # 500 draws: ~6 % sd per entry
