@@ -8,7 +8,7 @@ memory budget of B·d numbers (the summary held after fitting):
 
   vanilla Lanczos   B Lanczos vectors in full: rank-B GGN eigenbasis, SLU score
   sketched Lanczos  Lanczos vectors sketched to s (SRFT, s ∈ {d/10, d/40}): r = B·d/s
-                    iterations in the r × s buffer, rank r/2 kept, SLU score
+                    iterations in the r × s buffer, rank min(r/2, s/4) kept, SLU score
   LLA samples       B posterior samples of the linearised Laplace posterior (α by 3
                     sample-based EM steps, 16 samples), score Σ_c Var f_c(x)
 
@@ -84,7 +84,9 @@ def one_seed(seed: int, budgets: list[int], ratios: tuple[int, ...]) -> dict:
         sketch = SRFTSketch(jax.random.fold_in(k_lanczos, ratio), d, s)
         for b in budgets:
             r = min(b * ratio, d)
-            summary = sketched_lanczos(feats, lik, lm.dataset, k_lanczos, max(r // 2, 1), r, sketch)
+            summary = sketched_lanczos(
+                feats, lik, lm.dataset, k_lanczos, max(min(r // 2, s // 4), 1), r, sketch
+            )
             record(
                 f"sketched Lanczos, s = d/{ratio}",
                 b,

@@ -130,5 +130,15 @@ def test_bad_input_is_named():
         SparseJLSketch(jax.random.PRNGKey(0), feats.d, 2)
     with pytest.raises(ValueError, match="sketch: maps"):
         sketched_lanczos(feats, lik, ds, jax.random.PRNGKey(0), 3, 10, IdentitySketch(10))
+    with pytest.raises(ValueError, match="rank: 40 directions in a sketch of size s=60"):
+        sketched_lanczos(
+            feats,
+            lik,
+            ds,
+            jax.random.PRNGKey(0),
+            40,
+            50,
+            SRFTSketch(jax.random.PRNGKey(0), feats.d, 60),
+        )
     with pytest.raises(ValueError, match="n_iter: 500 Lanczos steps exceed d=243"):
         sketched_lanczos(feats, lik, ds, jax.random.PRNGKey(0), 3, 500, IdentitySketch(feats.d))

@@ -289,6 +289,12 @@ def sketched_lanczos(
         raise ValueError(f"sketch: maps ℝ^{sketch.d}, the features have d={features.d}")
     if n_iter > features.d:
         raise ValueError(f"n_iter: {n_iter} Lanczos steps exceed d={features.d}")
+    if 2 * rank > sketch.s and sketch.s < features.d:
+        raise ValueError(
+            f"rank: {rank} directions in a sketch of size s={sketch.s}: a k-dimensional subspace "
+            "keeps its geometry only for s ≫ k (the score then measures sketch noise); keep "
+            "rank ≤ s/2, better s/4"
+        )
     blocks = ops.StackedBlocks.from_dataset(dataset, block_size)
     k_start, k_deflate = jax.random.split(key)
     dtype = blocks.X.dtype
