@@ -16,7 +16,7 @@ block) rows, m outputs, d parameters and a the activations of one forward pass:
 The estimate is of the arrays the algorithm must hold, on top of what the process holds
 already (runtime, data, network); XLA's own workspace comes on top of it, so the check
 keeps a margin (``headroom``). Measured (benchmarks/million_params.py, d = 1.03e6, k = 16,
-batch 256): the peak rose 1 087 MiB above the memory held before sampling, against 835 MiB
+batch 256): the peak rose 1 098 MiB above the memory held before sampling, against 836 MiB
 estimated (6 (k + 1) d alone gave 634).
 """
 
