@@ -248,10 +248,9 @@ class BayesianLinearRegression:
         """α, β by MacKay's exact fixed point or by Adam on the dense evidence."""
         model = DenseGaussianModel.from_data(features, dataset)
         dtype = default_dtype()
-        options = dict(self.evidence_options or {})
-        ascent = EvidenceAscent(
-            template.alpha, beta0, hyperprior, options.get("learning_rate", 0.1)
-        )
+        if self.hyper == "evidence":
+            learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
+            ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
 
         def step(alpha, beta):
             p, b = template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)

@@ -63,17 +63,25 @@ class Features(eqx.Module):
         """(offset, z ↦ φ(x_b) z, v ↦ φ(x_b)ᵀ v) with the primal work done once."""
         return self.offset(inputs), lambda z: self.jvp(inputs, z), lambda v: self.vjp(inputs, v)
 
+    def _factor_row(self, x, L: Float[Array, "m m"]) -> Float[Array, "m d"]:
+        """φ_iᵀL e_l for l = 1..m, one input x (one vjp per column of L)."""
+        xi = jax.tree_util.tree_map(lambda a: a[None], x)
+        return jax.vmap(lambda col: self.vjp(xi, col[None]))(L.T)
+
+    def factor_rows(self, inputs, factor: Float[Array, "b m m"]) -> Float[Array, "b m d"]:
+        """The rows φ_iᵀL_i e_l of every input i and column l of its factor L_i, so that
+        Σ_i Σ_l r rᵀ = ΦᵀBΦ for B_i = L_iL_iᵀ (with L_i = I: the rows J(x_i)ᵀe_l)."""
+        return jax.lax.map(lambda a: self._factor_row(*a), (inputs, factor))
+
     def sq_rows(self, inputs, factor: Float[Array, "b m m"]) -> Float[Array, " d"]:
         """Σ_i Σ_l (φ_iᵀ L_i e_l)², φ_i ∈ ℝ^{m×d} the Jacobian of input i and L_i a factor of
         B_i = L_i L_iᵀ: the diagonal of ΦᵀBΦ = Σ_i (L_iᵀφ_i)ᵀ(L_iᵀφ_i), also for a
-        non-diagonal B (softmax). Generic: one vjp per row and column of L_i."""
-
-        def one_row(x, L):
-            xi = jax.tree_util.tree_map(lambda a: a[None], x)
-            rows = jax.vmap(lambda col: self.vjp(xi, col[None]))(L.T)  # (m, d): φ_iᵀL_i e_l
-            return jnp.sum(rows**2, axis=0)
-
-        return jnp.sum(jax.lax.map(lambda a: one_row(*a), (inputs, factor)), axis=0)
+        non-diagonal B (softmax). Generic: one vjp per row and column of L_i, one input's
+        rows at a time (never b × m × d)."""
+        rows_sq = jax.lax.map(
+            lambda a: jnp.sum(self._factor_row(*a) ** 2, axis=0), (inputs, factor)
+        )
+        return jnp.sum(rows_sq, axis=0)
 
     def dense(self, inputs) -> Float[Array, "b m d"]:
         """φ(x_b) as an explicit (b, m, d) array, for small problems and oracles."""

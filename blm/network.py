@@ -149,16 +149,21 @@ class NetworkFeatures(Features):
         return f0, jvp, lambda v: transpose(v.astype(f0.dtype))[0]
 
     @property
+    def leaf_layers(self) -> tuple[str, ...]:
+        """The layer of each leaf: its path without the last key (``.layers[0].weight``
+        and ``.layers[0].bias`` are in layer ``.layers[0]``)."""
+        return tuple(_layer(name) for name in self.leaf_names)
+
+    @property
     def group_names(self) -> tuple[str, ...]:
-        """The layers: each leaf's path without its last key (``.layers[0].weight`` and
-        ``.layers[0].bias`` are layer ``.layers[0]``), in order of first appearance."""
-        return tuple(dict.fromkeys(_layer(name) for name in self.leaf_names))
+        """The layers, in order of first appearance."""
+        return tuple(dict.fromkeys(self.leaf_layers))
 
     def groups(self) -> Int[Array, " d"]:
         """One prior group per layer (its weight and bias together): a bias alone is too
         few numbers for a stable per-group evidence update."""
         names = self.group_names
-        index = [names.index(_layer(name)) for name in self.leaf_names]
+        index = [names.index(layer) for layer in self.leaf_layers]
         sizes = [math.prod(s) for s in self.shapes]
         return jnp.asarray(np.repeat(index, sizes), jnp.int32)
 

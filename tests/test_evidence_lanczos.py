@@ -327,3 +327,13 @@ def test_bad_input_is_named(rng, tmp_path):
         BayesianLinearRegression(hyper="laplace").fit(X, y)
     with pytest.raises(ValueError, match="evidence_options: unknown key"):
         BayesianLinearRegression(hyper="evidence", evidence_options={"steps": 3}).fit(X, y)
+
+
+def test_fit_evidence_refuses_a_likelihood_without_noise_precision(rng):
+    feats, ds, prior, lik, model = _problem(rng)
+    with pytest.raises(TypeError, match="likelihood: evidence ascent fits a Gaussian"):
+        fit_evidence(None, feats, prior, Categorical(3), ds, jax.random.PRNGKey(0))
+    from blm.evidence.ascent import EvidenceAscent
+
+    with pytest.raises(ValueError, match="learning_rate"):
+        EvidenceAscent(np.ones(1), np.ones(1), learning_rate=0.0)

@@ -186,3 +186,16 @@ def test_residual_and_quadratic_form_match_dense(rng):
     np.testing.assert_allclose(
         ops.quad_form(feats, lik, ds, z, 5), (Fz**2 * np.array([2.0, 0.5])).sum(1), rtol=1e-12
     )
+
+
+def test_factor_rows_are_the_dense_jacobian_times_the_factor(rng):
+    """factor_rows[i, l] = φ_iᵀL_i e_l, so Σ r rᵀ = ΦᵀBΦ with B_i = L_iL_iᵀ."""
+    X = jnp.asarray(rng.standard_normal((7, 4)))
+    feats = LinearFeatures(4, 3)
+    L = jnp.asarray(rng.standard_normal((7, 3, 3)))
+    rows = np.asarray(feats.factor_rows(X, L))  # (7, 3, 12)
+    phis = np.asarray(feats.dense(X))  # (7, 3, 12)
+    np.testing.assert_allclose(rows, np.einsum("bkd,bkl->bld", phis, np.asarray(L)), rtol=1e-12)
+    flat = rows.reshape(-1, 12)
+    ggn = np.einsum("bkd,bkl,bjl,bje->de", phis, np.asarray(L), np.asarray(L), phis)
+    np.testing.assert_allclose(flat.T @ flat, ggn, rtol=1e-10, atol=1e-12)

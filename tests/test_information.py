@@ -21,6 +21,17 @@ def _random_form(rng, d=30, L=5, scale=3.0, tau=0.7):
     return InformationForm.from_low_rank(np.zeros(d), U, lam, diag, scale, tau), diag
 
 
+def _published_factor(form):
+    """The published variant, dense: B Bᵀ = I + VᵀV (not I + AᵀA), C = A⁻ᵀ(B − I)A⁻¹."""
+    d_prime = np.asarray(form.scale * form.D + form.tau)
+    V = np.asarray(form.U) * np.sqrt(form.scale * np.asarray(form.lam)) / np.sqrt(d_prime)[:, None]
+    L = V.shape[1]
+    A = np.linalg.cholesky(V.T @ V)
+    B = np.linalg.cholesky(np.eye(L) + V.T @ V)
+    C = np.linalg.inv(A).T @ (B - np.eye(L)) @ np.linalg.inv(A)
+    return (np.eye(V.shape[0]) - V @ C @ V.T) / np.sqrt(d_prime)[:, None]
+
+
 def test_low_rank_sampler_is_exact_and_the_published_variant_is_not(rng):
     form, diag = _random_form(rng)
     H = np.asarray(form.precision())
@@ -28,7 +39,7 @@ def test_low_rank_sampler_is_exact_and_the_published_variant_is_not(rng):
     np.testing.assert_allclose(F @ F.T, np.linalg.inv(H), rtol=1e-10, atol=1e-12)
     # the exact diagonal: diag(Ĥ) = N diag(G) + τ
     np.testing.assert_allclose(np.diag(H), 3.0 * diag + 0.7, rtol=1e-12)
-    P = np.asarray(form.published_factor())
+    P = _published_factor(form)
     err = np.linalg.norm(P @ P.T - np.linalg.inv(H)) / np.linalg.norm(np.linalg.inv(H))
     assert err > 1e-3  # only approximately right
 
@@ -177,3 +188,25 @@ def test_information_form_predicts_through_the_posterior_interface(rng):
     J = np.asarray(feats.dense(jnp.asarray(X[:4])))
     exact = np.einsum("tmd,de,tme->tm", J, np.linalg.inv(np.asarray(form.precision())), J)
     np.testing.assert_allclose(var, exact, rtol=0.25)  # 500 draws: ~6 % sd per entry
+
+
+def test_information_form_bad_input_is_named(rng):
+    from blm.uncertainty.kron import sparse_information_form
+
+    U = np.linalg.qr(rng.standard_normal((10, 3)))[0]
+    with pytest.raises(ValueError, match="U must be"):
+        InformationForm.from_low_rank(np.zeros(9), U, np.ones(3), np.ones(9))
+    with pytest.raises(ValueError, match="ggn_diagonal must have shape"):
+        InformationForm.from_low_rank(np.zeros(10), U, np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="tau must be"):
+        InformationForm.from_low_rank(np.zeros(10), U, np.ones(3), np.ones(10), tau=0.0)
+    net = _mlp(2)
+    feats, lik = NetworkFeatures(net, (3,)), Gaussian(np.array([1.5, 0.5]))
+    X = rng.standard_normal((5, 3))
+    with pytest.raises(ValueError, match="batch_size"):
+        jacobian_rows(feats, lik, X, batch_size=0)
+    with pytest.raises(ValueError, match="rows must be"):
+        linear_layers(feats, np.zeros((5, feats.d)))
+    layers = linear_layers(feats, np.asarray(jacobian_rows(feats, lik, X)))
+    with pytest.raises(ValueError, match="fraction must lie in"):
+        sparse_information_form(layers, feats.d, feats.w, np.ones(feats.d), 0.0, 1.0)

@@ -142,3 +142,19 @@ def test_bad_input_is_named():
         )
     with pytest.raises(ValueError, match="n_iter: 500 Lanczos steps exceed d=243"):
         sketched_lanczos(feats, lik, ds, jax.random.PRNGKey(0), 3, 500, IdentitySketch(feats.d))
+
+
+def test_deflation_depth_is_checked():
+    feats, lik, ds, _ = _model()
+    with pytest.raises(ValueError, match="deflate_depth must lie in"):
+        sketched_lanczos(
+            feats,
+            lik,
+            ds,
+            jax.random.PRNGKey(0),
+            3,
+            10,
+            IdentitySketch(feats.d),
+            5,
+            deflate_depth=2,
+        )

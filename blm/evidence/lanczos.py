@@ -45,6 +45,7 @@ from matfree import decomp, funm
 
 from blm import operators as ops
 from blm._checks import positive_int
+from blm.evidence.closed_form import log_evidence_from_terms
 from blm.likelihoods import Gaussian
 from blm.priors import Prior
 
@@ -53,8 +54,7 @@ from blm.priors import Prior
 def logm_sym(T: Float[Array, "K K"]) -> Float[Array, "K K"]:
     """log(T) of a symmetric positive definite T by eigh, with a VJP that stays finite
     when eigenvalues repeat (Daleckii–Krein, see the module docstring)."""
-    lam, V = jnp.linalg.eigh(T)
-    return (V * jnp.log(lam)) @ V.T
+    return _logm_fwd(T)[0]
 
 
 def _logm_fwd(T):
@@ -187,15 +187,7 @@ def log_evidence_at(
         probe_batch=config.probe_batch,
     )
     theta = jax.lax.stop_gradient(mean)  # envelope theorem: θ̄ held fixed
-    m = residual_sq.shape[0]
-    value = 0.5 * (
-        -jnp.sum(beta * residual_sq)
-        - jnp.sum(p.precision() * theta**2)
-        - logdet_h
-        + p.logdet()
-        + n * jnp.sum(log_beta)
-        - n * m * jnp.log(2 * jnp.pi)
-    )
+    value = log_evidence_from_terms(p, beta, theta, residual_sq, logdet_h, n)
     return value, logdet_h
 
 

@@ -20,8 +20,7 @@ Cholesky factors A Aᵀ = VᵀV and B Bᵀ = I + AᵀA,
 X + Xᵀ − XXᵀ = I − (I − X)(I − X)ᵀ = I − (I + AᵀA)⁻¹ = Aᵀ(I + AAᵀ)⁻¹A (push-through), so
 the product is I − V(I + VᵀV)⁻¹Vᵀ = (I + VVᵀ)⁻¹ (Woodbury). θ = θ̄ + F x, x ~ N(0, I), costs
 O(dL) per draw after O(dL² + L³) set-up. (The published variant factors B Bᵀ = I + AAᵀ
-instead and is only approximately right; ``published_factor`` keeps it for the test that
-shows the difference.)
+with C = A⁻ᵀ(B − I)A⁻¹ instead and is only approximately right; a test shows the gap.)
 """
 
 from __future__ import annotations
@@ -55,11 +54,22 @@ class InformationForm(eqx.Module):
     ) -> InformationForm:
         """D = max(diag(G) − diag(UΛUᵀ), 0) so that diag(Ĥ) = N diag(G) + τ wherever the
         low-rank part does not already exceed it."""
-        lam = jnp.maximum(jnp.asarray(lam), 0.0)
-        D = jnp.maximum(jnp.asarray(ggn_diagonal) - jnp.sum(U**2 * lam, axis=1), 0.0)
+        mean, U, lam = jnp.asarray(mean), jnp.asarray(U), jnp.asarray(lam)
+        ggn_diagonal = jnp.asarray(ggn_diagonal)
+        if mean.ndim != 1 or U.shape != (mean.shape[0], lam.shape[0]) or lam.ndim != 1:
+            raise ValueError(
+                f"U must be (d, L) for mean (d,) and lam (L,), got U {U.shape}, mean "
+                f"{mean.shape}, lam {lam.shape}"
+            )
+        if ggn_diagonal.shape != mean.shape:
+            raise ValueError(
+                f"ggn_diagonal must have shape {mean.shape} like mean, got {ggn_diagonal.shape}"
+            )
+        lam = jnp.maximum(lam, 0.0)
+        D = jnp.maximum(ggn_diagonal - jnp.sum(U**2 * lam, axis=1), 0.0)
         return cls(
-            jnp.asarray(mean),
-            jnp.asarray(U),
+            mean,
+            U,
             lam,
             D,
             float(positive(scale, "scale")),
@@ -96,17 +106,6 @@ class InformationForm(eqx.Module):
         """θ̄ and k draws z_j = F x_j ~ N(0, Ĥ⁻¹), as the other posteriors return them."""
         x = jax.random.normal(key, (positive_int(k, "k"), self.mean.shape[0]), self.mean.dtype)
         return SampledPosterior(mean=self.mean, samples=self.factor_mul(x))
-
-    def published_factor(self) -> Float[Array, "d d"]:
-        """The published variant (B Bᵀ = I + VᵀV, C = A⁻ᵀ(B − I)A⁻¹), dense: kept to show
-        that F Fᵀ ≠ Ĥ⁻¹ for it."""
-        d_prime, V = self._parts()
-        L = V.shape[1]
-        A = jnp.linalg.cholesky(V.T @ V)
-        B = jnp.linalg.cholesky(jnp.eye(L) + V.T @ V)
-        Ainv = jnp.linalg.inv(A)
-        C = Ainv.T @ (B - jnp.eye(L)) @ Ainv
-        return (jnp.eye(V.shape[0]) - V @ C @ V.T) / jnp.sqrt(d_prime)[:, None]
 
 
 def lanczos_information_form(

@@ -18,7 +18,7 @@ eigenvectors are U_g[:, O] ⊗ U_a[:, J], stored as the two factors.
 
 ā is read off the per-example rows themselves (the weight part of g ⊗ ā is g āᵀ, so
 a = (weight part)ᵀg/‖g‖²), so no forward hooks are needed; rows with g = 0 add nothing.
-The rows are formed in batches and held (n·m × d): for the small networks this is for.
+The rows are formed in batches and held (n·m × d): meant for small networks.
 """
 
 from __future__ import annotations
@@ -27,30 +27,25 @@ import math
 from dataclasses import dataclass
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from blm._checks import positive_int
 from blm.network import NetworkFeatures
+from blm.uncertainty.information import InformationForm
 
 
 @eqx.filter_jit
 def _rows(features, likelihood, xb):
-    f0 = features.offset(xb)
-    L = likelihood.sqrt_precision(f0)  # (b, m, m)
-
-    def one(x, Li):
-        xi = jax.tree_util.tree_map(lambda a: a[None], x)
-        return jax.vmap(lambda col: features.vjp(xi, col[None]))(Li.T)  # (m, d)
-
-    return jax.vmap(one)(xb, L).reshape(-1, features.d)
+    L = likelihood.sqrt_precision(features.offset(xb))  # (b, m, m)
+    return features.factor_rows(xb, L).reshape(-1, features.d)
 
 
 def jacobian_rows(features, likelihood, X, batch_size: int = 256) -> Float[Array, "nm d"]:
     """All rows φ_iᵀL_i e_l of G = Σ r rᵀ, shape (n·m, d), ``batch_size`` inputs at a time."""
     X = jnp.asarray(X)
+    batch_size = positive_int(batch_size, "batch_size")
     return jnp.concatenate(
         [_rows(features, likelihood, X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
     )
@@ -125,12 +120,11 @@ def _layer_inputs(g: np.ndarray, W: np.ndarray, m: int) -> np.ndarray:
 def linear_layers(features: NetworkFeatures, rows: np.ndarray) -> list[Layer]:
     """The Kronecker factors of every layer (a weight (out, in) and a bias (out,)) from the
     GGN's per-example rows (``jacobian_rows``)."""
-    rows = np.asarray(rows)
     offsets = np.cumsum([0, *(math.prod(s) for s in features.shapes)])
     by_layer: dict[str, list[int]] = {}
-    for leaf, name in enumerate(features.leaf_names):
-        by_layer.setdefault(name[: max(name.rfind("."), name.rfind("["))], []).append(leaf)
-    layers = []
+    for leaf, layer in enumerate(features.leaf_layers):
+        by_layer.setdefault(layer, []).append(leaf)
+    positions = {}  # layer → (weight positions (out, in), bias positions (out,))
     for name, leaves in by_layer.items():
         shapes = [features.shapes[i] for i in leaves]
         if len(leaves) != 2 or len(shapes[0]) != 2 or shapes[1] != (shapes[0][0],):
@@ -139,8 +133,19 @@ def linear_layers(features: NetworkFeatures, rows: np.ndarray) -> list[Layer]:
                 "need linear layers with a weight (out, in) and a bias (out,)"
             )
         out, inp = shapes[0]
-        w_pos = offsets[leaves[0]] + np.arange(out * inp).reshape(out, inp)
-        b_pos = offsets[leaves[1]] + np.arange(out)
+        positions[name] = (
+            offsets[leaves[0]] + np.arange(out * inp).reshape(out, inp),
+            offsets[leaves[1]] + np.arange(out),
+        )
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != features.d or rows.shape[0] % features.m:
+        raise ValueError(
+            f"rows must be (n·m, d) = (n·{features.m}, {features.d}) as from jacobian_rows, "
+            f"got shape {rows.shape}"
+        )
+    layers = []
+    for name, (w_pos, b_pos) in positions.items():
+        out, inp = w_pos.shape
         index = np.concatenate([w_pos, b_pos[:, None]], axis=1).ravel()
         g = rows[:, b_pos]  # (n·m, out)
         W = rows[:, w_pos.ravel()].reshape(-1, out, inp)
@@ -164,8 +169,6 @@ def sparse_information_form(
     kept with Kronecker structure (``sparsify``), the eigenvectors U_g[:, O] ⊗ U_a[:, J]
     placed at the layer's coordinates, and D restoring the exact diagonal (clamped at 0):
     an ``InformationForm`` with its exact low-rank sampler."""
-    from blm.uncertainty.information import InformationForm
-
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction}")
     columns, values = [], []

@@ -158,7 +158,8 @@ def ritz_basis(
     values θ_j ≥ 0): the left singular vectors of ŶΘ span the converged directions once each
     (a ghost, a repeated copy of a converged pair, only inflates a singular value), and
     each direction ũ gets the Ritz value θ_j of the copy ŷ_j closest to it (largest
-    (ũᵀŷ_j)²: a ghost still forming is a mixture and weaker). The ``rank`` directions of largest λ̃ are kept: (Ũ (s, k), λ̃)."""
+    (ũᵀŷ_j)²: a ghost still forming is a mixture and weaker). The ``rank`` directions of
+    largest λ̃ are kept: (Ũ (s, k), λ̃)."""
     T = np.diag(np.asarray(alphas)) + np.diag(np.asarray(betas), 1) + np.diag(np.asarray(betas), -1)
     theta, W = np.linalg.eigh(T)
     theta = np.maximum(theta, 0.0)
@@ -169,13 +170,6 @@ def ritz_basis(
     values = theta[np.argmax(c2, axis=1)]
     top = np.argsort(values)[::-1][:rank]
     return jnp.asarray(U[:, top]), jnp.asarray(values[top])
-
-
-def _input_jacobian_rows(features: Features, x) -> Float[Array, "m d"]:
-    """J(x)ᵀe_t for t = 1..m, one input."""
-    xi = jax.tree_util.tree_map(lambda a: a[None], x)
-    eye = jnp.eye(features.m, dtype=features.offset(xi).dtype)
-    return jax.vmap(lambda e: features.vjp(xi, e[None]))(eye)
 
 
 class SketchedLanczosSummary(eqx.Module):
@@ -236,15 +230,17 @@ class SketchedLanczosSummary(eqx.Module):
 
 @eqx.filter_jit
 def _score_batch(summary, features, xb, alpha):
-    def one(x):
-        norms, deflated, sketched = summary._projections(_input_jacobian_rows(features, x))
+    eye = jnp.eye(features.m, dtype=summary.basis.dtype)
+
+    def one(rows):  # rows J(x)ᵀe_t, (m, d)
+        norms, deflated, sketched = summary._projections(rows)
         if alpha is None:
             return jnp.sum(norms - jnp.sum(deflated**2, 1) - jnp.sum(sketched**2, 1))
         w0 = summary.deflation_values / (summary.deflation_values + alpha)
         w = summary.values / (summary.values + alpha)
         return jnp.sum(norms - deflated**2 @ w0 - sketched**2 @ w) / alpha
 
-    return jax.vmap(one)(xb)
+    return jax.vmap(one)(features.factor_rows(xb, jnp.broadcast_to(eye, (xb.shape[0], *eye.shape))))
 
 
 def _scores(summary, features, inputs, alpha, batch_size):
