@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
+from blm._checks import positive_int
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
 
@@ -219,7 +220,7 @@ class StackedBlocks(eqx.Module):
                 "or use a method that streams blocks (hyper='mackay')"
             )
         n = dataset.n
-        b = n if block_size is None else min(int(block_size), n)
+        b = n if block_size is None else min(positive_int(block_size, "block_size"), n)
         nb = -(-n // b)
         pad = nb * b - n
         X = jnp.concatenate([dataset.X, jnp.zeros((pad, *dataset.X.shape[1:]), dataset.X.dtype)])

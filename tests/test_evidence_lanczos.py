@@ -337,3 +337,5 @@ def test_fit_evidence_refuses_a_likelihood_without_noise_precision(rng):
 
     with pytest.raises(ValueError, match="learning_rate"):
         EvidenceAscent(np.ones(1), np.ones(1), learning_rate=0.0)
+    with pytest.raises(ValueError, match="block_size"):
+        ops.StackedBlocks.from_dataset(ds, 0)
