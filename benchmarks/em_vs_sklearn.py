@@ -5,12 +5,18 @@ into d random Fourier features. Each fit runs in its own subprocess so that its 
 resident memory (ru_maxrss) is its own.
 
 A. n = 50 000, d ∈ {2 000, 8 000}: scikit-learn's BayesianRidge (SVD) against ours,
-   exact (dense Gram + Cholesky per step) and sample-based MacKay EM (cg, k = 16), all
-   on the same dense float64 design; time ratios and agreement of α, β.
-B. ours at 10× the largest d of A: features computed batch by batch from the raw
-   inputs (``RandomFourierFeatures``: the n × d design is never formed), sample-based EM
-   with sgd (600 steps of 512 rows per EM step), k = 8, 3 EM steps, float32; time and
-   peak memory beside scikit-learn's at d.
+   exact (dense Gram + Cholesky per step) and sample-based MacKay EM with k = 16 samples
+   by sgd (1 000 steps of 512 rows per EM step) and by cg (only up to ``--cg-max-d``: at
+   d = 8 000 one cg fit took over 7.5 min), all on the same dense float64 design; time
+   ratios and agreement of α, β.
+B. scikit-learn's largest d on this machine: its peak memory is linear in d (the n × d
+   design, its SVD's U and work copies); the line through its two measured peaks
+   reaches the machine's physical memory at d_max. Running it there would take
+   ≈ (d_max/d)² × its time at d, so d_max is extrapolated, not run.
+C. ours at 10 × d_max: features computed batch by batch from the raw inputs
+   (``RandomFourierFeatures``: the n × d design is never formed), sample-based EM with
+   sgd (600 steps of 512 rows per EM step), k = 8, 3 EM steps, float32; time and peak
+   memory beside scikit-learn's at its largest measured d.
 
     python benchmarks/em_vs_sklearn.py [--n 50000] [--d 2000 8000] [--big-factor 10]
 """
@@ -37,6 +43,15 @@ def data(n: int, seed: int = 0):
         + 0.3 * rng.standard_normal(n)
     )
     return x, y
+
+
+def physical_memory_mib() -> float:
+    """MemTotal of /proc/meminfo, MiB."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no MemTotal in /proc/meminfo")
 
 
 def worker(method: str, n: int, d: int) -> dict:
@@ -77,17 +92,17 @@ def worker(method: str, n: int, d: int) -> dict:
             ref = BayesianRidge(max_iter=300, tol=1e-6).fit(X, y)
             alpha, beta = float(ref.lambda_), float(ref.alpha_)
         else:
-            options = (
-                {}
-                if method == "ours-exact"
-                else {
-                    "solver": "cg",
-                    "n_samples": 16,
-                    "random_state": 0,
-                    "solver_options": {"tol": 1e-5},
-                }
-            )
-            est = BayesianLinearRegression(max_iter=300, tol=1e-4, **options).fit(X, y)
+            options = {
+                "ours-exact": {"tol": 1e-4},
+                "ours-cg": {"solver_options": {"tol": 1e-5}, "tol": 1e-4},
+                "ours-sgd": {
+                    "solver_options": {"n_steps": 1000, "batch_size": 512, "polyak": 0.5},
+                    "tol": 1e-3,
+                },
+            }[method]
+            if method != "ours-exact":
+                options.update(solver=method[5:], n_samples=16, random_state=0)
+            est = BayesianLinearRegression(max_iter=300, exact_evidence=False, **options).fit(X, y)
             alpha, beta = est.alpha_, est.beta_
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -120,6 +135,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=50_000)
     parser.add_argument("--d", type=int, nargs="+", default=[2000, 8000])
     parser.add_argument("--big-factor", type=int, default=10)
+    parser.add_argument("--cg-max-d", type=int, default=2000)
+    parser.add_argument("--d-max", type=int, default=None, help="skip B's extrapolation")
     parser.add_argument("--worker", default=None)
     args = parser.parse_args()
     if args.worker:
@@ -132,7 +149,8 @@ def main() -> None:
     for d in args.d:
         ref = run("sklearn", args.n, d)
         rows.append(ref)
-        for method in ("ours-exact", "ours-cg"):
+        methods = ("ours-exact", "ours-sgd") + (("ours-cg",) if d <= args.cg_max_d else ())
+        for method in methods:
             r = run(method, args.n, d)
             rows.append(r)
             if "error" in r or "error" in ref:
@@ -145,12 +163,27 @@ def main() -> None:
             print(
                 f"{d:>7} {'sklearn':<11}{ref['seconds']:>9.1f}{1:>9.2f}{ref['alpha']:>12.4g}{ref['beta']:>10.4g}{'':>18}{ref['peak_mib']:>10.0f}"
             )
-    d_big = max(args.d) * args.big_factor
+    sk = [r for r in rows if r["method"] == "sklearn" and "error" not in r]
+    if args.d_max is not None:
+        d_max = args.d_max
+    elif len(sk) >= 2:
+        (d0, p0), (d1, p1) = [(r["d"], r["peak_mib"]) for r in sk[:2]]
+        slope = (p1 - p0) / (d1 - d0)
+        d_max = int(d0 + (physical_memory_mib() - p0) / slope)
+        print(
+            f"\nscikit-learn peak memory ≈ {p0:.0f} MiB + {slope:.3f} MiB × (d − {d0}): it reaches this "
+            f"machine's {physical_memory_mib():.0f} MiB at d_max ≈ {d_max} (extrapolated; a fit there "
+            f"would take ≈ {(d_max / d1) ** 2 * sk[1]['seconds']:.0f} s)"
+        )
+    else:
+        d_max = max(args.d)
+        print(f"\nfewer than two scikit-learn runs: using d_max = {d_max}")
+    d_big = d_max * args.big_factor
     big = run("ours-big", args.n, d_big)
     if "error" not in big:
         sk = next(r for r in rows if r["method"] == "sklearn" and r["d"] == max(args.d))
         print(
-            f"\nours at d = {d_big} (features streamed, sgd, k = 8, 3 EM steps): {big['seconds']:.1f} s, peak {big['peak_mib']:.0f} MiB; "
+            f"ours at d = {d_big} = {args.big_factor} × d_max (features streamed, sgd, k = 8, 3 EM steps): {big['seconds']:.1f} s, peak {big['peak_mib']:.0f} MiB; "
             f"scikit-learn at d = {max(args.d)}: {sk.get('seconds', float('nan')):.1f} s, peak {sk.get('peak_mib', float('nan')):.0f} MiB"
         )
     else:

@@ -39,6 +39,12 @@ def _exact_mackay_step(model, prior, beta, hyper):
 
 
 @eqx.filter_jit
+def _exact_score(model, prior, beta, hyperprior):
+    post = model.posterior(prior, beta)
+    return model.log_evidence(post, beta) + hyperprior.log_density(prior.alpha, beta)
+
+
+@eqx.filter_jit
 def _exact_evidence_and_grad(model, prior, beta):
     return model.log_evidence_and_grad(prior, beta)
 
@@ -91,6 +97,10 @@ class BayesianLinearRegression:
         evidence_options: for ``hyper="evidence"``: ``learning_rate`` of Adam (default
             0.1) and ``SLQConfig`` fields for sgd/cg (``depth`` K = 50, ``n_probes`` = 8,
             ``probe_batch``, ``block_size``).
+        exact_evidence: for sgd/cg with MacKay EM, also score every step by the exact
+            evidence (forms Φ and its d × d Gram densely: memory n·m·d + d², a Cholesky per
+            step). None (default): only where that is cheap, d·m ≤ 2 048 and
+            n·m·d ≤ 5·10⁷.
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
@@ -99,8 +109,9 @@ class BayesianLinearRegression:
         sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
         scores_: log evidence + log hyperprior at each step and at the end (exact
             solver); for sgd/cg the SLQ estimate at each step with ``hyper="evidence"``
-            (NaN with MacKay EM, which never forms the log-determinant; the last entry,
-            at the final hyperparameters, is NaN for both).
+            (its last entry, at the final hyperparameters, NaN); with MacKay EM and
+            ``exact_evidence`` the dense closed form at every step and at the end, else NaN
+            (EM never needs the log-determinant).
         trajectory_: α, β, γ, data fit and score at each step.
         n_iter_: hyperparameter steps taken.
         samples_: ``n_samples`` posterior draws of ``coef_`` (if ``n_samples > 0``).
@@ -126,6 +137,7 @@ class BayesianLinearRegression:
         progress: bool = False,
         hyper: str = "mackay",
         evidence_options: dict | None = None,
+        exact_evidence: bool | None = None,
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -145,6 +157,7 @@ class BayesianLinearRegression:
         self.progress = progress
         self.hyper = hyper
         self.evidence_options = evidence_options
+        self.exact_evidence = exact_evidence
 
     # -- scikit-learn protocol ----------------------------------------------------
     @classmethod
@@ -180,6 +193,8 @@ class BayesianLinearRegression:
             raise ValueError(
                 f"evidence_options: unknown key(s) {sorted(unknown)}; valid: {list(EVIDENCE_OPTIONS)}"
             )
+        if self.exact_evidence not in (None, True, False):
+            raise ValueError(f"exact_evidence must be None, True or False, got {self.exact_evidence!r}")
         positive_int(self.n_samples, "n_samples", minimum=0 if self.solver == "exact" else 1)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
@@ -287,7 +302,9 @@ class BayesianLinearRegression:
         """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver."""
         solve = self._solver(features, dataset, key)
         progress = self._progress_callback()
+        score = None
         if self.hyper == "mackay":
+            score = self._exact_scorer(features, dataset, hyperprior)
             fit = fit_mackay(
                 solve,
                 features,
@@ -299,6 +316,7 @@ class BayesianLinearRegression:
                 self.max_iter,
                 self.tol,
                 progress,
+                evidence=score,
             )
         else:
             options = dict(self.evidence_options or {})
@@ -322,7 +340,29 @@ class BayesianLinearRegression:
             fit.trajectory,
             fit.diagnostics,
         )
-        return fit.alpha, fit.beta, {"posterior": fit.posterior}
+        info = {"posterior": fit.posterior}
+        if score is not None:
+            dtype = default_dtype()
+            info["score"] = score(
+                template.with_alpha(jnp.asarray(fit.alpha, dtype)),
+                likelihood.with_beta(jnp.asarray(fit.beta, dtype)),
+            )
+        return fit.alpha, fit.beta, info
+
+    def _exact_scorer(self, features, dataset, hyperprior):
+        """(prior, likelihood) -> exact log evidence + log hyperprior from the dense
+        closed form, or None where ``exact_evidence`` says not to (auto: when cheap)."""
+        d, m, n = features.d, features.m, dataset.n
+        wanted = self.exact_evidence
+        if wanted is None:
+            wanted = d * m <= 2048 and n * m * d <= 5e7
+        if not wanted:
+            return None
+        model = DenseGaussianModel.from_data(features, dataset)
+
+        return lambda prior, likelihood: float(
+            _exact_score(model, prior, likelihood.beta, hyperprior)
+        )
 
     def _solver(self, features, dataset, key):
         """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with

@@ -144,6 +144,7 @@ def fit_mackay(
     tol: float = 1e-4,
     progress: Callable[[int, float], None] | None = None,
     block_size: int | None = None,
+    evidence: Callable[[Prior, Likelihood], float] | None = None,
 ) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
@@ -155,9 +156,18 @@ def fit_mackay(
     by more than ``tol`` relative, or after ``max_iter`` steps; the posterior returned
     is solved at the final hyperparameters. Pass a ``solve`` that keeps its random key
     fixed (common random numbers across steps) so the iteration settles on a fixed point.
+
+    ``evidence(prior, likelihood)``, where the caller can afford it (e.g. the dense
+    closed form for small d), scores each step's hyperparameters; the scores land in
+    the trajectory (``score``), NaN without it. EM itself never needs them.
     """
 
     def update(post, lik, p):
-        return sample_mackay_step(post, features, lik, p, dataset, hyper, estimator, block_size)
+        new_alpha, new_beta, info = sample_mackay_step(
+            post, features, lik, p, dataset, hyper, estimator, block_size
+        )
+        if evidence is not None:
+            info["score"] = evidence(p, lik)
+        return new_alpha, new_beta, info
 
     return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress)
