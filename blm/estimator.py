@@ -194,7 +194,9 @@ class BayesianLinearRegression:
                 f"evidence_options: unknown key(s) {sorted(unknown)}; valid: {list(EVIDENCE_OPTIONS)}"
             )
         if self.exact_evidence not in (None, True, False):
-            raise ValueError(f"exact_evidence must be None, True or False, got {self.exact_evidence!r}")
+            raise ValueError(
+                f"exact_evidence must be None, True or False, got {self.exact_evidence!r}"
+            )
         positive_int(self.n_samples, "n_samples", minimum=0 if self.solver == "exact" else 1)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
