@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from blm.commands import add_commands
+
 
 def demo(args: argparse.Namespace) -> int:
     """The main job: train an MLP on scikit-learn's digits, linearise it, fit its prior
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--features", type=int, default=300, help="random Fourier features for co2")
     p.set_defaults(func=regression_demo)
+    add_commands(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -13,6 +13,7 @@ one of targets (default ``"y"``, shape ``(n,)`` or ``(n, m)``) in the same file.
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 
@@ -82,6 +83,7 @@ class HDF5Dataset:
         self.path = os.fspath(path)
         self.x_name, self.y_name = x, y
         self.block_size = positive_int(block_size, "block_size")
+        self.x_offset = self.y_offset = None
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
         try:
@@ -108,6 +110,7 @@ class HDF5Dataset:
                 )
             self._n, self._m = int(xs[0]), int(ys[1]) if len(ys) == 2 else 1
             self._input_shape = tuple(int(s) for s in xs[1:])
+            self.y_ndim = len(ys)
 
     @property
     def n(self) -> int:
@@ -121,6 +124,47 @@ class HDF5Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return self._input_shape
 
+    def moments(self, block_size: int | None = None) -> tuple[np.ndarray, ...]:
+        """(x̄ (input_shape), ȳ (m,), Var y (m,)) of the rows as stored, in one streamed
+        pass (float64 sums; the variance by Chan et al.'s pairwise update, stable when
+        |ȳ| ≫ sd y)."""
+        sx, mean_y, m2_y, count = np.zeros(self.input_shape), np.zeros(self.m), np.zeros(self.m), 0
+        for xb, yb, _ in self._raw_blocks(block_size or self.block_size):
+            sx += xb.sum(axis=0, dtype=np.float64)
+            yb = yb.astype(np.float64)
+            b, mean_b = len(yb), yb.mean(axis=0)
+            delta = mean_b - mean_y
+            m2_y += ((yb - mean_b) ** 2).sum(axis=0) + delta**2 * count * b / (count + b)
+            mean_y += delta * b / (count + b)
+            count += b
+        return sx / self.n, mean_y, m2_y / self.n
+
+    def shifted(self, x_offset, y_offset) -> HDF5Dataset:
+        """The same file read as (x − x_offset, y − y_offset): centring without a copy."""
+        x_offset = np.asarray(x_offset, np.float64)
+        y_offset = np.asarray(y_offset, np.float64).reshape(-1)
+        if x_offset.shape != self.input_shape or y_offset.shape != (self.m,):
+            raise ValueError(
+                f"x_offset, y_offset must have shapes {self.input_shape} and ({self.m},), got "
+                f"{x_offset.shape} and {y_offset.shape}"
+            )
+        view = copy.copy(self)
+        view.x_offset, view.y_offset = x_offset, y_offset
+        return view
+
+    def _raw_blocks(self, block_size: int, starts=None):
+        """(x_b, y_b (rows, m), start) as numpy arrays in the default dtype, checked finite."""
+        dtype = default_dtype()
+        starts = np.arange(0, self.n, block_size) if starts is None else starts
+        with h5py.File(self.path, "r") as f:
+            xd, yd = f[self.x_name], f[self.y_name]
+            for start in starts:
+                stop = min(start + block_size, self.n)
+                xb = np.asarray(xd[start:stop], dtype=dtype)
+                check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
+                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
+                yield xb, yb, start
+
     def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
         """(x_b, y_b, rows_b) read from disk (rows_b: the rows' indices). With a key, the order of contiguous blocks and
         the rows within each block are shuffled (contiguous reads keep the I/O fast)."""
@@ -131,20 +175,16 @@ class HDF5Dataset:
         if key is not None:
             key, sub = jax.random.split(key)
             starts = starts[np.asarray(jax.random.permutation(sub, len(starts)))]
-        dtype = default_dtype()
-        with h5py.File(self.path, "r") as f:
-            xd, yd = f[self.x_name], f[self.y_name]
-            for start in starts:
-                stop = min(start + block_size, self.n)
-                xb = np.asarray(xd[start:stop], dtype=dtype)
-                check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
-                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
-                rows = np.arange(start, stop)
-                if key is not None:
-                    key, sub = jax.random.split(key)
-                    perm = np.asarray(jax.random.permutation(sub, stop - start))
-                    xb, yb, rows = xb[perm], yb[perm], rows[perm]
-                yield jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(rows)
+        for xb, yb, start in self._raw_blocks(block_size, starts):
+            if self.x_offset is not None:
+                xb = (xb - self.x_offset).astype(xb.dtype)
+                yb = (yb - self.y_offset).astype(yb.dtype)
+            rows = np.arange(start, start + len(xb))
+            if key is not None:
+                key, sub = jax.random.split(key)
+                perm = np.asarray(jax.random.permutation(sub, len(xb)))
+                xb, yb, rows = xb[perm], yb[perm], rows[perm]
+            yield jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(rows)
 
 
 def _names(f: h5py.File) -> list[str]:

@@ -8,7 +8,9 @@ weights (scikit-learn's ``lambda_``) and ``beta_`` the noise precision (scikit-l
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import os
 
 import equinox as eqx
 import jax
@@ -16,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
-from blm.data import ArrayDataset, default_dtype
+from blm.checkpoint import Checkpointer
+from blm.data import ArrayDataset, HDF5Dataset, default_dtype
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.lanczos import SLQConfig
@@ -24,6 +27,7 @@ from blm.evidence.loop import iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures
 from blm.likelihoods import Gaussian
+from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, sgd
@@ -209,26 +213,40 @@ class BayesianLinearRegression:
             if getattr(self, name) is not None:
                 positive(getattr(self, name), name)
 
-    def fit(self, X, y) -> BayesianLinearRegression:
-        """Fit α, β and the posterior of the weights to data X (n, p), y (n,) or (n, m)."""
+    def fit(
+        self,
+        X,
+        y=None,
+        *,
+        checkpoint: str | os.PathLike | None = None,
+        resume: bool = False,
+        checkpoint_every: float = 60.0,
+    ) -> BayesianLinearRegression:
+        """Fit α, β and the posterior of the weights to data X (n, p), y (n,) or (n, m),
+        or to an ``HDF5Dataset`` X (y None) read in row blocks: then nothing of size
+        n·p is held in memory (the exact solver keeps the p × p Gram; centring is applied
+        as blocks are read).
+
+        ``checkpoint``: a file where the hyperparameter loop's state is written at most
+        every ``checkpoint_every`` seconds and when the fit is interrupted (Ctrl-C);
+        ``resume=True`` continues from it (same data and settings, else ValueError), and
+        gives the result an uninterrupted fit would have."""
         self._validate()
-        X = as_float_array(X, "X", ndim=2)
-        y = as_float_array(y, "y", ndim=(1, 2))
-        same_length(X.shape[0], y.shape[0], "X", "y")
-        self._y_1d = y.ndim == 1
-        Y = y.reshape(y.shape[0], -1)
-        n, p = X.shape
-        m = Y.shape[1]
-        self.X_offset_ = X.mean(axis=0) if self.fit_intercept else np.zeros(p)
-        self.y_offset_ = Y.mean(axis=0) if self.fit_intercept else np.zeros(m)
-        features = LinearFeatures(p, m)
-        dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
+        features, dataset = self._prepare(X, y)
+        self._checkpointer = None
+        if checkpoint is not None:
+            self._checkpointer = Checkpointer(
+                checkpoint, checkpoint_every, self._fingerprint(X, y), resume
+            )
+        elif resume:
+            raise ValueError("resume: needs a checkpoint file to resume from")
+        p, m = self.X_offset_.shape[0], dataset.m
         groups = self._groups(p, m)
         n_groups = int(groups.max()) + 1
         alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))
         eps = np.finfo(np.float64).eps
         beta0 = (
-            1.0 / (Y.var(axis=0) + eps)
+            1.0 / (self._y_var + eps)
             if self.beta_init is None
             else np.full(m, float(self.beta_init))
         )
@@ -246,11 +264,7 @@ class BayesianLinearRegression:
         self.posterior_ = post
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
         self.beta_ = float(beta[0]) if m == 1 else np.asarray(beta)
-        coef = np.asarray(post.mean).reshape(m, p)
-        self.coef_ = coef[0] if self._y_1d else coef
-        self.intercept_ = self.y_offset_ - coef @ self.X_offset_
-        if self._y_1d:
-            self.intercept_ = float(self.intercept_[0])
+        self._set_coefficients()
         if self.n_samples > 0:
             if self.solver == "exact":
                 z = post.sample(jax.random.fold_in(key, 1), self.n_samples)
@@ -258,8 +272,73 @@ class BayesianLinearRegression:
                 z = post.samples
             draws = np.asarray(post.mean + z).reshape(-1, m, p)
             self.samples_ = draws[:, 0] if self._y_1d else draws
-        self._features = features
         return self
+
+    def _set_coefficients(self) -> None:
+        """coef_, intercept_ and the feature map from posterior_ and the offsets."""
+        p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
+        coef = np.asarray(self.posterior_.mean).reshape(m, p)
+        self.coef_ = coef[0] if self._y_1d else coef
+        intercept = self.y_offset_ - coef @ self.X_offset_
+        self.intercept_ = float(intercept[0]) if self._y_1d else intercept
+        self._features = LinearFeatures(p, m)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to an HDF5 file (``blm.persistence`` has the layout);
+        written under a temporary name and renamed, so a killed process never leaves a
+        truncated file in its place."""
+        save_estimator(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BayesianLinearRegression:
+        """A fitted model read from a file written by ``save``."""
+        return load_estimator(cls, path)
+
+    def _fingerprint(self, X, y) -> str:
+        """A hash of the settings (progress bars aside) and the data (an HDF5 file by
+        path, names, shape and modification time; arrays by content)."""
+        params = {k: v for k, v in self.get_params().items() if k != "progress"}
+        options = dict(params["solver_options"] or {})
+        options.pop("progress", None)
+        params["solver_options"] = options
+        h = hashlib.sha256(repr(sorted(params.items())).encode())
+        if isinstance(X, HDF5Dataset):
+            stamp = (os.path.abspath(X.path), X.x_name, X.y_name, X.n, X.m, X.input_shape)
+            h.update(repr((stamp, os.path.getmtime(X.path))).encode())
+        else:
+            for a in (X, y):
+                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+        return h.hexdigest()
+
+    def _prepare(self, X, y):
+        """(features, centred dataset); sets X_offset_, y_offset_ and the output shape."""
+        if isinstance(X, HDF5Dataset):
+            if y is not None:
+                raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
+            if len(X.input_shape) != 1:
+                raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
+            (p,), m = X.input_shape, X.m
+            self._y_1d = X.y_ndim == 1
+            x_mean, y_mean, self._y_var = X.moments()
+            if self.fit_intercept:
+                self.X_offset_, self.y_offset_ = x_mean, y_mean
+            else:
+                self.X_offset_, self.y_offset_ = np.zeros(p), np.zeros(m)
+            dataset = X.shifted(self.X_offset_, self.y_offset_)
+            return LinearFeatures(p, m), dataset
+        X = as_float_array(X, "X", ndim=2)
+        if y is None:
+            raise ValueError("y: targets are required when X is an array")
+        y = as_float_array(y, "y", ndim=(1, 2))
+        same_length(X.shape[0], y.shape[0], "X", "y")
+        self._y_1d = y.ndim == 1
+        Y = y.reshape(y.shape[0], -1)
+        n, p = X.shape
+        self.X_offset_ = X.mean(axis=0) if self.fit_intercept else np.zeros(p)
+        self.y_offset_ = Y.mean(axis=0) if self.fit_intercept else np.zeros(Y.shape[1])
+        self._y_var = Y.var(axis=0)
+        dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
+        return LinearFeatures(p, Y.shape[1]), dataset
 
     def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
         """α, β by MacKay's exact fixed point or by Adam on the dense evidence."""
@@ -268,6 +347,9 @@ class BayesianLinearRegression:
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
             ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
+            resumed = self._checkpointer.resumed if self._checkpointer is not None else None
+            if resumed is not None:
+                ascent.restore(resumed.extra)
 
         def step(alpha, beta):
             p, b = template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
@@ -291,6 +373,8 @@ class BayesianLinearRegression:
             self.max_iter,
             self.tol,
             self._progress_callback(),
+            self._checkpointer,
+            ascent.state_arrays if self.hyper == "evidence" else dict,
         )
         if self.hyper == "mackay":
             return alpha, beta, step(alpha, beta)[2]  # the posterior at the final α, β
@@ -319,6 +403,7 @@ class BayesianLinearRegression:
                 self.tol,
                 progress,
                 evidence=score,
+                checkpointer=self._checkpointer,
             )
         else:
             options = dict(self.evidence_options or {})
@@ -336,6 +421,7 @@ class BayesianLinearRegression:
                 self.max_iter,
                 self.tol,
                 progress,
+                self._checkpointer,
             )
         self.n_iter_, self.trajectory_, self.diagnostics_ = (
             fit.n_iter,

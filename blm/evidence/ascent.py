@@ -16,6 +16,7 @@ steps scale-free. The gradient also gives the effective dimension for free:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +31,9 @@ from blm.features import Features
 from blm.likelihoods import Gaussian
 from blm.operators import StackedBlocks
 from blm.priors import Prior
+
+if TYPE_CHECKING:
+    from blm.checkpoint import Checkpointer
 
 # objective(α, β) -> (log evidence, ∂/∂log α (G,), ∂/∂log β (m,), info)
 Objective = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray, dict]]
@@ -50,6 +54,17 @@ class EvidenceAscent:
     @staticmethod
     def _eta(alpha, beta):
         return jnp.log(jnp.asarray(alpha, float)), jnp.log(jnp.asarray(beta, float))
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Adam's state as named arrays (for a checkpoint)."""
+        return {f"adam_{i}": np.asarray(leaf) for i, leaf in enumerate(jax.tree.leaves(self.state))}
+
+    def restore(self, arrays: dict[str, np.ndarray]) -> None:
+        """Set Adam's state from ``state_arrays()`` output."""
+        leaves, treedef = jax.tree.flatten(self.state)
+        self.state = jax.tree.unflatten(
+            treedef, [jnp.asarray(arrays[f"adam_{i}"], leaf.dtype) for i, leaf in enumerate(leaves)]
+        )
 
     def step(self, alpha, beta, value: float, g_alpha, g_beta):
         """Ascend the score from (α, β) given the evidence's value and log-gradient."""
@@ -83,6 +98,7 @@ def fit_evidence(
     max_iter: int = 200,
     tol: float = 1e-4,
     progress: Callable[[int, float], None] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> HyperparameterFit:
     r"""Maximise the evidence over (α_g, β_k) by Adam on log-hyperparameters, with log det H
     by stochastic Lanczos quadrature and its exact adjoint gradient.
@@ -101,6 +117,8 @@ def fit_evidence(
     probes = rademacher_probes(key, config.n_probes, prior.d)
     blocks = StackedBlocks.from_dataset(dataset, config.block_size)
     ascent = EvidenceAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
+    if checkpointer is not None and checkpointer.resumed is not None:
+        ascent.restore(checkpointer.resumed.extra)
 
     def update(post, lik, p):
         value, g_alpha, g_beta, info = slq_log_evidence(
@@ -118,4 +136,6 @@ def fit_evidence(
             },
         )
 
-    return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress)
+    return solve_and_update(
+        solve, update, prior, likelihood, max_iter, tol, progress, checkpointer, ascent.state_arrays
+    )

@@ -71,15 +71,30 @@ def log_evidence_from_terms(
     )
 
 
+def _primal_stats(Phi, Y):
+    """(Φ_kᵀΦ_k (m, d, d), Φ_kᵀy_k (m, d), y_kᵀy_k (m,)) of rows Φ (n, m, d), Y (n, m)."""
+    return (
+        jnp.einsum("nkd,nke->kde", Phi, Phi),
+        jnp.einsum("nkd,nk->kd", Phi, Y),
+        jnp.sum(Y**2, axis=0),
+    )
+
+
 class DenseGaussianModel(eqx.Module):
     """A Gaussian linear model formed densely: Φ (n, m, d), Y (n, m), and in primal form
-    the per-output Gram matrices Φ_kᵀΦ_k, Φ_kᵀy_k, y_kᵀy_k accumulated once."""
+    the per-output Gram matrices Φ_kᵀΦ_k, Φ_kᵀy_k, y_kᵀy_k accumulated once.
 
-    Phi: Float[Array, "n m d"]
-    Y: Float[Array, "n m"]
+    Built from a streamed (HDF5) dataset, only the primal statistics are kept (Φ and Y
+    are None: memory m·d², nothing of size n·d); residuals then come from
+    ‖y_k − Φ_kθ‖² = y_kᵀy_k − 2θᵀΦ_kᵀy_k + θᵀΦ_kᵀΦ_kθ."""
+
+    Phi: Float[Array, "n m d"] | None
+    Y: Float[Array, "n m"] | None
     gram: Float[Array, "m d d"] | None
     cross: Float[Array, "m d"] | None
     form: Literal["primal", "dual"] = eqx.field(static=True)
+    yty: Float[Array, " m"] | None = None
+    n_rows: int = eqx.field(static=True, default=0)
 
     @classmethod
     def from_data(
@@ -89,10 +104,20 @@ class DenseGaussianModel(eqx.Module):
         form: Literal["auto", "primal", "dual"] = "auto",
         block_size: int | None = None,
     ) -> DenseGaussianModel:
-        """Form Φ by streaming the dataset's blocks through ``features.dense``."""
+        """Form Φ by streaming the dataset's blocks through ``features.dense``; for an
+        HDF5 dataset accumulate only the primal statistics, block by block."""
         if dataset.m != features.m:
             raise ValueError(f"dataset has m={dataset.m} outputs but features have m={features.m}")
         dense = eqx.filter_jit(features.dense)
+        if isinstance(dataset, HDF5Dataset):
+            if form == "dual":
+                raise ValueError("form: 'dual' needs Φ in memory; a streamed dataset is primal")
+            stats = None
+            for xb, yb, _ in dataset.blocks(block_size):
+                block = _primal_stats(dense(xb), yb)
+                stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
+            gram, cross, yty = stats
+            return cls(None, None, gram, cross, "primal", yty, dataset.n)
         phis, ys = [], []
         for xb, yb, _ in dataset.blocks(block_size):
             phis.append(dense(xb))
@@ -113,17 +138,16 @@ class DenseGaussianModel(eqx.Module):
             raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
         gram = cross = None
         if form == "primal":
-            gram = jnp.einsum("nkd,nke->kde", Phi, Phi)
-            cross = jnp.einsum("nkd,nk->kd", Phi, Y)
-        return cls(Phi=Phi, Y=Y, gram=gram, cross=cross, form=form)
+            gram, cross, _ = _primal_stats(Phi, Y)
+        return cls(Phi=Phi, Y=Y, gram=gram, cross=cross, form=form, n_rows=n)
 
     @property
     def n(self) -> int:
-        return int(self.Phi.shape[0])
+        return self.n_rows
 
     @property
     def m(self) -> int:
-        return int(self.Phi.shape[1])
+        return int(self.gram.shape[0] if self.Phi is None else self.Phi.shape[1])
 
     def posterior(self, prior: Prior, beta: Float[Array, " m"]) -> ExactPosterior:
         """N(θ̄, H⁻¹) for the given prior and noise precisions."""
@@ -137,6 +161,9 @@ class DenseGaussianModel(eqx.Module):
 
     def residual_sq(self, mean: Float[Array, " d"]) -> Float[Array, " m"]:
         """‖y_k − Φ_k θ̄‖² for each output k."""
+        if self.Phi is None:
+            fit = jnp.einsum("d,kde,e->k", mean, self.gram, mean) - 2 * self.cross @ mean
+            return jnp.maximum(self.yty + fit, 0.0)
         r = self.Y - jnp.einsum("nkd,d->nk", self.Phi, mean)
         return jnp.sum(r**2, axis=0)
 
@@ -148,6 +175,8 @@ class DenseGaussianModel(eqx.Module):
             return jnp.reshape(
                 post.prior.d - jnp.sum(post.prior.precision() * post.diag_covariance()), (1,)
             )
+        if self.Phi is None:
+            return beta * jnp.einsum("de,ked->k", post.covariance(), self.gram)
         per_row = jax.vmap(post.predictive_variance, in_axes=1)(self.Phi)  # (m, n)
         return beta * jnp.sum(per_row, axis=1)
 

@@ -7,14 +7,20 @@ loop iterates it until the largest relative change of any α_g or β_k falls bel
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+import jax.numpy as jnp
 import numpy as np
 
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
+
+if TYPE_CHECKING:
+    from blm.checkpoint import Checkpointer
 
 # solve(likelihood, prior, init) -> (posterior mean and samples, solver diagnostics)
 Solve = Callable[[Likelihood, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
@@ -38,6 +44,18 @@ class Trajectory:
         self.gamma.append(float(info.get("gamma", np.nan)))
         self.data_fit.append(float(info.get("data_fit", np.nan)))
         self.score.append(float(info.get("score", np.nan)))
+
+
+@dataclass
+class LoopState:
+    """Where a hyperparameter loop stands after ``iteration`` completed steps: the next
+    step starts from (α, β); ``extra`` is the update rule's own state (arrays)."""
+
+    iteration: int
+    alpha: np.ndarray
+    beta: np.ndarray
+    trajectory: Trajectory
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -69,12 +87,34 @@ def iterate_hyperparameters(
     max_iter: int,
     tol: float,
     progress: Callable[[int, float], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    extra_state: Callable[[], dict] = dict,
 ):
     """Run ``step`` from (α, β) until converged. Returns (α, β, n_iter, trajectory, info)
-    where α, β are the last update's output and info the last step's report."""
-    trajectory = Trajectory()
+    where α, β are the last update's output and info the last step's report.
+
+    With a ``checkpointer`` the state after each step (with ``extra_state()``, the
+    update rule's own arrays) is handed to it, and flushed on Ctrl-C before the
+    ``KeyboardInterrupt`` propagates; if it holds a resumed state the loop continues
+    from there (the caller restores its own extra state first)."""
+    try:
+        return _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state)
+    except KeyboardInterrupt:
+        if checkpointer is not None:
+            checkpointer.flush()
+        raise
+
+
+def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state):
+    trajectory, first = Trajectory(), 1
+    resumed = checkpointer.resumed if checkpointer is not None else None
+    if resumed is not None:
+        alpha, beta, trajectory = resumed.alpha, resumed.beta, resumed.trajectory
+        first = resumed.iteration + 1
+        if resumed.extra.get("converged", False):
+            return alpha, beta, resumed.iteration, trajectory, {}
     info: dict = {}
-    for it in range(1, max_iter + 1):
+    for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
         new_alpha, new_beta = np.asarray(new_alpha), np.asarray(new_beta)
@@ -91,6 +131,9 @@ def iterate_hyperparameters(
         alpha, beta = new_alpha, new_beta
         if progress is not None:
             progress(it, change)
+        if checkpointer is not None:
+            extra = {**extra_state(), "converged": np.asarray(change < tol)}
+            checkpointer.update(LoopState(it, alpha, beta, copy.deepcopy(trajectory), extra))
         if change < tol:
             return alpha, beta, it, trajectory, info
     return alpha, beta, max_iter, trajectory, info
@@ -104,14 +147,27 @@ def solve_and_update(
     max_iter: int,
     tol: float,
     progress: Callable[[int, float], None] | None = None,
+    checkpointer: Checkpointer | None = None,
+    extra_state: Callable[[], dict] = dict,
 ) -> HyperparameterFit:
     """The loop every solver-based fit shares: at (α, β) solve for the posterior
     (warm-started from the previous step's solution, None at the first step), then
     ``update(posterior, likelihood, prior) -> (α, β, info)``; iterate until converged
     and solve once more at the final (α, β). β (m,) is the Gaussian likelihood's noise
-    precision, fitted from its starting value; other likelihoods have none (β empty)."""
+    precision, fitted from its starting value; other likelihoods have none (β empty).
+    The warm start is part of the checkpointed state (with ``extra_state()``, the
+    update rule's own)."""
     previous: dict = {}
     gaussian = isinstance(likelihood, Gaussian)
+    resumed = checkpointer.resumed if checkpointer is not None else None
+    if resumed is not None and "warm_mean" in resumed.extra:
+        previous["posterior"] = SampledPosterior(
+            jnp.asarray(resumed.extra["warm_mean"]), jnp.asarray(resumed.extra["warm_samples"])
+        )
+
+    def loop_state() -> dict:
+        post = previous["posterior"]
+        return {**extra_state(), "warm_mean": post.mean, "warm_samples": post.samples}
 
     def at(alpha, beta):
         lik = likelihood.with_beta(np.asarray(beta)) if gaussian else likelihood
@@ -130,6 +186,8 @@ def solve_and_update(
         max_iter,
         tol,
         progress,
+        checkpointer,
+        loop_state,
     )
     post, diagnostics = solve(*at(alpha, beta), previous.get("posterior"))
     return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics)

@@ -37,7 +37,7 @@ single sample is often enough once γ is in the hundreds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +45,9 @@ import jax.numpy as jnp
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.loop import HyperparameterFit, Solve, solve_and_update
+
+if TYPE_CHECKING:
+    from blm.checkpoint import Checkpointer
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
@@ -145,6 +148,7 @@ def fit_mackay(
     progress: Callable[[int, float], None] | None = None,
     block_size: int | None = None,
     evidence: Callable[[Prior, Likelihood], float] | None = None,
+    checkpointer: Checkpointer | None = None,
 ) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
@@ -160,6 +164,8 @@ def fit_mackay(
     ``evidence(prior, likelihood)``, where the caller can afford it (e.g. the dense
     closed form for small d), scores each step's hyperparameters; the scores land in
     the trajectory (``score``), NaN without it. EM itself never needs them.
+    A ``checkpointer`` (``blm.checkpoint``) saves the loop's state as it goes and resumes
+    it.
     """
 
     def update(post, lik, p):
@@ -170,4 +176,4 @@ def fit_mackay(
             info["score"] = evidence(p, lik)
         return new_alpha, new_beta, info
 
-    return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress)
+    return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress, checkpointer)

@@ -1,0 +1,179 @@
+"""``blm fit``, ``blm predict`` and ``blm info``: regression on HDF5 files from the shell.
+
+    blm fit DATA.h5 --x X --y y [--groups G] --solver sgd|cg|exact --samples K
+            --hyper mackay|evidence --out POSTERIOR.h5 [--checkpoint C] [--resume]
+    blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
+    blm info POSTERIOR.h5
+
+``fit`` streams DATA.h5 in row blocks (``HDF5Dataset``), writes the hyperparameter
+loop's state to a checkpoint (default ``OUT.ckpt``) every ``--checkpoint-every``
+seconds and on Ctrl-C (exit status 130); ``--resume`` continues from it. Outputs are
+written under a temporary name and renamed, so a killed run never leaves a truncated
+file in place of a good one; the checkpoint is removed once the output is written.
+Bad input (a missing file or dataset, mismatched shapes) exits with status 2 and a
+message naming it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from blm.checkpoint import atomic_h5
+
+INTERRUPTED = 130
+BAD_INPUT = 2
+
+
+def add_commands(sub) -> None:
+    """Register fit, predict and info on an argparse subparsers object."""
+    p = sub.add_parser("fit", help="fit a Bayesian linear regression to an HDF5 file")
+    p.add_argument("data", help="HDF5 file with inputs and targets")
+    p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
+    p.add_argument("--y", default="y", help="dataset of targets, shape (n,) or (n, m)")
+    p.add_argument("--groups", default=None, help="dataset of p integer prior groups")
+    p.add_argument("--solver", choices=("sgd", "cg", "exact"), default="sgd")
+    p.add_argument("--samples", type=int, default=16, help="posterior samples k")
+    p.add_argument("--hyper", choices=("mackay", "evidence"), default="mackay")
+    p.add_argument("--out", required=True, help="posterior file to write")
+    p.add_argument("--max-iter", type=int, default=30, help="hyperparameter steps at most")
+    p.add_argument("--tol", type=float, default=1e-3, help="relative change to stop at")
+    p.add_argument("--steps", type=int, default=2000, help="sgd steps per solve")
+    p.add_argument("--batch-size", type=int, default=256, help="sgd rows per step")
+    p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
+    p.add_argument("--seed", type=int, default=0, help="samples and minibatches")
+    p.add_argument("--checkpoint", default=None, help="checkpoint file (default OUT.ckpt)")
+    p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=fit)
+    p = sub.add_parser("predict", help="predictive mean and sd for the rows of an HDF5 file")
+    p.add_argument("posterior", help="file written by blm fit")
+    p.add_argument("data", help="HDF5 file with inputs")
+    p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
+    p.add_argument("--out", required=True, help="file to write: datasets mean and std")
+    p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
+    p.set_defaults(func=predict)
+    p = sub.add_parser("info", help="what a posterior file holds")
+    p.add_argument("posterior", help="file written by blm fit")
+    p.set_defaults(func=info)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"blm {command}: error: {err}", file=sys.stderr)
+    return BAD_INPUT
+
+
+def fit(args: argparse.Namespace) -> int:
+    """Fit α, β and the posterior to DATA.h5 and write POSTERIOR.h5."""
+    import h5py
+
+    from blm import BayesianLinearRegression, HDF5Dataset
+
+    checkpoint = args.checkpoint or args.out + ".ckpt"
+    try:
+        dataset = HDF5Dataset(args.data, x=args.x, y=args.y, block_size=args.block_size)
+        groups = None
+        if args.groups is not None:
+            with h5py.File(args.data, "r") as f:
+                if args.groups not in f:
+                    raise ValueError(f"--groups: no dataset named {args.groups!r} in {args.data!r}")
+                groups = f[args.groups][()]
+        options = {"tol": 1e-6} if args.solver == "cg" else {}
+        if args.solver == "sgd":
+            options = {
+                "n_steps": args.steps,
+                "batch_size": min(args.batch_size, dataset.n),
+                "block_size": args.block_size,
+                "progress": not args.quiet,
+            }
+        est = BayesianLinearRegression(
+            solver=args.solver,
+            n_samples=args.samples,
+            random_state=args.seed,
+            max_iter=args.max_iter,
+            tol=args.tol,
+            prior_groups=groups,
+            solver_options=options,
+            hyper=args.hyper,
+            progress=not args.quiet,
+        )
+        est.fit(
+            dataset,
+            checkpoint=checkpoint,
+            resume=args.resume,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"\nblm fit: interrupted; state written to {checkpoint!r}; continue with the same "
+            "command and --resume",
+            file=sys.stderr,
+        )
+        return INTERRUPTED
+    except (FileNotFoundError, ValueError) as err:
+        return _fail("fit", err)
+    est.save(args.out)
+    if os.path.exists(checkpoint):
+        os.remove(checkpoint)
+    print(
+        f"blm fit: alpha = {np.round(est.alpha_, 6)}, beta = {np.round(est.beta_, 6)} after "
+        f"{est.n_iter_} steps; posterior written to {args.out}"
+    )
+    return 0
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Write the predictive mean and standard deviation of every row of DATA.h5."""
+    import h5py
+
+    from blm import BayesianLinearRegression
+
+    try:
+        est = BayesianLinearRegression.load(args.posterior)
+        if not os.path.exists(args.data):
+            raise FileNotFoundError(f"data: no HDF5 file at {args.data!r}")
+        with h5py.File(args.data, "r") as f:
+            if args.x not in f:
+                raise ValueError(f"--x: no dataset named {args.x!r} in {args.data!r}")
+            xd = f[args.x]
+            p = est.X_offset_.shape[0]
+            if xd.ndim != 2 or xd.shape[1] != p:
+                raise ValueError(
+                    f"--x: dataset {args.x!r} has shape {xd.shape}; the posterior was fitted "
+                    f"to rows of {p} columns"
+                )
+            n, m = xd.shape[0], est.y_offset_.shape[0]
+            shape = (n,) if est._y_1d else (n, m)
+            with atomic_h5(args.out) as out:
+                mean, std = (out.create_dataset(name, shape, "f8") for name in ("mean", "std"))
+                for start in range(0, n, args.block_size):
+                    stop = min(start + args.block_size, n)
+                    mean[start:stop], std[start:stop] = est.predict(xd[start:stop], return_std=True)
+    except (FileNotFoundError, ValueError) as err:
+        return _fail("predict", err)
+    print(f"blm predict: mean and std of {n} rows written to {args.out}")
+    return 0
+
+
+def info(args: argparse.Namespace) -> int:
+    """Print what a posterior file holds."""
+    from blm import BayesianLinearRegression
+
+    try:
+        est = BayesianLinearRegression.load(args.posterior)
+    except (FileNotFoundError, ValueError) as err:
+        return _fail("info", err)
+    post = est.posterior_
+    k = post.samples.shape[0] if hasattr(post, "samples") else 0
+    print(f"posterior file:  {args.posterior}")
+    print(f"solver, hyper:   {est.solver}, {est.hyper}")
+    print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
+    print(f"alpha:           {est.alpha_}")
+    print(f"beta:            {est.beta_}")
+    print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")
+    print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")
+    return 0

@@ -1,0 +1,107 @@
+"""A fitted ``BayesianLinearRegression`` in an HDF5 file, and back.
+
+Layout (``format`` attribute ``"blm.BayesianLinearRegression/1"``):
+
+- attrs: ``params`` (the constructor arguments as JSON, ``prior_groups`` aside),
+  ``y_1d``, ``n_iter``, ``posterior`` (``"exact"`` or ``"sampled"``), ``form``;
+- ``X_offset`` (p,), ``y_offset`` (m,), ``alpha`` (G,), ``beta`` (m,), ``scores``,
+  ``prior_groups`` (p,) when given, ``trajectory/{alpha,beta,gamma,data_fit,score}``;
+- ``posterior/``: ``mean`` (m·p,), and ``samples`` (k, m·p) for sgd/cg, or ``chol``
+  (the Cholesky factor of H, or of the dual system with ``psi``) for the exact solver,
+  with ``prior_alpha``, ``prior_groups``;
+- ``samples`` (k, [m,] p): ``samples_`` when ``n_samples > 0``.
+
+Files are written under a temporary name and renamed into place (``atomic_h5``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+
+from blm.checkpoint import atomic_h5, read_trajectory, write_trajectory
+from blm.priors import Prior
+from blm.solvers.exact import ExactPosterior
+from blm.solvers.sampled import SampledPosterior
+
+FORMAT = "blm.BayesianLinearRegression/1"
+
+
+def save_estimator(est, path: str | os.PathLike) -> None:
+    """Write the fitted estimator ``est`` to ``path`` (see the module docstring)."""
+    est._check_fitted()
+    params = est.get_params()
+    groups = params.pop("prior_groups")
+    post = est.posterior_
+    with atomic_h5(path) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["params"] = json.dumps(params)
+        f.attrs["y_1d"] = est._y_1d
+        f.attrs["n_iter"] = est.n_iter_
+        for name in ("X_offset_", "y_offset_", "scores_"):
+            f[name.rstrip("_")] = np.asarray(getattr(est, name))
+        f["alpha"], f["beta"] = np.atleast_1d(est.alpha_), np.atleast_1d(est.beta_)
+        if groups is not None:
+            f["prior_groups"] = np.asarray(groups)
+        write_trajectory(f.create_group("trajectory"), est.trajectory_)
+        g = f.create_group("posterior")
+        g["mean"] = np.asarray(post.mean)
+        if isinstance(post, ExactPosterior):
+            f.attrs["posterior"], f.attrs["form"] = "exact", post.form
+            g["chol"] = np.asarray(post.chol)
+            g["prior_alpha"] = np.asarray(post.prior.alpha)
+            g["prior_groups"] = np.asarray(post.prior.groups)
+            if post.psi is not None:
+                g["psi"] = np.asarray(post.psi)
+        else:
+            f.attrs["posterior"] = "sampled"
+            g["samples"] = np.asarray(post.samples)
+        if hasattr(est, "samples_"):
+            f["samples"] = est.samples_
+
+
+def load_estimator(cls, path: str | os.PathLike):
+    """Read an estimator written by ``save_estimator``; it predicts as the saved one."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"path: no posterior file at {path!r}")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"path: {path!r} is not a readable HDF5 file ({err})") from err
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(
+                f"path: {path!r} is not a blm regression posterior (format attribute "
+                f"{f.attrs.get('format')!r}, expected {FORMAT!r})"
+            )
+        params = json.loads(f.attrs["params"])
+        if "prior_groups" in f:
+            params["prior_groups"] = f["prior_groups"][()]
+        est = cls(**params)
+        est._y_1d = bool(f.attrs["y_1d"])
+        est.n_iter_ = int(f.attrs["n_iter"])
+        est.X_offset_, est.y_offset_ = f["X_offset"][()], f["y_offset"][()]
+        est.scores_ = f["scores"][()]
+        alpha, beta = f["alpha"][()], f["beta"][()]
+        est.alpha_ = float(alpha[0]) if alpha.size == 1 else alpha
+        est.beta_ = float(beta[0]) if beta.size == 1 else beta
+        est.trajectory_ = read_trajectory(f["trajectory"])
+        g = f["posterior"]
+        mean = jnp.asarray(g["mean"][()])
+        if f.attrs["posterior"] == "exact":
+            prior = Prior(g["prior_alpha"][()], g["prior_groups"][()])
+            psi = jnp.asarray(g["psi"][()]) if "psi" in g else None
+            est.posterior_ = ExactPosterior(
+                mean, prior, jnp.asarray(g["chol"][()]), psi, str(f.attrs["form"])
+            )
+        else:
+            est.posterior_ = SampledPosterior(mean, jnp.asarray(g["samples"][()]))
+        if "samples" in f:
+            est.samples_ = f["samples"][()]
+    est._set_coefficients()
+    return est

@@ -1,0 +1,157 @@
+"""blm fit / predict / info as a user runs them, bad input, and checkpoint/resume."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+from blm import BayesianLinearRegression
+
+BLM = [sys.executable, "-m", "blm"]
+
+
+def _run(*args, timeout=300):
+    return subprocess.run([*BLM, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 30))
+    y = X @ (0.3 * rng.standard_normal(30)) + rng.standard_normal(2000) + 4.0
+    path = tmp_path_factory.mktemp("cli") / "data.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"], f["g"], f["y_short"] = X, y, np.arange(30) % 2, y[:-1]
+        f["X_wide"] = np.hstack([X, X])
+    return path, X, y
+
+
+def test_fit_predict_info(tmp_path, data):
+    path, X, y = data
+    post, pred = tmp_path / "post.h5", tmp_path / "pred.h5"
+    out = _run("fit", path, "--solver", "exact", "--groups", "g", "--out", post, "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert not (tmp_path / "post.h5.ckpt").exists()  # removed once the result is written
+    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2, max_iter=30, tol=1e-3).fit(X, y)
+    est = BayesianLinearRegression.load(post)
+    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-6)
+    np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-6)
+    out = _run("predict", post, path, "--out", pred, "--block-size", 300)
+    assert out.returncode == 0, out.stderr
+    with h5py.File(pred, "r") as f:
+        mean, std = f["mean"][()], f["std"][()]
+    ref_mean, ref_std = ref.predict(X, return_std=True)
+    # the command runs in float32 (JAX's default), the reference in float64
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-5)
+    out = _run("info", post)
+    assert out.returncode == 0 and "exact, mackay" in out.stdout and "p = 30" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "{dir}/missing.h5", "--out", "{dir}/p.h5"], "no HDF5 file at"),
+        (["fit", "{data}", "--x", "Z", "--out", "{dir}/p.h5"], "x: no dataset named 'Z'"),
+        (["fit", "{data}", "--y", "y_short", "--out", "{dir}/p.h5"], "must have the same number"),
+        (["fit", "{data}", "--groups", "G", "--out", "{dir}/p.h5"], "--groups: no dataset"),
+        (["fit", "{data}", "--out", "{dir}/p.h5", "--resume"], "no checkpoint at"),
+        (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "no posterior file"),
+        (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
+        (["info", "{dir}/missing.h5"], "no posterior file"),
+    ],
+)
+def test_bad_input_is_named(tmp_path, data, args, message):
+    args = [a.format(dir=tmp_path, data=data[0]) for a in args]
+    out = _run(*args, *(["--quiet"] if args[0] == "fit" else []))
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_predict_names_mismatched_columns(tmp_path, data):
+    path = data[0]
+    post = tmp_path / "post.h5"
+    assert _run("fit", path, "--solver", "exact", "--out", post, "--quiet").returncode == 0
+    out = _run("predict", post, path, "--x", "X_wide", "--out", tmp_path / "q.h5")
+    assert out.returncode == 2 and "rows of 30 columns" in out.stderr
+    assert not (tmp_path / "q.h5").exists()
+
+
+def _fit_args(path, out):
+    return [
+        "fit",
+        path,
+        "--solver",
+        "sgd",
+        "--samples",
+        4,
+        "--steps",
+        300,
+        "--batch-size",
+        100,
+        "--max-iter",
+        6,
+        "--tol",
+        1e-12,
+        "--checkpoint-every",
+        0,
+        "--quiet",
+        "--out",
+        out,
+    ]
+
+
+def _wait_for(path, proc, seconds=240):
+    start = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, "the fit ended before its first checkpoint"
+        assert time.monotonic() - start < seconds
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["kill", "ctrl-c"])
+def test_interrupted_fit_resumes_to_the_uninterrupted_result(tmp_path, data, how):
+    path = data[0]
+    whole = tmp_path / "whole.h5"
+    assert _run(*_fit_args(path, whole)).returncode == 0
+    out = tmp_path / "part.h5"
+    ckpt = tmp_path / "part.h5.ckpt"
+    proc = subprocess.Popen(
+        [*BLM, *map(str, _fit_args(path, out))], stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(ckpt, proc)
+    assert proc.poll() is None  # still fitting when stopped
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    if how == "ctrl-c":
+        assert proc.returncode == 130 and "--resume" in err
+    assert not out.exists() and ckpt.exists()
+    with h5py.File(ckpt, "r") as f:
+        assert 1 <= f.attrs["iteration"] < 6
+    resumed = _run(*_fit_args(path, out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = BayesianLinearRegression.load(whole), BayesianLinearRegression.load(out)
+    np.testing.assert_allclose(b.alpha_, a.alpha_, rtol=1e-6)
+    np.testing.assert_allclose(b.beta_, a.beta_, rtol=1e-6)
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(b.trajectory_.alpha, a.trajectory_.alpha, rtol=1e-6)
+    assert not ckpt.exists()
+
+
+def test_resume_refuses_another_fit(tmp_path, data):
+    path = data[0]
+    out = tmp_path / "p.h5"
+    ckpt = tmp_path / "p.h5.ckpt"
+    proc = subprocess.Popen(
+        [*BLM, *map(str, _fit_args(path, out))], stderr=subprocess.PIPE, text=True
+    )
+    _wait_for(ckpt, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    args = _fit_args(path, out)
+    args[args.index("--samples") + 1] = 8
+    res = _run(*args, "--resume")
+    assert res.returncode == 2 and "belongs to another fit" in res.stderr

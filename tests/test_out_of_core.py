@@ -1,0 +1,97 @@
+"""The estimator on HDF5 files read in row blocks equals the in-memory fit."""
+
+import h5py
+import numpy as np
+import pytest
+from blm import BayesianLinearRegression, HDF5Dataset
+from blm.evidence.closed_form import DenseGaussianModel
+from blm.features import LinearFeatures
+from tests.conftest import random_problem
+
+
+def _file(tmp_path, X, y, name="data.h5"):
+    path = tmp_path / name
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, y
+    return path
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(3)
+    X, Y = random_problem(rng, 400, 30, 1, decay=0.9)
+    return X + 2.0, Y[:, 0] + 5.0  # offsets, so centring matters
+
+
+def test_moments_stream_in_blocks(tmp_path, problem):
+    X, y = problem
+    ds = HDF5Dataset(_file(tmp_path, X, y), block_size=37)
+    x_mean, y_mean, y_var = ds.moments()
+    np.testing.assert_allclose(x_mean, X.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(y_mean, [y.mean()], rtol=1e-12)
+    np.testing.assert_allclose(y_var, [y.var()], rtol=1e-10)
+    with pytest.raises(ValueError, match="x_offset, y_offset must have shapes"):
+        ds.shifted(np.zeros(3), np.zeros(1))
+
+
+def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
+    X, y = problem
+    feats = LinearFeatures(X.shape[1], 1)
+    disk = DenseGaussianModel.from_data(feats, HDF5Dataset(_file(tmp_path, X, y), block_size=50))
+    mem = DenseGaussianModel.from_arrays(X[:, None, :], y[:, None])
+    assert disk.Phi is None and disk.n == mem.n == X.shape[0]
+    from blm import Prior
+
+    prior, beta = Prior.scalar(0.7, X.shape[1]), np.array([2.0])
+    p_disk, p_mem = disk.posterior(prior, beta), mem.posterior(prior, beta)
+    np.testing.assert_allclose(disk.residual_sq(p_disk.mean), mem.residual_sq(p_mem.mean), rtol=1e-8)
+    np.testing.assert_allclose(
+        disk.log_evidence(p_disk, beta), mem.log_evidence(p_mem, beta), rtol=1e-10
+    )
+
+
+@pytest.mark.parametrize(
+    "options, rtol",
+    [
+        ({"solver": "exact"}, 1e-8),
+        ({"solver": "cg", "n_samples": 4, "random_state": 0, "solver_options": {"tol": 1e-10}}, 1e-6),
+    ],
+)
+def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol):
+    X, y = problem
+    path = _file(tmp_path, X, y)
+    mem = BayesianLinearRegression(tol=1e-8, **options).fit(X, y)
+    disk = BayesianLinearRegression(tol=1e-8, **options).fit(HDF5Dataset(path, block_size=64))
+    np.testing.assert_allclose(disk.alpha_, mem.alpha_, rtol=rtol)
+    np.testing.assert_allclose(disk.beta_, mem.beta_, rtol=rtol)
+    np.testing.assert_allclose(disk.coef_, mem.coef_, rtol=rtol, atol=rtol * np.abs(mem.coef_).max())
+    np.testing.assert_allclose(disk.intercept_, mem.intercept_, rtol=rtol)
+    np.testing.assert_allclose(
+        disk.predict(X[:5], return_std=True), mem.predict(X[:5], return_std=True), rtol=rtol
+    )
+
+
+def test_sgd_estimator_on_hdf5_reaches_the_exact_hyperparameters(tmp_path, problem):
+    X, y = problem
+    exact = BayesianLinearRegression(tol=1e-10).fit(X, y)
+    disk = BayesianLinearRegression(
+        solver="sgd",
+        n_samples=32,
+        random_state=0,
+        tol=1e-3,
+        solver_options={"n_steps": 800, "batch_size": 100, "block_size": 200},
+    ).fit(HDF5Dataset(_file(tmp_path, X, y)))
+    np.testing.assert_allclose(disk.alpha_, exact.alpha_, rtol=0.15)
+    np.testing.assert_allclose(disk.beta_, exact.beta_, rtol=0.03)
+
+
+def test_estimator_hdf5_input_errors(tmp_path, problem):
+    X, y = problem
+    ds = HDF5Dataset(_file(tmp_path, X, y))
+    with pytest.raises(ValueError, match="y: must be None"):
+        BayesianLinearRegression().fit(ds, y)
+    with pytest.raises(ValueError, match="y: targets are required"):
+        BayesianLinearRegression().fit(X)
+    images = _file(tmp_path, X.reshape(-1, 5, 6), y, "images.h5")
+    with pytest.raises(ValueError, match="X: rows must be vectors"):
+        BayesianLinearRegression().fit(HDF5Dataset(images))
