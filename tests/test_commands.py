@@ -8,6 +8,7 @@ import time
 import h5py
 import numpy as np
 import pytest
+
 from blm import BayesianLinearRegression
 
 BLM = [sys.executable, "-m", "blm"]

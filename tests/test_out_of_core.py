@@ -3,6 +3,7 @@
 import h5py
 import numpy as np
 import pytest
+
 from blm import BayesianLinearRegression, HDF5Dataset
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.features import LinearFeatures
@@ -44,7 +45,9 @@ def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
 
     prior, beta = Prior.scalar(0.7, X.shape[1]), np.array([2.0])
     p_disk, p_mem = disk.posterior(prior, beta), mem.posterior(prior, beta)
-    np.testing.assert_allclose(disk.residual_sq(p_disk.mean), mem.residual_sq(p_mem.mean), rtol=1e-8)
+    np.testing.assert_allclose(
+        disk.residual_sq(p_disk.mean), mem.residual_sq(p_mem.mean), rtol=1e-8
+    )
     np.testing.assert_allclose(
         disk.log_evidence(p_disk, beta), mem.log_evidence(p_mem, beta), rtol=1e-10
     )
@@ -54,7 +57,10 @@ def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
     "options, rtol",
     [
         ({"solver": "exact"}, 1e-8),
-        ({"solver": "cg", "n_samples": 4, "random_state": 0, "solver_options": {"tol": 1e-10}}, 1e-6),
+        (
+            {"solver": "cg", "n_samples": 4, "random_state": 0, "solver_options": {"tol": 1e-10}},
+            1e-6,
+        ),
     ],
 )
 def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol):
@@ -64,7 +70,9 @@ def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol):
     disk = BayesianLinearRegression(tol=1e-8, **options).fit(HDF5Dataset(path, block_size=64))
     np.testing.assert_allclose(disk.alpha_, mem.alpha_, rtol=rtol)
     np.testing.assert_allclose(disk.beta_, mem.beta_, rtol=rtol)
-    np.testing.assert_allclose(disk.coef_, mem.coef_, rtol=rtol, atol=rtol * np.abs(mem.coef_).max())
+    np.testing.assert_allclose(
+        disk.coef_, mem.coef_, rtol=rtol, atol=rtol * np.abs(mem.coef_).max()
+    )
     np.testing.assert_allclose(disk.intercept_, mem.intercept_, rtol=rtol)
     np.testing.assert_allclose(
         disk.predict(X[:5], return_std=True), mem.predict(X[:5], return_std=True), rtol=rtol
