@@ -1,0 +1,36 @@
+"""The notebooks (jupytext percent scripts) run top to bottom at their small sizes."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("climate_co2.py", ["alpha =", "within ±2 sd"]),
+        ("econometrics_macro.py", ["tbilrate", "grouped (sgd)", "BayesianRidge"]),
+        ("digits_laplace.py", ["EM-fitted alpha", "LLA (probit)", "AUROC patches"]),
+    ],
+)
+def test_notebook_runs(tmp_path, name, expected):
+    env = {**os.environ, "BLM_NOTEBOOK_SMALL": "1", "BLM_NOTEBOOK_OUT": str(tmp_path)}
+    env["MPLBACKEND"] = "Agg"
+    out = subprocess.run(
+        [sys.executable, str(NOTEBOOKS / name)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    for text in expected:
+        assert text in out.stdout
+    if name == "climate_co2.py":
+        assert (tmp_path / "climate_co2.png").stat().st_size > 1000
