@@ -1,8 +1,8 @@
 """blm: Bayesian linear models too large to form, matrix-free in JAX."""
 
-from blm.data import ArrayDataset, HDF5Dataset
+from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset
 from blm.estimator import BayesianLinearRegression
-from blm.features import Features, LinearFeatures, RandomFourierFeatures
+from blm.features import Features, LinearFeatures, RandomFourierFeatures, SparseLinearFeatures
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.network import NetworkFeatures
@@ -24,6 +24,8 @@ __all__ = [
     "NetworkFeatures",
     "Prior",
     "RandomFourierFeatures",
+    "SparseHDF5Dataset",
+    "SparseLinearFeatures",
     "linearise",
 ]
 __version__ = "0.1.0"

@@ -91,26 +91,36 @@ class HDF5Dataset:
         except OSError as err:
             raise ValueError(f"path: {self.path!r} is not a readable HDF5 file ({err})") from err
         with f:
-            for arg, name in (("x", x), ("y", y)):
-                if name not in f or not isinstance(f[name], h5py.Dataset):
-                    raise ValueError(
-                        f"{arg}: no dataset named {name!r} in {self.path!r}; it holds {_names(f)}"
-                    )
-            xs, ys = f[x].shape, f[y].shape
-            if len(xs) < 1:
-                raise ValueError(f"x: dataset {x!r} must have a leading row axis, got shape {xs}")
+            n_x, self._input_shape = self._x_layout(f)
+            if y not in f or not isinstance(f[y], h5py.Dataset):
+                raise ValueError(
+                    f"y: no dataset named {y!r} in {self.path!r}; it holds {_names(f)}"
+                )
+            ys = f[y].shape
             if len(ys) not in (1, 2):
                 raise ValueError(f"y: dataset {y!r} must be 1-D or 2-D, got shape {ys}")
-            same_length(xs[0], ys[0], f"x (dataset {x!r})", f"y (dataset {y!r})")
-            if xs[0] == 0:
+            same_length(n_x, ys[0], f"x (dataset {x!r})", f"y (dataset {y!r})")
+            if n_x == 0:
                 raise ValueError(f"x: dataset {x!r} in {self.path!r} has no rows")
             for start in range(0, ys[0], 1 << 20):
                 check_finite(
                     f[y][start : start + (1 << 20)], f"y (dataset {y!r}, rows from {start})"
                 )
-            self._n, self._m = int(xs[0]), int(ys[1]) if len(ys) == 2 else 1
-            self._input_shape = tuple(int(s) for s in xs[1:])
+            self._n, self._m = int(n_x), int(ys[1]) if len(ys) == 2 else 1
             self.y_ndim = len(ys)
+
+    def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
+        """(rows, shape of one input) of the inputs' dataset, checked."""
+        if self.x_name not in f or not isinstance(f[self.x_name], h5py.Dataset):
+            raise ValueError(
+                f"x: no dataset named {self.x_name!r} in {self.path!r}; it holds {_names(f)}"
+            )
+        xs = f[self.x_name].shape
+        if len(xs) < 1:
+            raise ValueError(
+                f"x: dataset {self.x_name!r} must have a leading row axis, got shape {xs}"
+            )
+        return int(xs[0]), tuple(int(v) for v in xs[1:])
 
     @property
     def n(self) -> int:
@@ -178,6 +188,7 @@ class HDF5Dataset:
         for xb, yb, start in self._raw_blocks(block_size, starts):
             if self.x_offset is not None:
                 xb = (xb - self.x_offset).astype(xb.dtype)
+            if self.y_offset is not None:
                 yb = (yb - self.y_offset).astype(yb.dtype)
             rows = np.arange(start, start + len(xb))
             if key is not None:
@@ -191,6 +202,96 @@ def _names(f: h5py.File) -> list[str]:
     names: list[str] = []
     f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
+
+
+class SparseHDF5Dataset(HDF5Dataset):
+    r"""A sparse design stored in CSR form in an HDF5 file, streamed in row blocks.
+
+    Layout: a group (default ``"X"``) with datasets ``data`` (nnz,) float, ``indices``
+    (nnz,) int column indices, ``indptr`` (n + 1,) int, and the attribute ``shape`` =
+    (n, p); targets as for ``HDF5Dataset``. E.g. an econometric panel: per row the
+    one-hot unit and time effects and a few dense covariates.
+
+    Each block is handed to the features as padded rows (b, r, 2): for row i its r
+    (column index, value) pairs, r the largest row length in the file, padding (0, 0).
+    ``SparseLinearFeatures`` applies them by gather and scatter-add, so memory is
+    O(b·r + d) and nothing of size n·p exists. Column indices travel as floats, exact
+    below 2²⁴ in float32 (enable ``jax_enable_x64`` for wider designs). The inputs are
+    never centred (that would fill them in); ``shifted`` moves the targets only.
+    """
+
+    def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
+        g = f.get(self.x_name)
+        parts = ("data", "indices", "indptr")
+        if (
+            not isinstance(g, h5py.Group)
+            or any(k not in g for k in parts)
+            or "shape" not in g.attrs
+        ):
+            raise ValueError(
+                f"x: no CSR group {self.x_name!r} (datasets data, indices, indptr and attribute "
+                f"shape) in {self.path!r}; it holds {_names(f)}"
+            )
+        n, p = (int(v) for v in g.attrs["shape"])
+        indptr = g["indptr"]
+        if indptr.shape != (n + 1,) or g["data"].shape != g["indices"].shape:
+            raise ValueError(
+                f"x: CSR group {self.x_name!r} is inconsistent: indptr has shape {indptr.shape} "
+                f"for n = {n} rows, data {g['data'].shape}, indices {g['indices'].shape}"
+            )
+        if np.dtype(default_dtype()) == np.float32 and p >= 1 << 24:
+            raise ValueError(f"x: {p} columns need float64 column indices; enable jax_enable_x64")
+        width = 0
+        for start in range(0, n, 1 << 20):
+            ptr = indptr[start : start + (1 << 20) + 1]
+            width = max(width, int(np.max(np.diff(ptr), initial=0)))
+        self.n_columns = p
+        return n, (max(width, 1), 2)
+
+    def moments(self, block_size: int | None = None) -> tuple[None, np.ndarray, np.ndarray]:
+        """(None, ȳ, Var y): the inputs are not centred."""
+        return (None, *super().moments(block_size)[1:])
+
+    def shifted(self, x_offset, y_offset) -> SparseHDF5Dataset:
+        """The same file read with y − y_offset (``x_offset`` must be None)."""
+        if x_offset is not None:
+            raise ValueError("x_offset: a sparse design is not centred; pass None")
+        view = copy.copy(self)
+        view.y_offset = np.asarray(y_offset, np.float64).reshape(self.m)
+        return view
+
+    def _raw_blocks(self, block_size: int, starts=None):
+        dtype = default_dtype()
+        starts = np.arange(0, self.n, block_size) if starts is None else starts
+        width = self.input_shape[0]
+        with h5py.File(self.path, "r") as f:
+            g, yd = f[self.x_name], f[self.y_name]
+            for start in starts:
+                stop = min(start + block_size, self.n)
+                ptr = g["indptr"][start : stop + 1].astype(np.int64)
+                data = np.asarray(g["data"][ptr[0] : ptr[-1]], dtype=dtype)
+                check_finite(data, f"x (CSR group {self.x_name!r}, rows {start}:{stop})")
+                index = g["indices"][ptr[0] : ptr[-1]]
+                if index.size and (index.min() < 0 or index.max() >= self.n_columns):
+                    raise ValueError(
+                        f"x: column indices of rows {start}:{stop} leave [0, {self.n_columns})"
+                    )
+                xb = padded_rows(data, index, ptr - ptr[0], width, dtype)
+                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
+                yield xb, yb, start
+
+
+def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
+    """CSR rows (data, indices, indptr from 0) as (b, width, 2) (column, value) pairs,
+    padded with (0, 0): the input format of ``SparseLinearFeatures``."""
+    counts = np.diff(indptr)
+    if counts.size and counts.max() > width:
+        raise ValueError(f"width: rows have up to {counts.max()} entries, more than {width}")
+    out = np.zeros((len(counts), width, 2), dtype or default_dtype())
+    row = np.repeat(np.arange(len(counts)), counts)
+    slot = np.arange(len(indices)) - np.repeat(indptr[:-1], counts)
+    out[row, slot, 0], out[row, slot, 1] = indices, data
+    return out
 
 
 Dataset = ArrayDataset | HDF5Dataset

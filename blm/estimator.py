@@ -16,20 +16,22 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse
 
-from blm._checks import as_float_array, one_of, positive, positive_int, same_length
+from blm._checks import as_float_array, check_finite, one_of, positive, positive_int, same_length
 from blm.checkpoint import Checkpointer
-from blm.data import ArrayDataset, HDF5Dataset, default_dtype
+from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
-from blm.features import LinearFeatures
+from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import cg
+from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
 
 SOLVERS = ("exact", "sgd", "cg")
@@ -315,10 +317,16 @@ class BayesianLinearRegression:
         if isinstance(X, HDF5Dataset):
             if y is not None:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
+            self._y_1d = X.y_ndim == 1
+            if isinstance(X, SparseHDF5Dataset):
+                # the inputs stay sparse (uncentred); the targets are centred
+                _, y_mean, self._y_var = X.moments()
+                self.X_offset_ = np.zeros(X.n_columns)
+                self.y_offset_ = y_mean if self.fit_intercept else np.zeros(X.m)
+                return SparseLinearFeatures(X.n_columns, X.m), X.shifted(None, self.y_offset_)
             if len(X.input_shape) != 1:
                 raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
             (p,), m = X.input_shape, X.m
-            self._y_1d = X.y_ndim == 1
             x_mean, y_mean, self._y_var = X.moments()
             if self.fit_intercept:
                 self.X_offset_, self.y_offset_ = x_mean, y_mean
@@ -506,19 +514,34 @@ class BayesianLinearRegression:
 
     def predict(self, X, return_std: bool = False):
         """Predictive mean, and with ``return_std`` the predictive standard deviation
-        √(x H⁻¹ xᵀ + 1/β) (x centred as in fit), per output."""
+        √(x H⁻¹ xᵀ + 1/β) (x centred as in fit), per output. X: an array, or a scipy
+        sparse matrix (then x H⁻¹ xᵀ from the samples by sparse products, never densified
+        for sgd/cg)."""
         self._check_fitted()
-        X = as_float_array(X, "X", ndim=2)
         p = self.X_offset_.shape[0]
+        sparse_input = scipy.sparse.issparse(X)
+        if sparse_input:
+            X = scipy.sparse.csr_array(X, dtype=np.float64)
+            check_finite(X.data, "X")
+        else:
+            X = as_float_array(X, "X", ndim=2)
         if X.shape[1] != p:
             raise ValueError(f"X must have {p} columns as in fit, got {X.shape[1]}")
         coef = np.atleast_2d(self.coef_)
-        mean = X @ coef.T + self.y_offset_ - coef @ self.X_offset_
+        mean = np.asarray(X @ coef.T) + self.y_offset_ - coef @ self.X_offset_
         if not return_std:
             return mean[:, 0] if self._y_1d else mean
-        Xc = jnp.asarray(X - self.X_offset_, default_dtype())
-        rows = self._features.dense(Xc)  # (t, m, d)
-        t, m, d = rows.shape
-        var = np.asarray(self.posterior_.predictive_variance(rows.reshape(t * m, d))).reshape(t, m)
+        m = self.y_offset_.shape[0]
+        if sparse_input and isinstance(self.posterior_, SampledPosterior):
+            Z = np.asarray(self.posterior_.samples, np.float64).reshape(-1, m, p)  # (k, m, p)
+            proj = np.stack([X @ Z[:, k].T for k in range(m)], axis=1)  # (t, m, k)
+            var = np.mean((proj - (Z @ self.X_offset_).T[None]) ** 2, axis=-1)
+        else:
+            X = X.toarray() if sparse_input else X
+            Xc = jnp.asarray(X - self.X_offset_, default_dtype())
+            rows = self._features.dense(Xc)  # (t, m, d)
+            t, _, d = rows.shape
+            var = np.asarray(self.posterior_.predictive_variance(rows.reshape(t * m, d)))
+            var = var.reshape(t, m)
         std = np.sqrt(var + 1.0 / np.atleast_1d(self.beta_))
         return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)

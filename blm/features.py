@@ -154,6 +154,63 @@ class LinearFeatures(Features):
         return jnp.asarray(np.repeat(np.arange(self.n_outputs), self.n_inputs), jnp.int32)
 
 
+class SparseLinearFeatures(Features):
+    r"""A sparse design matrix with p columns and m outputs, φ(x) = I_m ⊗ t(x)ᵀ as in
+    ``LinearFeatures``, where each input is a padded sparse row: r (column, value) pairs
+    (b, r, 2), padding (0, 0) (``blm.data.padded_rows``, ``SparseHDF5Dataset``).
+
+    φ(x_b)θ gathers: (φ(x_b)θ)_{ik} = Σ_j v_ij Θ[k, c_ij]; φ(x_b)ᵀu scatter-adds:
+    Θ̃[k, c_ij] += v_ij u_ik. Cost O(b·r·m) per batch plus O(d) for the output; the
+    n × p design never exists. θ is the row-major ravel of Θ (m, p), as for
+    ``LinearFeatures``.
+    """
+
+    n_inputs: int = eqx.field(static=True)
+    n_outputs: int = eqx.field(static=True)
+
+    def __init__(self, n_inputs: int, n_outputs: int = 1):
+        self.n_inputs = positive_int(n_inputs, "n_inputs")
+        self.n_outputs = positive_int(n_outputs, "n_outputs")
+
+    @property
+    def d(self) -> int:
+        return self.n_inputs * self.n_outputs
+
+    @property
+    def m(self) -> int:
+        return self.n_outputs
+
+    @staticmethod
+    def _split(inputs):
+        return inputs[..., 0].astype(jnp.int32), inputs[..., 1]
+
+    def jvp(self, inputs, z):
+        cols, vals = self._split(inputs)
+        Z = jnp.reshape(z, (self.n_outputs, self.n_inputs))
+        return jnp.einsum("kbr,br->bk", Z[:, cols], vals)
+
+    def _scatter(self, cols, weights):
+        """Θ̃ (m, p) with Θ̃[k, c_ij] += weights[k, i, j], raveled."""
+        out = jnp.zeros((self.n_outputs, self.n_inputs), weights.dtype)
+        return jnp.ravel(out.at[:, cols].add(weights))
+
+    def vjp(self, inputs, v):
+        cols, vals = self._split(inputs)
+        return self._scatter(cols, vals[None] * v.T[:, :, None])
+
+    def sq_rows(self, inputs, factor):
+        cols, vals = self._split(inputs)
+        w = jnp.sum(factor**2, axis=-1)  # (b, m): (B_i)_kk
+        return self._scatter(cols, w.T[:, :, None] * vals[None] ** 2)
+
+    def dense(self, inputs):
+        cols, vals = self._split(inputs)
+        b = cols.shape[0]
+        rows = jnp.zeros((b, self.n_inputs), vals.dtype).at[jnp.arange(b)[:, None], cols].add(vals)
+        eye = jnp.eye(self.n_outputs, dtype=rows.dtype)
+        return jnp.einsum("kl,bp->bklp", eye, rows).reshape(b, self.n_outputs, self.d)
+
+
 class RandomFourierFeatures(LinearFeatures):
     r"""φ(x) = √(2/D) cos(x Ω + b), Ω ~ N(0, ℓ⁻²I), b ~ U[0, 2π): D random features of an
     RBF kernel with lengthscale ℓ (Rahimi & Recht), computed batch by batch from the

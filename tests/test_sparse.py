@@ -1,0 +1,117 @@
+"""Sparse designs in CSR HDF5 files: padded rows, gather/scatter features, the estimator."""
+
+import h5py
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.sparse
+
+from blm import BayesianLinearRegression, LinearFeatures, SparseHDF5Dataset, SparseLinearFeatures
+from blm.data import padded_rows
+
+
+def _panel(rng, n_units=40, n_times=15, n_cov=3):
+    """One-hot unit and time effects beside dense covariates (a small econometric panel)."""
+    unit = np.repeat(np.arange(n_units), n_times)
+    time = np.tile(np.arange(n_times), n_units)
+    n = len(unit)
+    cov = rng.standard_normal((n, n_cov))
+    drop = rng.random((n, n_cov)) < 0.3  # ragged rows: some covariates missing (zero)
+    cov[drop] = 0.0
+    X = np.hstack([np.eye(n_units)[unit], np.eye(n_times)[time], cov])
+    y = rng.standard_normal(n_units)[unit] + 0.5 * np.sin(time) + cov @ [1.0, -0.5, 0.2]
+    return scipy.sparse.csr_array(X), y + 0.3 * rng.standard_normal(n) + 3.0
+
+
+def _write(path, X, y):
+    with h5py.File(path, "w") as f:
+        g = f.create_group("X")
+        g["data"], g["indices"], g["indptr"] = X.data, X.indices, X.indptr
+        g.attrs["shape"] = X.shape
+        f["y"] = y
+    return path
+
+
+def test_sparse_features_equal_the_dense_design():
+    rng = np.random.default_rng(0)
+    X, _ = _panel(rng)
+    width = int(np.diff(X.indptr).max())
+    rows = jnp.asarray(padded_rows(X.data, X.indices, X.indptr, width))
+    dense = jnp.asarray(X.toarray())
+    for m in (1, 2):
+        sparse, ref = SparseLinearFeatures(X.shape[1], m), LinearFeatures(X.shape[1], m)
+        z = jnp.asarray(rng.standard_normal(ref.d))
+        v = jnp.asarray(rng.standard_normal((X.shape[0], m)))
+        L = jnp.asarray(rng.standard_normal((X.shape[0], m, m)))
+        np.testing.assert_allclose(sparse.jvp(rows, z), ref.jvp(dense, z), rtol=1e-12)
+        np.testing.assert_allclose(sparse.vjp(rows, v), ref.vjp(dense, v), rtol=1e-12)
+        np.testing.assert_allclose(sparse.sq_rows(rows, L), ref.sq_rows(dense, L), rtol=1e-12)
+        np.testing.assert_allclose(sparse.dense(rows), ref.dense(dense), rtol=1e-12)
+    with pytest.raises(ValueError, match="width: rows have up to"):
+        padded_rows(X.data, X.indices, X.indptr, width - 1)
+
+
+def test_sparse_dataset_streams_every_row_once(tmp_path):
+    rng = np.random.default_rng(1)
+    X, y = _panel(rng)
+    ds = SparseHDF5Dataset(_write(tmp_path / "p.h5", X, y), block_size=77)
+    assert ds.n == X.shape[0] and ds.n_columns == X.shape[1]
+    feats = SparseLinearFeatures(X.shape[1])
+    seen, dense = [], X.toarray()
+    for xb, yb, rows in ds.blocks(key=__import__("jax").random.PRNGKey(0)):
+        np.testing.assert_allclose(feats.dense(xb)[:, 0], dense[np.asarray(rows)])
+        np.testing.assert_allclose(yb[:, 0], y[np.asarray(rows)])
+        seen.extend(np.asarray(rows))
+    assert sorted(seen) == list(range(ds.n))
+
+
+def test_sparse_dataset_errors_name_the_problem(tmp_path):
+    rng = np.random.default_rng(2)
+    X, y = _panel(rng)
+    path = _write(tmp_path / "p.h5", X, y)
+    with h5py.File(path, "a") as f:
+        f["dense"] = X.toarray()
+        bad = f.create_group("bad")
+        bad["data"], bad["indices"], bad["indptr"] = X.data, X.indices, X.indptr[:-1]
+        bad.attrs["shape"] = X.shape
+        out = f.create_group("out")
+        out["data"], out["indices"], out["indptr"] = X.data, X.indices + 100, X.indptr
+        out.attrs["shape"] = X.shape
+    with pytest.raises(ValueError, match="x: no CSR group 'dense'"):
+        SparseHDF5Dataset(path, x="dense")
+    with pytest.raises(ValueError, match="is inconsistent: indptr"):
+        SparseHDF5Dataset(path, x="bad")
+    with pytest.raises(ValueError, match="column indices of rows 0:"):
+        list(SparseHDF5Dataset(path, x="out").blocks())
+    with pytest.raises(ValueError, match="x_offset: a sparse design is not centred"):
+        SparseHDF5Dataset(path).shifted(np.zeros(X.shape[1]), [0.0])
+
+
+@pytest.mark.parametrize(
+    "options, rtol",
+    [
+        ({"solver": "exact"}, 1e-8),
+        (
+            {"solver": "cg", "n_samples": 8, "random_state": 0, "solver_options": {"tol": 1e-10}},
+            1e-6,
+        ),
+    ],
+)
+def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol):
+    rng = np.random.default_rng(3)
+    X, y = _panel(rng)
+    path = _write(tmp_path / "p.h5", X, y)
+    sparse = BayesianLinearRegression(tol=1e-8, **options).fit(
+        SparseHDF5Dataset(path, block_size=50)
+    )
+    # the sparse path centres y only: the dense reference without an intercept on y − ȳ
+    dense = BayesianLinearRegression(tol=1e-8, fit_intercept=False, **options)
+    dense.fit(X.toarray(), y - y.mean())
+    np.testing.assert_allclose(sparse.alpha_, dense.alpha_, rtol=rtol)
+    np.testing.assert_allclose(sparse.beta_, dense.beta_, rtol=rtol)
+    np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=rtol, atol=rtol)
+    assert sparse.intercept_ == pytest.approx(y.mean())
+    mean_s, std_s = sparse.predict(X[:20], return_std=True)  # scipy sparse input
+    mean_d, std_d = dense.predict(X[:20].toarray(), return_std=True)
+    np.testing.assert_allclose(mean_s, mean_d + y.mean(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(std_s, std_d, rtol=rtol)
