@@ -71,11 +71,12 @@ def fit(args: argparse.Namespace) -> int:
     """Fit α, β and the posterior to DATA.h5 and write POSTERIOR.h5."""
     import h5py
 
-    from blm import BayesianLinearRegression, HDF5Dataset
+    from blm import BayesianLinearRegression
+    from blm.data import open_hdf5
 
     checkpoint = args.checkpoint or args.out + ".ckpt"
     try:
-        dataset = HDF5Dataset(args.data, x=args.x, y=args.y, block_size=args.block_size)
+        dataset = open_hdf5(args.data, x=args.x, y=args.y, block_size=args.block_size)
         groups = None
         if args.groups is not None:
             with h5py.File(args.data, "r") as f:
@@ -131,6 +132,7 @@ def predict(args: argparse.Namespace) -> int:
     import h5py
 
     from blm import BayesianLinearRegression
+    from blm.data import csr_block
 
     try:
         est = BayesianLinearRegression.load(args.posterior)
@@ -141,18 +143,21 @@ def predict(args: argparse.Namespace) -> int:
                 raise ValueError(f"--x: no dataset named {args.x!r} in {args.data!r}")
             xd = f[args.x]
             p = est.X_offset_.shape[0]
-            if xd.ndim != 2 or xd.shape[1] != p:
+            sparse = isinstance(xd, h5py.Group)
+            shape = tuple(xd.attrs["shape"]) if sparse else xd.shape
+            if len(shape) != 2 or shape[1] != p:
                 raise ValueError(
-                    f"--x: dataset {args.x!r} has shape {xd.shape}; the posterior was fitted "
-                    f"to rows of {p} columns"
+                    f"--x: {args.x!r} has shape {shape}; the posterior was fitted to rows of "
+                    f"{p} columns"
                 )
-            n, m = xd.shape[0], est.y_offset_.shape[0]
+            n, m = shape[0], est.y_offset_.shape[0]
             shape = (n,) if est._y_1d else (n, m)
             with atomic_h5(args.out) as out:
                 mean, std = (out.create_dataset(name, shape, "f8") for name in ("mean", "std"))
                 for start in range(0, n, args.block_size):
                     stop = min(start + args.block_size, n)
-                    mean[start:stop], std[start:stop] = est.predict(xd[start:stop], return_std=True)
+                    rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
+                    mean[start:stop], std[start:stop] = est.predict(rows, return_std=True)
     except (FileNotFoundError, ValueError) as err:
         return _fail("predict", err)
     print(f"blm predict: mean and std of {n} rows written to {args.out}")

@@ -294,4 +294,27 @@ def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
     return out
 
 
+def open_hdf5(
+    path: str | os.PathLike, x: str = "X", y: str = "y", block_size: int = 4096
+) -> HDF5Dataset:
+    """An ``HDF5Dataset``, or a ``SparseHDF5Dataset`` when ``x`` names a CSR group."""
+    path = os.fspath(path)
+    sparse = False
+    if os.path.exists(path) and h5py.is_hdf5(path):
+        with h5py.File(path, "r") as f:
+            sparse = isinstance(f.get(x), h5py.Group)
+    return (SparseHDF5Dataset if sparse else HDF5Dataset)(path, x, y, block_size)
+
+
+def csr_block(group: h5py.Group, start: int, stop: int):
+    """Rows start:stop of a CSR group as a scipy ``csr_array`` (float64)."""
+    import scipy.sparse
+
+    ptr = group["indptr"][start : stop + 1].astype(np.int64)
+    data = group["data"][ptr[0] : ptr[-1]].astype(np.float64)
+    indices = group["indices"][ptr[0] : ptr[-1]]
+    shape = (stop - start, int(group.attrs["shape"][1]))
+    return scipy.sparse.csr_array((data, indices, ptr - ptr[0]), shape=shape)
+
+
 Dataset = ArrayDataset | HDF5Dataset

@@ -156,3 +156,65 @@ def test_resume_refuses_another_fit(tmp_path, data):
     args[args.index("--samples") + 1] = 8
     res = _run(*args, "--resume")
     assert res.returncode == 2 and "belongs to another fit" in res.stderr
+
+
+SCRIPTS = __import__("pathlib").Path(__file__).parent.parent / "data_scripts"
+
+
+def test_data_scripts_feed_blm_fit(tmp_path):
+    macro, panel = tmp_path / "macro.h5", tmp_path / "panel.h5"
+    script = [
+        sys.executable,
+        str(SCRIPTS / "bundled_to_hdf5.py"),
+        "macro",
+        str(macro),
+        "--lags",
+        "2",
+    ]
+    assert subprocess.run(script, capture_output=True, timeout=120).returncode == 0
+    with h5py.File(macro, "r") as f:
+        assert f["X"].shape == (200, 27) and list(f["groups"].attrs["names"])[0] == "realgdp"
+        assert f["y"].attrs["units"] == "percent per year"
+    out = _run(
+        "fit",
+        macro,
+        "--groups",
+        "groups",
+        "--solver",
+        "exact",
+        "--out",
+        tmp_path / "m.h5",
+        "--quiet",
+    )
+    assert out.returncode == 0, out.stderr
+    assert BayesianLinearRegression.load(tmp_path / "m.h5").alpha_.shape == (9,)
+    script = [
+        sys.executable,
+        str(SCRIPTS / "synthetic_hdf5.py"),
+        "panel",
+        str(panel),
+        "--units",
+        "300",
+    ]
+    assert subprocess.run(script, capture_output=True, timeout=120).returncode == 0
+    post = tmp_path / "p.h5"
+    out = _run(
+        "fit",
+        panel,
+        "--groups",
+        "groups",
+        "--solver",
+        "cg",
+        "--samples",
+        4,
+        "--out",
+        post,
+        "--quiet",
+    )
+    assert out.returncode == 0, out.stderr
+    out = _run("predict", post, panel, "--out", tmp_path / "pred.h5", "--block-size", 128)
+    assert out.returncode == 0, out.stderr
+    with h5py.File(tmp_path / "pred.h5", "r") as f, h5py.File(panel, "r") as g:
+        mean, std, y = f["mean"][()], f["std"][()], g["y"][()]
+    assert mean.shape == (600,) and np.all(std > 0)
+    assert np.mean(np.abs(y - mean) < 2 * std) > 0.9  # calibrated bands on the fitted rows
