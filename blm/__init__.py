@@ -7,6 +7,7 @@ from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.network import NetworkFeatures
 from blm.priors import Prior
+from blm.sharding import data_parallel
 from blm.solvers.exact import ExactPosterior
 
 __all__ = [
@@ -27,5 +28,6 @@ __all__ = [
     "SparseHDF5Dataset",
     "SparseLinearFeatures",
     "linearise",
+    "data_parallel",
 ]
 __version__ = "0.1.0"

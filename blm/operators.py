@@ -27,6 +27,7 @@ from jaxtyping import Array, Float, Int
 from blm._checks import positive_int
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
+from blm.sharding import put_rows
 
 
 def _check(features: Features, dataset) -> None:
@@ -40,8 +41,8 @@ def _accumulate(features: Features, dataset, block_size: int | None, kernel):
     """Σ over blocks of kernel(x_b, y_b, rows_b), after checking the dataset fits."""
     _check(features, dataset)
     total = 0.0
-    for xb, yb, rows in dataset.blocks(block_size):
-        total = total + kernel(xb, yb, rows)
+    for block in dataset.blocks(block_size):
+        total = total + kernel(*put_rows(block))
     return total
 
 

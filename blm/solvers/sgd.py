@@ -39,6 +39,7 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.operators import row_noise
 from blm.priors import Prior
+from blm.sharding import constrain_rows, put_rows, replicate, row_sharding
 from blm.solvers.sampled import Diagnostics, SampledPosterior
 from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
 
@@ -121,9 +122,22 @@ def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale):
 
 @eqx.filter_jit
 def _run_chunk(
-    problem, optimizer, state, xb, yb, rows, key, n_total, batch_size, n_steps, step0, avg_from
+    problem,
+    optimizer,
+    state,
+    xb,
+    yb,
+    rows,
+    key,
+    n_total,
+    batch_size,
+    n_steps,
+    step0,
+    avg_from,
+    sharding=None,
 ):
-    """``n_steps`` SGD steps on minibatches drawn from the block (xb, yb, rows)."""
+    """``n_steps`` SGD steps on minibatches drawn from the block (xb, yb, rows); with a
+    row ``sharding`` each minibatch is split along rows over its mesh."""
     n_block = xb.shape[0]
     full = batch_size >= n_block
     scale = n_total / (n_block if full else batch_size)
@@ -134,7 +148,7 @@ def _run_chunk(
             xm, ym, rm = xb, yb, rows
         else:
             idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n_block)
-            xm, ym, rm = xb[idx], yb[idx], rows[idx]
+            xm, ym, rm = constrain_rows((xb[idx], yb[idx], rows[idx]), sharding)
         grad, obj = _minibatch_terms(problem, x, xm, ym, rm, scale)
         updates, opt_state = optimizer.update(grad / problem.precond, opt_state, x)
         x = optax.apply_updates(x, updates)
@@ -260,7 +274,8 @@ def sgd(
     x0 = _initial(init, start)
     opt_state = optimizer.init(x0)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
-    state = (x0, opt_state, x0, jnp.zeros((), jnp.int32))
+    state = replicate((x0, opt_state, x0, jnp.zeros((), jnp.int32)))
+    problem, sharding = replicate(problem), row_sharding()
     avg_from = jnp.asarray(
         config.n_steps if config.polyak is None else int(config.polyak * config.n_steps)
     )
@@ -268,7 +283,7 @@ def sgd(
     bar = _progress(config)
     done, prev = 0, x0
     while done < config.n_steps:
-        xb, yb, rows = next(blocks)
+        xb, yb, rows = put_rows(next(blocks))
         per_block = config.log_every
         if not isinstance(dataset, ArrayDataset):
             per_block = max(1, math.ceil(xb.shape[0] / config.batch_size))
@@ -286,6 +301,7 @@ def sgd(
             n_chunk,
             jnp.asarray(done),
             avg_from,
+            sharding,
         )
         done += n_chunk
         x = state[0]

@@ -1,0 +1,65 @@
+"""Run by tests/test_sharding.py in a fresh process with 4 host CPU devices: fits on one
+device and on four, printed as JSON for the test to compare."""
+
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+import h5py  # noqa: E402
+import numpy as np  # noqa: E402
+
+import blm  # noqa: E402
+from blm.sharding import put_rows  # noqa: E402
+
+
+def main(folder: str) -> None:
+    assert len(jax.devices()) == 4
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1200, 24))
+    y = X @ rng.standard_normal(24) + rng.standard_normal(1200)
+    path = os.path.join(folder, "d.h5")
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, y
+    runs = {
+        "sgd": (dict(solver="sgd", solver_options={"n_steps": 300, "batch_size": 64}), False),
+        "cg-hdf5": (dict(solver="cg", solver_options={"tol": 1e-10}), True),
+    }
+    out = {}
+    for name, (options, streamed) in runs.items():
+        for n_dev in (1, 4):
+            est = blm.BayesianLinearRegression(n_samples=4, random_state=0, max_iter=3, **options)
+            with blm.data_parallel(jax.devices()[:n_dev]):
+                if streamed:
+                    est.fit(blm.HDF5Dataset(path, block_size=400))
+                else:
+                    est.fit(X, y)
+            out[f"{name}/{n_dev}"] = {
+                "alpha": est.alpha_,
+                "beta": est.beta_,
+                "coef": est.coef_.tolist(),
+                "samples": est.samples_.tolist(),
+            }
+    with blm.data_parallel() as mesh:
+        block = put_rows((X[:400], y[:400]))
+        out["block_spec"] = list(block[0].sharding.spec)
+        out["block_devices"] = len(block[0].sharding.device_set)
+        out["mesh"] = mesh.size
+        # a row-split minibatch makes XLA sum Φᵀ(·) across devices
+        sharding = blm.sharding.row_sharding()
+
+        @jax.jit
+        def grad(theta, xb, yb):
+            xb, yb = blm.sharding.constrain_rows((xb, yb), sharding)
+            return xb.T @ (xb @ theta - yb)
+
+        hlo = grad.lower(np.zeros(24), *block).compile().as_text()
+        out["all_reduce"] = "all-reduce" in hlo
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
