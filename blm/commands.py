@@ -115,7 +115,7 @@ def fit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, TypeError) as err:
         return _fail("fit", err)
     est.save(args.out)
     if os.path.exists(checkpoint):

@@ -1,7 +1,9 @@
 """MacKay EM from posterior samples: one sample is already enough.
 
 Data: the bundled Mauna Loa CO₂ series (statsmodels) with a large random-Fourier
-design (a climate-style regression; default 2 000 features on n = 2 225 weeks). The
+design (a climate-style regression; default 2 000 features on n = 2 225 weeks, RFF
+lengthscale 0.1 years: of 0.5, 0.2, 0.1, 0.05 the one the exact evidence prefers,
+log evidence −4 877, −2 132, −1 552, −1 920; γ = 67, 190, 339, 598). The
 α trajectory over EM steps of
 
   (a) exact MacKay (γ from a dense Cholesky),
@@ -12,7 +14,7 @@ design (a climate-style regression; default 2 000 features on n = 2 225 weeks). 
 
 all with flat hyperpriors and the same start (α = 1, β = 1/Var y).
 
-    python experiments/em_convergence.py [--features 2000] [--solver cg|sgd] [--steps 25] [--seeds 5]
+    python experiments/em_convergence.py [--features 2000] [--lengthscale 0.1] [--solver cg|sgd] [--steps 25] [--seeds 5]
 
 Writes experiments/results/em_convergence.{png,md}.
 """
@@ -70,11 +72,12 @@ def evidence_maximiser(X, y):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--features", type=int, default=2000)
+    parser.add_argument("--lengthscale", type=float, default=0.1, help="RFF lengthscale, years")
     parser.add_argument("--solver", choices=["cg", "sgd"], default="cg")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args()
-    X, y, _ = co2_design(n_features=args.features, lengthscale=0.5)
+    X, y, _ = co2_design(n_features=args.features, lengthscale=args.lengthscale)
     n, d = X.shape
 
     t0 = time.perf_counter()
@@ -114,7 +117,7 @@ def main() -> None:
 
     OUT.mkdir(exist_ok=True)
     lines = [
-        f"# MacKay EM on co2 (n = {n}, d = {d} random Fourier features), {args.steps} EM steps",
+        f"# MacKay EM on co2 (n = {n}, d = {d} random Fourier features, lengthscale {args.lengthscale} years), {args.steps} EM steps",
         "",
         f"Exact evidence maximiser (L-BFGS on the closed form): α* = {alpha_opt:.5g}, β* = {beta_opt:.5g}, "
         f"log evidence {ev_opt:.2f}.",

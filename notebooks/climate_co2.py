@@ -33,7 +33,7 @@ from blm.datasets import co2_design
 small = os.environ.get("BLM_NOTEBOOK_SMALL") == "1"
 n_features = 100 if small else 1000
 
-X, y, t = co2_design(n_features=n_features, lengthscale=0.5)
+X, y, t = co2_design(n_features=n_features, lengthscale=0.1)
 train = t < t.max() - 10
 print(f"{X.shape[0]} weeks, {X.shape[1]} features; {train.sum()} weeks to fit")
 
