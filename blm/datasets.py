@@ -50,6 +50,20 @@ def co2_design(
     return np.hstack([trend, np.asarray(rff.transform(jnp.asarray(t[:, None])), dtype=float)]), y, t
 
 
+MACRO_INDICATORS = (
+    "realgdp",
+    "realcons",
+    "realinv",
+    "realgovt",
+    "realdpi",
+    "m1",
+    "tbilrate",
+    "unemp",
+    "pop",
+)
+"""The indicators of ``macro_design``, in its column (and prior group) order."""
+
+
 def macro_design(lags: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inflation on standardised indicators and their lags (statsmodels ``macrodata``).
 
@@ -57,17 +71,7 @@ def macro_design(lags: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     sm = _need("statsmodels.api")
     df = sm.datasets.macrodata.load_pandas().data
-    names = [
-        "realgdp",
-        "realcons",
-        "realinv",
-        "realgovt",
-        "realdpi",
-        "m1",
-        "tbilrate",
-        "unemp",
-        "pop",
-    ]
+    names = MACRO_INDICATORS
     growth = {"realgdp", "realcons", "realinv", "realgovt", "realdpi", "m1", "pop"}
     series = []
     for name in names:

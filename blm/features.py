@@ -154,7 +154,7 @@ class LinearFeatures(Features):
         return jnp.asarray(np.repeat(np.arange(self.n_outputs), self.n_inputs), jnp.int32)
 
 
-class SparseLinearFeatures(Features):
+class SparseLinearFeatures(LinearFeatures):
     r"""A sparse design matrix with p columns and m outputs, φ(x) = I_m ⊗ t(x)ᵀ as in
     ``LinearFeatures``, where each input is a padded sparse row: r (column, value) pairs
     (b, r, 2), padding (0, 0) (``blm.data.padded_rows``, ``SparseHDF5Dataset``).
@@ -165,20 +165,10 @@ class SparseLinearFeatures(Features):
     ``LinearFeatures``.
     """
 
-    n_inputs: int = eqx.field(static=True)
-    n_outputs: int = eqx.field(static=True)
+    def transform(self, inputs):
+        raise TypeError("transform: sparse rows are applied by gather/scatter, never densified")
 
-    def __init__(self, n_inputs: int, n_outputs: int = 1):
-        self.n_inputs = positive_int(n_inputs, "n_inputs")
-        self.n_outputs = positive_int(n_outputs, "n_outputs")
-
-    @property
-    def d(self) -> int:
-        return self.n_inputs * self.n_outputs
-
-    @property
-    def m(self) -> int:
-        return self.n_outputs
+    linearize = Features.linearize
 
     @staticmethod
     def _split(inputs):

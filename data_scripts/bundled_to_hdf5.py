@@ -29,19 +29,7 @@ import h5py
 import numpy as np
 
 from blm.checkpoint import atomic_h5
-from blm.datasets import co2_design, macro_design
-
-MACRO_NAMES = [
-    "realgdp",
-    "realcons",
-    "realinv",
-    "realgovt",
-    "realdpi",
-    "m1",
-    "tbilrate",
-    "unemp",
-    "pop",
-]
+from blm.datasets import MACRO_INDICATORS, co2_design, macro_design
 
 
 def co2(features: int) -> dict:
@@ -62,13 +50,13 @@ def co2(features: int) -> dict:
 
 def macro(lags: int) -> dict:
     X, y, groups = macro_design(lags=lags)
-    columns = [f"{name}_lag{lag}" for lag in range(lags + 1) for name in MACRO_NAMES]
+    columns = [f"{name}_lag{lag}" for lag in range(lags + 1) for name in list(MACRO_INDICATORS)]
     return dict(
         X=X,
         y=y,
         groups=groups.astype(np.int32),
         columns=columns,
-        group_names=MACRO_NAMES,
+        group_names=list(MACRO_INDICATORS),
         units="percent per year",
         source="statsmodels.datasets.macrodata",
         description="US inflation on standardised indicators (growth rates, rates) and their lags",

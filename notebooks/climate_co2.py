@@ -59,6 +59,10 @@ print(
 
 # %% [markdown]
 # ## Predictive bands: mean ± 2 sd, with the held-out decade
+# Compare the coverage on the fitted weeks with the held-out decade: random Fourier
+# features are a parametric model, so beyond the data their predictive variance does not
+# grow as a Gaussian process's would. The bands are honest about the noise and the
+# weights, not about extrapolating the trend.
 
 # %%
 mean, std = est.predict(X, return_std=True)

@@ -27,10 +27,10 @@ import numpy as np
 from sklearn.linear_model import BayesianRidge
 
 from blm import BayesianLinearRegression
-from blm.datasets import macro_design
+from blm.datasets import MACRO_INDICATORS, macro_design
 
 small = os.environ.get("BLM_NOTEBOOK_SMALL") == "1"
-names = ["realgdp", "realcons", "realinv", "realgovt", "realdpi", "m1", "tbilrate", "unemp", "pop"]
+names = MACRO_INDICATORS
 X, y, groups = macro_design(lags=2 if small else 4)
 cut = int(0.8 * len(y))
 print(
