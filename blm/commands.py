@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 import numpy as np
@@ -75,6 +76,10 @@ def fit(args: argparse.Namespace) -> int:
     from blm.data import open_hdf5
 
     checkpoint = args.checkpoint or args.out + ".ckpt"
+    # Ctrl-C must reach the fit as KeyboardInterrupt even when this process inherited
+    # SIGINT as ignored (a background job of a non-interactive shell): Python then
+    # leaves it ignored, and the checkpoint-on-interrupt promise would silently fail
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         dataset = open_hdf5(args.data, x=args.x, y=args.y, block_size=args.block_size)
         groups = None
