@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm._checks import as_float_array, one_of, positive, positive_int
+from blm.checkpoint import atomic_h5
 from blm.data import ArrayDataset, default_dtype
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.loop import Trajectory
@@ -330,9 +331,7 @@ class LaplacePosterior:
     def save(self, path: str | os.PathLike) -> None:
         """Write mean, samples, α, β, groups and the model's structure and weight hashes
         to an HDF5 file (written to a temporary name, then renamed into place)."""
-        path = os.fspath(path)
-        tmp = path + ".tmp"
-        with h5py.File(tmp, "w") as f:
+        with atomic_h5(path) as f:
             f["mean"] = np.asarray(self.mean)
             f["samples"] = np.asarray(self.samples)
             f["alpha"] = self.alpha
@@ -345,7 +344,6 @@ class LaplacePosterior:
             f.attrs["structure_hash"] = self.features.structure_hash()
             f.attrs["weights_hash"] = self.features.weights_hash()
             f.attrs["input_shape"] = np.asarray(self.features.input_shape, np.int64)
-        os.replace(tmp, path)
 
     @classmethod
     def load(

@@ -103,3 +103,29 @@ def test_estimator_hdf5_input_errors(tmp_path, problem):
     images = _file(tmp_path, X.reshape(-1, 5, 6), y, "images.h5")
     with pytest.raises(ValueError, match="X: rows must be vectors"):
         BayesianLinearRegression().fit(HDF5Dataset(images))
+
+
+def test_evidence_ascent_state_round_trip_continues_the_same_steps():
+    from blm.evidence.ascent import EvidenceAscent
+
+    args = (np.array([1.0, 2.0]), np.array([0.5]))
+    grads = [(np.array([0.3, -0.1]), np.array([0.2])), (np.array([-0.2, 0.4]), np.array([-0.1]))]
+    whole = EvidenceAscent(*args, learning_rate=0.1)
+    a1, b1, _ = whole.step(*args, 0.0, *grads[0])
+    a2, b2, _ = whole.step(a1, b1, 0.0, *grads[1])
+    first = EvidenceAscent(*args, learning_rate=0.1)
+    first.step(*args, 0.0, *grads[0])
+    resumed = EvidenceAscent(*args, learning_rate=0.1)
+    resumed.restore(first.state_arrays())
+    a2r, b2r, _ = resumed.step(a1, b1, 0.0, *grads[1])
+    np.testing.assert_array_equal(a2r, a2)
+    np.testing.assert_array_equal(b2r, b2)
+    fresh = EvidenceAscent(*args, learning_rate=0.1).step(a1, b1, 0.0, *grads[1])[0]
+    assert not np.allclose(fresh, a2)  # Adam's moments matter, so the state was carried
+
+
+def test_checkpointer_names_bad_every(tmp_path):
+    from blm.checkpoint import Checkpointer
+
+    with pytest.raises(ValueError, match="every: must be a number of seconds"):
+        Checkpointer(tmp_path / "c.h5", every=-1.0)

@@ -115,3 +115,13 @@ def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol):
     mean_d, std_d = dense.predict(X[:20].toarray(), return_std=True)
     np.testing.assert_allclose(mean_s, mean_d + y.mean(), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(std_s, std_d, rtol=rtol)
+
+
+def test_csr_block_reads_the_rows_exactly(tmp_path):
+    from blm.data import csr_block
+
+    rng = np.random.default_rng(4)
+    X, y = _panel(rng)
+    path = _write(tmp_path / "p.h5", X, y)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_array_equal(csr_block(f["X"], 13, 140).toarray(), X[13:140].toarray())
