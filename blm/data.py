@@ -60,6 +60,14 @@ class ArrayDataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.X.shape[1:])
 
+    def with_targets(self, y) -> ArrayDataset:
+        """The same inputs with targets ``y`` (n,) or (n, m)."""
+        y = as_float_array(y, "y", ndim=(1, 2))
+        same_length(self.n, y.shape[0], "X", "y")
+        view = copy.copy(self)
+        view.y = jnp.asarray(y.reshape(self.n, -1), default_dtype())
+        return view
+
     def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
         """(x_b, y_b, rows_b) of at most ``block_size`` rows (all rows if None); rows_b are
         the rows' indices in the dataset."""
@@ -83,7 +91,7 @@ class HDF5Dataset:
         self.path = os.fspath(path)
         self.x_name, self.y_name = x, y
         self.block_size = positive_int(block_size, "block_size")
-        self.x_offset = self.y_offset = None
+        self.x_offset = self.y_offset = self._targets = None
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
         try:
@@ -162,18 +170,41 @@ class HDF5Dataset:
         view.x_offset, view.y_offset = x_offset, y_offset
         return view
 
+    def targets(self) -> np.ndarray:
+        """The targets as stored in the file, read whole ((n,) or (n, m): n·m numbers)."""
+        with h5py.File(self.path, "r") as f:
+            return f[self.y_name][()]
+
+    def with_targets(self, y) -> HDF5Dataset:
+        """The same inputs read with targets ``y`` (n,) or (n, m) held in memory in place
+        of the file's (e.g. a linearised network's pseudo-targets)."""
+        y = as_float_array(y, "y", ndim=(1, 2))
+        same_length(self.n, y.shape[0], "the file's inputs", "y")
+        view = copy.copy(self)
+        view._targets = np.asarray(y.reshape(self.n, -1), default_dtype())
+        view._m, view.y_ndim, view.y_offset = view._targets.shape[1], y.ndim, None
+        return view
+
+    def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
+        """Input rows start:stop, checked finite."""
+        xb = np.asarray(f[self.x_name][start:stop], dtype=dtype)
+        check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
+        return xb
+
     def _raw_blocks(self, block_size: int, starts=None):
-        """(x_b, y_b (rows, m), start) as numpy arrays in the default dtype, checked finite."""
+        """(x_b, y_b (rows, m), start) as numpy arrays in the default dtype, checked finite
+        (y_b from the file, or from ``with_targets``)."""
         dtype = default_dtype()
         starts = np.arange(0, self.n, block_size) if starts is None else starts
         with h5py.File(self.path, "r") as f:
-            xd, yd = f[self.x_name], f[self.y_name]
             for start in starts:
                 stop = min(start + block_size, self.n)
-                xb = np.asarray(xd[start:stop], dtype=dtype)
-                check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
-                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
-                yield xb, yb, start
+                xb = self._read_x(f, start, stop, dtype)
+                if self._targets is None:
+                    yb = np.asarray(f[self.y_name][start:stop], dtype=dtype)
+                else:
+                    yb = self._targets[start:stop]
+                yield xb, yb.reshape(stop - start, -1), start
 
     def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
         """(x_b, y_b, rows_b) read from disk (rows_b: the rows' indices). With a key, the order of contiguous blocks and
@@ -260,25 +291,18 @@ class SparseHDF5Dataset(HDF5Dataset):
         view.y_offset = np.asarray(y_offset, np.float64).reshape(self.m)
         return view
 
-    def _raw_blocks(self, block_size: int, starts=None):
-        dtype = default_dtype()
-        starts = np.arange(0, self.n, block_size) if starts is None else starts
-        width = self.input_shape[0]
-        with h5py.File(self.path, "r") as f:
-            g, yd = f[self.x_name], f[self.y_name]
-            for start in starts:
-                stop = min(start + block_size, self.n)
-                ptr = g["indptr"][start : stop + 1].astype(np.int64)
-                data = np.asarray(g["data"][ptr[0] : ptr[-1]], dtype=dtype)
-                check_finite(data, f"x (CSR group {self.x_name!r}, rows {start}:{stop})")
-                index = g["indices"][ptr[0] : ptr[-1]]
-                if index.size and (index.min() < 0 or index.max() >= self.n_columns):
-                    raise ValueError(
-                        f"x: column indices of rows {start}:{stop} leave [0, {self.n_columns})"
-                    )
-                xb = padded_rows(data, index, ptr - ptr[0], width, dtype)
-                yb = np.asarray(yd[start:stop], dtype=dtype).reshape(stop - start, -1)
-                yield xb, yb, start
+    def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
+        """Rows start:stop as padded (column, value) pairs (b, r, 2), checked."""
+        g = f[self.x_name]
+        ptr = g["indptr"][start : stop + 1].astype(np.int64)
+        data = np.asarray(g["data"][ptr[0] : ptr[-1]], dtype=dtype)
+        check_finite(data, f"x (CSR group {self.x_name!r}, rows {start}:{stop})")
+        index = g["indices"][ptr[0] : ptr[-1]]
+        if index.size and (index.min() < 0 or index.max() >= self.n_columns):
+            raise ValueError(
+                f"x: column indices of rows {start}:{stop} leave [0, {self.n_columns})"
+            )
+        return padded_rows(data, index, ptr - ptr[0], self.input_shape[0], dtype)
 
 
 def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:

@@ -28,9 +28,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import as_float_array, one_of, positive, positive_int
+from blm._checks import as_float_array, one_of, positive, positive_int, same_length
 from blm.checkpoint import atomic_h5
-from blm.data import ArrayDataset, default_dtype
+from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.loop import Trajectory
 from blm.evidence.mackay import fit_mackay
@@ -62,7 +62,9 @@ def linearise(
     """The Bayesian linear model of ``model`` linearised at its current weights.
 
     ``data``: ``(X, y)`` with X of shape (n, *input_shape) and y the targets (n,) or
-    (n, m) for ``Gaussian``, integer labels (n,) for ``Categorical``/``Bernoulli``.
+    (n, m) for ``Gaussian``, integer labels (n,) for ``Categorical``/``Bernoulli``; or an
+    ``HDF5Dataset`` holding both: then the inputs are read in blocks at every pass and
+    only n·m numbers (targets, pseudo-targets, f(w̄, x_i)) are kept in memory.
     ``filter_spec`` selects the parameters (default: every floating-point array; pass
     one to freeze leaves); ``apply(model, x)`` maps one input to its output (default
     ``model(x)``); ``block_size`` rows are pushed through the network at a time in full
@@ -72,27 +74,34 @@ def linearise(
     """
     if not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a blm Likelihood, got {type(likelihood).__name__}")
-    try:
-        X, y = data
-    except (TypeError, ValueError) as err:
-        raise TypeError("data must be a pair (X, y) of arrays") from err
-    X = as_float_array(X, "X")
-    if X.ndim < 1 or X.shape[0] == 0:
-        raise ValueError(f"X must hold at least one input row, got shape {X.shape}")
+    if isinstance(data, SparseHDF5Dataset):
+        raise TypeError("data: a network takes dense inputs; got a sparse (CSR) HDF5 dataset")
+    if isinstance(data, HDF5Dataset):
+        source, y, input_shape = data, data.targets(), data.input_shape
+    else:
+        try:
+            X, y = data
+        except (TypeError, ValueError) as err:
+            raise TypeError("data must be a pair (X, y) of arrays or an HDF5Dataset") from err
+        X = as_float_array(X, "X")
+        if X.ndim < 1 or X.shape[0] == 0:
+            raise ValueError(f"X must hold at least one input row, got shape {X.shape}")
+        source, input_shape = None, X.shape[1:]
     targets = likelihood.encode_targets(y)
-    if targets.shape[0] != X.shape[0]:
-        raise ValueError(f"X has {X.shape[0]} rows but y has {targets.shape[0]}")
-    features = NetworkFeatures(model, X.shape[1:], filter_spec, apply)
+    if source is None:
+        same_length(X.shape[0], targets.shape[0], "X", "y")
+        source = ArrayDataset(X, targets)
+    features = NetworkFeatures(model, input_shape, filter_spec, apply)
     if features.m != likelihood.m:
         raise ValueError(
             f"model outputs shape {features.output_shape} per input ({features.m} numbers) but "
             f"the likelihood expects m={likelihood.m} outputs"
         )
     block_size = positive_int(block_size, "block_size")
-    data_set = ArrayDataset(X, targets)
+    source = source.with_targets(targets)
     parts = [
         _block_pseudo_targets(features, likelihood, xb, yb)
-        for xb, yb, _ in data_set.blocks(block_size)
+        for xb, yb, _ in source.blocks(block_size)
     ]
     offsets = jnp.concatenate([f0 for f0, _ in parts])
     pseudo = jnp.concatenate([p for _, p in parts])
@@ -102,7 +111,7 @@ def linearise(
             "the likelihood's curvature underflows (check the trained model)"
         )
     return LinearisedModel(
-        features, likelihood, ArrayDataset(data_set.X, pseudo), targets, offsets, block_size
+        features, likelihood, source.with_targets(pseudo), targets, offsets, block_size
     )
 
 

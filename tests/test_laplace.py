@@ -347,3 +347,60 @@ def test_rotated_digits_and_activation_size():
     # activations (40 + 40 + 40 + 40 + 3) and not many times more
     size = NetworkFeatures(small_mlp(3), (4,)).activation_size()
     assert 163 <= size <= 5 * 163
+
+
+def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
+    """The network's linear model built from an HDF5 file (inputs read in blocks):
+    the same targets, offsets and pseudo-targets as from arrays, and sample-based EM on
+    it follows exact MacKay on the dense Jacobian."""
+    import h5py
+
+    from blm.data import HDF5Dataset, SparseHDF5Dataset
+    from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
+
+    net, X, y = _regression_problem()
+    path = tmp_path / "train.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, y
+    streamed = linearise(net, HDF5Dataset(path, block_size=16), Gaussian(1.0), block_size=8)
+    in_memory = linearise(net, (X, y), Gaussian(1.0), block_size=8)
+    assert isinstance(streamed.dataset, HDF5Dataset) and streamed.dataset.n == 60
+    np.testing.assert_array_equal(streamed.targets, in_memory.targets)
+    np.testing.assert_allclose(streamed.offsets, in_memory.offsets, atol=1e-12)
+    pseudo = np.concatenate([yb for _, yb, _ in streamed.dataset.blocks()])
+    np.testing.assert_allclose(pseudo, in_memory.dataset.y, atol=1e-12)
+
+    post = streamed.fit(
+        n_samples=32,
+        key=0,
+        alpha_init=1.0,
+        beta_init=4.0,
+        em_steps=1,
+        tol=1e-9,
+        # the file read in blocks of 60 rows per pass, minibatches of 30 drawn within each
+        sgd_options={"n_steps": 2000, "batch_size": 30, "block_size": 60},
+    )
+    model = DenseGaussianModel.from_arrays(
+        in_memory.features.dense(jnp.asarray(X)), in_memory.dataset.y, "dual"
+    )
+    alpha, beta, _ = model.mackay_step(in_memory.prior(), jnp.asarray([4.0]), GammaHyperprior())
+    np.testing.assert_allclose(post.alpha, alpha, rtol=0.03)
+    np.testing.assert_allclose(post.beta, beta, rtol=0.01)
+
+    labels = tmp_path / "labels.h5"
+    with h5py.File(labels, "w") as f:
+        f["X"], f["y"] = X, (X[:, 0] > 0).astype(np.int64)
+    lm = linearise(small_mlp(2), HDF5Dataset(labels), Categorical(2))
+    np.testing.assert_array_equal(lm.targets.argmax(axis=1), X[:, 0] > 0)
+    with h5py.File(labels, "a") as f:
+        f["y"][0] = 5
+    with pytest.raises(ValueError, match="outside the class range"):
+        linearise(small_mlp(2), HDF5Dataset(labels), Categorical(2))
+    sparse = tmp_path / "sparse.h5"
+    with h5py.File(sparse, "w") as f:
+        g = f.create_group("X")
+        g["data"], g["indices"], g["indptr"] = [1.0], [0], [0, 1]
+        g.attrs["shape"] = (1, 4)
+        f["y"] = [0.0]
+    with pytest.raises(TypeError, match="sparse"):
+        linearise(net, SparseHDF5Dataset(sparse), Gaussian(1.0))

@@ -93,6 +93,30 @@ def test_sgd_estimator_on_hdf5_reaches_the_exact_hyperparameters(tmp_path, probl
     np.testing.assert_allclose(disk.beta_, exact.beta_, rtol=0.03)
 
 
+def test_streamed_targets_and_sgd_blocks_hold_a_whole_minibatch(tmp_path, problem):
+    """``with_targets`` swaps the file's targets for in-memory ones row for row, and SGD
+    reads a streamed file in blocks of at least one minibatch (minibatches are drawn
+    within a block, so a smaller block would shrink them)."""
+    import jax
+
+    from blm.solvers.sgd import SGDConfig, _blocks
+
+    X, y = problem
+    ds = HDF5Dataset(_file(tmp_path, X, y), block_size=37)
+    np.testing.assert_array_equal(ds.targets(), y)
+    swapped = ds.with_targets(np.stack([y, -y], axis=1))
+    assert swapped.m == 2 and ds.m == 1
+    for xb, yb, rows in swapped.blocks(37, jax.random.PRNGKey(0)):
+        np.testing.assert_array_equal(xb, X[rows])
+        np.testing.assert_array_equal(yb, np.stack([y[rows], -y[rows]], axis=1))
+    with pytest.raises(ValueError, match="y"):
+        ds.with_targets(y[:-1])
+    config = SGDConfig(batch_size=64, block_size=10)
+    stream = _blocks(ds, config, jax.random.PRNGKey(1))
+    sizes = sorted(next(stream)[0].shape[0] for _ in range(7))  # one pass over 400 rows
+    assert sizes == [400 - 6 * 64] + [64] * 6
+
+
 def test_estimator_hdf5_input_errors(tmp_path, problem):
     X, y = problem
     ds = HDF5Dataset(_file(tmp_path, X, y))

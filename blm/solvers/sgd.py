@@ -55,7 +55,7 @@ class SGDConfig:
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows read at a time from a
-    streamed dataset. precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra
+    streamed dataset (at least batch_size: minibatches are drawn within a block). precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra
     pass to form diag(ΦᵀBΦ)). progress: show a tqdm bar.
     """
 
@@ -189,13 +189,14 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
 
 def _blocks(dataset, config: SGDConfig, key):
     """Endless (x_b, y_b, rows_b) blocks: the whole array in memory, or shuffled passes
-    over a streamed dataset."""
+    over a streamed dataset in blocks of at least one minibatch (minibatches are drawn
+    within a block; a smaller block would silently shrink them)."""
     if isinstance(dataset, ArrayDataset):
         while True:
             yield dataset.X, dataset.y, jnp.arange(dataset.n)
-    epoch = 0
+    epoch, size = 0, max(config.block_size, config.batch_size)
     while True:
-        yield from dataset.blocks(config.block_size, jax.random.fold_in(key, epoch))
+        yield from dataset.blocks(size, jax.random.fold_in(key, epoch))
         epoch += 1
 
 
