@@ -7,7 +7,15 @@ Inside the block each row block read from a dataset is placed on a one-axis
 ``jax.sharding.Mesh`` split along its rows (``NamedSharding(mesh, P("data"))``), the
 SGD iterate (mean and samples, (k + 1) × d) is replicated, and each minibatch is
 constrained to be split along rows: every device computes the Jacobian products of its
-shard of the batch, and XLA all-reduces Φᵀ(·) sums, the only communication. The code
+shard of the batch, and XLA all-reduces Φᵀ(·) sums, the only communication.
+
+With ``shard_parameters=True`` (for d·k too large for one device) every array of the
+iterate and of the problem whose last axis is d (the iterate, the optimiser's momentum
+and running average, regulariser centres, preconditioner, prior groups) is split along
+that axis over the same devices instead: each holds d/D coordinates of every sample,
+and XLA gathers the parameters for the Jacobian products and scatters the gradient
+(more communication, 1/D of the memory). d must divide by the device count, else the
+arrays stay replicated. The code
 is the same for one device, several GPUs, or several hosts after
 ``jax.distributed.initialize()`` (then ``jax.devices()`` spans the hosts; each process
 must read the same blocks). A block or batch whose rows do not divide evenly over the
@@ -30,19 +38,29 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 _ROWS: contextvars.ContextVar[NamedSharding | None] = contextvars.ContextVar(
     "blm_row_sharding", default=None
 )
+_SHARD_PARAMETERS: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "blm_shard_parameters", default=False
+)
 
 
 @contextlib.contextmanager
-def data_parallel(devices: Sequence[jax.Device] | None = None) -> Iterator[Mesh]:
-    """Split rows over ``devices`` (default: all) for the fits run inside the block."""
+def data_parallel(
+    devices: Sequence[jax.Device] | None = None, shard_parameters: bool = False
+) -> Iterator[Mesh]:
+    """Split rows over ``devices`` (default: all) for the fits run inside the block;
+    with ``shard_parameters`` also split the d-axis of the iterate and problem."""
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: need at least one device")
+    if not isinstance(shard_parameters, bool):
+        raise TypeError(f"shard_parameters must be True or False, got {shard_parameters!r}")
     mesh = Mesh(np.asarray(devices), ("data",))
     token = _ROWS.set(NamedSharding(mesh, PartitionSpec("data")))
+    token_p = _SHARD_PARAMETERS.set(shard_parameters)
     try:
         yield mesh
     finally:
+        _SHARD_PARAMETERS.reset(token_p)
         _ROWS.reset(token)
 
 
@@ -72,14 +90,23 @@ def replicated(sharding: NamedSharding) -> NamedSharding:
     return NamedSharding(sharding.mesh, PartitionSpec())
 
 
-def replicate(tree):
-    """The arrays of ``tree`` (e.g. an iterate, an ``eqx.Module``) replicated over the
-    active mesh; unchanged outside ``data_parallel``."""
+def place_parameters(tree, d: int):
+    """The arrays of ``tree`` (e.g. an iterate, an ``eqx.Module``) over the active mesh:
+    replicated, or, with ``shard_parameters``, split along a last axis of length ``d``
+    (when d divides by the device count); unchanged outside ``data_parallel``."""
     sharding = row_sharding()
     if sharding is None:
         return tree
+    split = _SHARD_PARAMETERS.get() and d % sharding.mesh.size == 0
+
+    def place(a):
+        if split and a.ndim >= 1 and a.shape[-1] == d:
+            spec = PartitionSpec(*([None] * (a.ndim - 1)), "data")
+            return jax.device_put(a, NamedSharding(sharding.mesh, spec))
+        return jax.device_put(a, replicated(sharding))
+
     arrays, static = eqx.partition(tree, eqx.is_array)
-    return eqx.combine(jax.device_put(arrays, replicated(sharding)), static)
+    return eqx.combine(jax.tree.map(place, arrays), static)
 
 
 def constrain_rows(tree, sharding: NamedSharding | None):

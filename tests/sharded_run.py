@@ -27,12 +27,16 @@ def main(folder: str) -> None:
     runs = {
         "sgd": (dict(solver="sgd", solver_options={"n_steps": 300, "batch_size": 64}), False),
         "cg-hdf5": (dict(solver="cg", solver_options={"tol": 1e-10}), True),
+        "sgd-hdf5": (dict(solver="sgd", solver_options={"n_steps": 300, "batch_size": 64}), True),
     }
     out = {}
     for name, (options, streamed) in runs.items():
-        for n_dev in (1, 4):
+        for n_dev in (1, 4, "4-split-d"):
+            if n_dev == "4-split-d" and name == "cg-hdf5":
+                continue
             est = blm.BayesianLinearRegression(n_samples=4, random_state=0, max_iter=3, **options)
-            with blm.data_parallel(jax.devices()[:n_dev]):
+            devices = jax.devices()[: 1 if n_dev == 1 else 4]
+            with blm.data_parallel(devices, shard_parameters=n_dev == "4-split-d"):
                 if streamed:
                     est.fit(blm.HDF5Dataset(path, block_size=400))
                 else:
@@ -58,6 +62,15 @@ def main(folder: str) -> None:
 
         hlo = grad.lower(np.zeros(24), *block).compile().as_text()
         out["all_reduce"] = "all-reduce" in hlo
+    # with shard_parameters the iterate stays split along d through the SGD steps
+    from blm.solvers.sgd import SGDConfig, sgd
+
+    feats, data = blm.LinearFeatures(24), blm.ArrayDataset(X, y)
+    prior, lik = blm.Prior.scalar(1.0, 24), blm.Gaussian(1.0)
+    with blm.data_parallel(shard_parameters=True):
+        post, _ = sgd(feats, lik, prior, data, jax.random.PRNGKey(0), 3, SGDConfig(n_steps=20))
+        out["samples_spec"] = [str(a) for a in post.samples.sharding.spec]
+        out["samples_shard"] = list(post.samples.addressable_shards[0].data.shape)
     print(json.dumps(out))
 
 

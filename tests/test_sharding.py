@@ -23,11 +23,26 @@ def runs(tmp_path_factory):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["sgd", "cg-hdf5"])
-def test_four_devices_equal_one(runs, name):
-    one, four = runs[f"{name}/1"], runs[f"{name}/4"]
+@pytest.mark.parametrize(
+    "name, four",
+    [
+        ("sgd", "4"),
+        ("cg-hdf5", "4"),
+        ("sgd-hdf5", "4"),
+        ("sgd", "4-split-d"),
+        ("sgd-hdf5", "4-split-d"),
+    ],
+)
+def test_four_devices_equal_one(runs, name, four):
+    """Rows split over 4 devices (parameters replicated, or split along d too)."""
+    one, four = runs[f"{name}/1"], runs[f"{name}/{four}"]
     for key in ("alpha", "beta", "coef", "samples"):
         np.testing.assert_allclose(four[key], one[key], rtol=1e-9, atol=1e-12)
+
+
+def test_shard_parameters_keeps_the_iterate_split_along_d(runs):
+    assert runs["samples_spec"] == ["None", "data"]
+    assert runs["samples_shard"] == [3, 24 // 4]
 
 
 def test_blocks_are_split_along_rows_and_summed_across_devices(runs):
@@ -42,4 +57,7 @@ def test_outside_data_parallel_nothing_moves():
     assert blm.sharding.row_sharding() is None
     with pytest.raises(ValueError, match="devices: need at least one device"):
         with blm.data_parallel([]):
+            pass
+    with pytest.raises(TypeError, match="shard_parameters"):
+        with blm.data_parallel(shard_parameters="yes"):
             pass

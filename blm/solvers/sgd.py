@@ -39,7 +39,7 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.operators import row_noise
 from blm.priors import Prior
-from blm.sharding import constrain_rows, put_rows, replicate, row_sharding
+from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
 from blm.solvers.sampled import Diagnostics, SampledPosterior
 from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
 
@@ -275,8 +275,8 @@ def sgd(
     x0 = _initial(init, start)
     opt_state = optimizer.init(x0)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
-    state = replicate((x0, opt_state, x0, jnp.zeros((), jnp.int32)))
-    problem, sharding = replicate(problem), row_sharding()
+    state = place_parameters((x0, opt_state, x0, jnp.zeros((), jnp.int32)), prior.d)
+    problem, sharding = place_parameters(problem, prior.d), row_sharding()
     avg_from = jnp.asarray(
         config.n_steps if config.polyak is None else int(config.polyak * config.n_steps)
     )
