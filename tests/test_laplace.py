@@ -312,6 +312,12 @@ def test_diagonal_laplace_fixed_point_and_sample_variance():
     var = jnp.mean(post.samples**2, axis=0) * (g + alpha)  # ≈ 1 each; sd √(2/4000) ≈ 2 %
     assert abs(float(jnp.mean(var)) - 1) < 0.01
     assert float(jnp.max(jnp.abs(var - 1))) < 0.12
+    # at a given α: no fixed point, the samples' scale is 1/√(g + α)
+    fixed, same = diagonal_laplace(lm, 4000, jax.random.PRNGKey(0), alpha=30.0)
+    assert same == 30.0
+    np.testing.assert_allclose(
+        fixed.samples * jnp.sqrt(g + 30.0), post.samples * jnp.sqrt(g + alpha)
+    )
 
 
 def test_mc_and_probit_predictives_follow_their_formulas():
