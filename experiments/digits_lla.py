@@ -4,7 +4,7 @@
 
 For each seed: a random 1 200 / 597 split, an MLP 64-64-64-10 trained to its MAP
 (Adam, weight decay α = 0.01), linearised Laplace with 16 samples and 5 sample-based
-EM steps for α, and diagonal Laplace (MacKay α on diag(GGN)). Test NLL, accuracy, ECE,
+EM steps for α, and diagonal Laplace (MacKay α on diag(GGN), and at the EM α). Test NLL, accuracy, ECE,
 Brier score and OoD AUROC against the test digits rotated by 90° (by predictive
 entropy H and by logit variance V), mean ± sd over seeds, written to
 experiments/results/digits_lla.md with a reliability diagram of the first seed.
