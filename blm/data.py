@@ -185,6 +185,14 @@ class HDF5Dataset:
         view._m, view.y_ndim, view.y_offset = view._targets.shape[1], y.ndim, None
         return view
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Input rows start:stop as read by ``blocks`` (x_offset subtracted)."""
+        with h5py.File(self.path, "r") as f:
+            xb = self._read_x(f, start, stop, default_dtype())
+        if self.x_offset is not None:
+            xb = (xb - self.x_offset).astype(xb.dtype)
+        return xb
+
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Input rows start:stop, checked finite."""
         xb = np.asarray(f[self.x_name][start:stop], dtype=dtype)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, Int
 
 from blm._checks import positive_int
@@ -216,9 +217,8 @@ class StackedBlocks(eqx.Module):
         """Pad the rows to a multiple of ``block_size`` (default: one block of all rows)."""
         if not hasattr(dataset, "X"):
             raise TypeError(
-                "dataset: a traced pass over the data needs the rows in memory (an "
-                f"ArrayDataset), got {type(dataset).__name__}; read it into an ArrayDataset "
-                "or use a method that streams blocks (hyper='mackay')"
+                "dataset: stacking needs the rows in memory (an ArrayDataset), got "
+                f"{type(dataset).__name__}; use traced_blocks, which streams it"
             )
         n = dataset.n
         b = n if block_size is None else min(positive_int(block_size, "block_size"), n)
@@ -228,22 +228,82 @@ class StackedBlocks(eqx.Module):
         mask = (jnp.arange(nb * b) < n).astype(dataset.X.dtype)
         return cls(X=X.reshape(nb, b, *dataset.X.shape[1:]), mask=mask.reshape(nb, b))
 
+    @property
+    def dtype(self):
+        return self.X.dtype
+
+    def scan_over(self):
+        return self.X, self.mask
+
+    def block(self, item):
+        """(x_b, mask_b) of one scanned item."""
+        return item
+
+
+class StreamedBlocks(eqx.Module):
+    """A streamed (HDF5) dataset read block by block *inside* a traced loop: the scan runs
+    over block indices and each block's inputs come from the file through
+    ``jax.pure_callback``, so a traced pass (Lanczos, its adjoint) holds one block, never
+    the n rows. Every pass reads the whole file."""
+
+    dataset: object = eqx.field(static=True)
+    block_size: int = eqx.field(static=True)
+
+    @property
+    def dtype(self):
+        from blm.data import default_dtype
+
+        return default_dtype()
+
+    @property
+    def n_blocks(self) -> int:
+        return -(-self.dataset.n // self.block_size)
+
+    def scan_over(self):
+        return jnp.arange(self.n_blocks)
+
+    def _read(self, index) -> np.ndarray:
+        b, n = self.block_size, self.dataset.n
+        start = int(index) * b
+        xb = self.dataset.read_rows(start, min(start + b, n))
+        out = np.zeros((b, *xb.shape[1:]), self.dtype)
+        out[: len(xb)] = xb
+        return out
+
+    def block(self, index):
+        """(x_b, mask_b) of block ``index``, the inputs read on the host."""
+        b = self.block_size
+        shape = jax.ShapeDtypeStruct((b, *self.dataset.input_shape), self.dtype)
+        xb = jax.pure_callback(self._read, shape, index, vmap_method="sequential")
+        mask = (index * b + jnp.arange(b) < self.dataset.n).astype(self.dtype)
+        return xb, mask
+
+
+def traced_blocks(dataset, block_size: int | None = None) -> StackedBlocks | StreamedBlocks:
+    """The rows of ``dataset`` for traced passes (``normal_operator``): stacked in memory
+    for an ``ArrayDataset``, read block by block from the file for an ``HDF5Dataset``
+    (``block_size`` default: the dataset's own)."""
+    if hasattr(dataset, "X"):
+        return StackedBlocks.from_dataset(dataset, block_size)
+    b = dataset.block_size if block_size is None else positive_int(block_size, "block_size")
+    return StreamedBlocks(dataset, min(b, dataset.n))
+
 
 def _likelihood_at(likelihood: Likelihood, beta):
     """The likelihood with noise precisions β if it has any (Gaussian), else unchanged."""
     return likelihood.with_beta(beta) if isinstance(likelihood, Gaussian) else likelihood
 
 
-def _scan_blocks(features, blocks: StackedBlocks, body, init):
-    def step(acc, block):
-        xb, mask = block
+def _scan_blocks(features, blocks: StackedBlocks | StreamedBlocks, body, init):
+    def step(acc, item):
+        xb, mask = blocks.block(item)
         return jax.tree_util.tree_map(jnp.add, acc, body(features.linearize(xb), mask)), None
 
-    return jax.lax.scan(step, init, (blocks.X, blocks.mask))[0]
+    return jax.lax.scan(step, init, blocks.scan_over())[0]
 
 
 @eqx.filter_custom_vjp
-def normal_operator(vb, features: Features, likelihood: Likelihood, blocks: StackedBlocks):
+def normal_operator(vb, features: Features, likelihood: Likelihood, blocks):
     r"""ΦᵀB(β)Φ v for one vector v (d,), traceable, with B at noise precisions β.
 
     ``vb = (v, β)``: β (m,) replaces a Gaussian likelihood's precisions (other

@@ -60,10 +60,6 @@ def test_fit_predict_info(tmp_path, data):
         (["fit", "{data}", "--y", "y_short", "--out", "{dir}/p.h5"], "must have the same number"),
         (["fit", "{data}", "--groups", "G", "--out", "{dir}/p.h5"], "--groups: no dataset"),
         (["fit", "{data}", "--out", "{dir}/p.h5", "--resume"], "no checkpoint at"),
-        (
-            ["fit", "{data}", "--hyper", "evidence", "--out", "{dir}/p.h5"],
-            "needs the rows in memory",
-        ),
         (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "no posterior file"),
         (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
         (["info", "{dir}/missing.h5"], "no posterior file"),

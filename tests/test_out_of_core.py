@@ -61,6 +61,18 @@ def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
             {"solver": "cg", "n_samples": 4, "random_state": 0, "solver_options": {"tol": 1e-10}},
             1e-6,
         ),
+        (  # SLQ evidence ascent: Lanczos reads the file block by block inside its loop
+            {
+                "solver": "cg",
+                "n_samples": 4,
+                "random_state": 0,
+                "solver_options": {"tol": 1e-10},
+                "hyper": "evidence",
+                "max_iter": 4,
+                "evidence_options": {"depth": 10, "n_probes": 2, "block_size": 64},
+            },
+            1e-6,
+        ),
     ],
 )
 def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol):

@@ -29,7 +29,7 @@ from blm.evidence.lanczos import SLQConfig, rademacher_probes, slq_log_evidence
 from blm.evidence.loop import HyperparameterFit, Solve, solve_and_update
 from blm.features import Features
 from blm.likelihoods import Gaussian
-from blm.operators import StackedBlocks
+from blm.operators import traced_blocks
 from blm.priors import Prior
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ def fit_evidence(
             f"{type(likelihood).__name__}; use fit_mackay for other likelihoods"
         )
     probes = rademacher_probes(key, config.n_probes, prior.d)
-    blocks = StackedBlocks.from_dataset(dataset, config.block_size)
+    blocks = traced_blocks(dataset, config.block_size)
     ascent = EvidenceAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
     if checkpointer is not None and checkpointer.resumed is not None:
         ascent.restore(checkpointer.resumed.extra)

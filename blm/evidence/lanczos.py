@@ -149,7 +149,7 @@ def log_evidence_at(
     features,
     likelihood: Gaussian,
     prior: Prior,
-    blocks: ops.StackedBlocks,
+    blocks: ops.StackedBlocks | ops.StreamedBlocks,
     probes: Float[Array, "P d"],
     n: int,
     config: SLQConfig,
@@ -202,7 +202,7 @@ def slq_log_evidence(
     mean: Float[Array, " d"],
     probes: Float[Array, "P d"],
     config: SLQConfig = SLQConfig(),
-    blocks: ops.StackedBlocks | None = None,
+    blocks: ops.StackedBlocks | ops.StreamedBlocks | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray, dict]:
     """log p(Y | α, β) at the prior's α and the likelihood's β, with θ̄ = ``mean`` (from
     any solver), and its gradient in (log α_g, log β_k).
@@ -220,7 +220,7 @@ def slq_log_evidence(
     if config.depth > prior.d:
         raise ValueError(f"depth: Krylov depth {config.depth} exceeds d={prior.d}")
     if blocks is None:
-        blocks = ops.StackedBlocks.from_dataset(dataset, config.block_size)
+        blocks = ops.traced_blocks(dataset, config.block_size)
     rss = ops.residual_sq(features, dataset, mean, config.block_size)
     log_hyper = (jnp.log(prior.alpha), jnp.log(likelihood.beta))
     (value, logdet_h), (g_alpha, g_beta) = _value_and_grad(

@@ -44,7 +44,7 @@ from matfree import decomp
 from blm import operators as ops
 from blm._checks import positive_int
 from blm.features import Features
-from blm.likelihoods import Likelihood
+from blm.likelihoods import Gaussian, Likelihood
 
 
 class Sketch(eqx.Module):
@@ -291,9 +291,9 @@ def sketched_lanczos(
             "keeps its geometry only for s ≫ k (the score then measures sketch noise); keep "
             "rank ≤ s/2, better s/4"
         )
-    blocks = ops.StackedBlocks.from_dataset(dataset, block_size)
+    blocks = ops.traced_blocks(dataset, block_size)
     k_start, k_deflate = jax.random.split(key)
-    dtype = blocks.X.dtype
+    dtype = blocks.dtype
     if deflate:
         v0 = jax.random.normal(k_deflate, (features.d,), dtype)
         depth = min(features.d, 4 * deflate + 20) if deflate_depth is None else deflate_depth
@@ -309,8 +309,9 @@ def sketched_lanczos(
 
 
 def _ggn(features, likelihood, blocks):
-    empty = jnp.zeros(0, blocks.X.dtype)
-    return lambda v: ops.normal_operator((v, empty), features, likelihood, blocks)
+    """v ↦ ΦᵀBΦv at the likelihood's own precisions (a Gaussian's β; none for others)."""
+    beta = likelihood.beta if isinstance(likelihood, Gaussian) else jnp.zeros(0, blocks.dtype)
+    return lambda v: ops.normal_operator((v, beta), features, likelihood, blocks)
 
 
 @eqx.filter_jit
