@@ -188,10 +188,10 @@ class HDF5Dataset:
     def read_rows(self, start: int, stop: int) -> np.ndarray:
         """Input rows start:stop as read by ``blocks`` (x_offset subtracted)."""
         with h5py.File(self.path, "r") as f:
-            xb = self._read_x(f, start, stop, default_dtype())
-        if self.x_offset is not None:
-            xb = (xb - self.x_offset).astype(xb.dtype)
-        return xb
+            return self._centred_x(self._read_x(f, start, stop, default_dtype()))
+
+    def _centred_x(self, xb: np.ndarray) -> np.ndarray:
+        return xb if self.x_offset is None else (xb - self.x_offset).astype(xb.dtype)
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Input rows start:stop, checked finite."""
@@ -225,8 +225,7 @@ class HDF5Dataset:
             key, sub = jax.random.split(key)
             starts = starts[np.asarray(jax.random.permutation(sub, len(starts)))]
         for xb, yb, start in self._raw_blocks(block_size, starts):
-            if self.x_offset is not None:
-                xb = (xb - self.x_offset).astype(xb.dtype)
+            xb = self._centred_x(xb)
             if self.y_offset is not None:
                 yb = (yb - self.y_offset).astype(yb.dtype)
             rows = np.arange(start, start + len(xb))

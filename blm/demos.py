@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm import operators as ops
+from blm._checks import positive
 from blm.datasets import digits_split, rotate_digits
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Categorical
@@ -47,14 +48,22 @@ class DigitsResult:
 
 
 def diagonal_laplace(
-    lm, n_samples: int, key, iters: int = 10_000, alpha: float | None = None
+    lm,
+    n_samples: int,
+    key,
+    iters: int = 10_000,
+    alpha: float | None = None,
+    ggn_diagonal: jax.Array | None = None,
 ) -> tuple[SampledPosterior, float]:
     """Samples of the diagonal Laplace posterior N(w̄, (diag(GGN) + αI)⁻¹), α by MacKay
-    (or the given ``alpha``)."""
-    g = ops.normal_diagonal(lm.features, lm.likelihood, lm.dataset, lm.block_size)
+    (or the given ``alpha``); ``ggn_diagonal``: diag(GGN) if already computed (else one
+    pass over the data)."""
+    g = ggn_diagonal
+    if g is None:
+        g = ops.normal_diagonal(lm.features, lm.likelihood, lm.dataset, lm.block_size)
     w2 = float(jnp.sum(lm.features.w**2))
     fixed = alpha is not None
-    alpha = float(alpha) if fixed else 1.0
+    alpha = float(positive(alpha, "alpha")) if fixed else 1.0
     for _ in range(0 if fixed else iters):
         new = float(jnp.sum(g / (g + alpha))) / w2
         done = abs(new - alpha) <= 1e-12 * alpha
@@ -113,8 +122,11 @@ def run_digits(
     posteriors = {("LLA (mc)", "LLA (probit)"): post}
     if with_diagonal:
         t0 = time.perf_counter()
-        samples, out.alpha_diag = diagonal_laplace(lm, n_samples, k_diag)
-        at_em, _ = diagonal_laplace(lm, n_samples, k_diag, alpha=float(post.alpha[0]))
+        g = ops.normal_diagonal(lm.features, lik, lm.dataset, lm.block_size)
+        samples, out.alpha_diag = diagonal_laplace(lm, n_samples, k_diag, ggn_diagonal=g)
+        at_em, _ = diagonal_laplace(
+            lm, n_samples, k_diag, alpha=float(post.alpha[0]), ggn_diagonal=g
+        )
         for name, (draws, alpha) in {
             "diagonal Laplace": (samples, out.alpha_diag),
             "diagonal Laplace (LLA's α)": (at_em, float(post.alpha[0])),

@@ -77,7 +77,7 @@ def linearise(
     if isinstance(data, SparseHDF5Dataset):
         raise TypeError("data: a network takes dense inputs; got a sparse (CSR) HDF5 dataset")
     if isinstance(data, HDF5Dataset):
-        source, y, input_shape = data, data.targets(), data.input_shape
+        X, y, input_shape = None, data.targets(), data.input_shape
     else:
         try:
             X, y = data
@@ -86,9 +86,11 @@ def linearise(
         X = as_float_array(X, "X")
         if X.ndim < 1 or X.shape[0] == 0:
             raise ValueError(f"X must hold at least one input row, got shape {X.shape}")
-        source, input_shape = None, X.shape[1:]
+        input_shape = X.shape[1:]
     targets = likelihood.encode_targets(y)
-    if source is None:
+    if X is None:
+        source = data.with_targets(targets)
+    else:
         same_length(X.shape[0], targets.shape[0], "X", "y")
         source = ArrayDataset(X, targets)
     features = NetworkFeatures(model, input_shape, filter_spec, apply)
@@ -98,7 +100,6 @@ def linearise(
             f"the likelihood expects m={likelihood.m} outputs"
         )
     block_size = positive_int(block_size, "block_size")
-    source = source.with_targets(targets)
     parts = [
         _block_pseudo_targets(features, likelihood, xb, yb)
         for xb, yb, _ in source.blocks(block_size)

@@ -26,6 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from blm._checks import positive_int
+from blm.data import default_dtype
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
 from blm.sharding import put_rows
@@ -251,8 +252,6 @@ class StreamedBlocks(eqx.Module):
 
     @property
     def dtype(self):
-        from blm.data import default_dtype
-
         return default_dtype()
 
     @property

@@ -55,8 +55,9 @@ class SGDConfig:
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows read at a time from a
-    streamed dataset (at least batch_size: minibatches are drawn within a block). precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra
-    pass to form diag(ΦᵀBΦ)). progress: show a tqdm bar.
+    streamed dataset (at least batch_size: minibatches are drawn within a block).
+    precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
+    diag(ΦᵀBΦ)). progress: show a tqdm bar.
     """
 
     n_steps: int = 2000
