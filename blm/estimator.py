@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse
 
 from blm._checks import as_float_array, check_finite, one_of, positive, positive_int, same_length
+from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
@@ -476,10 +477,8 @@ class BayesianLinearRegression:
     def _progress_callback(self):
         if not self.progress:
             return None
-        from tqdm.auto import tqdm
-
         name = "EM" if self.hyper == "mackay" else "evidence ascent"
-        bar = tqdm(total=self.max_iter, desc=f"{name} ({self.solver})", unit="step")
+        bar = progress_bar(True, self.max_iter, f"{name} ({self.solver})")
 
         def update(it, change):
             bar.update(1)

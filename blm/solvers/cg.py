@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from blm import operators as ops
 from blm._checks import positive, positive_int
+from blm._progress import close, progress_bar
 from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
@@ -75,11 +76,7 @@ def cg(
     rs = jnp.sum(r * s, axis=1)
     b_norm = jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
     diag = Diagnostics()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=max_iter, desc="cg", unit="iter")
+    bar = progress_bar(progress, max_iter, "cg", "iter")
     for it in range(1, max_iter + 1):
         hp = hmul(p)
         step = rs / jnp.sum(p * hp, axis=1)
@@ -102,6 +99,5 @@ def cg(
         rs_new = jnp.sum(r * s, axis=1)
         p = s + (rs_new / rs)[:, None] * p
         rs = rs_new
-    if bar is not None:
-        bar.close()
+    close(bar)
     return SampledPosterior(mean=x[0], samples=x[1:]), diag

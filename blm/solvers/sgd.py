@@ -34,6 +34,7 @@ import optax
 from jaxtyping import Array, Float
 
 from blm._checks import one_of, positive, positive_int
+from blm._progress import close, progress_bar
 from blm.data import ArrayDataset
 from blm.features import Features
 from blm.likelihoods import Likelihood
@@ -282,7 +283,7 @@ def sgd(
         config.n_steps if config.polyak is None else int(config.polyak * config.n_steps)
     )
     diag = Diagnostics(learning_rate=lr)
-    bar = _progress(config)
+    bar = progress_bar(config.progress, config.n_steps, "sgd")
     done, prev = 0, x0
     while done < config.n_steps:
         xb, yb, rows = put_rows(next(blocks))
@@ -320,8 +321,7 @@ def sgd(
             bar.set_postfix(objective=f"{float(obj[0]):.4g}", change=f"{change:.2e}")
         if callback is not None and callback(done, _current(state, done, avg_from)):
             break
-    if bar is not None:
-        bar.close()
+    close(bar)
     return _current(state, done, avg_from), diag
 
 
@@ -359,14 +359,6 @@ def _initial(init, start: Array) -> Array:
     if not bool(jnp.all(jnp.isfinite(init))):
         raise ValueError("init holds non-finite values")
     return init
-
-
-def _progress(config: SGDConfig):
-    if not config.progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=config.n_steps, desc="sgd", unit="step")
 
 
 def gradient_variance(
