@@ -32,14 +32,14 @@ from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import draw_targets, split_key
 
 
-def problem(n: int, d: int, rotate: bool, seed: int = 0):
+def problem(n: int, d: int, rotate: bool, decay: float = 0.5, seed: int = 0):
     """Rows x = Q(s ∘ g), g ~ N(0, I), s_i = i^{-1/2}: the spectrum of XᵀX decays like
     n/i. Q = I (independent columns of decaying scale: diagonal, so Jacobi scaling
     removes the spread) or, with ``rotate``, an orthonormal DCT after random sign flips
     (correlated columns of equal scale: the same spectrum in a basis Jacobi cannot see)."""
     key = jax.random.PRNGKey(seed)
     k1, k2, k3, k4, k5 = jax.random.split(key, 5)
-    scale = jnp.arange(1, d + 1, dtype=jnp.float32) ** -0.5
+    scale = jnp.arange(1, d + 1, dtype=jnp.float32) ** -decay
     signs = jnp.where(jax.random.bernoulli(k5, 0.5, (d,)), 1.0, -1.0).astype(jnp.float32)
 
     def rows(k, m):
@@ -65,9 +65,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=16)
     parser.add_argument("--batch", type=int, default=1024)
     parser.add_argument("--target", type=float, default=0.05)
+    parser.add_argument("--decay", type=float, default=0.5)
+    parser.add_argument("--steps", type=int, default=4000)
     parser.add_argument("--rotate", action="store_true", help="correlated columns (see problem)")
     args = parser.parse_args()
-    X, y, Xt = problem(args.n, args.d, args.rotate)
+    X, y, Xt = problem(args.n, args.d, args.rotate, args.decay)
     jax.block_until_ready(X)
     feats, ds = LinearFeatures(args.d), ArrayDataset(X, y)
     prior, lik = Prior.scalar(1.0, args.d), Gaussian(4.0)
@@ -115,7 +117,7 @@ def main() -> None:
         )
         return t
 
-    config = SGDConfig(n_steps=4000, batch_size=args.batch, log_every=100, polyak=0.1)
+    config = SGDConfig(n_steps=args.steps, batch_size=args.batch, log_every=100, polyak=0.1)
     t_sgd = timed("sgd", lambda cb: sgd(feats, lik, prior, ds, key, args.k, config, callback=cb))
     t_cg = timed(
         "cg",
