@@ -2,6 +2,7 @@
 
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset
 from blm.estimator import BayesianLinearRegression
+from blm.evidence_framework import EvidenceFit, train_with_evidence
 from blm.features import Features, LinearFeatures, RandomFourierFeatures, SparseLinearFeatures
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
@@ -15,6 +16,7 @@ __all__ = [
     "BayesianLinearRegression",
     "Bernoulli",
     "Categorical",
+    "EvidenceFit",
     "ExactPosterior",
     "Features",
     "Gaussian",
@@ -28,6 +30,7 @@ __all__ = [
     "SparseHDF5Dataset",
     "SparseLinearFeatures",
     "linearise",
+    "train_with_evidence",
     "data_parallel",
 ]
 __version__ = "0.1.0"

@@ -20,6 +20,7 @@ J(x) z_j, and saves to / loads from HDF5.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import replace
 
 import equinox as eqx
@@ -29,10 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
+from blm._progress import close, progress_bar
 from blm.checkpoint import atomic_h5
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.loop import Trajectory
+from blm.evidence.loop import Trajectory, relative_change
 from blm.evidence.mackay import fit_mackay
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.memory import MemoryEstimate, check_memory, estimate_sgd_memory
@@ -41,6 +43,10 @@ from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.uncertainty.predictive import mc_probs, probit_probs, sampled_outputs
+
+# a last EM step that moved α by more than this is a loop still travelling, not the jitter
+# of a sample-based γ̂ (within ±10 % at k = 16 on the digits MLP once converged)
+UNCONVERGED = 0.25
 
 
 @eqx.filter_jit
@@ -159,7 +165,7 @@ class LinearisedModel:
         em_steps: int = 5,
         tol: float = 1e-3,
         sgd_options: dict | None = None,
-        gamma_estimator: str = "combined",
+        gamma_estimator: str = "data",
         centre: str = "linear",
         progress: bool = False,
         memory_limit: int | None = None,
@@ -183,7 +189,19 @@ class LinearisedModel:
         a very confident classifier, B_i ≈ 0 at most training points, θ̄ shrinks as α
         grows and α can run away upwards (the posterior tends to the MAP); ``"map"`` has a
         stable fixed point γ(α)/‖w̄‖² but, for a network trained with little weight decay
-        (large ‖w̄‖), a small α and a very wide predictive.
+        (large ‖w̄‖), a small α and a very wide predictive. Both symptoms mean the network
+        was trained at an α the evidence rejects; ``blm.train_with_evidence`` retrains it
+        until the two agree. A last EM step that still moves α by more than 25 % raises a
+        ``UserWarning`` saying so.
+
+        ``gamma_estimator`` defaults to the data form γ̂ = mean_j z_jᵀΦᵀBΦz_j (see
+        ``blm.evidence.mackay``): plain SGD hardly moves a sample in the directions the
+        prior dominates (most of a network's), and the combined form's control variate
+        zᵀHz − d then biases γ̂ upwards, while the data form does not see those directions.
+        Measured at the evidence framework's fixed point of a 1-6-6-1 tanh MLP against the
+        exact dense update: α within 4 % (data) vs 61 % too high (combined); on the digits
+        MLP both agree with the exact fixed point within 3 %, the data form with a tenth of
+        the step-to-step jitter.
         """
         one_of(centre, "centre", ("map", "linear"))
         k = positive_int(n_samples, "n_samples")
@@ -213,7 +231,7 @@ class LinearisedModel:
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
         w = self.features.w
         prior = self.prior(alpha_init, per_layer)
-        bar = _bar(em_steps, progress)
+        bar = progress_bar(progress, em_steps, "EM")
 
         def solve(lik, prior, init):
             post, diagnostics = sgd(
@@ -243,8 +261,18 @@ class LinearisedModel:
             None if bar is None else lambda it, change: _tick(bar, it, change),
             self.block_size,
         )
-        if bar is not None:
-            bar.close()
+        close(bar)
+        last = relative_change(fit.trajectory.alpha[-1], fit.alpha)
+        if last > UNCONVERGED:
+            warnings.warn(
+                f"MacKay EM has not converged: alpha changed by {last:.0%} in the last of "
+                f"em_steps={em_steps} steps (now {np.round(fit.alpha, 4).tolist()}). Run more "
+                "em_steps; if alpha keeps moving one way, the network was trained at an alpha "
+                "the evidence rejects: retrain it at the new alpha "
+                "(blm.train_with_evidence)",
+                UserWarning,
+                stacklevel=2,
+            )
         if isinstance(likelihood, Gaussian):
             likelihood = likelihood.with_beta(jnp.asarray(fit.beta))
         return LaplacePosterior(
@@ -256,14 +284,6 @@ class LinearisedModel:
             fit.trajectory,
             fit.diagnostics,
         )
-
-
-def _bar(total: int, progress: bool):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="EM", unit="step")
 
 
 def _tick(bar, it, change):

@@ -1,0 +1,121 @@
+r"""MacKay's evidence framework for a network: its weights and its prior precision together.
+
+Linearised Laplace takes the trained weights w̄ to be the mode of p(w | D, α) for the α it
+is given. A network trained at one weight decay α_t and handed to EM breaks that as soon
+as EM moves α: with ``centre="map"`` the update α = γ/‖w̄‖² settles where ‖w̄‖ (set by
+α_t) says, and with ``centre="linear"`` the linear model's own mean can shrink faster
+than γ so that α runs away. MacKay (1992) fits both, alternating
+
+    w̄ ← argmin_w −Σ_i log p(y_i | f(w, x_i)) + ½ α ‖w‖²     (``train_map``, warm-started)
+    α ← γ(α) / ‖w̄‖²,   γ = Tr(H⁻¹ G) from the samples            (``LinearisedModel.fit``)
+
+until the α the evidence asks for is the one the network was trained at (within ``tol``):
+a joint fixed point, where w̄ is the mode under the prior whose precision the evidence
+picks and the Laplace approximation is centred where it assumes. A Gaussian likelihood's
+noise precision β is refitted with α and the next round trains at it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import numpy as np
+
+from blm._checks import positive, positive_int
+from blm._progress import close, progress_bar
+from blm.laplace import LaplacePosterior, LinearisedModel, linearise
+from blm.likelihoods import Gaussian, Likelihood
+from blm.training import train_map
+
+
+@dataclass
+class EvidenceFit:
+    """The network trained at the final α, its linearisation and linearised posterior, the
+    α of each training round (``alphas[0]`` the starting one) and whether the rounds
+    converged."""
+
+    model: eqx.Module
+    linearised: LinearisedModel
+    posterior: LaplacePosterior
+    alphas: list[float] = field(default_factory=list)
+    converged: bool = False
+
+
+def train_with_evidence(
+    model: eqx.Module,
+    X,
+    y,
+    likelihood: Likelihood,
+    key: jax.Array,
+    alpha: float = 1.0,
+    rounds: int = 8,
+    tol: float = 0.05,
+    first_train_steps: int = 6000,
+    train_steps: int = 3000,
+    train_options: dict | None = None,
+    fit_options: dict | None = None,
+    progress: bool = False,
+) -> EvidenceFit:
+    """Train ``model`` at ``alpha``, then up to ``rounds`` times: linearise, fit α (and β) by
+    sample-based MacKay EM (``fit_options`` for ``LinearisedModel.fit``; defaults here
+    ``em_steps=3``, ``centre="map"``) and, unless that α is within ``tol`` (relative) of the
+    one just trained at, retrain from the current weights at the new α for
+    ``train_steps`` Adam steps (``first_train_steps`` for the first training;
+    ``train_options`` for ``train_map``). A scalar α: per-layer weight decay is not
+    trained. Warns when ``rounds`` end before the fixed point."""
+    positive(alpha, "alpha")
+    positive_int(rounds, "rounds")
+    positive(tol, "tol")
+    train_options = dict(train_options or {})
+    fit_options = {"em_steps": 3, "centre": "map", **(fit_options or {})}
+    if fit_options.get("per_layer", False):
+        raise ValueError("fit_options: per_layer=True is not supported (training uses one alpha)")
+    k_train, k_fit = jax.random.split(key)
+    alpha, beta = float(alpha), None
+    alphas = [alpha]
+    net = train_map(
+        model, X, y, likelihood, k_train, alpha=alpha, n_steps=first_train_steps, **train_options
+    )
+    bar = progress_bar(progress, rounds, "evidence rounds", "round")
+    for r in range(rounds):
+        lm = linearise(net, (X, y), likelihood)
+        with warnings.catch_warnings():  # one round's EM need not converge: the rounds do
+            warnings.simplefilter("ignore", UserWarning)
+            post = lm.fit(
+                key=k_fit, alpha_init=alpha, beta_init=beta, progress=progress, **fit_options
+            )
+        new = float(post.alpha[0])
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(alpha=f"{new:.4g}")
+        if abs(new - alpha) <= tol * alpha:
+            close(bar)
+            return EvidenceFit(net, lm, post, alphas, True)
+        if r == rounds - 1:
+            break
+        alpha = new
+        alphas.append(alpha)
+        if isinstance(likelihood, Gaussian):
+            beta = float(np.mean(post.beta))
+            likelihood = likelihood.with_beta(post.beta)
+        net = train_map(
+            net,
+            X,
+            y,
+            likelihood,
+            jax.random.fold_in(k_train, r + 1),
+            alpha=alpha,
+            n_steps=train_steps,
+            **train_options,
+        )
+    close(bar)
+    warnings.warn(
+        f"the evidence framework did not reach its fixed point in rounds={rounds}: the last "
+        f"round trained at alpha {alpha:.4g} and EM asked for {new:.4g}; raise rounds",
+        UserWarning,
+        stacklevel=2,
+    )
+    return EvidenceFit(net, lm, post, alphas, False)

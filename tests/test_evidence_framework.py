@@ -1,0 +1,93 @@
+"""MacKay's evidence framework for a network (weights and α together), and the warning for
+an EM loop that has not converged."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from blm.evidence_framework import train_with_evidence
+from blm.laplace import linearise
+from blm.likelihoods import Categorical, Gaussian
+
+
+def _regression(n: int = 60):
+    """y = sin 2x + noise (sd 0.3) for a 1-6-6-1 tanh MLP (d = 61)."""
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (n, 1)))
+    y = np.sin(2 * X[:, 0]) + 0.3 * np.asarray(jax.random.normal(jax.random.PRNGKey(5), (n,)))
+    net = eqx.nn.MLP(1, 1, 6, 2, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+    return net, X, y
+
+
+def test_rounds_reach_the_exact_joint_fixed_point():
+    """At the returned network w̄ (trained at α_t), the exact MacKay update on its dense
+    Jacobian, α = γ/‖w̄‖², β = (n − γ)/‖y − f(w̄)‖² with γ = Tr((G + α)⁻¹G), G = βJᵀJ,
+    gives back the α and β it was fitted at: the weights and the hyperparameters agree."""
+    net, X, y = _regression()
+    fit = train_with_evidence(
+        net,
+        X,
+        y,
+        Gaussian(1.0),
+        jax.random.PRNGKey(0),
+        alpha=1e-2,
+        rounds=10,
+        first_train_steps=3000,
+        train_steps=1500,
+        train_options={"batch_size": 60, "learning_rate": 1e-2},
+        fit_options={"n_samples": 32, "sgd_options": {"n_steps": 3000, "batch_size": 30}},
+    )
+    assert fit.converged and len(fit.alphas) >= 2 and fit.alphas[0] == 1e-2
+    alpha_t = fit.alphas[-1]
+    assert abs(float(fit.posterior.alpha[0]) - alpha_t) <= 0.05 * alpha_t
+    feats = linearise(fit.model, (X, y), Gaussian(1.0)).features
+    J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
+    w = np.asarray(feats.w)
+    resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
+    alpha, beta = float(fit.posterior.alpha[0]), float(fit.posterior.beta[0])
+    G = beta * J.T @ J
+    gamma = np.trace(np.linalg.solve(G + alpha * np.eye(len(w)), G))
+    np.testing.assert_allclose(gamma / (w @ w), alpha, rtol=0.15)
+    np.testing.assert_allclose((len(y) - gamma) / (resid @ resid), beta, rtol=0.1)
+    # and it moved: the starting α was far from the fixed point
+    assert alpha > 0.1
+
+
+def test_running_out_of_rounds_warns_and_says_so():
+    net, X, y = _regression()
+    with pytest.warns(UserWarning, match="rounds=1"):
+        fit = train_with_evidence(
+            net,
+            X,
+            y,
+            Gaussian(1.0),
+            jax.random.PRNGKey(0),
+            alpha=1e-4,
+            rounds=1,
+            first_train_steps=500,
+            fit_options={"n_samples": 4, "sgd_options": {"n_steps": 200}},
+        )
+    assert not fit.converged and fit.alphas == [1e-4]
+
+
+def test_bad_arguments_are_named():
+    net, X, y = _regression()
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="alpha"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, alpha=0.0)
+    with pytest.raises(ValueError, match="rounds"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, rounds=0)
+    with pytest.raises(ValueError, match="per_layer"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"per_layer": True})
+
+
+def test_fit_warns_when_em_is_still_travelling():
+    """From α far below what the evidence wants, one EM step moves α by orders of
+    magnitude: the fit says it has not converged rather than returning it silently."""
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (60, 4)))
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    net = eqx.nn.MLP(4, 3, 16, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+    lm = linearise(net, (X, y), Categorical(3))
+    with pytest.warns(UserWarning, match="em_steps=1"):
+        lm.fit(n_samples=4, alpha_init=1e-5, em_steps=1, sgd_options={"n_steps": 100})
