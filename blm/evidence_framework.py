@@ -61,7 +61,8 @@ def train_with_evidence(
 ) -> EvidenceFit:
     """Train ``model`` at ``alpha``, then up to ``rounds`` times: linearise, fit α (and β) by
     sample-based MacKay EM (``fit_options`` for ``LinearisedModel.fit``; defaults here
-    ``em_steps=3``, ``centre="map"``) and, unless that α is within ``tol`` (relative) of the
+    ``em_steps=3``, ``centre="map"``; from the second round on the samples warm-start
+    from the previous round's, so their SGD steps accumulate across rounds) and, unless that α is within ``tol`` (relative) of the
     one just trained at, retrain from the current weights at the new α for
     ``train_steps`` Adam steps (``first_train_steps`` for the first training;
     ``train_options`` for ``train_map``). A scalar α: per-layer weight decay is not
@@ -80,12 +81,18 @@ def train_with_evidence(
         model, X, y, likelihood, k_train, alpha=alpha, n_steps=first_train_steps, **train_options
     )
     bar = progress_bar(progress, rounds, "evidence rounds", "round")
+    post = None
     for r in range(rounds):
         lm = linearise(net, (X, y), likelihood)
         with warnings.catch_warnings():  # one round's EM need not converge: the rounds do
             warnings.simplefilter("ignore", UserWarning)
             post = lm.fit(
-                key=k_fit, alpha_init=alpha, beta_init=beta, progress=progress, **fit_options
+                key=k_fit,
+                alpha_init=alpha,
+                beta_init=beta,
+                progress=progress,
+                init_samples=None if post is None else post.samples,
+                **fit_options,
             )
         new = float(post.alpha[0])
         if bar is not None:

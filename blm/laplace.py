@@ -169,6 +169,7 @@ class LinearisedModel:
         centre: str = "linear",
         progress: bool = False,
         memory_limit: int | None = None,
+        init_samples=None,
     ) -> LaplacePosterior:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
@@ -192,7 +193,8 @@ class LinearisedModel:
         (large ‖w̄‖), a small α and a very wide predictive. Both symptoms mean the network
         was trained at an α the evidence rejects; ``blm.train_with_evidence`` retrains it
         until the two agree. A last EM step that still moves α by more than 25 % raises a
-        ``UserWarning`` saying so.
+        ``UserWarning`` saying so. ``init_samples`` (n_samples, d) warm-starts the samples,
+        e.g. from a fit at nearby weights (otherwise they start at 0).
 
         ``gamma_estimator`` defaults to the data form γ̂ = mean_j z_jᵀΦᵀBΦz_j (see
         ``blm.evidence.mackay``): plain SGD hardly moves a sample in the directions the
@@ -207,6 +209,15 @@ class LinearisedModel:
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps")
         positive(alpha_init, "alpha_init")
+        start = w = self.features.w
+        if init_samples is not None:  # warm start: the mean at w̄, the samples given
+            init_samples = jnp.asarray(init_samples, w.dtype)
+            if init_samples.shape != (k, self.features.d):
+                raise ValueError(
+                    f"init_samples must have shape (n_samples, d) = {(k, self.features.d)}, "
+                    f"got {init_samples.shape}"
+                )
+            start = jnp.concatenate([w[None], init_samples])
         one_of(gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
         n = self.dataset.n
         config = SGDConfig(
@@ -229,7 +240,6 @@ class LinearisedModel:
                 resid = self.targets - np.asarray(self.offsets)
                 beta_init = 1.0 / max(float(np.mean(resid**2)), 1e-12)
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
-        w = self.features.w
         prior = self.prior(alpha_init, per_layer)
         bar = progress_bar(progress, em_steps, "EM")
 
@@ -242,7 +252,7 @@ class LinearisedModel:
                 key,
                 k,
                 replace(config, progress=progress),
-                init=w if init is None else init,
+                init=start if init is None else init,
             )
             if centre == "map":
                 post = SampledPosterior(mean=w, samples=post.samples)

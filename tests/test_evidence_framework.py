@@ -82,6 +82,13 @@ def test_bad_arguments_are_named():
         train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"per_layer": True})
 
 
+def test_fit_warm_start_shape_is_checked():
+    net, X, y = _regression()
+    lm = linearise(net, (X, y), Gaussian(1.0))
+    with pytest.raises(ValueError, match="init_samples"):
+        lm.fit(n_samples=4, init_samples=np.zeros((3, lm.features.d)))
+
+
 def test_fit_warns_when_em_is_still_travelling():
     """From α far below what the evidence wants, one EM step moves α by orders of
     magnitude: the fit says it has not converged rather than returning it silently."""
