@@ -66,7 +66,8 @@ def train_with_evidence(
     one just trained at, retrain from the current weights at the new α for
     ``train_steps`` Adam steps (``first_train_steps`` for the first training;
     ``train_options`` for ``train_map``). A scalar α: per-layer weight decay is not
-    trained. Warns when ``rounds`` end before the fixed point."""
+    trained. ``progress`` shows one bar over the rounds (with the latest α). Warns when
+    ``rounds`` end before the fixed point."""
     positive(alpha, "alpha")
     positive_int(rounds, "rounds")
     positive(tol, "tol")
@@ -90,7 +91,6 @@ def train_with_evidence(
                 key=k_fit,
                 alpha_init=alpha,
                 beta_init=beta,
-                progress=progress,
                 init_samples=None if post is None else post.samples,
                 **fit_options,
             )

@@ -130,11 +130,12 @@ class SparseJLSketch(Sketch):
 
 def lanczos_sketched(
     matvec, v0: Float[Array, " d"], n_iter: int, sketch: Sketch
-) -> tuple[Float[Array, " r"], Float[Array, " r-1"], Float[Array, "r s"]]:
+) -> tuple[Float[Array, " r"], Float[Array, " r"], Float[Array, "r s"]]:
     """Lanczos without reorthogonalisation, keeping only (v_{j−1}, v_j) and writing S v_j.
 
-    Returns the diagonal α (r,), off-diagonal β (r − 1,) of T and the sketched vectors
-    S v_j as rows (r, s). Memory: three d-vectors plus the r × s buffer."""
+    Returns the diagonal α (r,) of T, the β (r,) — T's off-diagonal β_1..β_{r−1} and the
+    final β_r, the norm of the residual that sets the Ritz pairs' error bounds — and the
+    sketched vectors S v_j as rows (r, s). Memory: three d-vectors plus the r × s buffer."""
     v0 = v0 / jnp.linalg.norm(v0)
 
     def step(carry, _):
@@ -148,28 +149,48 @@ def lanczos_sketched(
 
     init = (jnp.zeros_like(v0), v0, jnp.zeros((), v0.dtype))
     _, (alphas, betas, sv) = jax.lax.scan(step, init, None, length=n_iter)
-    return alphas, betas[:-1], sv
+    return alphas, betas, sv
 
 
 def ritz_basis(
     alphas, betas, sv: Float[Array, "r s"], rank: int
 ) -> tuple[Float[Array, "s k"], Float[Array, " k"]]:
     """Post-hoc orthogonalisation of the sketched Ritz vectors Ŷ = (SV)W (columns ŷ_j, Ritz
-    values θ_j ≥ 0): the left singular vectors of ŶΘ span the converged directions once each
-    (a ghost, a repeated copy of a converged pair, only inflates a singular value), and
-    each direction ũ gets the Ritz value θ_j of the copy ŷ_j closest to it (largest
-    (ũᵀŷ_j)²: a ghost still forming is a mixture and weaker). The ``rank`` directions of
-    largest λ̃ are kept: (Ũ (s, k), λ̃)."""
-    T = np.diag(np.asarray(alphas)) + np.diag(np.asarray(betas), 1) + np.diag(np.asarray(betas), -1)
+    values θ_j ≥ 0; ``betas`` as ``lanczos_sketched`` returns them, r long).
+
+    A Ritz pair is converged when its residual bound β_r|W_{r,j}| is below √ε·θ_max.
+    Among the converged pairs the left singular vectors of ŶΘ span each direction once (a
+    ghost, a converged repeated copy, only inflates a singular value). The unconverged
+    pairs — among them ghosts still forming, mixtures of a converged direction and others
+    — are orthogonalised separately against that span, so they cannot tilt it, and only
+    fill the places the converged ones leave (Lanczos converges the top of the spectrum
+    first). Each direction ũ gets the Ritz value θ_j of the copy ŷ_j closest to it
+    (largest (ũᵀŷ_j)²). Returns ``rank`` directions, converged first, each part by
+    decreasing λ̃: (Ũ (s, k), λ̃)."""
+    alphas, betas, sv = np.asarray(alphas), np.asarray(betas), np.asarray(sv)
+    T = np.diag(alphas) + np.diag(betas[:-1], 1) + np.diag(betas[:-1], -1)
     theta, W = np.linalg.eigh(T)
     theta = np.maximum(theta, 0.0)
-    ritz = np.asarray(sv).T @ W  # (s, r)
-    U, sing, _ = np.linalg.svd(ritz * theta, full_matrices=False)
-    U = U[:, sing > 1e-10 * sing[0]]
-    c2 = (U.T @ ritz) ** 2  # (r′, r)
-    values = theta[np.argmax(c2, axis=1)]
-    top = np.argsort(values)[::-1][:rank]
-    return jnp.asarray(U[:, top]), jnp.asarray(values[top])
+    ritz = sv.T @ W  # (s, r)
+    tol = np.sqrt(np.finfo(sv.dtype).eps) * max(theta.max(), np.finfo(sv.dtype).tiny)
+    converged = np.abs(betas[-1] * W[-1]) <= tol
+    directions, values = [], []
+    for part in (converged, ~converged):
+        cols = ritz[:, part]
+        if directions:  # against the converged span first
+            span = np.concatenate(directions, axis=1)
+            cols = cols - span @ (span.T @ cols)
+        if cols.shape[1] == 0:
+            continue
+        U, sing, _ = np.linalg.svd(cols * theta[part], full_matrices=False)
+        U = U[:, sing > 1e-10 * max(sing[0], np.finfo(sv.dtype).tiny)]
+        c2 = (U.T @ ritz) ** 2  # (r′, r)
+        vals = theta[np.argmax(c2, axis=1)]
+        order = np.argsort(vals)[::-1]
+        directions.append(U[:, order])
+        values.append(vals[order])
+    U, values = np.concatenate(directions, axis=1)[:, :rank], np.concatenate(values)[:rank]
+    return jnp.asarray(U), jnp.asarray(values)
 
 
 class SketchedLanczosSummary(eqx.Module):
