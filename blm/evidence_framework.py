@@ -30,6 +30,10 @@ from blm.laplace import LaplacePosterior, LinearisedModel, linearise
 from blm.likelihoods import Gaussian, Likelihood
 from blm.training import train_map
 
+# what each round sets itself in LinearisedModel.fit and train_map
+_FIT_SET_HERE = ("key", "alpha_init", "beta_init", "init_samples")
+_TRAIN_SET_HERE = ("alpha", "n_steps", "key")
+
 
 @dataclass
 class EvidenceFit:
@@ -59,22 +63,30 @@ def train_with_evidence(
     fit_options: dict | None = None,
     progress: bool = False,
 ) -> EvidenceFit:
-    """Train ``model`` at ``alpha``, then up to ``rounds`` times: linearise, fit α (and β) by
-    sample-based MacKay EM (``fit_options`` for ``LinearisedModel.fit``; defaults here
-    ``em_steps=3``, ``centre="map"``; from the second round on the samples warm-start
-    from the previous round's, so their SGD steps accumulate across rounds) and, unless that α is within ``tol`` (relative) of the
-    one just trained at, retrain from the current weights at the new α for
-    ``train_steps`` Adam steps (``first_train_steps`` for the first training;
-    ``train_options`` for ``train_map``). A scalar α: per-layer weight decay is not
-    trained. ``progress`` shows one bar over the rounds (with the latest α). Warns when
-    ``rounds`` end before the fixed point."""
+    """Train ``model`` at ``alpha``, then up to ``rounds`` times: linearise, fit α (and β)
+    by sample-based MacKay EM and, unless that α is within ``tol`` (relative) of the one
+    just trained at, retrain from the current weights at the new α for ``train_steps``
+    Adam steps (``first_train_steps`` for the first training; ``train_options`` for
+    ``train_map``). ``fit_options`` go to ``LinearisedModel.fit`` (defaults here
+    ``em_steps=3``, ``centre="map"``); from the second round on the samples warm-start
+    from the previous round's, so their SGD steps accumulate across rounds. A scalar α:
+    per-layer weight decay is not trained. ``progress`` shows one bar over the rounds
+    (with the latest α). Warns when ``rounds`` end before the fixed point."""
     positive(alpha, "alpha")
     positive_int(rounds, "rounds")
     positive(tol, "tol")
+    positive_int(first_train_steps, "first_train_steps")
+    positive_int(train_steps, "train_steps")
     train_options = dict(train_options or {})
     fit_options = {"em_steps": 3, "centre": "map", **(fit_options or {})}
     if fit_options.get("per_layer", False):
         raise ValueError("fit_options: per_layer=True is not supported (training uses one alpha)")
+    for owner, options, names in (
+        ("fit_options", fit_options, _FIT_SET_HERE),
+        ("train_options", train_options, _TRAIN_SET_HERE),
+    ):
+        if clash := sorted(set(options) & set(names)):
+            raise ValueError(f"{owner}: {clash} are set by train_with_evidence itself")
     k_train, k_fit = jax.random.split(key)
     alpha, beta = float(alpha), None
     alphas = [alpha]

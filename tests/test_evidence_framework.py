@@ -20,17 +20,17 @@ def _regression(n: int = 60):
     return net, X, y
 
 
+def _fit(**options):
+    """train_with_evidence on the regression problem: (fit, X, y)."""
+    net, X, y = _regression()
+    return train_with_evidence(net, X, y, Gaussian(1.0), jax.random.PRNGKey(0), **options), X, y
+
+
 def test_rounds_reach_the_exact_joint_fixed_point():
     """At the returned network w̄ (trained at α_t), the exact MacKay update on its dense
     Jacobian, α = γ/‖w̄‖², β = (n − γ)/‖y − f(w̄)‖² with γ = Tr((G + α)⁻¹G), G = βJᵀJ,
     gives back the α and β it was fitted at: the weights and the hyperparameters agree."""
-    net, X, y = _regression()
-    fit = train_with_evidence(
-        net,
-        X,
-        y,
-        Gaussian(1.0),
-        jax.random.PRNGKey(0),
+    fit, X, y = _fit(
         alpha=1e-2,
         rounds=10,
         first_train_steps=3000,
@@ -41,7 +41,7 @@ def test_rounds_reach_the_exact_joint_fixed_point():
     assert fit.converged and len(fit.alphas) >= 2 and fit.alphas[0] == 1e-2
     alpha_t = fit.alphas[-1]
     assert abs(float(fit.posterior.alpha[0]) - alpha_t) <= 0.05 * alpha_t
-    feats = linearise(fit.model, (X, y), Gaussian(1.0)).features
+    feats = fit.linearised.features
     J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
     w = np.asarray(feats.w)
     resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
@@ -55,14 +55,8 @@ def test_rounds_reach_the_exact_joint_fixed_point():
 
 
 def test_running_out_of_rounds_warns_and_says_so():
-    net, X, y = _regression()
     with pytest.warns(UserWarning, match="rounds=1"):
-        fit = train_with_evidence(
-            net,
-            X,
-            y,
-            Gaussian(1.0),
-            jax.random.PRNGKey(0),
+        fit, _, _ = _fit(
             alpha=1e-4,
             rounds=1,
             first_train_steps=500,
@@ -80,11 +74,26 @@ def test_bad_arguments_are_named():
         train_with_evidence(net, X, y, Gaussian(1.0), key, rounds=0)
     with pytest.raises(ValueError, match="per_layer"):
         train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"per_layer": True})
+    with pytest.raises(ValueError, match="train_steps"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, train_steps=0)
+    with pytest.raises(ValueError, match="alpha_init"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"alpha_init": 1.0})
+    with pytest.raises(ValueError, match="n_steps"):
+        train_with_evidence(net, X, y, Gaussian(1.0), key, train_options={"n_steps": 5})
 
 
-def test_fit_warm_start_shape_is_checked():
+def test_fit_warm_start_is_used_and_its_shape_checked():
+    """With a step size of ~0 the samples cannot move: they come back as given."""
     net, X, y = _regression()
     lm = linearise(net, (X, y), Gaussian(1.0))
+    given = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (4, lm.features.d)))
+    post = lm.fit(
+        n_samples=4,
+        em_steps=1,
+        init_samples=given,
+        sgd_options={"n_steps": 2, "learning_rate": 1e-30},
+    )
+    np.testing.assert_allclose(post.samples, given, atol=1e-12)
     with pytest.raises(ValueError, match="init_samples"):
         lm.fit(n_samples=4, init_samples=np.zeros((3, lm.features.d)))
 
