@@ -272,9 +272,11 @@ def test_metrics_against_hand_values_and_sklearn():
         metrics.nll(probs, labels + 1)
 
 
-def test_train_map_reaches_the_ridge_solution_of_a_linear_network():
+@pytest.mark.parametrize("alpha", [2.0, [2.0, 0.5, 8.0, 1.0, 0.1]])
+def test_train_map_reaches_the_ridge_solution_of_a_linear_network(alpha):
     """For f(w, x) = Wx + b with a Gaussian likelihood (β = 1) the MAP is ridge regression
-    on [X, 1] with penalty α on every weight, bias included."""
+    on [X, 1] with penalty α on every weight, bias included; with one α per weight
+    (weight leaf first, then the bias) the penalty is diag(α)."""
     from blm.training import train_map
 
     X = inputs(50)
@@ -286,15 +288,17 @@ def test_train_map_reaches_the_ridge_solution_of_a_linear_network():
         y,
         Gaussian(1.0),
         jax.random.PRNGKey(1),
-        alpha=2.0,
+        alpha=alpha,
         n_steps=4000,
         batch_size=50,
         learning_rate=1e-2,
     )
     Z = np.c_[X, np.ones(50)]
-    ridge = np.linalg.solve(Z.T @ Z + 2.0 * np.eye(5), Z.T @ y)
+    ridge = np.linalg.solve(Z.T @ Z + np.diag(np.broadcast_to(alpha, 5)), Z.T @ y)
     np.testing.assert_allclose(trained.weight[0], ridge[:4], atol=1e-4)
     np.testing.assert_allclose(trained.bias, ridge[4], atol=1e-4)
+    with pytest.raises(ValueError, match=r"alpha must be a scalar or one precision per weight"):
+        train_map(net, X, y, Gaussian(1.0), jax.random.PRNGKey(1), alpha=[1.0, 2.0], n_steps=1)
 
 
 def test_diagonal_laplace_fixed_point_and_sample_variance():
