@@ -70,10 +70,11 @@ def train_map(
 
 
 def _precision_tree(params, alpha: np.ndarray):
-    """α shaped like ``params``: one scalar per leaf, or the (d,) vector cut into leaves."""
+    """α shaped like ``params``: one scalar per leaf (α of size 1, e.g. a scalar prior's
+    ``post.alpha``), or the (d,) vector cut into leaves."""
     leaves, treedef = jax.tree_util.tree_flatten(params)
-    if alpha.ndim == 0:
-        return jax.tree_util.tree_unflatten(treedef, [float(alpha)] * len(leaves))
+    if alpha.size == 1:
+        return jax.tree_util.tree_unflatten(treedef, [float(alpha.item())] * len(leaves))
     d = sum(leaf.size for leaf in leaves)
     if alpha.shape != (d,):
         raise ValueError(

@@ -272,7 +272,7 @@ def test_metrics_against_hand_values_and_sklearn():
         metrics.nll(probs, labels + 1)
 
 
-@pytest.mark.parametrize("alpha", [2.0, [2.0, 0.5, 8.0, 1.0, 0.1]])
+@pytest.mark.parametrize("alpha", [2.0, [2.0], [2.0, 0.5, 8.0, 1.0, 0.1]])
 def test_train_map_reaches_the_ridge_solution_of_a_linear_network(alpha):
     """For f(w, x) = Wx + b with a Gaussian likelihood (β = 1) the MAP is ridge regression
     on [X, 1] with penalty α on every weight, bias included; with one α per weight
