@@ -81,6 +81,13 @@ def test_predict_names_mismatched_columns(tmp_path, data):
     assert not (tmp_path / "q.h5").exists()
 
 
+# SGD steps per EM step of the checkpointed fit. The fit converges in 5 EM steps (α
+# repeats to float32), so the interrupt must land in the 4 steps after the first
+# checkpoint: at 300 SGD steps that window was ~1 s, and a loaded machine once let the fit
+# finish first (rc 0, not 130); at 3 000 it is ~6 s
+SGD_STEPS = 3000
+
+
 def _fit_args(path, out):
     return [
         "fit",
@@ -90,7 +97,7 @@ def _fit_args(path, out):
         "--samples",
         4,
         "--steps",
-        300,
+        SGD_STEPS,
         "--batch-size",
         100,
         "--max-iter",
