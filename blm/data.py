@@ -72,8 +72,10 @@ class ArrayDataset:
         """(x_b, y_b, rows_b) of at most ``block_size`` rows (all rows if None); rows_b are
         the rows' indices in the dataset."""
         block_size = self.n if block_size is None else positive_int(block_size, "block_size")
-        if key is None and block_size >= self.n:
-            yield self.X, self.y, jnp.arange(self.n)
+        if key is None:  # in order: contiguous slices, far cheaper than a gather
+            for i in range(0, self.n, block_size):
+                stop = min(i + block_size, self.n)
+                yield self.X[i:stop], self.y[i:stop], jnp.arange(i, stop)
             return
         for rows in _row_order(self.n, block_size, key):
             yield self.X[rows], self.y[rows], jnp.asarray(rows)

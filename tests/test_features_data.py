@@ -80,6 +80,20 @@ def test_shuffled_blocks_cover_every_row_once(problem):
             np.testing.assert_array_equal(yb, Y[np.asarray(r)])
 
 
+def test_ordered_blocks_are_consecutive_rows(problem):
+    """Without a key: blocks of block_size rows in order (the last one short), each with
+    the indices of its rows."""
+    X, Y, path = problem
+    for ds in (ArrayDataset(X, Y), HDF5Dataset(path, block_size=10)):
+        blocks = list(ds.blocks(10))
+        assert [len(r) for _, _, r in blocks] == [10] * 10 + [3]
+        np.testing.assert_array_equal(
+            np.concatenate([np.asarray(r) for _, _, r in blocks]), np.arange(103)
+        )
+        np.testing.assert_array_equal(np.concatenate([xb for xb, _, _ in blocks]), X)
+        np.testing.assert_array_equal(np.concatenate([yb for _, yb, _ in blocks]), Y)
+
+
 def test_hdf5_errors(tmp_path, problem):
     X, Y, path = problem
     with pytest.raises(FileNotFoundError, match="path"):
