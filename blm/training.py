@@ -20,6 +20,7 @@ from jaxtyping import ArrayLike, Float
 
 from blm._checks import as_float_array, positive, positive_int
 from blm.likelihoods import Likelihood
+from blm.network import NetworkFeatures
 
 
 def train_map(
@@ -43,7 +44,7 @@ def train_map(
     positive_int(n_steps, "n_steps")
     optimizer = optax.adam(float(positive(learning_rate, "learning_rate")))
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    precision = _precision_tree(params, positive(alpha, "alpha"))
+    precision = _precision_tree(model, X.shape[1:], positive(alpha, "alpha"))
 
     def loss(p, xb, yb):
         net = eqx.combine(p, static)
@@ -69,23 +70,14 @@ def train_map(
     return eqx.combine(params, static)
 
 
-def _precision_tree(params, alpha: np.ndarray):
-    """α shaped like ``params``: one scalar per leaf (α of size 1, e.g. a scalar prior's
-    ``post.alpha``), or the (d,) vector cut into leaves."""
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    if alpha.size == 1:
-        return jax.tree_util.tree_unflatten(treedef, [float(alpha.item())] * len(leaves))
-    d = sum(leaf.size for leaf in leaves)
-    if alpha.shape != (d,):
+def _precision_tree(model: eqx.Module, input_shape: tuple[int, ...], alpha: np.ndarray):
+    """α shaped like the network's floating-point parameters: a size-1 α on every weight,
+    or the (d,) vector cut into leaves exactly as ``NetworkFeatures`` cuts w."""
+    features = NetworkFeatures(model, input_shape)
+    if alpha.size != 1 and alpha.shape != (features.d,):
         raise ValueError(
-            f"alpha must be a scalar or one precision per weight, shape ({d},), got {alpha.shape}"
+            f"alpha must be a scalar or one precision per weight, shape ({features.d},), "
+            f"got {alpha.shape}"
         )
-    cuts = np.cumsum([leaf.size for leaf in leaves])[:-1]
-    parts = np.split(alpha, cuts)
-    return jax.tree_util.tree_unflatten(
-        treedef,
-        [
-            jnp.asarray(a, leaf.dtype).reshape(leaf.shape)
-            for a, leaf in zip(parts, leaves, strict=True)
-        ],
-    )
+    flat = jnp.broadcast_to(jnp.asarray(alpha.ravel(), features.w.dtype), (features.d,))
+    return eqx.filter(features.model(flat), eqx.is_inexact_array)
