@@ -9,14 +9,27 @@ of b rows, rescaled by n/b (unbiased), and whose prior term is exact:
     low-variance z:  (n/b) Σ_{i∈batch} ½‖φ_i z‖²_{B_i}              + ½‖z − θⁿ_j‖²_A
     standard z:      (n/b) Σ_{i∈batch} (½‖φ_i z‖²_{B_i} − zᵀφ_iᵀL_iξ_{j,i}) + ½‖z − θ⁰_j‖²_A
 
-(see ``blm.solvers.targets``). The optimiser is optax SGD with Nesterov momentum,
-applied to the Jacobi-preconditioned gradient P⁻¹g, P = diag(H) (on by default: it
-removes the spread of column scales, often the largest part of H's condition number).
-The default learning rate is 0.3/λ̂ with λ̂ the largest eigenvalue, by power iteration,
+(see ``blm.solvers.targets``). With ``snapshot_every`` the minibatch gradient gets the
+SVRG control variate of a snapshot x̃ (refreshed by one full pass every
+``snapshot_every`` steps): all three data terms are quadratic, so
+
+    g_b(x) − g_b(x̃) + ∇(x̃) = (n/b) Φ_bᵀB_bΦ_b (x − x̃) + ∇_data(x̃) + A(x − c)
+
+is unbiased, its noise (the noise ξ of the standard objective included) cancels
+exactly and what is left shrinks with ‖x − x̃‖: the iteration converges linearly
+without a noise floor, so it needs no averaging, and it keeps the exact minimisers as
+its fixed point whatever the minibatch. A cold start's first snapshot is x̃ = 0, whose
+data gradient needs no pass (the low-variance samples' is zero: the same iteration as
+without snapshots until the first refresh).
+
+The optimiser is optax SGD with Nesterov momentum, applied to the Jacobi-preconditioned
+gradient P⁻¹g, P = diag(H) (on by default: it removes the spread of column scales,
+often the largest part of H's condition number). The default learning rate is 0.3/λ̂
+((1 − momentum)/λ̂ with snapshots) with λ̂ the largest eigenvalue, by power iteration,
 of the preconditioned minibatch curvature P⁻¹((n/b)Φ_bᵀBΦ_b + A) over a few random
-minibatches, so every realised step is stable. Iterate (Polyak) averaging over the last part of the run is
-optional. Steps run in ``jax.lax.scan`` chunks; between chunks the diagnostics are
-logged and divergence is detected.
+minibatches, so every realised step is stable. Iterate (Polyak) averaging over the
+last part of the run is optional. Steps run in ``jax.lax.scan`` chunks; between chunks
+the diagnostics are logged and divergence is detected.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 import equinox as eqx
 import jax
@@ -33,12 +47,12 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
+from blm import operators as ops
 from blm._checks import one_of, positive, positive_int
 from blm._progress import close, progress_bar
 from blm.data import ArrayDataset
 from blm.features import Features
 from blm.likelihoods import Likelihood
-from blm.operators import row_noise
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
 from blm.solvers.sampled import Diagnostics, SampledPosterior
@@ -52,13 +66,20 @@ class SGDConfig:
     n_steps: optimiser steps. batch_size: rows per minibatch (≤ n). learning_rate: None
     for 0.3/λ̂ (power iterations; with momentum 0.9 the effective step 3/λ̂ is inside
     heavy-ball's stability limit 3.8/λ, and the smaller step keeps the minibatch noise
-    floor low), else a positive number. momentum, nesterov: optax SGD.
+    floor low), or with snapshots (1 − momentum)/λ̂ (effective step 1/λ̂: no noise floor
+    to keep low, momentum 0 to 0.5 work best), else a positive number. momentum, nesterov: optax SGD.
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
-    per logged diagnostic (and per scan chunk). block_size: rows read at a time from a
-    streamed dataset (at least batch_size: minibatches are drawn within a block).
+    per logged diagnostic (and per scan chunk). block_size: rows per block of the full
+    passes (targets, Jacobi, snapshots) and per read of a streamed dataset (at least
+    batch_size: minibatches are drawn within a block); None for the dataset's own
+    default, as in ``cg``: all rows of one in memory (a block of an in-memory array is a
+    copy of it), the file's block size for HDF5. Set it to bound the memory of features
+    whose passes hold per-row intermediates (networks).
     precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
-    diag(ΦᵀBΦ)). progress: show a tqdm bar.
+    diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
+    SVRG snapshots (one full pass each, plus one for ΦᵀBY; the diagnostics are then the
+    exact objective and gradient norm at each snapshot). progress: show a tqdm bar.
     """
 
     n_steps: int = 2000
@@ -69,9 +90,10 @@ class SGDConfig:
     polyak: float | None = None
     objective: Objective = "low-variance"
     log_every: int = 100
-    block_size: int = 65_536
+    block_size: int | None = None
     power_iters: int = 20
     precondition: bool = True
+    snapshot_every: int | None = None
     progress: bool = False
 
     def validate(self, n: int) -> None:
@@ -87,7 +109,10 @@ class SGDConfig:
             raise ValueError(f"polyak must be None or in [0, 1), got {self.polyak}")
         one_of(self.objective, "objective", ("low-variance", "standard"))
         positive_int(self.log_every, "log_every")
-        positive_int(self.block_size, "block_size")
+        if self.block_size is not None:
+            positive_int(self.block_size, "block_size")
+        if self.snapshot_every is not None:
+            positive_int(self.snapshot_every, "snapshot_every")
 
 
 class _Problem(eqx.Module):
@@ -102,21 +127,29 @@ class _Problem(eqx.Module):
     standard: bool = eqx.field(static=True)
 
 
-def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale):
-    """Gradient and objective estimate of every column on one minibatch."""
+def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
+    """Gradient and objective estimate of every column on one minibatch; with a
+    ``snapshot`` (x̃, ∇_data(x̃)) the variance-reduced gradient and no objective (NaN)."""
     f0, jvp, vjp = problem.features.linearize(xb)
     lik = problem.likelihood
+    prior_grad = problem.prior.mul(x - problem.centres)
+    if snapshot is not None:
+        x_snap, grad_snap = snapshot
+        fd = jax.vmap(jvp)(x - x_snap)
+        bfd = jax.vmap(lambda v: lik.precision_mul(f0, v))(fd)
+        grad = scale * jax.vmap(vjp)(bfd) + grad_snap + prior_grad
+        return grad, jnp.full(x.shape[0], jnp.nan, x.dtype)
     fx = jax.vmap(jvp)(x)  # (k+1, b, m), primal shared
     bfx = jax.vmap(lambda v: lik.precision_mul(f0, v))(fx)
     k = x.shape[0] - 1
     t_mean = lik.precision_mul(f0, yb)[None]
     if problem.standard:
-        xi = row_noise(problem.noise_key, rows, k, f0.shape[-1], f0.dtype)
+        xi = ops.row_noise(problem.noise_key, rows, k, f0.shape[-1], f0.dtype)
         t_samples = jax.vmap(lambda e: lik.sqrt_mul(f0, e))(xi)
     else:
         t_samples = jnp.zeros((k, *yb.shape), yb.dtype)
     t = jnp.concatenate([t_mean, t_samples])
-    grad = scale * jax.vmap(vjp)(bfx - t) + problem.prior.mul(x - problem.centres)
+    grad = scale * jax.vmap(vjp)(bfx - t) + prior_grad
     data = scale * jnp.sum(0.5 * fx * bfx - t * fx, axis=(1, 2))
     reg = 0.5 * jnp.sum(problem.prior.mul((x - problem.centres) ** 2), axis=1)
     return grad, data + reg
@@ -137,9 +170,11 @@ def _run_chunk(
     step0,
     avg_from,
     sharding=None,
+    snapshot=None,
 ):
     """``n_steps`` SGD steps on minibatches drawn from the block (xb, yb, rows); with a
-    row ``sharding`` each minibatch is split along rows over its mesh."""
+    row ``sharding`` each minibatch is split along rows over its mesh; with a
+    ``snapshot`` (x̃, ∇_data(x̃)) the gradients are variance-reduced."""
     n_block = xb.shape[0]
     full = batch_size >= n_block
     scale = n_total / (n_block if full else batch_size)
@@ -151,7 +186,7 @@ def _run_chunk(
         else:
             idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n_block)
             xm, ym, rm = constrain_rows((xb[idx], yb[idx], rows[idx]), sharding)
-        grad, obj = _minibatch_terms(problem, x, xm, ym, rm, scale)
+        grad, obj = _minibatch_terms(problem, x, xm, ym, rm, scale, snapshot)
         updates, opt_state = optimizer.update(grad / problem.precond, opt_state, x)
         x = optax.apply_updates(x, updates)
         use = step0 + i >= avg_from
@@ -196,7 +231,7 @@ def _blocks(dataset, config: SGDConfig, key):
     if isinstance(dataset, ArrayDataset):
         while True:
             yield dataset.X, dataset.y, jnp.arange(dataset.n)
-    epoch, size = 0, max(config.block_size, config.batch_size)
+    epoch, size = 0, max(config.block_size or dataset.block_size, config.batch_size)
     while True:
         yield from dataset.blocks(size, jax.random.fold_in(key, epoch))
         epoch += 1
@@ -261,7 +296,8 @@ def sgd(
             )
             for j in range(3)
         )
-        lr = 0.3 / lam
+        step = 0.3 if config.snapshot_every is None else 1.0 - config.momentum
+        lr = step / lam
     else:
         lr = float(config.learning_rate)
     optimizer = _optimizer(config.momentum, config.nesterov)
@@ -283,6 +319,20 @@ def sgd(
         config.n_steps if config.polyak is None else int(config.polyak * config.n_steps)
     )
     diag = Diagnostics(learning_rate=lr)
+    snapshot_every = config.snapshot_every
+    if snapshot_every is not None:
+        take_snapshot, t = _snapshots(
+            features, likelihood, prior, dataset, problem, targets, config
+        )
+        # a cold start's first snapshot is x̃ = 0, whose data gradient −t needs no pass
+        snapshot = (
+            place_parameters((jnp.zeros_like(x0), -t), prior.d)
+            if init is None
+            else take_snapshot(x0)[0]
+        )
+        next_snapshot = snapshot_every
+    else:
+        snapshot = None
     bar = progress_bar(config.progress, config.n_steps, "sgd")
     done, prev = 0, x0
     while done < config.n_steps:
@@ -291,6 +341,8 @@ def sgd(
         if not isinstance(dataset, ArrayDataset):
             per_block = max(1, math.ceil(xb.shape[0] / config.batch_size))
         n_chunk = min(per_block, config.n_steps - done)
+        if snapshot is not None:
+            n_chunk = min(n_chunk, next_snapshot - done)
         state, obj, gnorm = _run_chunk(
             problem,
             optimizer,
@@ -305,24 +357,66 @@ def sgd(
             jnp.asarray(done),
             avg_from,
             sharding,
+            snapshot,
         )
         done += n_chunk
         x = state[0]
-        if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(obj)))):
-            raise FloatingPointError(
-                f"SGD diverged: the objective became non-finite by step {done} "
-                f"(learning rate {lr:.3g}); lower learning_rate"
-            )
-        change = float(jnp.linalg.norm(x - prev) / jnp.maximum(jnp.linalg.norm(x), 1e-30))
-        diag.log(done, obj, gnorm, change)
-        prev = x
+        if snapshot is None:
+            prev = _record(diag, bar, done, x, prev, obj, gnorm, lr)
+        elif not bool(jnp.all(jnp.isfinite(x))):
+            _diverged(done, lr)
         if bar is not None:
             bar.update(n_chunk)
-            bar.set_postfix(objective=f"{float(obj[0]):.4g}", change=f"{change:.2e}")
         if callback is not None and callback(done, _current(state, done, avg_from)):
             break
+        if snapshot is not None and done in (next_snapshot, config.n_steps):
+            # the next period's control variate, and exact diagnostics of this iterate
+            snapshot, obj, gnorm = take_snapshot(x)
+            next_snapshot = done + snapshot_every
+            prev = _record(diag, bar, done, x, prev, obj, gnorm, lr)
     close(bar)
     return _current(state, done, avg_from), diag
+
+
+def _diverged(step: int, lr: float) -> NoReturn:
+    raise FloatingPointError(
+        f"SGD diverged: the objective became non-finite by step {step} "
+        f"(learning rate {lr:.3g}); lower learning_rate"
+    )
+
+
+def _record(diag: Diagnostics, bar, step: int, x, prev, obj, gnorm, lr: float):
+    """Check the iterate and objective are finite, log them; returns x (the next ``prev``)."""
+    if not (bool(jnp.all(jnp.isfinite(x))) and bool(jnp.all(jnp.isfinite(obj)))):
+        _diverged(step, lr)
+    change = float(jnp.linalg.norm(x - prev) / jnp.maximum(jnp.linalg.norm(x), 1e-30))
+    diag.log(step, obj, gnorm, change)
+    if bar is not None:
+        bar.set_postfix(objective=f"{float(obj[0]):.4g}", change=f"{change:.2e}")
+    return x
+
+
+def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets, config):
+    """(x ↦ ((x, ∇_data(x)), objective(x), ‖∇(x)‖), t): the SVRG snapshot with the exact
+    objective and gradient norm of every column, by one full pass (ΦᵀBΦx), and t.
+
+    The data gradients are ΦᵀBΦx − t with t = ΦᵀBY for the mean, 0 for low-variance
+    samples and ΦᵀLξ_j = A(θⁿ_j − θ⁰_j) for standard ones (ΦᵀBY: one pass, here)."""
+    zeros = jnp.zeros_like(targets.centres)
+    noise = prior.mul(targets.centres - targets.theta0) if problem.standard else zeros
+    t = jnp.concatenate([ops.rhs(features, likelihood, dataset, config.block_size)[None], noise])
+
+    def take(x):
+        hx = ops.normal_matvec(features, likelihood, dataset, x, config.block_size)
+        data_grad = hx - t
+        grad = data_grad + prior.mul(x - problem.centres)
+        objective = jnp.sum(x * (0.5 * hx - t), axis=1) + 0.5 * jnp.sum(
+            prior.mul((x - problem.centres) ** 2), axis=1
+        )
+        snapshot = place_parameters((x, data_grad), prior.d)
+        return snapshot, objective, jnp.linalg.norm(grad, axis=1)
+
+    return take, t
 
 
 def _current(state, done: int, avg_from) -> SampledPosterior:
