@@ -67,7 +67,8 @@ class SGDConfig:
     for 0.3/λ̂ (power iterations; with momentum 0.9 the effective step 3/λ̂ is inside
     heavy-ball's stability limit 3.8/λ, and the smaller step keeps the minibatch noise
     floor low), or with snapshots (1 − momentum)/λ̂ (effective step 1/λ̂: no noise floor
-    to keep low, momentum 0 to 0.5 work best), else a positive number. momentum, nesterov: optax SGD.
+    to keep low; momentum 0 to 0.5 work best), else a positive number. momentum,
+    nesterov: optax SGD.
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows per block of the full
