@@ -111,7 +111,7 @@ def test_streamed_targets_and_sgd_blocks_hold_a_whole_minibatch(tmp_path, proble
     within a block, so a smaller block would shrink them)."""
     import jax
 
-    from blm.solvers.sgd import SGDConfig, _blocks
+    from blm.solvers.sgd import _blocks
 
     X, y = problem
     ds = HDF5Dataset(_file(tmp_path, X, y), block_size=37)
@@ -123,8 +123,7 @@ def test_streamed_targets_and_sgd_blocks_hold_a_whole_minibatch(tmp_path, proble
         np.testing.assert_array_equal(yb, np.stack([y[rows], -y[rows]], axis=1))
     with pytest.raises(ValueError, match="y"):
         ds.with_targets(y[:-1])
-    config = SGDConfig(batch_size=64, block_size=10)
-    stream = _blocks(ds, config, jax.random.PRNGKey(1))
+    stream = _blocks(ds, 10, 64, jax.random.PRNGKey(1))  # block_size 10, batch_size 64
     sizes = sorted(next(stream)[0].shape[0] for _ in range(7))  # one pass over 400 rows
     assert sizes == [400 - 6 * 64] + [64] * 6
 

@@ -6,10 +6,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from blm import ArrayDataset, Gaussian, HDF5Dataset, LinearFeatures, Prior
+from blm import (
+    ArrayDataset,
+    Gaussian,
+    HDF5Dataset,
+    LinearFeatures,
+    Prior,
+    RandomFourierFeatures,
+)
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.solvers.cg import cg
-from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
+from blm.solvers.sgd import SGDConfig, _block_size, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key
 from tests.conftest import random_problem
 
@@ -149,6 +156,16 @@ def test_streamed_hdf5_solvers_equal_in_memory(rng, tmp_path):
     config = SGDConfig(n_steps=600, batch_size=10, block_size=40, snapshot_every=8, momentum=0)
     c, _ = sgd(feats, lik, prior, disk, KEY, 3, config)
     assert np.linalg.norm(c.samples - z) / np.linalg.norm(z) < 1e-8
+
+
+def test_full_passes_take_an_in_memory_design_whole_and_bound_computed_features(rng):
+    """A block of an in-memory array is a copy, so a plain design matrix is passed whole;
+    features computed per row (random features, networks) keep bounded blocks."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    rff = RandomFourierFeatures(KEY, n_raw=8, n_features=16)
+    assert _block_size(feats, ds, SGDConfig()) is None
+    assert _block_size(rff, ds, SGDConfig()) == 65_536
+    assert _block_size(feats, ds, SGDConfig(block_size=30)) == 30
 
 
 def test_warm_start_at_the_solution_stays(rng):

@@ -51,7 +51,7 @@ from blm import operators as ops
 from blm._checks import one_of, positive, positive_int
 from blm._progress import close, progress_bar
 from blm.data import ArrayDataset
-from blm.features import Features
+from blm.features import Features, LinearFeatures
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
@@ -73,10 +73,10 @@ class SGDConfig:
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows per block of the full
     passes (targets, Jacobi, snapshots) and per read of a streamed dataset (at least
-    batch_size: minibatches are drawn within a block); None for the dataset's own
-    default, as in ``cg``: all rows of one in memory (a block of an in-memory array is a
-    copy of it), the file's block size for HDF5. Set it to bound the memory of features
-    whose passes hold per-row intermediates (networks).
+    batch_size: minibatches are drawn within a block); None: all rows of an in-memory
+    design matrix (plain ``LinearFeatures``, whose rows are the inputs: a block of an
+    in-memory array would be a copy), else 65 536. Lower it to bound the memory of
+    features computed per row (random features, networks).
     precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
     diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
     SVRG snapshots (one full pass each, plus one for ΦᵀBY; the diagnostics are then the
@@ -225,14 +225,23 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
     return jnp.linalg.norm(hmul(v))
 
 
-def _blocks(dataset, config: SGDConfig, key):
+def _block_size(features: Features, dataset, config: SGDConfig) -> int | None:
+    """Rows per block of the full passes and streamed reads (see ``SGDConfig``)."""
+    if config.block_size is not None:
+        return config.block_size
+    if isinstance(dataset, ArrayDataset) and type(features) is LinearFeatures:
+        return None
+    return 65_536
+
+
+def _blocks(dataset, block_size: int | None, batch_size: int, key):
     """Endless (x_b, y_b, rows_b) blocks: the whole array in memory, or shuffled passes
     over a streamed dataset in blocks of at least one minibatch (minibatches are drawn
     within a block; a smaller block would silently shrink them)."""
     if isinstance(dataset, ArrayDataset):
         while True:
             yield dataset.X, dataset.y, jnp.arange(dataset.n)
-    epoch, size = 0, max(config.block_size or dataset.block_size, config.batch_size)
+    epoch, size = 0, max(block_size or dataset.n, batch_size)
     while True:
         yield from dataset.blocks(size, jax.random.fold_in(key, epoch))
         epoch += 1
@@ -262,10 +271,11 @@ def sgd(
     """
     k = positive_int(n_samples, "n_samples")
     config.validate(dataset.n)
+    block_size = _block_size(features, dataset, config)
     k_targets, k_solver = split_key(key)
     k_lr, k_steps = jax.random.split(k_solver)
     targets: SampleTargets = draw_targets(
-        features, likelihood, prior, dataset, k_targets, k, config.block_size
+        features, likelihood, prior, dataset, k_targets, k, block_size
     )
     standard = config.objective == "standard"
     centres = jnp.concatenate(
@@ -275,15 +285,15 @@ def sgd(
         ]
     )
     precond = (
-        jacobi(features, likelihood, prior, dataset, config.block_size)
+        jacobi(features, likelihood, prior, dataset, block_size)
         if config.precondition
         else jnp.ones(prior.d, centres.dtype)
     )
     problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
-    blocks = _blocks(dataset, config, k_steps)
+    blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 
     if config.learning_rate is None:
-        xb = next(_blocks(dataset, config, k_lr))[0]
+        xb = next(_blocks(dataset, block_size, config.batch_size, k_lr))[0]
         lam = max(
             float(
                 _curvature_bound(
@@ -323,7 +333,7 @@ def sgd(
     snapshot_every = config.snapshot_every
     if snapshot_every is not None:
         take_snapshot, t = _snapshots(
-            features, likelihood, prior, dataset, problem, targets, config
+            features, likelihood, prior, dataset, problem, targets, block_size
         )
         # a cold start's first snapshot is x̃ = 0, whose data gradient −t needs no pass
         snapshot = (
@@ -397,7 +407,7 @@ def _record(diag: Diagnostics, bar, step: int, x, prev, obj, gnorm, lr: float):
     return x
 
 
-def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets, config):
+def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets, block_size):
     """(x ↦ ((x, ∇_data(x)), objective(x), ‖∇(x)‖), t): the SVRG snapshot with the exact
     objective and gradient norm of every column, by one full pass (ΦᵀBΦx), and t.
 
@@ -405,10 +415,10 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     samples and ΦᵀLξ_j = A(θⁿ_j − θ⁰_j) for standard ones (ΦᵀBY: one pass, here)."""
     zeros = jnp.zeros_like(targets.centres)
     noise = prior.mul(targets.centres - targets.theta0) if problem.standard else zeros
-    t = jnp.concatenate([ops.rhs(features, likelihood, dataset, config.block_size)[None], noise])
+    t = jnp.concatenate([ops.rhs(features, likelihood, dataset, block_size)[None], noise])
 
     def take(x):
-        hx = ops.normal_matvec(features, likelihood, dataset, x, config.block_size)
+        hx = ops.normal_matvec(features, likelihood, dataset, x, block_size)
         data_grad = hx - t
         grad = data_grad + prior.mul(x - problem.centres)
         objective = jnp.sum(x * (0.5 * hx - t), axis=1) + 0.5 * jnp.sum(
