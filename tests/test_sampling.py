@@ -15,6 +15,7 @@ from blm import (
     RandomFourierFeatures,
 )
 from blm.evidence.closed_form import DenseGaussianModel
+from blm.operators import noise_rhs
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, _block_size, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key
@@ -166,6 +167,18 @@ def test_full_passes_take_an_in_memory_design_whole_and_bound_computed_features(
     assert _block_size(feats, ds, SGDConfig()) is None
     assert _block_size(rff, ds, SGDConfig()) == 65_536
     assert _block_size(feats, ds, SGDConfig(block_size=30)) == 30
+
+
+def test_sample_targets_noise_is_the_data_part_of_the_right_hand_sides(rng):
+    """A(θⁿ − θ⁰) recovers ΦᵀLξ, the pass ``draw_targets`` made with the same noise key
+    (a wrong prior factor or sign fails for this grouped α ≠ 1)."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    targets = draw_targets(feats, lik, prior, ds, KEY, 5)
+    direct = noise_rhs(feats, lik, ds, targets.noise_key, 5)
+    np.testing.assert_allclose(targets.noise(prior), direct, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        targets.rhs(prior), direct + prior.mul(targets.theta0), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_warm_start_at_the_solution_stays(rng):

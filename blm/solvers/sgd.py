@@ -412,9 +412,8 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     objective and gradient norm of every column, by one full pass (ΦᵀBΦx), and t.
 
     The data gradients are ΦᵀBΦx − t with t = ΦᵀBY for the mean, 0 for low-variance
-    samples and ΦᵀLξ_j = A(θⁿ_j − θ⁰_j) for standard ones (ΦᵀBY: one pass, here)."""
-    zeros = jnp.zeros_like(targets.centres)
-    noise = prior.mul(targets.centres - targets.theta0) if problem.standard else zeros
+    samples and ΦᵀLξ_j for standard ones (``SampleTargets.noise``; ΦᵀBY: one pass, here)."""
+    noise = targets.noise(prior) if problem.standard else jnp.zeros_like(targets.centres)
     t = jnp.concatenate([ops.rhs(features, likelihood, dataset, block_size)[None], noise])
 
     def take(x):

@@ -47,6 +47,10 @@ class SampleTargets(eqx.Module):
         """A θⁿ_j = ΦᵀLξ_j + Aθ⁰_j: the right-hand sides of H z_j = r_j."""
         return prior.mul(self.centres)
 
+    def noise(self, prior: Prior) -> Float[Array, "k d"]:
+        """ΦᵀLξ_j = A(θⁿ_j − θ⁰_j): the data part of the right-hand sides (no pass)."""
+        return prior.mul(self.centres - self.theta0)
+
 
 def draw_targets(
     features: Features,
