@@ -27,6 +27,9 @@ from jaxtyping import Array, Float, Int
 
 from blm._checks import positive, positive_int
 
+FEATURE_BLOCK_BYTES = 1 << 28
+"""Bytes of computed feature rows a full pass holds at once by default (256 MiB)."""
+
 
 class Features(eqx.Module):
     """Interface of a feature map φ: inputs ↦ (m × d) matrices, applied matrix-free."""
@@ -56,6 +59,12 @@ class Features(eqx.Module):
     def groups(self) -> Int[Array, " d"]:
         """Default group index per coordinate for per-group priors (one group)."""
         return jnp.zeros(self.d, jnp.int32)
+
+    def block_rows(self) -> int | None:
+        """Default rows per block of a full pass (``blm.operators.block_rows``): a bound on
+        the inputs whose features are computed at once, or None for no bound. Generic
+        features (networks: activations and k + 1 tangents per row): 256."""
+        return 256
 
     def linearize(
         self, inputs
@@ -94,6 +103,24 @@ def _n_rows(inputs) -> int:
     return int(jax.tree_util.tree_leaves(inputs)[0].shape[0])
 
 
+def _sum_over_row_chunks(fn, *arrays, chunk: int = 1024):
+    """Σ_c fn(*(a[c] for a in arrays)) over chunks c of ``chunk`` rows, so that fn's
+    temporaries are chunk-sized: for fn = wᵀt², XLA would otherwise square every row of
+    an in-memory design at once (n × p more memory; measured 20 000 × 10 000 float32:
+    +763 MiB and 0.42 s whole, +39 MiB and 0.19 s in chunks of 1 024 rows)."""
+    n = arrays[0].shape[0]
+    full = n - n % chunk
+    total = fn(*(a[full:] for a in arrays))
+    if full:
+
+        def body(acc, start):
+            part = fn(*(jax.lax.dynamic_slice_in_dim(a, start, chunk) for a in arrays))
+            return acc + part, None
+
+        total = jax.lax.scan(body, total, jnp.arange(0, full, chunk))[0]
+    return total
+
+
 class LinearFeatures(Features):
     r"""φ(x) = I_m ⊗ t(x)ᵀ: a design matrix with p columns and m outputs.
 
@@ -113,6 +140,16 @@ class LinearFeatures(Features):
     def transform(self, inputs) -> Float[Array, "b p"]:
         """The design rows of a batch of inputs (identity here)."""
         return inputs
+
+    def block_rows(self) -> int | None:
+        """None when the rows are the inputs (a block of an in-memory design would only
+        copy it); for rows computed from raw inputs (a subclass's ``transform``) as many
+        as fit p numbers each, twice (the rows and their pre-activation), in
+        ``FEATURE_BLOCK_BYTES``."""
+        if type(self).transform is LinearFeatures.transform:
+            return None
+        itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+        return max(1, FEATURE_BLOCK_BYTES // (2 * self.n_inputs * itemsize))
 
     @property
     def d(self) -> int:
@@ -142,7 +179,9 @@ class LinearFeatures(Features):
     def sq_rows(self, inputs, factor):
         # φ_iᵀL_i e_l = L_i[:, l] ⊗ t_i: output k's block gets Σ_l L_kl² t_i² = (B_i)_kk t_i²
         w = jnp.sum(factor**2, axis=-1)  # (b, m)
-        return jnp.ravel(w.T @ self.transform(inputs) ** 2)
+        return jnp.ravel(
+            _sum_over_row_chunks(lambda wc, tc: wc.T @ tc**2, w, self.transform(inputs))
+        )
 
     def dense(self, inputs):
         rows = self.transform(inputs)
@@ -169,6 +208,10 @@ class SparseLinearFeatures(LinearFeatures):
         raise TypeError("transform: sparse rows are applied by gather/scatter, never densified")
 
     linearize = Features.linearize
+
+    def block_rows(self) -> int | None:
+        """None: a block costs b·r·m numbers, never b × p."""
+        return None
 
     @staticmethod
     def _split(inputs):

@@ -26,7 +26,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from blm._checks import positive_int
-from blm.data import default_dtype
+from blm.data import ArrayDataset, default_dtype
 from blm.features import Features
 from blm.likelihoods import Gaussian, Likelihood
 from blm.sharding import put_rows
@@ -39,11 +39,24 @@ def _check(features: Features, dataset) -> None:
         )
 
 
+def block_rows(features: Features, dataset, block_size: int | None = None) -> int | None:
+    """Rows per block of a full pass: ``block_size`` if given, else the features' bound
+    (``Features.block_rows``: None for a plain or sparse design, rows of 256 MiB for
+    random features, 256 inputs for a network), capped by a file's own block size. None
+    means no bound: all rows of an in-memory array at once, a file's own blocks."""
+    if block_size is not None:
+        return positive_int(block_size, "block_size")
+    rows = features.block_rows()
+    if rows is None or isinstance(dataset, ArrayDataset):
+        return rows
+    return min(rows, dataset.block_size)
+
+
 def _accumulate(features: Features, dataset, block_size: int | None, kernel):
     """Σ over blocks of kernel(x_b, y_b, rows_b), after checking the dataset fits."""
     _check(features, dataset)
     total = 0.0
-    for block in dataset.blocks(block_size):
+    for block in dataset.blocks(block_rows(features, dataset, block_size)):
         total = total + kernel(*put_rows(block))
     return total
 
@@ -101,7 +114,8 @@ def _block_quad(features, likelihood, xb, z):
 def matvec(features: Features, dataset, z: Float[Array, "... d"], block_size: int | None = None):
     """Φ z, shape (n, m) (or (k, n, m) for z of shape (k, d))."""
     _check(features, dataset)
-    out = [_block_matvec(features, xb, z) for xb, _, _ in dataset.blocks(block_size)]
+    blocks = dataset.blocks(block_rows(features, dataset, block_size))
+    out = [_block_matvec(features, xb, z) for xb, _, _ in blocks]
     return jnp.concatenate(out, axis=-2)
 
 
@@ -278,13 +292,16 @@ class StreamedBlocks(eqx.Module):
         return xb, mask
 
 
-def traced_blocks(dataset, block_size: int | None = None) -> StackedBlocks | StreamedBlocks:
-    """The rows of ``dataset`` for traced passes (``normal_operator``): stacked in memory
-    for an ``ArrayDataset``, read block by block from the file for an ``HDF5Dataset``
-    (``block_size`` default: the dataset's own)."""
-    if hasattr(dataset, "X"):
+def traced_blocks(
+    features: Features, dataset, block_size: int | None = None
+) -> StackedBlocks | StreamedBlocks:
+    """The rows of ``dataset`` for traced passes of ``features`` (``normal_operator``):
+    stacked in memory for an ``ArrayDataset``, read block by block from the file for an
+    ``HDF5Dataset`` (``block_size`` default: ``block_rows``, for a file at most its own)."""
+    block_size = block_rows(features, dataset, block_size)
+    if isinstance(dataset, ArrayDataset):
         return StackedBlocks.from_dataset(dataset, block_size)
-    b = dataset.block_size if block_size is None else positive_int(block_size, "block_size")
+    b = dataset.block_size if block_size is None else block_size
     return StreamedBlocks(dataset, min(b, dataset.n))
 
 

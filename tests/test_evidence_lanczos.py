@@ -331,7 +331,7 @@ def test_slq_evidence_streams_an_hdf5_file_inside_its_traced_loop(rng, tmp_path)
     with h5py.File(path, "w") as f:
         f["X"], f["y"] = np.asarray(ds.X), np.asarray(ds.y)
     disk = HDF5Dataset(path, block_size=16)
-    blocks = ops.traced_blocks(disk)
+    blocks = ops.traced_blocks(feats, disk)
     assert isinstance(blocks, ops.StreamedBlocks) and blocks.n_blocks == 4
     assert not jax.tree_util.tree_leaves(blocks)  # no rows held
     value, g_alpha, g_beta, post = _dense_grad(model, prior, lik)

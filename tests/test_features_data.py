@@ -165,25 +165,26 @@ def test_random_fourier_features_match_their_dense_design(rng):
         RandomFourierFeatures(jax.random.PRNGKey(0), 3, 5, lengthscale=0.0)
 
 
-def test_normal_diagonal_generic_and_fast_paths_agree(rng):
+@pytest.mark.parametrize("n", [30, 2500])  # 2 500: the fast path's 1 024-row chunks + rest
+def test_normal_diagonal_generic_and_fast_paths_agree(rng, n):
     from blm.features import Features
 
-    X = rng.standard_normal((30, 4))
+    X = rng.standard_normal((n, 4))
     feats = LinearFeatures(4, 2)
     lik = Gaussian([2.0, 0.5])
     # a non-diagonal factor: diag(Σ_i φ_iᵀL_iL_iᵀφ_i) from both paths and densely
-    L = jnp.asarray(rng.standard_normal((30, 2, 2)))
+    L = jnp.asarray(rng.standard_normal((n, 2, 2)))
     generic = Features.sq_rows(feats, jnp.asarray(X), L)
     np.testing.assert_allclose(feats.sq_rows(jnp.asarray(X), L), generic, rtol=1e-12)
-    phis = np.asarray(feats.dense(jnp.asarray(X)))  # (30, 2, 8)
+    phis = np.asarray(feats.dense(jnp.asarray(X)))  # (n, 2, 8)
     full = np.einsum("bkd,bkl,bje,bjl->de", phis, L, phis, L)
     np.testing.assert_allclose(generic, np.diag(full), rtol=1e-12)
     Phi = phis.reshape(-1, 8)
-    B = np.tile([2.0, 0.5], 30)
+    B = np.tile([2.0, 0.5], n)
     dense = np.diag((Phi.T * B) @ Phi)
-    np.testing.assert_allclose(
-        ops.normal_diagonal(feats, lik, ArrayDataset(X, np.zeros((30, 2))), 7), dense, rtol=1e-12
-    )
+    data = ArrayDataset(X, np.zeros((n, 2)))
+    np.testing.assert_allclose(ops.normal_diagonal(feats, lik, data, 7), dense, rtol=1e-12)
+    np.testing.assert_allclose(ops.normal_diagonal(feats, lik, data), dense, rtol=1e-12)
 
 
 def test_residual_and_quadratic_form_match_dense(rng):

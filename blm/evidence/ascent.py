@@ -115,7 +115,7 @@ def fit_evidence(
             f"{type(likelihood).__name__}; use fit_mackay for other likelihoods"
         )
     probes = rademacher_probes(key, config.n_probes, prior.d)
-    blocks = traced_blocks(dataset, config.block_size)
+    blocks = traced_blocks(features, dataset, config.block_size)
     ascent = EvidenceAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
     if checkpointer is not None and checkpointer.resumed is not None:
         ascent.restore(checkpointer.resumed.extra)

@@ -220,7 +220,7 @@ def slq_log_evidence(
     if config.depth > prior.d:
         raise ValueError(f"depth: Krylov depth {config.depth} exceeds d={prior.d}")
     if blocks is None:
-        blocks = ops.traced_blocks(dataset, config.block_size)
+        blocks = ops.traced_blocks(features, dataset, config.block_size)
     rss = ops.residual_sq(features, dataset, mean, config.block_size)
     log_hyper = (jnp.log(prior.alpha), jnp.log(likelihood.beta))
     (value, logdet_h), (g_alpha, g_beta) = _value_and_grad(

@@ -126,7 +126,7 @@ def lanczos_information_form(
     depth = min(features.d, 2 * rank + 20) if depth is None else positive_int(depth, "depth")
     if not rank <= depth <= features.d:
         raise ValueError(f"depth must lie in [rank, d] = [{rank}, {features.d}], got {depth}")
-    blocks = ops.traced_blocks(dataset, block_size)
+    blocks = ops.traced_blocks(features, dataset, block_size)
     v0 = jax.random.normal(key, (features.d,), blocks.dtype)
     U, lam = ggn_top_eigenpairs(features, likelihood, blocks, v0, depth, rank)
     diag = ops.normal_diagonal(features, likelihood, dataset, block_size)

@@ -312,7 +312,7 @@ def sketched_lanczos(
             "keeps its geometry only for s ≫ k (the score then measures sketch noise); keep "
             "rank ≤ s/2, better s/4"
         )
-    blocks = ops.traced_blocks(dataset, block_size)
+    blocks = ops.traced_blocks(features, dataset, block_size)
     k_start, k_deflate = jax.random.split(key)
     dtype = blocks.dtype
     if deflate:
