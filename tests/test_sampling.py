@@ -6,18 +6,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import blm.features
 from blm import (
     ArrayDataset,
+    Features,
     Gaussian,
     HDF5Dataset,
     LinearFeatures,
     Prior,
     RandomFourierFeatures,
+    SparseLinearFeatures,
 )
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.operators import noise_rhs
+from blm.operators import block_rows, noise_rhs
 from blm.solvers.cg import cg
-from blm.solvers.sgd import SGDConfig, _block_size, gradient_variance, sgd
+from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key
 from tests.conftest import random_problem
 
@@ -159,14 +162,88 @@ def test_streamed_hdf5_solvers_equal_in_memory(rng, tmp_path):
     assert np.linalg.norm(c.samples - z) / np.linalg.norm(z) < 1e-8
 
 
-def test_full_passes_take_an_in_memory_design_whole_and_bound_computed_features(rng):
-    """A block of an in-memory array is a copy, so a plain design matrix is passed whole;
-    features computed per row (random features, networks) keep bounded blocks."""
+def test_full_passes_bound_the_rows_of_computed_features_only(rng, monkeypatch, tmp_path):
+    """A plain or sparse design is passed whole (a block of an in-memory array would be a
+    copy); rows computed from raw inputs (random features) come FEATURE_BLOCK_BYTES at a
+    time, a network's 256 inputs at a time, a file's at most in its own blocks. cg and
+    sgd's full passes keep to the bound and agree with a pass of all rows at once."""
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     rff = RandomFourierFeatures(KEY, n_raw=8, n_features=16)
-    assert _block_size(feats, ds, SGDConfig()) is None
-    assert _block_size(rff, ds, SGDConfig()) == 65_536
-    assert _block_size(feats, ds, SGDConfig(block_size=30)) == 30
+    monkeypatch.setattr(blm.features, "FEATURE_BLOCK_BYTES", 2 * 16 * 8 * 25)  # 25 rows
+    assert block_rows(feats, ds) is None
+    assert block_rows(SparseLinearFeatures(8), ds) is None
+    assert block_rows(rff, ds) == 25
+    assert block_rows(rff, ds, 7) == 7
+    assert Features.block_rows(rff) == 256
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, Y
+    assert block_rows(rff, HDF5Dataset(path, block_size=10)) == 10
+    assert block_rows(rff, HDF5Dataset(path, block_size=100)) == 25
+    assert block_rows(feats, HDF5Dataset(path, block_size=100)) is None  # the file's own
+
+    seen, blocks = [], ds.blocks
+
+    def spy(block_size=None, key=None):
+        for block in blocks(block_size, key):
+            seen.append(block[0].shape[0])
+            yield block
+
+    monkeypatch.setattr(ds, "blocks", spy)
+    prior_rff = Prior.scalar(2.0, rff.d)
+    bounded, _ = cg(rff, lik, prior_rff, ds, KEY, 3, tol=1e-12)
+    assert max(seen) == 25 and min(seen) == 20  # 120 rows: 4 × 25 + 20
+    seen.clear()
+    whole, _ = cg(rff, lik, prior_rff, ds, KEY, 3, tol=1e-12, block_size=ds.n)
+    assert set(seen) == {120}
+    np.testing.assert_allclose(bounded.samples, whole.samples, rtol=1e-8, atol=1e-10)
+    seen.clear()
+    sgd(rff, lik, prior_rff, ds, KEY, 3, SGDConfig(n_steps=20, batch_size=20, snapshot_every=10))
+    assert max(seen) == 25
+    seen.clear()
+    sgd(feats, lik, prior, ds, KEY, 3, SGDConfig(n_steps=20, batch_size=20, snapshot_every=10))
+    assert set(seen) == {120}
+
+
+@pytest.mark.parametrize("n,p,binds", [(120, 8, False), (10, 60, True)])
+def test_default_learning_rate_is_capped_where_the_minibatch_curvature_is_noise(rng, n, p, binds):
+    """Full batch, so the oracle is exact: λ = λ_max(P^{-1/2}HP^{-1/2}), ν = tr(P⁻¹ΦᵀBΦ)/n
+    and the default learning rate is min(0.3/λ, (1 − μ)/ν). With n ≫ d the first term
+    rules; with n < d (rows nearly orthogonal) the cap binds; snapshots use (1 − μ)/λ."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng, n, p)
+    gram = float(lik.beta[0]) * X.T @ X
+    P = np.diag(gram) + np.asarray(prior.precision())
+    H = gram + np.diag(np.asarray(prior.precision()))
+    lam = np.linalg.eigvalsh(H / np.sqrt(np.outer(P, P)))[-1]
+    nu = np.trace(gram / P[:, None]) / n
+    assert (0.1 / nu < 0.3 / lam) == binds
+    config = SGDConfig(n_steps=1, batch_size=n, power_iters=300)
+    _, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+    np.testing.assert_allclose(diag.learning_rate, min(0.3 / lam, 0.1 / nu), rtol=1e-6)
+    config = SGDConfig(n_steps=1, batch_size=n, power_iters=300, snapshot_every=1, momentum=0.5)
+    _, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+    np.testing.assert_allclose(diag.learning_rate, 0.5 / lam, rtol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_default_momentum_sgd_is_stable_at_tiny_batches(rng, batch_size):
+    """b ≪ d with Nesterov momentum 0.9: the capped default step converges (averaged),
+    while three times it (about the uncapped 0.3/λ̂ here) blows the error up by orders of
+    magnitude without overflowing."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng, 400, 60)
+    z = _exact_samples(feats, lik, prior, ds, exact, 8)
+
+    def errors(learning_rate):
+        config = SGDConfig(
+            n_steps=3000, batch_size=batch_size, polyak=0.5, learning_rate=learning_rate
+        )
+        post, diag = sgd(feats, lik, prior, ds, KEY, 8, config)
+        rel = np.linalg.norm(post.samples - z) / np.linalg.norm(z)
+        return rel, np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean), diag
+
+    rel, rel_mean, diag = errors(None)
+    assert rel < 0.3 and rel_mean < 0.1
+    assert errors(3 * diag.learning_rate)[0] > 1e3
 
 
 def test_sample_targets_noise_is_the_data_part_of_the_right_hand_sides(rng):

@@ -27,8 +27,14 @@ gradient P⁻¹g, P = diag(H) (on by default: it removes the spread of column sc
 often the largest part of H's condition number). The default learning rate is 0.3/λ̂
 ((1 − momentum)/λ̂ with snapshots) with λ̂ the largest eigenvalue, by power iteration,
 of the preconditioned minibatch curvature P⁻¹((n/b)Φ_bᵀBΦ_b + A) over a few random
-minibatches, so every realised step is stable. Iterate (Polyak) averaging over the
-last part of the run is optional. Steps run in ``jax.lax.scan`` chunks; between chunks
+minibatches, so every realised step is stable. Below the critical batch size (b ≪ d:
+the b rows nearly orthogonal, the minibatch curvature mostly noise) heavy-ball momentum
+μ acts as plain SGD with step lr/(1 − μ), which is mean-square stable only below
+~2/ν, ν = tr(P⁻¹(n/b)Φ_bᵀBΦ_b)/b the mean curvature per minibatch row (Ma, Bassily &
+Belkin 2018, for μ = 0): so the plain default is min(0.3/λ̂, (1 − μ)/ν). It binds only
+for μ > 0.7 (ν ≤ λ̂) and where ν > λ̂(1 − μ)/0.3: at batch size 1 with μ = 0.9 the
+uncapped step grew the error to 10¹³ without overflowing. Iterate (Polyak) averaging
+over the last part of the run is optional. Steps run in ``jax.lax.scan`` chunks; between chunks
 the diagnostics are logged and divergence is detected.
 """
 
@@ -51,7 +57,7 @@ from blm import operators as ops
 from blm._checks import one_of, positive, positive_int
 from blm._progress import close, progress_bar
 from blm.data import ArrayDataset
-from blm.features import Features, LinearFeatures
+from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
@@ -64,19 +70,20 @@ class SGDConfig:
     """Settings of the SGD solver.
 
     n_steps: optimiser steps. batch_size: rows per minibatch (≤ n). learning_rate: None
-    for 0.3/λ̂ (power iterations; with momentum 0.9 the effective step 3/λ̂ is inside
-    heavy-ball's stability limit 3.8/λ, and the smaller step keeps the minibatch noise
-    floor low), or with snapshots (1 − momentum)/λ̂ (effective step 1/λ̂: no noise floor
-    to keep low; momentum 0 to 0.5 work best), else a positive number. momentum,
+    for min(0.3/λ̂, (1 − momentum)/ν) (power iterations; with momentum 0.9 the effective
+    step 3/λ̂ is inside heavy-ball's stability limit 3.8/λ, and the smaller step keeps
+    the minibatch noise floor low; ν the mean curvature per minibatch row caps the
+    effective step lr/(1 − momentum) at 1/ν where the minibatch curvature is noise,
+    b ≪ d: see ``sgd``), or with snapshots (1 − momentum)/λ̂ (effective step 1/λ̂: no
+    noise floor to keep low; momentum 0 to 0.5 work best), else a positive number. momentum,
     nesterov: optax SGD.
     polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
     ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
     per logged diagnostic (and per scan chunk). block_size: rows per block of the full
     passes (targets, Jacobi, snapshots) and per read of a streamed dataset (at least
-    batch_size: minibatches are drawn within a block); None: all rows of an in-memory
-    design matrix (plain ``LinearFeatures``, whose rows are the inputs: a block of an
-    in-memory array would be a copy), else 65 536. Lower it to bound the memory of
-    features computed per row (random features, networks).
+    batch_size: minibatches are drawn within a read); None: the features' own bound for
+    the passes (``blm.operators.block_rows``: all rows of an in-memory design, 256 MiB
+    of random-feature rows, 256 network inputs) and reads of 65 536 rows.
     precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
     diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
     SVRG snapshots (one full pass each, plus one for ΦᵀBY; the diagnostics are then the
@@ -201,8 +208,10 @@ def _run_chunk(
 
 @eqx.filter_jit
 def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
-    """Largest eigenvalue of P⁻¹((n/b)Φ_bᵀBΦ_b + A) on one random minibatch (power
-    iteration; the eigenvalues are those of the symmetric P^{-1/2}H_bP^{-1/2})."""
+    """(λ̂, ν) of one random minibatch: λ̂ the largest eigenvalue of
+    P⁻¹((n/b)Φ_bᵀBΦ_b + A) (power iteration; the eigenvalues are those of the symmetric
+    P^{-1/2}H_bP^{-1/2}), ν = tr(P⁻¹(n/b)Φ_bᵀBΦ_b)/b the mean curvature per row of the
+    minibatch (ν ≤ λ̂; ν ≈ λ̂ when the b rows are nearly orthogonal, b ≪ d)."""
     n_block = xb.shape[0]
     if batch_size >= n_block:
         xm, scale = xb, n_total / n_block
@@ -222,26 +231,19 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters):
         return w / jnp.linalg.norm(w), None
 
     v, _ = jax.lax.scan(body, v0 / jnp.linalg.norm(v0), None, length=iters)
-    return jnp.linalg.norm(hmul(v))
-
-
-def _block_size(features: Features, dataset, config: SGDConfig) -> int | None:
-    """Rows per block of the full passes and streamed reads (see ``SGDConfig``)."""
-    if config.block_size is not None:
-        return config.block_size
-    if isinstance(dataset, ArrayDataset) and type(features) is LinearFeatures:
-        return None
-    return 65_536
+    sq = problem.features.sq_rows(xm, problem.likelihood.sqrt_precision(f0))
+    return jnp.linalg.norm(hmul(v)), scale * jnp.sum(sq / problem.precond) / xm.shape[0]
 
 
 def _blocks(dataset, block_size: int | None, batch_size: int, key):
     """Endless (x_b, y_b, rows_b) blocks: the whole array in memory, or shuffled passes
-    over a streamed dataset in blocks of at least one minibatch (minibatches are drawn
-    within a block; a smaller block would silently shrink them)."""
+    over a streamed dataset in reads of ``block_size`` (default 65 536) rows, at least
+    one minibatch (minibatches are drawn within a read; a smaller one would silently
+    shrink them)."""
     if isinstance(dataset, ArrayDataset):
         while True:
             yield dataset.X, dataset.y, jnp.arange(dataset.n)
-    epoch, size = 0, max(block_size or dataset.n, batch_size)
+    epoch, size = 0, max(block_size or 65_536, batch_size)
     while True:
         yield from dataset.blocks(size, jax.random.fold_in(key, epoch))
         epoch += 1
@@ -271,7 +273,7 @@ def sgd(
     """
     k = positive_int(n_samples, "n_samples")
     config.validate(dataset.n)
-    block_size = _block_size(features, dataset, config)
+    block_size = config.block_size
     k_targets, k_solver = split_key(key)
     k_lr, k_steps = jax.random.split(k_solver)
     targets: SampleTargets = draw_targets(
@@ -294,21 +296,22 @@ def sgd(
 
     if config.learning_rate is None:
         xb = next(_blocks(dataset, block_size, config.batch_size, k_lr))[0]
-        lam = max(
-            float(
-                _curvature_bound(
-                    problem,
-                    xb,
-                    jax.random.fold_in(k_lr, j),
-                    config.batch_size,
-                    dataset.n,
-                    config.power_iters,
-                )
+        bounds = [
+            _curvature_bound(
+                problem,
+                xb,
+                jax.random.fold_in(k_lr, j),
+                config.batch_size,
+                dataset.n,
+                config.power_iters,
             )
             for j in range(3)
-        )
-        step = 0.3 if config.snapshot_every is None else 1.0 - config.momentum
-        lr = step / lam
+        ]
+        lam, nu = (max(float(b[i]) for b in bounds) for i in range(2))
+        if config.snapshot_every is None:
+            lr = min(0.3 / lam, (1.0 - config.momentum) / nu)
+        else:
+            lr = (1.0 - config.momentum) / lam
     else:
         lr = float(config.learning_rate)
     optimizer = _optimizer(config.momentum, config.nesterov)
