@@ -18,7 +18,7 @@ from blm import (
     SparseLinearFeatures,
 )
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.operators import block_rows, noise_rhs
+from blm.operators import block_rows, noise_rhs, rhs, row_noise
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key
@@ -256,6 +256,38 @@ def test_sample_targets_noise_is_the_data_part_of_the_right_hand_sides(rng):
     np.testing.assert_allclose(
         targets.rhs(prior), direct + prior.mul(targets.theta0), rtol=1e-10, atol=1e-12
     )
+
+
+def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
+    """draw_targets(data_rhs=True) returns ΦᵀBY beside the same θⁿ, from the same pass:
+    against the dense oracle ΦᵀBY and ΦᵀLξ (ξ regenerated row by row, 2 outputs, per-output
+    B), across blocks; and cg now reads the data once per iteration plus twice (targets and
+    Jacobi), sgd with snapshots once fewer than before."""
+    X, Y, feats, ds, prior, lik, _ = _setup(rng, m=2, beta=(4.0, 0.5))
+    plain = draw_targets(feats, lik, prior, ds, KEY, 5)
+    both = draw_targets(feats, lik, prior, ds, KEY, 5, block_size=7, data_rhs=True)
+    assert plain.data_rhs is None
+    B = np.asarray(lik.beta)
+    np.testing.assert_allclose(both.data_rhs, (X.T @ (Y * B)).T.ravel(), rtol=1e-12)
+    np.testing.assert_allclose(both.data_rhs, rhs(feats, lik, ds), rtol=1e-12)
+    xi = np.asarray(row_noise(both.noise_key, jnp.arange(ds.n), 5, 2, jnp.float64))  # (k, n, m)
+    dense_noise = np.einsum("np,knm->kmp", X, xi * np.sqrt(B)).reshape(5, -1)
+    np.testing.assert_allclose(both.noise(prior), dense_noise, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(both.centres, plain.centres, rtol=1e-12)
+
+    passes = []
+    blocks = ArrayDataset.blocks
+    monkeypatch.setattr(
+        ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
+    )
+    cg(feats, lik, prior, ds, KEY, 3, tol=1e-30, max_iter=4)
+    assert len(passes) == 2 + 4
+    passes.clear()
+    config = SGDConfig(n_steps=20, batch_size=40, log_every=10, snapshot_every=10)
+    sgd(feats, lik, prior, ds, KEY, 3, config)
+    # targets, Jacobi, snapshots at 10 and 20 (the cold start's x̃ = 0 needs none; its
+    # minibatches come from the array itself)
+    assert len(passes) == 2 + 2
 
 
 def test_warm_start_at_the_solution_stays(rng):

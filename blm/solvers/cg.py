@@ -51,10 +51,10 @@ def cg(
     k = positive_int(n_samples, "n_samples")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
-    targets = draw_targets(features, likelihood, prior, dataset, split_key(key)[0], k, block_size)
-    b = jnp.concatenate(
-        [ops.rhs(features, likelihood, dataset, block_size)[None], targets.rhs(prior)]
+    targets = draw_targets(
+        features, likelihood, prior, dataset, split_key(key)[0], k, block_size, data_rhs=True
     )
+    b = jnp.concatenate([targets.data_rhs[None], targets.rhs(prior)])
 
     def hmul(v):
         return ops.normal_matvec(features, likelihood, dataset, v, block_size) + prior.mul(v)

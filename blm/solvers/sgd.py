@@ -87,8 +87,9 @@ class SGDConfig:
     of random-feature rows, 256 network inputs) and reads of 65 536 rows.
     precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
     diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
-    SVRG snapshots (one full pass each, plus one for ΦᵀBY; the diagnostics are then the
-    exact objective and gradient norm at each snapshot). progress: show a tqdm bar.
+    SVRG snapshots (one full pass each; ΦᵀBY comes with the targets' pass; the diagnostics
+    are then the exact objective and gradient norm at each snapshot). progress: show a
+    tqdm bar.
     """
 
     n_steps: int = 2000
@@ -289,7 +290,14 @@ def sgd(
     k_targets, k_solver = split_key(key)
     k_lr, k_steps = jax.random.split(k_solver)
     targets: SampleTargets = draw_targets(
-        features, likelihood, prior, dataset, k_targets, k, block_size
+        features,
+        likelihood,
+        prior,
+        dataset,
+        k_targets,
+        k,
+        block_size,
+        data_rhs=config.snapshot_every is not None,
     )
     standard = config.objective == "standard"
     centres = jnp.concatenate(
@@ -431,10 +439,11 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     """(x ↦ ((x, ∇_data(x)), objective(x), ‖∇(x)‖), t): the SVRG snapshot with the exact
     objective and gradient norm of every column, by one full pass (ΦᵀBΦx), and t.
 
-    The data gradients are ΦᵀBΦx − t with t = ΦᵀBY for the mean, 0 for low-variance
-    samples and ΦᵀLξ_j for standard ones (``SampleTargets.noise``; ΦᵀBY: one pass, here)."""
+    The data gradients are ΦᵀBΦx − t with t = ΦᵀBY for the mean (``targets.data_rhs``,
+    from the targets' pass), 0 for low-variance samples and ΦᵀLξ_j for standard ones
+    (``SampleTargets.noise``)."""
     noise = targets.noise(prior) if problem.standard else jnp.zeros_like(targets.centres)
-    t = jnp.concatenate([ops.rhs(features, likelihood, dataset, block_size)[None], noise])
+    t = jnp.concatenate([targets.data_rhs[None], noise])
 
     def take(x):
         hx = ops.normal_matvec(features, likelihood, dataset, x, block_size)

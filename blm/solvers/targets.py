@@ -33,11 +33,13 @@ Objective = Literal["low-variance", "standard"]
 
 class SampleTargets(eqx.Module):
     """Everything that defines the k sample objectives: θ⁰ (k, d), the noise key, and in
-    the low-variance form the regulariser centres θⁿ (k, d)."""
+    the low-variance form the regulariser centres θⁿ (k, d); with ``data_rhs`` also the
+    mean's right-hand side ΦᵀBY (d,), from the same pass."""
 
     theta0: Float[Array, "k d"]
     noise_key: jax.Array
     centres: Float[Array, "k d"]
+    data_rhs: Float[Array, " d"] | None = None
 
     @property
     def k(self) -> int:
@@ -60,14 +62,20 @@ def draw_targets(
     key: jax.Array,
     k: int,
     block_size: int | None = None,
+    data_rhs: bool = False,
 ) -> SampleTargets:
-    """Draw θ⁰ and the noise for k samples and form θⁿ = A⁻¹ΦᵀLξ + θ⁰ (one full pass)."""
+    """Draw θ⁰ and the noise for k samples and form θⁿ = A⁻¹ΦᵀLξ + θ⁰ (one full pass);
+    with ``data_rhs`` the same pass also gives the mean's ΦᵀBY (solvers that need it save
+    a pass: one more product per block instead of one more read of the data)."""
     k_prior, k_noise = jax.random.split(key)
     theta0 = prior.sample(k_prior, k)
-    centres = (
-        prior.solve(ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size)) + theta0
-    )
-    return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres)
+    if data_rhs:
+        both = ops.rhs_and_noise(features, likelihood, dataset, k_noise, k, block_size)
+        rhs, noise = both[0], both[1:]
+    else:
+        rhs, noise = None, ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size)
+    centres = prior.solve(noise) + theta0
+    return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres, data_rhs=rhs)
 
 
 def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
