@@ -5,7 +5,7 @@ r"""Full passes of the linear model over a dataset, one block of rows at a time.
     normal_matvec(z)   = Φᵀ B Φ z                   (…, d)   (z may carry a sample axis)
     rhs()              = Φᵀ B Y                     (d,)
     noise_rhs(key, k)  = Φᵀ L ξ_j, j = 1..k         (k, d)   ξ ~ N(0, I), L Lᵀ = B
-    rhs_and_noise(key, k) = [ΦᵀBY; ΦᵀLξ_j]       (k+1, d) both in one pass
+    noise_rhs(key, k, with_data=True) = [ΦᵀBY; ΦᵀLξ_j]  (k+1, d) in one pass
     quad_form(z)       = Σ_i (φ_i z)ᵀ B_i (φ_i z)    (k, m)   per output, B diagonal
     normal_diagonal()  = diag(Φᵀ B Φ)               (d,)     (Jacobi preconditioner)
 
@@ -98,23 +98,14 @@ def _block_rhs(features, likelihood, xb, yb):
     return vjp(likelihood.precision_mul(f0, yb))
 
 
-def _noise_targets(likelihood, f0, rows, key, k):
-    """L_i ξ_{j,i} for samples j < k and the given rows, shape (k, b, m)."""
+@eqx.filter_jit
+def _block_noise_rhs(features, likelihood, xb, yb, rows, key, k, with_data):
+    f0, _, vjp = features.linearize(xb)
     xi = row_noise(key, rows, k, f0.shape[-1], f0.dtype)
-    return jax.vmap(lambda x: likelihood.sqrt_mul(f0, x))(xi)
-
-
-@eqx.filter_jit
-def _block_noise_rhs(features, likelihood, xb, rows, key, k):
-    f0, _, vjp = features.linearize(xb)
-    return jax.vmap(vjp)(_noise_targets(likelihood, f0, rows, key, k))
-
-
-@eqx.filter_jit
-def _block_rhs_and_noise(features, likelihood, xb, yb, rows, key, k):
-    f0, _, vjp = features.linearize(xb)
-    data = likelihood.precision_mul(f0, yb)[None]
-    return jax.vmap(vjp)(jnp.concatenate([data, _noise_targets(likelihood, f0, rows, key, k)]))
+    v = jax.vmap(lambda x: likelihood.sqrt_mul(f0, x))(xi)  # L_i ξ_{j,i}: (k, b, m)
+    if with_data:
+        v = jnp.concatenate([likelihood.precision_mul(f0, yb)[None], v])
+    return jax.vmap(vjp)(v)
 
 
 @eqx.filter_jit
@@ -172,31 +163,18 @@ def noise_rhs(
     key: jax.Array,
     k: int,
     block_size: int | None = None,
+    with_data: bool = False,
 ):
-    """Φᵀ L ξ_j for k independent ξ_j ~ N(0, I_{n·m}): each has covariance ΦᵀBΦ."""
+    """Φᵀ L ξ_j for k independent ξ_j ~ N(0, I_{n·m}): each has covariance ΦᵀBΦ; shape
+    (k, d). ``with_data``: [ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k], shape (k + 1, d), ``rhs`` from the
+    same pass (the primal of each block shared by all k + 1 products)."""
     return _accumulate(
         features,
         dataset,
         block_size,
-        lambda xb, _y, rows: _block_noise_rhs(features, likelihood, xb, rows, key, k),
-    )
-
-
-def rhs_and_noise(
-    features: Features,
-    likelihood: Likelihood,
-    dataset,
-    key: jax.Array,
-    k: int,
-    block_size: int | None = None,
-):
-    """[ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k], shape (k + 1, d): ``rhs`` and ``noise_rhs`` (same key,
-    same draws) in one pass, the primal of each block shared by all k + 1 products."""
-    return _accumulate(
-        features,
-        dataset,
-        block_size,
-        lambda xb, yb, rows: _block_rhs_and_noise(features, likelihood, xb, yb, rows, key, k),
+        lambda xb, yb, rows: _block_noise_rhs(
+            features, likelihood, xb, yb, rows, key, k, bool(with_data)
+        ),
     )
 
 

@@ -69,11 +69,8 @@ def draw_targets(
     a pass: one more product per block instead of one more read of the data)."""
     k_prior, k_noise = jax.random.split(key)
     theta0 = prior.sample(k_prior, k)
-    if data_rhs:
-        both = ops.rhs_and_noise(features, likelihood, dataset, k_noise, k, block_size)
-        rhs, noise = both[0], both[1:]
-    else:
-        rhs, noise = None, ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size)
+    noise = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
+    rhs, noise = (noise[0], noise[1:]) if data_rhs else (None, noise)
     centres = prior.solve(noise) + theta0
     return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres, data_rhs=rhs)
 
