@@ -168,12 +168,14 @@ def noise_rhs(
     """Φᵀ L ξ_j for k independent ξ_j ~ N(0, I_{n·m}): each has covariance ΦᵀBΦ; shape
     (k, d). ``with_data``: [ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k], shape (k + 1, d), ``rhs`` from the
     same pass (the primal of each block shared by all k + 1 products)."""
+    if not isinstance(with_data, bool):
+        raise TypeError(f"with_data must be True or False, got {with_data!r}")
     return _accumulate(
         features,
         dataset,
         block_size,
         lambda xb, yb, rows: _block_noise_rhs(
-            features, likelihood, xb, yb, rows, key, k, bool(with_data)
+            features, likelihood, xb, yb, rows, key, k, with_data
         ),
     )
 

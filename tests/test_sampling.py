@@ -290,6 +290,14 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     assert len(passes) == 2 + 2
 
 
+def test_targets_pass_names_a_non_boolean_data_rhs(rng):
+    X, Y, feats, ds, prior, lik, _ = _setup(rng)
+    with pytest.raises(TypeError, match="data_rhs must be True or False, got 'yes'"):
+        draw_targets(feats, lik, prior, ds, KEY, 2, data_rhs="yes")
+    with pytest.raises(TypeError, match="with_data must be True or False, got 1"):
+        noise_rhs(feats, lik, ds, KEY, 2, with_data=1)
+
+
 def test_warm_start_at_the_solution_stays(rng):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     start, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)

@@ -67,6 +67,8 @@ def draw_targets(
     """Draw θ⁰ and the noise for k samples and form θⁿ = A⁻¹ΦᵀLξ + θ⁰ (one full pass);
     with ``data_rhs`` the same pass also gives the mean's ΦᵀBY (solvers that need it save
     a pass: one more product per block instead of one more read of the data)."""
+    if not isinstance(data_rhs, bool):
+        raise TypeError(f"data_rhs must be True or False, got {data_rhs!r}")
     k_prior, k_noise = jax.random.split(key)
     theta0 = prior.sample(k_prior, k)
     noise = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
