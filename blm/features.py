@@ -8,7 +8,8 @@ For a batch of inputs x_b (b rows) a feature map gives
 on flat parameter vectors z ∈ ℝ^d. Both are linear in their second argument and
 vmappable over a leading sample axis of it. ``linearize(x_b)`` returns the pair with
 the primal work shared, so that k samples cost one primal pass per batch (for a
-network this is ``jax.linearize``; for a design matrix there is no primal work).
+network this is ``jax.linearize``; for a design matrix there is no primal work), and
+``linearize_many(x_b)`` the pair for k vectors at once, rows first ((b, k, m) outputs).
 
 Where the rows come from (memory or an HDF5 file) is the job of ``blm.data``; the
 feature map only says how a batch of rows acts on parameters.
@@ -71,6 +72,19 @@ class Features(eqx.Module):
     ) -> tuple[Float[Array, "b m"], Callable[[Array], Array], Callable[[Array], Array]]:
         """(offset, z ↦ φ(x_b) z, v ↦ φ(x_b)ᵀ v) with the primal work done once."""
         return self.offset(inputs), lambda z: self.jvp(inputs, z), lambda v: self.vjp(inputs, v)
+
+    def linearize_many(
+        self, inputs
+    ) -> tuple[Float[Array, "b m"], Callable[[Array], Array], Callable[[Array], Array]]:
+        """``linearize`` for k vectors at once, rows first: (offset,
+        Z (k, d) ↦ [φ(x_i) z_j]_{i,j} (b, k, m), V (b, k, m) ↦ [Σ_i φ(x_i)ᵀ V_{i,j}]_j (k, d)).
+
+        The full passes and the minibatch steps work in this layout: for a design matrix it
+        is two plain matrix products, t(x_b) Zᵀ and Vᵀ t(x_b), with nothing transposed in
+        between (``LinearFeatures``). Generic: ``linearize``'s pair vmapped over the
+        sample axis."""
+        f0, jvp, vjp = self.linearize(inputs)
+        return f0, jax.vmap(jvp, out_axes=1), jax.vmap(vjp, in_axes=1)
 
     def _factor_row(self, x, L: Float[Array, "m m"]) -> Float[Array, "m d"]:
         """φ_iᵀL e_l for l = 1..m, one input x (one vjp per column of L)."""
@@ -176,6 +190,24 @@ class LinearFeatures(Features):
         f0 = jnp.zeros((rows.shape[0], self.m), rows.dtype)
         return f0, lambda z: self._jvp_rows(rows, z), lambda v: self._vjp_rows(rows, v)
 
+    def linearize_many(self, inputs):
+        # (b, p)(p, k·m) and (k·m, b)(b, p) as two 2-D products, the b axis of V contracted
+        # where it lies: vmapping the one-vector pair instead moves the sample axis to the
+        # front between them (XLA then copies V and takes a slower product; a full pass over
+        # 50 000 × 10 000 float32 rows with 17 vectors took 0.50 s that way, 0.36 s this way)
+        rows = self.transform(inputs)
+        f0 = jnp.zeros((rows.shape[0], self.m), rows.dtype)
+        m, p = self.n_outputs, self.n_inputs
+
+        def jvps(Z):
+            return (rows @ Z.reshape(-1, p).T).reshape(rows.shape[0], -1, m)
+
+        def vjps(V):
+            flat = V.reshape(V.shape[0], -1)  # (b, k·m)
+            return jax.lax.dot_general(flat, rows, (((0,), (0,)), ((), ()))).reshape(-1, m * p)
+
+        return f0, jvps, vjps
+
     def sq_rows(self, inputs, factor):
         # φ_iᵀL_i e_l = L_i[:, l] ⊗ t_i: output k's block gets Σ_l L_kl² t_i² = (B_i)_kk t_i²
         w = jnp.sum(factor**2, axis=-1)  # (b, m)
@@ -208,6 +240,7 @@ class SparseLinearFeatures(LinearFeatures):
         raise TypeError("transform: sparse rows are applied by gather/scatter, never densified")
 
     linearize = Features.linearize
+    linearize_many = Features.linearize_many
 
     def block_rows(self) -> int | None:
         """None: a block costs b·r·m numbers, never b × p."""

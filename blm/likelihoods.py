@@ -30,7 +30,9 @@ from blm._checks import as_float_array, positive, positive_int
 
 
 class Likelihood(eqx.Module):
-    """Interface every likelihood implements; ``f`` and ``y`` have shape ``(b, m)``."""
+    """Interface every likelihood implements; ``f`` and ``y`` have shape ``(b, m)``.
+    ``precision_mul`` and ``sqrt_mul`` act on the last axis and broadcast: f of shape
+    (b, 1, m) against v of shape (b, k, m) applies each row's B_i (L_i) to its k vectors."""
 
     @property
     @abc.abstractmethod

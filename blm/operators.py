@@ -64,10 +64,10 @@ def _accumulate(features: Features, dataset, block_size: int | None, kernel):
 
 def row_noise(
     key: jax.Array, rows: Int[Array, " b"], k: int, m: int, dtype
-) -> Float[Array, "k b m"]:
-    """Standard normal ξ_{j,i} for samples j < k and the given global rows i."""
-    draw = jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), (k, m), dtype))(rows)
-    return jnp.swapaxes(draw, 0, 1)
+) -> Float[Array, "b k m"]:
+    """Standard normal ξ_{i,j} for the given global rows i and samples j < k, rows first
+    (the layout of ``Features.linearize_many``)."""
+    return jax.vmap(lambda r: jax.random.normal(jax.random.fold_in(key, r), (k, m), dtype))(rows)
 
 
 @eqx.filter_jit
@@ -84,12 +84,11 @@ def _block_rmatvec(features, xb, v):
 
 @eqx.filter_jit
 def _block_normal(features, likelihood, xb, z):
+    if z.ndim == 2:
+        f0, jvps, vjps = features.linearize_many(xb)
+        return vjps(likelihood.precision_mul(f0[:, None], jvps(z)))
     f0, jvp, vjp = features.linearize(xb)
-
-    def one(zi):
-        return vjp(likelihood.precision_mul(f0, jvp(zi)))
-
-    return jax.vmap(one)(z) if z.ndim == 2 else one(z)
+    return vjp(likelihood.precision_mul(f0, jvp(z)))
 
 
 @eqx.filter_jit
@@ -100,19 +99,19 @@ def _block_rhs(features, likelihood, xb, yb):
 
 @eqx.filter_jit
 def _block_noise_rhs(features, likelihood, xb, yb, rows, key, k, with_data):
-    f0, _, vjp = features.linearize(xb)
+    f0, _, vjps = features.linearize_many(xb)
     xi = row_noise(key, rows, k, f0.shape[-1], f0.dtype)
-    v = jax.vmap(lambda x: likelihood.sqrt_mul(f0, x))(xi)  # L_i ξ_{j,i}: (k, b, m)
+    v = likelihood.sqrt_mul(f0[:, None], xi)  # L_i ξ_{i,j}: (b, k, m)
     if with_data:
-        v = jnp.concatenate([likelihood.precision_mul(f0, yb)[None], v])
-    return jax.vmap(vjp)(v)
+        v = jnp.concatenate([likelihood.precision_mul(f0, yb)[:, None], v], axis=1)
+    return vjps(v)
 
 
 @eqx.filter_jit
 def _block_quad(features, likelihood, xb, z):
-    f0, jvp, _ = features.linearize(xb)
-    fz = jax.vmap(jvp)(z)  # (k, b, m)
-    return jnp.sum(fz * jax.vmap(lambda v: likelihood.precision_mul(f0, v))(fz), axis=1)
+    f0, jvps, _ = features.linearize_many(xb)
+    fz = jvps(z)  # (b, k, m)
+    return jnp.sum(fz * likelihood.precision_mul(f0[:, None], fz), axis=0)
 
 
 def matvec(features: Features, dataset, z: Float[Array, "... d"], block_size: int | None = None):

@@ -165,6 +165,54 @@ def test_random_fourier_features_match_their_dense_design(rng):
         RandomFourierFeatures(jax.random.PRNGKey(0), 3, 5, lengthscale=0.0)
 
 
+@pytest.mark.parametrize("kind", ["linear", "random-fourier", "sparse", "generic"])
+def test_linearize_many_is_the_dense_jacobian_rows_first(rng, kind):
+    """linearize_many's products for k vectors equal the dense φ(x_b) (b, m, d) applied to
+    each, in the rows-first layout: (b, k, m) out of Z (k, d), (k, d) out of V (b, k, m);
+    2 outputs, so a swapped output and sample axis (equal sizes would hide it: k = 3) or
+    a wrong ravel of θ fails. The design matrix's own 2-D products, the sparse rows'
+    generic path, and the generic vmapped pair (``Features.linearize_many``) alike."""
+    from blm import RandomFourierFeatures, SparseLinearFeatures
+    from blm.data import padded_rows
+    from blm.features import Features
+
+    b, p, m, k = 9, 5, 2, 3
+    X = rng.standard_normal((b, p))
+    if kind == "random-fourier":
+        feats = RandomFourierFeatures(jax.random.PRNGKey(0), p, 7, n_outputs=m)
+    elif kind == "sparse":
+        X[X < 0.3] = 0.0
+        import scipy.sparse as sp
+
+        csr = sp.csr_matrix(X)
+        feats = SparseLinearFeatures(p, m)
+        X = padded_rows(csr.data, csr.indices, csr.indptr, p)
+    else:
+        feats = LinearFeatures(p, m)
+    x = jnp.asarray(X)
+    dense = np.asarray(feats.dense(x))  # (b, m, d)
+    Z = rng.standard_normal((k, feats.d))
+    V = rng.standard_normal((b, k, m))
+    many = Features.linearize_many if kind == "generic" else type(feats).linearize_many
+    f0, jvps, vjps = many(feats, x)
+    np.testing.assert_allclose(f0, np.zeros((b, m)))
+    np.testing.assert_allclose(jvps(jnp.asarray(Z)), np.einsum("bmd,kd->bkm", dense, Z), rtol=1e-12)
+    np.testing.assert_allclose(vjps(jnp.asarray(V)), np.einsum("bmd,bkm->kd", dense, V), rtol=1e-12)
+
+
+def test_likelihood_products_broadcast_over_a_sample_axis(rng):
+    """precision_mul and sqrt_mul with f (b, 1, m) against v (b, k, m): each row's B_i (L_i)
+    applied to its k vectors, as one row at a time (the rows-first kernels rely on it)."""
+    from blm import Bernoulli, Categorical
+
+    for lik, m in ((Gaussian(np.array([4.0, 0.5]), m=2), 2), (Bernoulli(), 1), (Categorical(4), 4)):
+        f = jnp.asarray(rng.standard_normal((6, m)))
+        v = jnp.asarray(rng.standard_normal((6, 3, m)))
+        for op in (lik.precision_mul, lik.sqrt_mul):
+            expect = np.stack([op(f, v[:, j]) for j in range(3)], axis=1)
+            np.testing.assert_allclose(op(f[:, None], v), expect, rtol=1e-12)
+
+
 @pytest.mark.parametrize("n", [30, 2500])  # 2 500: the fast path's 1 024-row chunks + rest
 def test_normal_diagonal_generic_and_fast_paths_agree(rng, n):
     from blm.features import Features

@@ -270,8 +270,8 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     B = np.asarray(lik.beta)
     np.testing.assert_allclose(both.data_rhs, (X.T @ (Y * B)).T.ravel(), rtol=1e-12)
     np.testing.assert_allclose(both.data_rhs, rhs(feats, lik, ds), rtol=1e-12)
-    xi = np.asarray(row_noise(both.noise_key, jnp.arange(ds.n), 5, 2, jnp.float64))  # (k, n, m)
-    dense_noise = np.einsum("np,knm->kmp", X, xi * np.sqrt(B)).reshape(5, -1)
+    xi = np.asarray(row_noise(both.noise_key, jnp.arange(ds.n), 5, 2, jnp.float64))  # (n, k, m)
+    dense_noise = np.einsum("np,nkm->kmp", X, xi * np.sqrt(B)).reshape(5, -1)
     np.testing.assert_allclose(both.noise(prior), dense_noise, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(both.centres, plain.centres, rtol=1e-12)
 

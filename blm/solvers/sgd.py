@@ -140,27 +140,26 @@ class _Problem(eqx.Module):
 def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
     """Gradient and objective estimate of every column on one minibatch; with a
     ``snapshot`` (x̃, ∇_data(x̃)) the variance-reduced gradient and no objective (NaN)."""
-    f0, jvp, vjp = problem.features.linearize(xb)
+    f0, jvps, vjps = problem.features.linearize_many(xb)
     lik = problem.likelihood
     prior_grad = problem.prior.mul(x - problem.centres)
     if snapshot is not None:
         x_snap, grad_snap = snapshot
-        fd = jax.vmap(jvp)(x - x_snap)
-        bfd = jax.vmap(lambda v: lik.precision_mul(f0, v))(fd)
-        grad = scale * jax.vmap(vjp)(bfd) + grad_snap + prior_grad
+        bfd = lik.precision_mul(f0[:, None], jvps(x - x_snap))
+        grad = scale * vjps(bfd) + grad_snap + prior_grad
         return grad, jnp.full(x.shape[0], jnp.nan, x.dtype)
-    fx = jax.vmap(jvp)(x)  # (k+1, b, m), primal shared
-    bfx = jax.vmap(lambda v: lik.precision_mul(f0, v))(fx)
+    fx = jvps(x)  # (b, k+1, m), primal shared
+    bfx = lik.precision_mul(f0[:, None], fx)
     k = x.shape[0] - 1
-    t_mean = lik.precision_mul(f0, yb)[None]
+    t_mean = lik.precision_mul(f0, yb)[:, None]
     if problem.standard:
         xi = ops.row_noise(problem.noise_key, rows, k, f0.shape[-1], f0.dtype)
-        t_samples = jax.vmap(lambda e: lik.sqrt_mul(f0, e))(xi)
+        t_samples = lik.sqrt_mul(f0[:, None], xi)
     else:
-        t_samples = jnp.zeros((k, *yb.shape), yb.dtype)
-    t = jnp.concatenate([t_mean, t_samples])
-    grad = scale * jax.vmap(vjp)(bfx - t) + prior_grad
-    data = scale * jnp.sum(0.5 * fx * bfx - t * fx, axis=(1, 2))
+        t_samples = jnp.zeros((yb.shape[0], k, yb.shape[1]), yb.dtype)
+    t = jnp.concatenate([t_mean, t_samples], axis=1)
+    grad = scale * vjps(bfx - t) + prior_grad
+    data = scale * jnp.sum(0.5 * fx * bfx - t * fx, axis=(0, 2))
     reg = 0.5 * jnp.sum(problem.prior.mul((x - problem.centres) ** 2), axis=1)
     return grad, data + reg
 
