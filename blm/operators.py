@@ -72,14 +72,16 @@ def row_noise(
 
 @eqx.filter_jit
 def _block_matvec(features, xb, z):
-    _, jvp, _ = features.linearize(xb)
-    return jax.vmap(jvp)(z) if z.ndim == 2 else jvp(z)
+    if z.ndim == 2:
+        return jnp.swapaxes(features.linearize_many(xb)[1](z), 0, 1)
+    return features.linearize(xb)[1](z)
 
 
 @eqx.filter_jit
 def _block_rmatvec(features, xb, v):
-    _, _, vjp = features.linearize(xb)
-    return jax.vmap(vjp)(v) if v.ndim == 3 else vjp(v)
+    if v.ndim == 3:
+        return features.linearize_many(xb)[2](jnp.swapaxes(v, 0, 1))
+    return features.linearize(xb)[2](v)
 
 
 @eqx.filter_jit

@@ -22,8 +22,8 @@ from blm.features import Features
 
 @eqx.filter_jit
 def _block_outputs(features: Features, xb, samples):
-    f0, jvp, _ = features.linearize(xb)
-    return f0, jax.vmap(jvp)(samples)
+    f0, jvps, _ = features.linearize_many(xb)
+    return f0, jnp.swapaxes(jvps(samples), 0, 1)
 
 
 def sampled_outputs(
