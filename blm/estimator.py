@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
 
+from blm import operators as ops
 from blm._checks import as_float_array, check_finite, one_of, positive, positive_int, same_length
 from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
@@ -463,15 +464,34 @@ class BayesianLinearRegression:
 
     def _solver(self, features, dataset, key):
         """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with
-        one key for every call (common random numbers across EM steps)."""
+        one key for every call (common random numbers across EM steps) and the Jacobi
+        diagonal of the first call carried to the next (``data_diagonal``)."""
         options = dict(self.solver_options or {})
         if self.solver == "sgd":
             config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
+            diagonal = _DataDiagonal(features, dataset, config.block_size)
             return lambda lik, prior, init: sgd(
-                features, lik, prior, dataset, key, self.n_samples, config, init=init
+                features,
+                lik,
+                prior,
+                dataset,
+                key,
+                self.n_samples,
+                config,
+                init=init,
+                data_diagonal=diagonal(lik) if config.precondition else None,
             )
+        diagonal = _DataDiagonal(features, dataset, options.get("block_size"))
         return lambda lik, prior, init: cg(
-            features, lik, prior, dataset, key, self.n_samples, init=init, **options
+            features,
+            lik,
+            prior,
+            dataset,
+            key,
+            self.n_samples,
+            init=init,
+            data_diagonal=diagonal(lik) if options.get("precondition", True) else None,
+            **options,
         )
 
     def _progress_callback(self):
@@ -544,3 +564,22 @@ class BayesianLinearRegression:
             var = var.reshape(t, m)
         std = np.sqrt(var + 1.0 / np.atleast_1d(self.beta_))
         return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)
+
+
+class _DataDiagonal:
+    """diag(ΦᵀBΦ) at any noise precisions β from one pass at the first β it is asked for.
+
+    For the estimator's design-matrix features (θ the row-major ravel of the (m, p)
+    coefficients) and B = diag(β), output k's block of the diagonal is β_k Σ_i t_ik²: it
+    scales by β_k/β⁰_k, so EM steps that move β need no further Jacobi pass."""
+
+    def __init__(self, features: LinearFeatures, dataset, block_size: int | None):
+        self.features, self.dataset, self.block_size = features, dataset, block_size
+        self.first: tuple[jax.Array, jax.Array] | None = None
+
+    def __call__(self, likelihood: Gaussian) -> jax.Array:
+        if self.first is None:
+            diagonal = ops.normal_diagonal(self.features, likelihood, self.dataset, self.block_size)
+            self.first = (diagonal, likelihood.beta)
+        diagonal, beta0 = self.first
+        return diagonal * jnp.repeat(likelihood.beta / beta0, self.features.n_inputs)

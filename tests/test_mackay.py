@@ -139,6 +139,35 @@ def test_sgd_with_snapshots_reaches_the_exact_hyperparameters():
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=1e-3)
 
 
+@pytest.mark.parametrize("solver", ["sgd", "cg"])
+def test_sampled_em_reads_the_jacobi_diagonal_once(rng, monkeypatch, solver):
+    """A sampled EM fit passes over the data for diag(ΦᵀBΦ) once, at its first β (every
+    later step's is rescaled, not re-read); the rescaled diagonal equals a fresh pass at
+    the new β, per output (2 outputs whose β move differently)."""
+    from blm import operators as ops
+    from blm.estimator import _DataDiagonal
+
+    X, y = random_problem(rng, 200, 10, 1, decay=0.5)
+    calls = []
+    real = ops.normal_diagonal
+    monkeypatch.setattr(ops, "normal_diagonal", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    options = {"n_steps": 50, "batch_size": 50} if solver == "sgd" else {"max_iter": 5}
+    est = BayesianLinearRegression(
+        solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12, solver_options=options
+    ).fit(X, y[:, 0])
+    assert est.n_iter_ == 3 and len(calls) == 1
+
+    X2, Y2 = random_problem(rng, 50, 6, 2, decay=0.5)
+    feats, ds = LinearFeatures(6, 2), ArrayDataset(X2, Y2)
+    diagonal = _DataDiagonal(feats, ds, None)
+    diagonal(Gaussian([4.0, 0.5]))
+    np.testing.assert_allclose(
+        diagonal(Gaussian([1.0, 2.0])),
+        real(feats, Gaussian([1.0, 2.0]), ds),
+        rtol=1e-12,
+    )
+
+
 def test_sampled_solver_needs_samples():
     with pytest.raises(ValueError, match="n_samples must be >= 1"):
         BayesianLinearRegression(solver="sgd", n_samples=0).fit(np.ones((4, 2)), np.arange(4.0))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from blm import operators as ops
 from blm._checks import positive, positive_int
@@ -25,7 +26,7 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import draw_targets, jacobi, split_key
+from blm.solvers.targets import checked_diagonal, draw_targets, jacobi, split_key
 
 
 def cg(
@@ -42,10 +43,12 @@ def cg(
     progress: bool = False,
     precondition: bool = True,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
+    data_diagonal: Float[Array, " d"] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
 
-    ``precondition``: Jacobi-preconditioned CG with M = diag(H) (one extra pass).
+    ``precondition``: Jacobi-preconditioned CG with M = diag(H) (one extra pass, none
+    when ``data_diagonal`` = diag(ΦᵀBΦ) is given: an EM loop knows it from its first step).
     ``callback(iteration, posterior)`` is called after each iteration with the current
     iterate and stops the run if it returns True."""
     k = positive_int(n_samples, "n_samples")
@@ -67,7 +70,9 @@ def cg(
         if x.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
         r = b - hmul(x)
-    if precondition:
+    if precondition and data_diagonal is not None:
+        diag_h = checked_diagonal(data_diagonal, prior.d) + prior.precision()
+    elif precondition:
         diag_h = jacobi(features, likelihood, prior, dataset, block_size)
     else:
         diag_h = jnp.ones(prior.d, b.dtype)

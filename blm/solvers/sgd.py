@@ -63,7 +63,14 @@ from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
+from blm.solvers.targets import (
+    Objective,
+    SampleTargets,
+    checked_diagonal,
+    draw_targets,
+    jacobi,
+    split_key,
+)
 
 
 @dataclass(frozen=True)
@@ -271,6 +278,7 @@ def sgd(
     config: SGDConfig = SGDConfig(),
     init: Float[Array, "k1 d"] | SampledPosterior | None = None,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
+    data_diagonal: Float[Array, " d"] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
 
@@ -280,7 +288,8 @@ def sgd(
     P⁻¹Aθⁿ_j (P = diag(H); zero without preconditioning);
     ``callback(step, posterior)`` is called after each logged chunk with the current
     iterate (the running average with Polyak averaging) and stops the run if it returns
-    True.
+    True. ``data_diagonal``: diag(ΦᵀBΦ) where the caller knows it (an EM loop, from an
+    earlier step), so the Jacobi preconditioner P = diag(ΦᵀBΦ) + diag(A) costs no pass.
     Raises ``FloatingPointError`` naming the step if the iteration diverges.
     """
     k = positive_int(n_samples, "n_samples")
@@ -305,11 +314,12 @@ def sgd(
             targets.theta0 if standard else targets.centres,
         ]
     )
-    precond = (
-        jacobi(features, likelihood, prior, dataset, block_size)
-        if config.precondition
-        else jnp.ones(prior.d, centres.dtype)
-    )
+    if not config.precondition:
+        precond = jnp.ones(prior.d, centres.dtype)
+    elif data_diagonal is not None:
+        precond = checked_diagonal(data_diagonal, prior.d) + prior.precision()
+    else:
+        precond = jacobi(features, likelihood, prior, dataset, block_size)
     problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
     blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 

@@ -21,6 +21,7 @@ from typing import Literal
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from blm import operators as ops
@@ -89,3 +90,13 @@ def jacobi(
 ) -> Array:
     """diag(H) = diag(ΦᵀBΦ) + diag(A): the Jacobi preconditioner (one pass over the data)."""
     return ops.normal_diagonal(features, likelihood, dataset, block_size) + prior.precision()
+
+
+def checked_diagonal(diagonal, d: int) -> Array:
+    """A caller's diag(ΦᵀBΦ) for the Jacobi preconditioner: shape (d,), finite, ≥ 0."""
+    diagonal = jnp.asarray(diagonal)
+    if diagonal.shape != (d,):
+        raise ValueError(f"data_diagonal must have shape (d,) = {(d,)}, got {diagonal.shape}")
+    if not bool(jnp.all(jnp.isfinite(diagonal) & (diagonal >= 0))):
+        raise ValueError("data_diagonal must be finite and >= 0 (it is diag(ΦᵀBΦ))")
+    return diagonal
