@@ -469,20 +469,13 @@ class BayesianLinearRegression:
         options = dict(self.solver_options or {})
         if self.solver == "sgd":
             config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
-            diagonal = _DataDiagonal(features, dataset, config.block_size)
-            return lambda lik, prior, init: sgd(
-                features,
-                lik,
-                prior,
-                dataset,
-                key,
-                self.n_samples,
-                config,
-                init=init,
-                data_diagonal=diagonal(lik) if config.precondition else None,
-            )
-        diagonal = _DataDiagonal(features, dataset, options.get("block_size"))
-        return lambda lik, prior, init: cg(
+            solver, settings = sgd, {"config": config}
+            block_size, precondition = config.block_size, config.precondition
+        else:
+            solver, settings = cg, options
+            block_size, precondition = options.get("block_size"), options.get("precondition", True)
+        diagonal = _DataDiagonal(features, dataset, block_size)
+        return lambda lik, prior, init: solver(
             features,
             lik,
             prior,
@@ -490,8 +483,8 @@ class BayesianLinearRegression:
             key,
             self.n_samples,
             init=init,
-            data_diagonal=diagonal(lik) if options.get("precondition", True) else None,
-            **options,
+            data_diagonal=diagonal(lik) if precondition else None,
+            **settings,
         )
 
     def _progress_callback(self):
