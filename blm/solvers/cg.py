@@ -26,7 +26,7 @@ from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import checked_diagonal, draw_targets, jacobi, split_key
+from blm.solvers.targets import draw_targets, jacobi, split_key
 
 
 def cg(
@@ -70,10 +70,8 @@ def cg(
         if x.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
         r = b - hmul(x)
-    if precondition and data_diagonal is not None:
-        diag_h = checked_diagonal(data_diagonal, prior.d) + prior.precision()
-    elif precondition:
-        diag_h = jacobi(features, likelihood, prior, dataset, block_size)
+    if precondition:
+        diag_h = jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
     else:
         diag_h = jnp.ones(prior.d, b.dtype)
     s = r / diag_h

@@ -63,14 +63,7 @@ from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.targets import (
-    Objective,
-    SampleTargets,
-    checked_diagonal,
-    draw_targets,
-    jacobi,
-    split_key,
-)
+from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
 
 
 @dataclass(frozen=True)
@@ -314,12 +307,11 @@ def sgd(
             targets.theta0 if standard else targets.centres,
         ]
     )
-    if not config.precondition:
-        precond = jnp.ones(prior.d, centres.dtype)
-    elif data_diagonal is not None:
-        precond = checked_diagonal(data_diagonal, prior.d) + prior.precision()
-    else:
-        precond = jacobi(features, likelihood, prior, dataset, block_size)
+    precond = (
+        jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
+        if config.precondition
+        else jnp.ones(prior.d, centres.dtype)
+    )
     problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
     blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 

@@ -86,17 +86,20 @@ def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def jacobi(
-    features: Features, likelihood: Likelihood, prior: Prior, dataset, block_size: int | None = None
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset,
+    block_size: int | None = None,
+    data_diagonal: Float[Array, " d"] | None = None,
 ) -> Array:
-    """diag(H) = diag(ΦᵀBΦ) + diag(A): the Jacobi preconditioner (one pass over the data)."""
-    return ops.normal_diagonal(features, likelihood, dataset, block_size) + prior.precision()
-
-
-def checked_diagonal(diagonal, d: int) -> Array:
-    """A caller's diag(ΦᵀBΦ) for the Jacobi preconditioner: shape (d,), finite, ≥ 0."""
-    diagonal = jnp.asarray(diagonal)
-    if diagonal.shape != (d,):
-        raise ValueError(f"data_diagonal must have shape (d,) = {(d,)}, got {diagonal.shape}")
+    """diag(H) = diag(ΦᵀBΦ) + diag(A): the Jacobi preconditioner (one pass over the data,
+    none when the caller knows ``data_diagonal`` = diag(ΦᵀBΦ): shape (d,), finite, ≥ 0)."""
+    if data_diagonal is None:
+        return ops.normal_diagonal(features, likelihood, dataset, block_size) + prior.precision()
+    diagonal = jnp.asarray(data_diagonal)
+    if diagonal.shape != (prior.d,):
+        raise ValueError(f"data_diagonal must have shape (d,) = {(prior.d,)}, got {diagonal.shape}")
     if not bool(jnp.all(jnp.isfinite(diagonal) & (diagonal >= 0))):
         raise ValueError("data_diagonal must be finite and >= 0 (it is diag(ΦᵀBΦ))")
-    return diagonal
+    return diagonal + prior.precision()
