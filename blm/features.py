@@ -200,9 +200,15 @@ class LinearFeatures(Features):
         m, p = self.n_outputs, self.n_inputs
 
         def jvps(Z):
+            if Z.ndim != 2 or Z.shape[1] != m * p:
+                raise ValueError(f"Z must have shape (k, d) with d = {m * p}, got {Z.shape}")
             return (rows @ Z.reshape(-1, p).T).reshape(rows.shape[0], -1, m)
 
         def vjps(V):
+            if V.ndim != 3 or V.shape[::2] != (rows.shape[0], m):
+                raise ValueError(
+                    f"V must have shape (b, k, m) with b = {rows.shape[0]}, m = {m}, got {V.shape}"
+                )
             flat = V.reshape(V.shape[0], -1)  # (b, k·m)
             return jax.lax.dot_general(flat, rows, (((0,), (0,)), ((), ()))).reshape(-1, m * p)
 

@@ -198,6 +198,11 @@ def test_linearize_many_is_the_dense_jacobian_rows_first(rng, kind):
     np.testing.assert_allclose(f0, np.zeros((b, m)))
     np.testing.assert_allclose(jvps(jnp.asarray(Z)), np.einsum("bmd,kd->bkm", dense, Z), rtol=1e-12)
     np.testing.assert_allclose(vjps(jnp.asarray(V)), np.einsum("bmd,bkm->kd", dense, V), rtol=1e-12)
+    if kind == "linear":  # a reshape would otherwise accept any Z whose size p divides
+        with pytest.raises(ValueError, match=r"Z must have shape \(k, d\) with d = 10"):
+            jvps(jnp.ones((4, 5)))
+        with pytest.raises(ValueError, match=r"V must have shape \(b, k, m\) with b = 9, m = 2"):
+            vjps(jnp.ones((9, 2, 3)))
 
 
 def test_likelihood_products_broadcast_over_a_sample_axis(rng):
