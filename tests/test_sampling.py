@@ -1,5 +1,7 @@
 """sgd and cg against the exact oracle: same sample objectives, same minimisers."""
 
+import dataclasses
+
 import h5py
 import jax
 import jax.numpy as jnp
@@ -285,9 +287,30 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     passes.clear()
     config = SGDConfig(n_steps=20, batch_size=40, log_every=10, snapshot_every=10)
     sgd(feats, lik, prior, ds, KEY, 3, config)
-    # targets, Jacobi, snapshots at 10 and 20 (the cold start's x̃ = 0 needs none; its
-    # minibatches come from the array itself)
-    assert len(passes) == 2 + 2
+    # targets, Jacobi, snapshots at the start and at 10 and 20 (minibatches come from
+    # the array itself)
+    assert len(passes) == 2 + 3
+    passes.clear()
+    sgd(feats, lik, prior, ds, KEY, 3, dataclasses.replace(config, precondition=False))
+    # no Jacobi pass, and the unpreconditioned start x⁰ = 0 is a snapshot for free
+    assert len(passes) == 1 + 2
+
+
+def test_svrg_first_step_is_the_full_gradient_step(rng):
+    """The first snapshot is the start itself, so the first variance-reduced gradient is
+    the full one whatever the minibatch: one step with batches of 10 rows equals one
+    full-batch step (a first snapshot at x̃ = 0 would leave the preconditioned samples'
+    start with a plain minibatch gradient)."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    base = {"n_steps": 1, "learning_rate": 0.05, "momentum": 0.5, "snapshot_every": 1}
+    small, _ = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=10, **base))
+    full, _ = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=ds.n, **base))
+    plain, _ = sgd(
+        feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=10, **base | {"snapshot_every": None})
+    )
+    assert np.linalg.norm(plain.samples - full.samples) > 1e-3 * np.linalg.norm(full.samples)
+    np.testing.assert_allclose(small.samples, full.samples, rtol=1e-12)
+    np.testing.assert_allclose(small.mean, full.mean, rtol=1e-12)
 
 
 def test_targets_pass_names_a_non_boolean_data_rhs(rng):

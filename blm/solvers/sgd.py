@@ -18,9 +18,11 @@ SVRG control variate of a snapshot x̃ (refreshed by one full pass every
 is unbiased, its noise (the noise ξ of the standard objective included) cancels
 exactly and what is left shrinks with ‖x − x̃‖: the iteration converges linearly
 without a noise floor, so it needs no averaging, and it keeps the exact minimisers as
-its fixed point whatever the minibatch. A cold start's first snapshot is x̃ = 0, whose
-data gradient needs no pass (the low-variance samples' is zero: the same iteration as
-without snapshots until the first refresh).
+its fixed point whatever the minibatch. The first snapshot is the starting iterate x̃ = x⁰
+(the textbook SVRG), so the first period is variance-reduced too; it costs a pass unless
+x⁰ = 0, whose data gradient −t is known (the preconditioned default start of the samples
+is not zero: starting from x̃ = 0 instead made the first period plain SGD, and on the
+benchmark its error rose from 0.14 to 0.28 before the first refresh).
 
 The optimiser is optax SGD with Nesterov momentum, applied to the Jacobi-preconditioned
 gradient P⁻¹g, P = diag(H) (on by default: it removes the spread of column scales,
@@ -364,11 +366,9 @@ def sgd(
         take_snapshot, t = _snapshots(
             features, likelihood, prior, dataset, problem, targets, block_size
         )
-        # a cold start's first snapshot is x̃ = 0, whose data gradient −t needs no pass
+        # the first snapshot is the start; at x⁰ = 0 its data gradient −t needs no pass
         snapshot = (
-            place_parameters((jnp.zeros_like(x0), -t), prior.d)
-            if init is None
-            else take_snapshot(x0)[0]
+            take_snapshot(x0)[0] if bool(jnp.any(x0 != 0)) else place_parameters((x0, -t), prior.d)
         )
         next_snapshot = snapshot_every
     else:
