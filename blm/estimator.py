@@ -35,6 +35,7 @@ from blm.priors import Prior
 from blm.solvers.cg import cg
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
+from blm.solvers.targets import targets_pass
 
 SOLVERS = ("exact", "sgd", "cg")
 HYPERS = ("mackay", "evidence")
@@ -464,8 +465,9 @@ class BayesianLinearRegression:
 
     def _solver(self, features, dataset, key):
         """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with
-        one key for every call (common random numbers across EM steps) and the Jacobi
-        diagonal of the first call carried to the next (``data_diagonal``)."""
+        one key for every call (common random numbers across EM steps) and the first
+        call's passes carried to the next, rescaled to its β: the Jacobi diagonal
+        (``data_diagonal``) and the targets' [ΦᵀBY; ΦᵀLξ_j] (``noise_rhs``)."""
         options = dict(self.solver_options or {})
         if self.solver == "sgd":
             config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
@@ -474,16 +476,25 @@ class BayesianLinearRegression:
         else:
             solver, settings = cg, options
             block_size, precondition = options.get("block_size"), options.get("precondition", True)
-        diagonal = _DataDiagonal(features, dataset, block_size)
+        k = self.n_samples
+        diagonal = _RescaledPass(
+            features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
+        )
+        targets = _RescaledPass(
+            features,
+            lambda lik: targets_pass(features, lik, dataset, key, k, block_size),
+            (1.0,) + (0.5,) * k,
+        )
         return lambda lik, prior, init: solver(
             features,
             lik,
             prior,
             dataset,
             key,
-            self.n_samples,
+            k,
             init=init,
             data_diagonal=diagonal(lik) if precondition else None,
+            noise_rhs=targets(lik),
             **settings,
         )
 
@@ -559,20 +570,23 @@ class BayesianLinearRegression:
         return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)
 
 
-class _DataDiagonal:
-    """diag(ΦᵀBΦ) at any noise precisions β from one pass at the first β it is asked for.
+class _RescaledPass:
+    """A full pass made at the first noise precisions β⁰ it is asked for, rescaled to any
+    later β: ``compute(likelihood)`` is a (d,) or (r, d) array whose row j, in output k's
+    block, scales like (β_k/β⁰_k)^powers[j].
 
     For the estimator's design-matrix features (θ the row-major ravel of the (m, p)
-    coefficients) and B = diag(β), output k's block of the diagonal is β_k Σ_i t_ik²: it
-    scales by β_k/β⁰_k, so EM steps that move β need no further Jacobi pass."""
+    coefficients) and B = diag(β): diag(ΦᵀBΦ) and ΦᵀBY scale by β_k/β⁰_k, ΦᵀLξ
+    (L = diag(√β)) by √(β_k/β⁰_k) with the same ξ: EM steps that move β with one key
+    (common random numbers) need no further Jacobi or targets pass."""
 
-    def __init__(self, features: LinearFeatures, dataset, block_size: int | None):
-        self.features, self.dataset, self.block_size = features, dataset, block_size
+    def __init__(self, features: LinearFeatures, compute, powers: float | tuple = 1.0):
+        self.features, self.compute, self.powers = features, compute, jnp.asarray(powers)
         self.first: tuple[jax.Array, jax.Array] | None = None
 
     def __call__(self, likelihood: Gaussian) -> jax.Array:
         if self.first is None:
-            diagonal = ops.normal_diagonal(self.features, likelihood, self.dataset, self.block_size)
-            self.first = (diagonal, likelihood.beta)
-        diagonal, beta0 = self.first
-        return diagonal * jnp.repeat(likelihood.beta / beta0, self.features.n_inputs)
+            self.first = (self.compute(likelihood), likelihood.beta)
+        values, beta0 = self.first
+        ratio = (likelihood.beta / beta0) ** self.powers[..., None]  # (m,) or (r, m)
+        return values * jnp.repeat(ratio, self.features.n_inputs, axis=-1)

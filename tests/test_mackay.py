@@ -140,31 +140,55 @@ def test_sgd_with_snapshots_reaches_the_exact_hyperparameters():
 
 
 @pytest.mark.parametrize("solver", ["sgd", "cg"])
-def test_sampled_em_reads_the_jacobi_diagonal_once(rng, monkeypatch, solver):
-    """A sampled EM fit passes over the data for diag(ΦᵀBΦ) once, at its first β (every
-    later step's is rescaled, not re-read); the rescaled diagonal equals a fresh pass at
-    the new β, per output (2 outputs whose β move differently)."""
+def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypatch, solver):
+    """A sampled EM fit passes over the data for diag(ΦᵀBΦ) and for the targets'
+    [ΦᵀBY; ΦᵀLξ_j] once each, at its first β (every later step's are rescaled, not
+    re-read), and lands exactly where re-reading them every step lands; the rescaled
+    passes equal fresh ones at a new β, per output (2 outputs whose β move differently)."""
     from blm import operators as ops
-    from blm.estimator import _DataDiagonal
+    from blm.estimator import _RescaledPass
+    from blm.solvers.targets import targets_pass
 
     X, y = random_problem(rng, 200, 10, 1, decay=0.5)
-    calls = []
-    real = ops.normal_diagonal
-    monkeypatch.setattr(ops, "normal_diagonal", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls = {"diagonal": 0, "targets": 0}
+    real_diagonal, real_noise = ops.normal_diagonal, ops.noise_rhs
+
+    def counted(name, real):
+        def wrapped(*a, **kw):
+            calls[name] += 1
+            return real(*a, **kw)
+
+        return wrapped
+
+    monkeypatch.setattr(ops, "normal_diagonal", counted("diagonal", real_diagonal))
+    monkeypatch.setattr(ops, "noise_rhs", counted("targets", real_noise))
     options = {"n_steps": 50, "batch_size": 50} if solver == "sgd" else {"max_iter": 5}
-    est = BayesianLinearRegression(
-        solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12, solver_options=options
-    ).fit(X, y[:, 0])
-    assert est.n_iter_ == 3 and len(calls) == 1
+    settings = dict(solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12)
+    est = BayesianLinearRegression(**settings, solver_options=options).fit(X, y[:, 0])
+    assert est.n_iter_ == 3 and calls == {"diagonal": 1, "targets": 1}
+
+    # the same fit re-reading both every step (the carried passes forget their first β)
+    monkeypatch.setattr(_RescaledPass, "__call__", lambda self, lik: self.compute(lik))
+    fresh = BayesianLinearRegression(**settings, solver_options=options).fit(X, y[:, 0])
+    assert calls == {"diagonal": 1 + 4, "targets": 1 + 4}  # 3 EM steps: 4 solves
+    np.testing.assert_allclose(est.alpha_, fresh.alpha_, rtol=1e-9)
+    np.testing.assert_allclose(est.beta_, fresh.beta_, rtol=1e-9)
+    np.testing.assert_allclose(est.coef_, fresh.coef_, rtol=1e-8, atol=1e-12)
+    monkeypatch.undo()
 
     X2, Y2 = random_problem(rng, 50, 6, 2, decay=0.5)
     feats, ds = LinearFeatures(6, 2), ArrayDataset(X2, Y2)
-    diagonal = _DataDiagonal(feats, ds, None)
-    diagonal(Gaussian([4.0, 0.5]))
+    first, later = Gaussian([4.0, 0.5]), Gaussian([1.0, 2.0])
+    diagonal = _RescaledPass(feats, lambda lik: ops.normal_diagonal(feats, lik, ds))
+    diagonal(first)
+    np.testing.assert_allclose(diagonal(later), ops.normal_diagonal(feats, later, ds), rtol=1e-12)
+    key = jax.random.PRNGKey(3)
+    targets = _RescaledPass(
+        feats, lambda lik: targets_pass(feats, lik, ds, key, 5), (1.0,) + (0.5,) * 5
+    )
+    targets(first)
     np.testing.assert_allclose(
-        diagonal(Gaussian([1.0, 2.0])),
-        real(feats, Gaussian([1.0, 2.0]), ds),
-        rtol=1e-12,
+        targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
     )
 
 

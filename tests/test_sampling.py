@@ -23,7 +23,7 @@ from blm.evidence.closed_form import DenseGaussianModel
 from blm.operators import block_rows, noise_rhs, rhs, row_noise
 from blm.solvers.cg import cg
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
-from blm.solvers.targets import draw_targets, split_key
+from blm.solvers.targets import draw_targets, split_key, targets_pass
 from tests.conftest import random_problem
 
 KEY = jax.random.PRNGKey(0)
@@ -355,6 +355,47 @@ def test_a_given_data_diagonal_replaces_the_jacobi_pass(rng, monkeypatch, solver
         run(data_diagonal=diagonal[:-1])
     with pytest.raises(ValueError, match="data_diagonal must be finite and >= 0"):
         run(data_diagonal=-diagonal)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "sgd with snapshots", "cg"])
+def test_a_given_targets_pass_replaces_its_own(rng, monkeypatch, solver):
+    """noise_rhs = targets_pass(key) is exactly the [ΦᵀBY; ΦᵀLξ_j] that drawing the
+    targets for that key computes, and handing it in gives the same iterates with one
+    read of the data fewer; a doubled one changes them (it is used, not ignored); a wrong
+    shape or a non-finite entry is named."""
+    X, Y, feats, ds, prior, lik, _ = _setup(rng, m=2, beta=(4.0, 0.5))
+    products = targets_pass(feats, lik, ds, KEY, 3, block_size=7)
+    drawn = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 3, data_rhs=True)
+    np.testing.assert_allclose(products[0], drawn.data_rhs, rtol=1e-12)
+    np.testing.assert_allclose(products[1:], drawn.noise(prior), rtol=1e-10, atol=1e-12)
+    if solver == "cg":
+
+        def run(**kw):
+            return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, **kw)[0]
+    else:
+        every = 10 if solver == "sgd with snapshots" else None
+        config = SGDConfig(n_steps=30, batch_size=20, log_every=10, snapshot_every=every)
+
+        def run(**kw):
+            return sgd(feats, lik, prior, ds, KEY, 3, config, **kw)[0]
+
+    passes = []
+    blocks = ArrayDataset.blocks
+    monkeypatch.setattr(
+        ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
+    )
+    own = run()
+    n_own = len(passes)
+    given = run(noise_rhs=products)
+    assert len(passes) - n_own == n_own - 1
+    np.testing.assert_allclose(given.samples, own.samples, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(given.mean, own.mean, rtol=1e-10, atol=1e-12)
+    doubled = run(noise_rhs=2 * products)
+    assert np.max(np.abs(doubled.samples - own.samples)) > 1e-3 * np.max(np.abs(own.samples))
+    with pytest.raises(ValueError, match=r"noise_rhs must have shape \(n_samples \+ 1, d\)"):
+        run(noise_rhs=products[1:])
+    with pytest.raises(ValueError, match="noise_rhs holds non-finite values"):
+        run(noise_rhs=products.at[1, 0].set(jnp.nan))
 
 
 def test_warm_start_at_the_solution_stays(rng):

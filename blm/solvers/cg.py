@@ -44,18 +44,29 @@ def cg(
     precondition: bool = True,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
     data_diagonal: Float[Array, " d"] | None = None,
+    noise_rhs: Float[Array, "k1 d"] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
 
     ``precondition``: Jacobi-preconditioned CG with M = diag(H) (one extra pass, none
-    when ``data_diagonal`` = diag(ΦᵀBΦ) is given: an EM loop knows it from its first step).
+    when ``data_diagonal`` = diag(ΦᵀBΦ) is given: an EM loop knows it from its first step;
+    ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key (``targets_pass``),
+    likewise saves that pass).
     ``callback(iteration, posterior)`` is called after each iteration with the current
     iterate and stops the run if it returns True."""
     k = positive_int(n_samples, "n_samples")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
     targets = draw_targets(
-        features, likelihood, prior, dataset, split_key(key)[0], k, block_size, data_rhs=True
+        features,
+        likelihood,
+        prior,
+        dataset,
+        split_key(key)[0],
+        k,
+        block_size,
+        data_rhs=True,
+        noise_rhs=noise_rhs,
     )
     b = jnp.concatenate([targets.data_rhs[None], targets.rhs(prior)])
 

@@ -274,6 +274,7 @@ def sgd(
     init: Float[Array, "k1 d"] | SampledPosterior | None = None,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
     data_diagonal: Float[Array, " d"] | None = None,
+    noise_rhs: Float[Array, "k1 d"] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
 
@@ -284,7 +285,9 @@ def sgd(
     ``callback(step, posterior)`` is called after each logged chunk with the current
     iterate (the running average with Polyak averaging) and stops the run if it returns
     True. ``data_diagonal``: diag(ΦᵀBΦ) where the caller knows it (an EM loop, from an
-    earlier step), so the Jacobi preconditioner P = diag(ΦᵀBΦ) + diag(A) costs no pass.
+    earlier step), so the Jacobi preconditioner P = diag(ΦᵀBΦ) + diag(A) costs no pass;
+    ``noise_rhs``: the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key
+    (``targets.targets_pass``), so drawing the sample objectives costs none either.
     Raises ``FloatingPointError`` naming the step if the iteration diverges.
     """
     k = positive_int(n_samples, "n_samples")
@@ -301,6 +304,7 @@ def sgd(
         k,
         block_size,
         data_rhs=config.snapshot_every is not None,
+        noise_rhs=noise_rhs,
     )
     standard = config.objective == "standard"
     centres = jnp.concatenate(

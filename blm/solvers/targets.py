@@ -64,18 +64,49 @@ def draw_targets(
     k: int,
     block_size: int | None = None,
     data_rhs: bool = False,
+    noise_rhs: Float[Array, "k1 d"] | None = None,
 ) -> SampleTargets:
     """Draw θ⁰ and the noise for k samples and form θⁿ = A⁻¹ΦᵀLξ + θ⁰ (one full pass);
     with ``data_rhs`` the same pass also gives the mean's ΦᵀBY (solvers that need it save
-    a pass: one more product per block instead of one more read of the data)."""
+    a pass: one more product per block instead of one more read of the data).
+    ``noise_rhs``: that pass's [ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k] (k + 1, d) where the caller
+    knows it (``targets_pass`` with this key: an EM loop with one key rescales its
+    first), so no pass is made."""
     if not isinstance(data_rhs, bool):
         raise TypeError(f"data_rhs must be True or False, got {data_rhs!r}")
     k_prior, k_noise = jax.random.split(key)
     theta0 = prior.sample(k_prior, k)
-    noise = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
+    if noise_rhs is None:
+        noise = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
+    else:
+        noise = jnp.asarray(noise_rhs)
+        if noise.shape != (k + 1, prior.d):
+            raise ValueError(
+                f"noise_rhs must have shape (n_samples + 1, d) = {(k + 1, prior.d)}, "
+                f"got {noise.shape}"
+            )
+        if not bool(jnp.all(jnp.isfinite(noise))):
+            raise ValueError("noise_rhs holds non-finite values")
+        noise = noise if data_rhs else noise[1:]
     rhs, noise = (noise[0], noise[1:]) if data_rhs else (None, noise)
     centres = prior.solve(noise) + theta0
     return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres, data_rhs=rhs)
+
+
+def targets_pass(
+    features: Features,
+    likelihood: Likelihood,
+    dataset,
+    key: jax.Array,
+    k: int,
+    block_size: int | None = None,
+) -> Float[Array, "k1 d"]:
+    """[ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k] (k + 1, d): the full pass ``draw_targets`` makes for
+    the solver key ``key`` (the ξ of its sample objectives), for a caller to hand back as
+    ``noise_rhs``. For B = diag(β) and features that do not depend on β, ΦᵀBY scales by
+    β and ΦᵀLξ_j by √β (per output), so one pass serves every β with the same key."""
+    k_noise = jax.random.split(split_key(key)[0])[1]
+    return ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, True)
 
 
 def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
