@@ -287,13 +287,42 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     passes.clear()
     config = SGDConfig(n_steps=20, batch_size=40, log_every=10, snapshot_every=10)
     sgd(feats, lik, prior, ds, KEY, 3, config)
-    # targets, Jacobi, snapshots at the start and at 10 and 20 (minibatches come from
-    # the array itself)
+    # targets, Jacobi, the first step (its line search: the first snapshot), snapshots at
+    # 10 and 20 (minibatches come from the array itself)
     assert len(passes) == 2 + 3
     passes.clear()
     sgd(feats, lik, prior, ds, KEY, 3, dataclasses.replace(config, precondition=False))
-    # no Jacobi pass, and the unpreconditioned start x⁰ = 0 is a snapshot for free
-    assert len(passes) == 1 + 2
+    # no Jacobi pass; the first step's line search is the first snapshot's pass still
+    assert len(passes) == 1 + 3
+
+
+@pytest.mark.parametrize("objective", ["low-variance", "standard"])
+@pytest.mark.parametrize("precondition", [True, False])
+def test_svrg_cold_start_is_the_exact_line_search_step(rng, precondition, objective):
+    """With snapshots a cold start is x⁰ = (rᵀs / sᵀHs) s with s = P⁻¹r and r the
+    negative gradients at 0, [ΦᵀBY; Aθⁿ_j] (dense oracle, float64; P = diag(H) or I):
+    the exact minimiser along s, so ‖x⁰ − x*‖_H ≤ ‖x*‖_H, never worse than 0."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    beta = float(lik.beta[0])
+    H = beta * X.T @ X + np.diag(np.asarray(prior.precision()))
+    targets = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 4)
+    r = np.concatenate([beta * (X.T @ Y).reshape(1, -1), targets.rhs(prior)])
+    s = r / (np.diag(H) if precondition else 1.0)
+    x0 = (np.sum(r * s, axis=1) / np.einsum("jd,de,je->j", s, H, s))[:, None] * s
+    config = SGDConfig(
+        n_steps=1,
+        batch_size=10,
+        learning_rate=1e-300,  # the one step does not move: the iterate is x⁰
+        momentum=0.0,
+        snapshot_every=1,
+        precondition=precondition,
+        objective=objective,
+    )
+    post, _ = sgd(feats, lik, prior, ds, KEY, 4, config)
+    np.testing.assert_allclose(np.concatenate([post.mean[None], post.samples]), x0, rtol=1e-10)
+    x_star = np.concatenate([exact.mean[None], _exact_samples(feats, lik, prior, ds, exact, 4)])
+    e = x0 - x_star
+    assert np.all(np.einsum("jd,de,je->j", e, H, e) < np.einsum("jd,de,je->j", x_star, H, x_star))
 
 
 def test_svrg_first_step_is_the_full_gradient_step(rng):
