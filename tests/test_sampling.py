@@ -350,6 +350,23 @@ def test_targets_pass_names_a_non_boolean_data_rhs(rng):
         noise_rhs(feats, lik, ds, KEY, 2, with_data=1)
 
 
+def _same_iterates_one_pass_fewer(monkeypatch, run, **given):
+    """run() and run(**given) give the same iterates, the latter with one read of the
+    data fewer; returns run()'s posterior."""
+    passes = []
+    blocks = ArrayDataset.blocks
+    monkeypatch.setattr(
+        ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
+    )
+    own = run()
+    n_own = len(passes)
+    with_given = run(**given)
+    assert len(passes) - n_own == n_own - 1
+    np.testing.assert_allclose(with_given.samples, own.samples, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(with_given.mean, own.mean, rtol=1e-10, atol=1e-12)
+    return own
+
+
 @pytest.mark.parametrize("solver", ["sgd", "cg"])
 def test_a_given_data_diagonal_replaces_the_jacobi_pass(rng, monkeypatch, solver):
     """data_diagonal = diag(ΦᵀBΦ) gives the iterates of the Jacobi pass it replaces, one
@@ -367,17 +384,7 @@ def test_a_given_data_diagonal_replaces_the_jacobi_pass(rng, monkeypatch, solver
         def run(**kw):
             return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, **kw)[0]
 
-    passes = []
-    blocks = ArrayDataset.blocks
-    monkeypatch.setattr(
-        ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
-    )
-    own = run()
-    n_own = len(passes)
-    given = run(data_diagonal=diagonal)
-    assert len(passes) - n_own == n_own - 1
-    np.testing.assert_allclose(given.samples, own.samples, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(given.mean, own.mean, rtol=1e-10, atol=1e-12)
+    own = _same_iterates_one_pass_fewer(monkeypatch, run, data_diagonal=diagonal)
     doubled = run(data_diagonal=2 * diagonal)
     assert np.max(np.abs(doubled.samples - own.samples)) > 1e-3 * np.max(np.abs(own.samples))
     with pytest.raises(ValueError, match=r"data_diagonal must have shape \(d,\) = \(16,\)"):
@@ -408,17 +415,7 @@ def test_a_given_targets_pass_replaces_its_own(rng, monkeypatch, solver):
         def run(**kw):
             return sgd(feats, lik, prior, ds, KEY, 3, config, **kw)[0]
 
-    passes = []
-    blocks = ArrayDataset.blocks
-    monkeypatch.setattr(
-        ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
-    )
-    own = run()
-    n_own = len(passes)
-    given = run(noise_rhs=products)
-    assert len(passes) - n_own == n_own - 1
-    np.testing.assert_allclose(given.samples, own.samples, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(given.mean, own.mean, rtol=1e-10, atol=1e-12)
+    own = _same_iterates_one_pass_fewer(monkeypatch, run, noise_rhs=products)
     doubled = run(noise_rhs=2 * products)
     assert np.max(np.abs(doubled.samples - own.samples)) > 1e-3 * np.max(np.abs(own.samples))
     with pytest.raises(ValueError, match=r"noise_rhs must have shape \(n_samples \+ 1, d\)"):
