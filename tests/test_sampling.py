@@ -404,6 +404,8 @@ def test_a_given_targets_pass_replaces_its_own(rng, monkeypatch, solver):
     drawn = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 3, data_rhs=True)
     np.testing.assert_allclose(products[0], drawn.data_rhs, rtol=1e-12)
     np.testing.assert_allclose(products[1:], drawn.noise(prior), rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        targets_pass(feats, lik, ds, KEY, 0)
     if solver == "cg":
 
         def run(**kw):

@@ -472,7 +472,8 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
         curvature = jnp.sum(s * (hs + prior.mul(s)), axis=1)  # sᵀHs ≥ 0, 0 iff r = 0
         safe = jnp.where(curvature > 0, curvature, 1.0)
         c = jnp.where(curvature > 0, jnp.sum(r * s, axis=1) / safe, 0.0)[:, None]
-        return c * s, place_parameters((c * s, c * hs - t), prior.d)
+        x0 = c * s
+        return x0, place_parameters((x0, c * hs - t), prior.d)
 
     return take, first_step
 

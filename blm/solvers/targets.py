@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from blm import operators as ops
+from blm._checks import positive_int
 from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
@@ -74,21 +75,21 @@ def draw_targets(
     first), so no pass is made."""
     if not isinstance(data_rhs, bool):
         raise TypeError(f"data_rhs must be True or False, got {data_rhs!r}")
-    k_prior, k_noise = jax.random.split(key)
+    k_prior, k_noise = _prior_and_noise_keys(key)
     theta0 = prior.sample(k_prior, k)
     if noise_rhs is None:
-        noise = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
+        products = ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, data_rhs)
+        rhs, noise = (products[0], products[1:]) if data_rhs else (None, products)
     else:
-        noise = jnp.asarray(noise_rhs)
-        if noise.shape != (k + 1, prior.d):
+        products = jnp.asarray(noise_rhs)
+        if products.shape != (k + 1, prior.d):
             raise ValueError(
                 f"noise_rhs must have shape (n_samples + 1, d) = {(k + 1, prior.d)}, "
-                f"got {noise.shape}"
+                f"got {products.shape}"
             )
-        if not bool(jnp.all(jnp.isfinite(noise))):
+        if not bool(jnp.all(jnp.isfinite(products))):
             raise ValueError("noise_rhs holds non-finite values")
-        noise = noise if data_rhs else noise[1:]
-    rhs, noise = (noise[0], noise[1:]) if data_rhs else (None, noise)
+        rhs, noise = (products[0] if data_rhs else None), products[1:]
     centres = prior.solve(noise) + theta0
     return SampleTargets(theta0=theta0, noise_key=k_noise, centres=centres, data_rhs=rhs)
 
@@ -105,8 +106,17 @@ def targets_pass(
     the solver key ``key`` (the ξ of its sample objectives), for a caller to hand back as
     ``noise_rhs``. For B = diag(β) and features that do not depend on β, ΦᵀBY scales by
     β and ΦᵀLξ_j by √β (per output), so one pass serves every β with the same key."""
-    k_noise = jax.random.split(split_key(key)[0])[1]
-    return ops.noise_rhs(features, likelihood, dataset, k_noise, k, block_size, True)
+    k_noise = _prior_and_noise_keys(split_key(key)[0])[1]
+    return ops.noise_rhs(
+        features, likelihood, dataset, k_noise, positive_int(k, "k"), block_size, True
+    )
+
+
+def _prior_and_noise_keys(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(key of θ⁰, key of ξ) from the targets' key: the one derivation ``draw_targets``
+    and ``targets_pass`` share, so a handed-back pass is the noise of this key."""
+    k_prior, k_noise = jax.random.split(key)
+    return k_prior, k_noise
 
 
 def split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
