@@ -6,7 +6,10 @@ r"""Full passes of the linear model over a dataset, one block of rows at a time.
     rhs()              = Φᵀ B Y                     (d,)
     noise_rhs(key, k)  = Φᵀ L ξ_j, j = 1..k         (k, d)   ξ ~ N(0, I), L Lᵀ = B
     noise_rhs(key, k, with_data=True) = [ΦᵀBY; ΦᵀLξ_j]  (k+1, d) in one pass
-    quad_form(z)       = Σ_i (φ_i z)ᵀ B_i (φ_i z)    (k, m)   per output, B diagonal
+    sample_statistics(z, θ̄)                              one pass for MacKay's M-step:
+        quad           = Σ_i (φ_i z_j)ᵀ B_i (φ_i z_j)  (k, m)   per output, B diagonal
+        residual_sq    = ‖y_k − Φ_k θ̄‖²              (m,)     if θ̄ is given
+        normal         = ΦᵀBΦ z_j                     (k, d)   if asked
     normal_diagonal()  = diag(Φᵀ B Φ)               (d,)     (Jacobi preconditioner)
 
 Only one block of inputs is in memory at a time, so these work on HDF5 data larger
@@ -19,6 +22,8 @@ the noise that a full pass used.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import equinox as eqx
 import jax
@@ -54,11 +59,13 @@ def block_rows(features: Features, dataset, block_size: int | None = None) -> in
 
 
 def _accumulate(features: Features, dataset, block_size: int | None, kernel):
-    """Σ over blocks of kernel(x_b, y_b, rows_b), after checking the dataset fits."""
+    """Σ over blocks of kernel(x_b, y_b, rows_b) (an array or a tuple of them), after
+    checking the dataset fits."""
     _check(features, dataset)
-    total = 0.0
+    total = None
     for block in dataset.blocks(block_rows(features, dataset, block_size)):
-        total = total + kernel(*put_rows(block))
+        out = kernel(*put_rows(block))
+        total = out if total is None else jax.tree_util.tree_map(jnp.add, total, out)
     return total
 
 
@@ -107,13 +114,6 @@ def _block_noise_rhs(features, likelihood, xb, yb, rows, key, k, with_data):
     if with_data:
         v = jnp.concatenate([likelihood.precision_mul(f0, yb)[:, None], v], axis=1)
     return vjps(v)
-
-
-@eqx.filter_jit
-def _block_quad(features, likelihood, xb, z):
-    f0, jvps, _ = features.linearize_many(xb)
-    fz = jvps(z)  # (b, k, m)
-    return jnp.sum(fz * likelihood.precision_mul(f0[:, None], fz), axis=0)
 
 
 def matvec(features: Features, dataset, z: Float[Array, "... d"], block_size: int | None = None):
@@ -181,17 +181,53 @@ def noise_rhs(
     )
 
 
-def quad_form(
+class SampleStatistics(NamedTuple):
+    """What MacKay's M-step reads from the data, from one pass (``sample_statistics``)."""
+
+    quad: Float[Array, "k m"]
+    residual_sq: Float[Array, " m"] | None
+    normal: Float[Array, "k d"] | None
+
+
+@eqx.filter_jit
+def _block_sample_statistics(features, likelihood, xb, yb, z, mean, with_normal):
+    f0, jvps, vjps = features.linearize_many(xb)
+    if mean is None:
+        fz, residual_sq = jvps(z), None
+    else:  # θ̄ rides along as one more vector: its jvp shares the block's primal work
+        f = jvps(jnp.concatenate([mean[None], z]))  # (b, k + 1, m)
+        fz, residual_sq = f[:, 1:], jnp.sum((yb - f[:, 0]) ** 2, axis=0)
+    bfz = likelihood.precision_mul(f0[:, None], fz)
+    normal = vjps(bfz) if with_normal else None
+    return SampleStatistics(jnp.sum(fz * bfz, axis=0), residual_sq, normal)
+
+
+def sample_statistics(
     features: Features,
     likelihood: Likelihood,
     dataset,
     z: Float[Array, "k d"],
+    mean: Float[Array, " d"] | None = None,
     block_size: int | None = None,
-):
-    """Σ_i (φ_i z_j)_k (B_i φ_i z_j)_k per sample j and output k, shape (k, m); summed over
-    outputs it is z_jᵀΦᵀBΦz_j (the split by output assumes a diagonal B, as Gaussian's)."""
+    with_normal: bool = False,
+) -> SampleStatistics:
+    """One pass over the data for samples z_j (and a mean θ̄):
+
+        quad_{jk}     = Σ_i (φ_i z_j)_k (B_i φ_i z_j)_k     (k, m); Σ_k quad_{jk} = z_jᵀΦᵀBΦz_j
+        residual_sq_k = ‖y_k − Φ_k θ̄‖²                     (m,), when ``mean`` is given
+        normal_j      = ΦᵀBΦ z_j                           (k, d), when ``with_normal``
+
+    (the split of quad by output assumes a diagonal B, as Gaussian's; its sum does not).
+    θ̄ is one more vector of the same jvp, so the residual costs no pass of its own."""
+    if not isinstance(with_normal, bool):
+        raise TypeError(f"with_normal must be True or False, got {with_normal!r}")
     return _accumulate(
-        features, dataset, block_size, lambda xb, _y, _r: _block_quad(features, likelihood, xb, z)
+        features,
+        dataset,
+        block_size,
+        lambda xb, yb, _r: _block_sample_statistics(
+            features, likelihood, xb, yb, z, mean, with_normal
+        ),
     )
 
 

@@ -240,20 +240,36 @@ def test_normal_diagonal_generic_and_fast_paths_agree(rng, n):
     np.testing.assert_allclose(ops.normal_diagonal(feats, lik, data), dense, rtol=1e-12)
 
 
-def test_residual_and_quadratic_form_match_dense(rng):
+def test_residual_and_sample_statistics_match_dense(rng):
+    """One pass gives z_jᵀΦ_kᵀB_kΦ_kz_j per output, ‖y_k − Φ_kθ̄‖² and ΦᵀBΦz_j; each is
+    checked densely (blocks of 5 rows of 23), and the pass reads the data once."""
     X = rng.standard_normal((23, 3))
     Y = rng.standard_normal((23, 2))
     feats, lik, ds = LinearFeatures(3, 2), Gaussian([2.0, 0.5]), ArrayDataset(X, Y)
-    theta = rng.standard_normal(6)
+    theta = jnp.asarray(rng.standard_normal(6))
     z = jnp.asarray(rng.standard_normal((4, 6)))
-    F = X @ theta.reshape(2, 3).T
+    F = X @ np.asarray(theta).reshape(2, 3).T
     np.testing.assert_allclose(
-        ops.residual_sq(feats, ds, jnp.asarray(theta), 5), ((Y - F) ** 2).sum(0), rtol=1e-12
+        ops.residual_sq(feats, ds, theta, 5), ((Y - F) ** 2).sum(0), rtol=1e-12
     )
     Fz = np.einsum("np,kmp->knm", X, np.asarray(z).reshape(4, 2, 3))
-    np.testing.assert_allclose(
-        ops.quad_form(feats, lik, ds, z, 5), (Fz**2 * np.array([2.0, 0.5])).sum(1), rtol=1e-12
-    )
+    quad = (Fz**2 * np.array([2.0, 0.5])).sum(1)
+    Phi = np.asarray(feats.dense(jnp.asarray(X))).reshape(-1, 6)
+    normal = np.asarray(z) @ (Phi.T * np.tile([2.0, 0.5], 23)) @ Phi
+
+    reads = []
+    blocks = ds.blocks
+    ds.blocks = lambda rows: reads.append(rows) or blocks(rows)
+    stats = ops.sample_statistics(feats, lik, ds, z, theta, 5, with_normal=True)
+    assert len(reads) == 1
+    np.testing.assert_allclose(stats.quad, quad, rtol=1e-12)
+    np.testing.assert_allclose(stats.residual_sq, ((Y - F) ** 2).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(stats.normal, normal, rtol=1e-12)
+    alone = ops.sample_statistics(feats, lik, ds, z)
+    assert alone.residual_sq is None and alone.normal is None
+    np.testing.assert_allclose(alone.quad, quad, rtol=1e-12)
+    with pytest.raises(TypeError, match="with_normal must be True or False"):
+        ops.sample_statistics(feats, lik, ds, z, with_normal=1)
 
 
 def test_factor_rows_are_the_dense_jacobian_times_the_factor(rng):

@@ -37,10 +37,11 @@ single sample is often enough once γ is in the hundreds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
@@ -56,6 +57,15 @@ from blm.solvers.sampled import SampledPosterior
 GammaEstimator = Literal["combined", "data", "prior"]
 
 
+class GammaTerms(NamedTuple):
+    """The per-sample terms of γ̂ and the mean's residual, all from one data pass."""
+
+    a: Float[Array, "k G"]  # z_{j,g}ᵀ(Mz_j)_g
+    p: Float[Array, "k G"]  # z_{j,g}ᵀ(Az_j)_g
+    quad: Float[Array, "k m"]  # a_j split by output
+    residual_sq: Float[Array, " m"] | None  # ‖y_k − Φ_kθ̄‖², Gaussian likelihood only
+
+
 def gamma_terms(
     posterior: SampledPosterior,
     features: Features,
@@ -63,31 +73,30 @@ def gamma_terms(
     prior: Prior,
     dataset,
     block_size: int | None = None,
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Per-sample terms: a_{j,g} = z_{j,g}ᵀ(Mz_j)_g (k, G), p_{j,g} = z_{j,g}ᵀ(Az_j)_g (k, G),
-    and the per-output split of a_j, (k, m)."""
+) -> GammaTerms:
+    """Per-sample terms a_{j,g} = z_{j,g}ᵀ(Mz_j)_g, p_{j,g} = z_{j,g}ᵀ(Az_j)_g, the per-output
+    split of a_j and, for a Gaussian likelihood, the residual of θ̄: one pass over the data
+    (``ops.sample_statistics``; with several prior groups it also returns Mz)."""
     z = posterior.samples
-    quad = ops.quad_form(features, likelihood, dataset, z, block_size)  # (k, m)
-    if prior.n_groups == 1:
-        a = jnp.sum(quad, axis=1, keepdims=True)
+    grouped = prior.n_groups > 1
+    mean = posterior.mean if isinstance(likelihood, Gaussian) else None
+    stats = ops.sample_statistics(
+        features, likelihood, dataset, z, mean, block_size, with_normal=grouped
+    )
+    if grouped:
+        a = jax.vmap(prior.group_sum)(z * stats.normal)
     else:
-        mz = ops.normal_matvec(features, likelihood, dataset, z, block_size)
-        a = jax.vmap(prior.group_sum)(z * mz)
+        a = jnp.sum(stats.quad, axis=1, keepdims=True)
     p = jax.vmap(prior.group_sum)(prior.mul(z**2))
-    return a, p, quad
+    return GammaTerms(a, p, stats.quad, stats.residual_sq)
 
 
-def effective_dimension(
-    posterior: SampledPosterior,
-    features: Features,
-    likelihood: Likelihood,
-    prior: Prior,
-    dataset,
-    estimator: GammaEstimator = "combined",
-    block_size: int | None = None,
-) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """(γ̂_g per prior group (G,), γ̂_k per output (m,)) from the samples."""
-    a, p, quad = gamma_terms(posterior, features, likelihood, prior, dataset, block_size)
+def gamma_from_terms(
+    terms: GammaTerms, prior: Prior, n_values: int, estimator: GammaEstimator = "combined"
+) -> tuple[Float[Array, " G"], Float[Array, " m"]]:
+    """(γ̂_g per prior group, γ̂_k per output) from the per-sample terms; ``n_values`` = n·m
+    bounds the total (γ ≤ rank Φ)."""
+    a, p = terms.a, terms.p
     d_g = prior.group_sizes
     data = jnp.mean(a, axis=0)
     if estimator == "data":
@@ -102,10 +111,24 @@ def effective_dimension(
     # γ_g ∈ [0, d_g] (projecting an estimate only lowers its error), and γ ≤ rank Φ ≤ n·m:
     # a larger total (unconverged samples, d ≫ n) is scaled down, or β's update turns negative
     gamma_g = jnp.clip(gamma_g, 0.0, d_g)
-    gamma_g = gamma_g * jnp.minimum(1.0, dataset.n * features.m / jnp.sum(gamma_g))
-    split = jnp.mean(quad, axis=0)
+    gamma_g = gamma_g * jnp.minimum(1.0, n_values / jnp.sum(gamma_g))
+    split = jnp.mean(terms.quad, axis=0)
     gamma_k = split * (jnp.sum(gamma_g) / jnp.sum(split))
     return gamma_g, gamma_k
+
+
+def effective_dimension(
+    posterior: SampledPosterior,
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset,
+    estimator: GammaEstimator = "combined",
+    block_size: int | None = None,
+) -> tuple[Float[Array, " G"], Float[Array, " m"]]:
+    """(γ̂_g per prior group (G,), γ̂_k per output (m,)) from the samples."""
+    terms = gamma_terms(posterior, features, likelihood, prior, dataset, block_size)
+    return gamma_from_terms(terms, prior, dataset.n * features.m, estimator)
 
 
 def sample_mackay_step(
@@ -118,18 +141,18 @@ def sample_mackay_step(
     estimator: GammaEstimator = "combined",
     block_size: int | None = None,
 ):
-    """One MacKay update from a sampled posterior. Returns (α (G,), β, info): β (m,) is
-    updated for a Gaussian likelihood and empty for others (nothing to fit)."""
-    gamma_g, gamma_k = effective_dimension(
-        posterior, features, likelihood, prior, dataset, estimator, block_size
-    )
+    """One MacKay update from a sampled posterior, one pass over the data. Returns
+    (α (G,), β, info): β (m,) is updated for a Gaussian likelihood and empty for others
+    (nothing to fit)."""
+    terms = gamma_terms(posterior, features, likelihood, prior, dataset, block_size)
+    gamma_g, gamma_k = gamma_from_terms(terms, prior, dataset.n * features.m, estimator)
     new_alpha = (gamma_g + 2 * hyper.alpha_shape) / (
         prior.group_sum(posterior.mean**2) + 2 * hyper.alpha_rate
     )
     info = {"gamma": jnp.sum(gamma_g)}
     if not isinstance(likelihood, Gaussian):
         return new_alpha, jnp.zeros(0), info
-    sse = ops.residual_sq(features, dataset, posterior.mean, block_size)
+    sse = terms.residual_sq
     new_beta = (dataset.n - gamma_k + 2 * hyper.beta_shape) / (sse + 2 * hyper.beta_rate)
     info["data_fit"] = jnp.sum(likelihood.beta * sse)
     return new_alpha, new_beta, info
