@@ -96,9 +96,10 @@ class BayesianLinearRegression:
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
         prior_groups: optional integer group per input column for per-group α_g.
         solver_options: keyword arguments of the solver: ``SGDConfig`` fields for
-            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, ...; defaults here:
-            batch_size = min(256, n), polyak = 0.5), ``tol``,
-            ``max_iter`` for ``"cg"``.
+            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, snapshot_every,
+            tol, ...; defaults here: batch_size = min(256, n), polyak = 0.5; with
+            snapshot_every, ``tol`` stops each solve at cg's residual criterion and
+            n_steps is a cap), ``tol``, ``max_iter`` for ``"cg"``.
         gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
             (see ``blm.evidence.mackay``).
         progress: show a progress bar over the EM steps.

@@ -22,6 +22,7 @@ from blm import (
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.operators import block_rows, noise_rhs, rhs, row_noise
 from blm.solvers.cg import cg
+from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key, targets_pass
 from tests.conftest import random_problem
@@ -434,13 +435,61 @@ def test_warm_start_at_the_solution_stays(rng):
     )
     np.testing.assert_allclose(post.samples, start.samples, rtol=1e-8, atol=1e-10)
     post, diag = cg(feats, lik, prior, ds, KEY, 3, init=start, tol=1e-8)
-    assert len(diag.step) == 1
+    assert diag.converged and diag.step == []  # checked before the first iteration
+    np.testing.assert_array_equal(post.samples, start.samples)
+    nudged = SampledPosterior(mean=start.mean, samples=start.samples * (1 + 1e-4))
+    post, diag = cg(feats, lik, prior, ds, KEY, 3, init=nudged, tol=1e-8)
+    assert diag.converged and len(diag.step) >= 1
+
+
+def test_svrg_stops_at_the_first_snapshot_within_tol(rng):
+    """With ``tol`` and snapshots, sgd stops at the first snapshot where every column's
+    relative residual ‖r_j − Hx_j‖/‖r_j‖ ≤ tol, cg's criterion (dense oracle, float64):
+    tol is set just above the residual of a snapshot whose predecessor is within 2× of
+    it, so a criterion off by a factor of 2 either way stops at another snapshot; the
+    iterate returned is the checked one, a warm start already within tol takes no step,
+    and a cap reached first is not converged."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng)
+    beta = float(lik.beta[0])
+    H = beta * X.T @ X + np.diag(np.asarray(prior.precision()))
+    targets = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 4)
+    r = np.concatenate([beta * (X.T @ Y).reshape(1, -1), targets.rhs(prior)])
+    r_norm = np.linalg.norm(r, axis=1)
+    config = SGDConfig(n_steps=100, batch_size=20, snapshot_every=5, momentum=0.5, polyak=0.5)
+    _, ref = sgd(feats, lik, prior, ds, KEY, 4, config)
+    q = np.array([np.max(g / r_norm) for g in ref.grad_norm])  # per snapshot after the start
+    i = next(i for i in range(1, len(q)) if q[i] < q[i - 1] < 2 * q[i] and q[:i].min() > q[i])
+    tol = 1.01 * q[i]
+    config = dataclasses.replace(config, n_steps=5000, tol=tol)
+    post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
+    assert diag.converged and diag.step[-1] == ref.step[i]
+    x = np.concatenate([post.mean[None], post.samples])
+    residual = np.linalg.norm(r - x @ H, axis=1)
+    assert np.max(residual / r_norm) <= tol
+    np.testing.assert_allclose(diag.grad_norm[-1], residual, rtol=1e-6)
+    warm, warm_diag = sgd(feats, lik, prior, ds, KEY, 4, config, init=post)
+    assert warm_diag.converged and warm_diag.step == []
+    np.testing.assert_array_equal(warm.samples, post.samples)
+    capped, capped_diag = sgd(
+        feats, lik, prior, ds, KEY, 4, dataclasses.replace(config, n_steps=ref.step[i - 1])
+    )
+    assert not capped_diag.converged and capped_diag.step[-1] == ref.step[i - 1]
 
 
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
         ({"n_samples": 0}, ValueError, "n_samples must be >= 1"),
+        (
+            {"config": SGDConfig(batch_size=20, tol=1e-6)},
+            ValueError,
+            "tol needs snapshot_every",
+        ),
+        (
+            {"config": SGDConfig(batch_size=20, snapshot_every=5, tol=0.0)},
+            ValueError,
+            "tol must be strictly positive",
+        ),
         ({"config": SGDConfig(batch_size=500)}, ValueError, "batch_size must be <= n = 120"),
         ({"config": SGDConfig(batch_size=0)}, ValueError, "batch_size must be >= 1"),
         (

@@ -8,7 +8,8 @@ preconditioned by M = diag(H) (Jacobi) unless ``precondition=False``.
 The loop is a Python loop over iterations rather than lineax's or matfree's traced
 loops because each product streams the dataset block by block (possibly from disk),
 which cannot run inside a traced loop; the per-block products are jit-compiled.
-Stops when every column's relative residual ‖r_j − Hx_j‖/‖r_j‖ ≤ tol, or at max_iter.
+Stops when every column's relative residual ‖r_j − Hx_j‖/‖r_j‖ ≤ tol (a warm start
+already there: before the first iteration), or at max_iter.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ def cg(
     rs = jnp.sum(r * s, axis=1)
     b_norm = jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
     diag = Diagnostics()
+    if init is not None and bool(jnp.all(jnp.linalg.norm(r, axis=1) / b_norm <= tol)):
+        diag.converged = True  # a warm start already within tol: no iteration
+        return SampledPosterior(mean=x[0], samples=x[1:]), diag
     bar = progress_bar(progress, max_iter, "cg", "iter")
     for it in range(1, max_iter + 1):
         hp = hmul(p)

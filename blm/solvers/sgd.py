@@ -94,8 +94,11 @@ class SGDConfig:
     precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
     diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
     SVRG snapshots (one full pass each; ΦᵀBY comes with the targets' pass; the diagnostics
-    are then the exact objective and gradient norm at each snapshot). progress: show a
-    tqdm bar.
+    are then the exact objective and gradient norm at each snapshot). tol: with
+    snapshots, stop at the first snapshot (the start included) where every column's
+    relative residual ‖∇(x_j)‖/‖∇(0)‖ = ‖r_j − Hx_j‖/‖r_j‖ is ≤ tol, cg's criterion (a
+    warm start already there costs no step); n_steps is then the cap. None: run n_steps.
+    progress: show a tqdm bar.
     """
 
     n_steps: int = 2000
@@ -110,6 +113,7 @@ class SGDConfig:
     power_iters: int = 20
     precondition: bool = True
     snapshot_every: int | None = None
+    tol: float | None = None
     progress: bool = False
 
     def validate(self, n: int) -> None:
@@ -129,6 +133,13 @@ class SGDConfig:
             positive_int(self.block_size, "block_size")
         if self.snapshot_every is not None:
             positive_int(self.snapshot_every, "snapshot_every")
+        if self.tol is not None:
+            positive(self.tol, "tol")
+            if self.snapshot_every is None:
+                raise ValueError(
+                    "tol needs snapshot_every: the exact residual is known only at a "
+                    "snapshot (plain SGD runs its n_steps)"
+                )
 
 
 class _Problem(eqx.Module):
@@ -364,14 +375,18 @@ def sgd(
     )
     x0 = _initial(init, start)
     problem, sharding = place_parameters(problem, prior.d), row_sharding()
-    snapshot_every, snapshot = config.snapshot_every, None
+    snapshot_every, snapshot, converged = config.snapshot_every, None, False
     if snapshot_every is not None:
-        take_snapshot, first_step = _snapshots(
+        take_snapshot, first_step, rhs_norm = _snapshots(
             features, likelihood, prior, dataset, problem, targets, block_size
         )
         # the first snapshot is the start: a given one, or the line-search step from 0
-        x0, snapshot = first_step() if init is None else (x0, take_snapshot(x0)[0])
+        if init is None:
+            x0, snapshot, gnorm = first_step()
+        else:
+            snapshot, _, gnorm = take_snapshot(x0)
         next_snapshot = snapshot_every
+        converged = _converged(config.tol, gnorm, rhs_norm)
     opt_state = optimizer.init(x0)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
     state = place_parameters((x0, opt_state, x0, jnp.zeros((), jnp.int32)), prior.d)
@@ -381,7 +396,7 @@ def sgd(
     diag = Diagnostics(learning_rate=lr)
     bar = progress_bar(config.progress, config.n_steps, "sgd")
     done, prev = 0, x0
-    while done < config.n_steps:
+    while done < config.n_steps and not converged:
         xb, yb, rows = put_rows(next(blocks))
         per_block = config.log_every
         if not isinstance(dataset, ArrayDataset):
@@ -420,8 +435,17 @@ def sgd(
             snapshot, obj, gnorm = take_snapshot(x)
             next_snapshot = done + snapshot_every
             prev = _record(diag, bar, done, x, prev, obj, gnorm, lr)
+            converged = _converged(config.tol, gnorm, rhs_norm)
     close(bar)
+    if converged:  # the iterate whose residual was checked, not an average
+        diag.converged = True
+        return SampledPosterior(mean=state[0][0], samples=state[0][1:]), diag
     return _current(state, done, avg_from), diag
+
+
+def _converged(tol: float | None, grad_norm, rhs_norm) -> bool:
+    """Every column's relative residual ‖∇(x_j)‖/‖r_j‖ ≤ tol (never, without tol)."""
+    return tol is not None and bool(jnp.all(grad_norm <= tol * rhs_norm))
 
 
 def _diverged(step: int, lr: float) -> NoReturn:
@@ -443,10 +467,11 @@ def _record(diag: Diagnostics, bar, step: int, x, prev, obj, gnorm, lr: float):
 
 
 def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets, block_size):
-    """(take, first_step): take(x) = ((x, ∇_data(x)), objective(x), ‖∇(x)‖), the SVRG
-    snapshot with the exact objective and gradient norm of every column, by one full
-    pass (ΦᵀBΦx); first_step() = (x⁰, snapshot at x⁰), the exact line-search step
-    x⁰ = (rᵀs / sᵀHs) s from 0 along s = P⁻¹r, r = −∇(0) = t + Ac, by one pass (ΦᵀBΦs).
+    """(take, first_step, ‖r‖): take(x) = ((x, ∇_data(x)), objective(x), ‖∇(x)‖), the
+    SVRG snapshot with the exact objective and gradient norm of every column, by one full
+    pass (ΦᵀBΦx); first_step() = (x⁰, snapshot at x⁰, ‖∇(x⁰)‖), the exact line-search
+    step x⁰ = (rᵀs / sᵀHs) s from 0 along s = P⁻¹r, r = −∇(0) = t + Ac, by one pass
+    (ΦᵀBΦs); ‖r‖ per column, the scale of the residuals.
 
     The data gradients are ΦᵀBΦx − t with t = ΦᵀBY for the mean (``targets.data_rhs``,
     from the targets' pass), 0 for low-variance samples and ΦᵀLξ_j for standard ones
@@ -454,6 +479,7 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     sample."""
     noise = targets.noise(prior) if problem.standard else jnp.zeros_like(targets.centres)
     t = jnp.concatenate([targets.data_rhs[None], noise])
+    r = t + prior.mul(problem.centres)
 
     def take(x):
         hx = ops.normal_matvec(features, likelihood, dataset, x, block_size)
@@ -466,16 +492,17 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
         return snapshot, objective, jnp.linalg.norm(grad, axis=1)
 
     def first_step():
-        r = t + prior.mul(problem.centres)
         s = r / problem.precond
         hs = ops.normal_matvec(features, likelihood, dataset, s, block_size)
         curvature = jnp.sum(s * (hs + prior.mul(s)), axis=1)  # sᵀHs ≥ 0, 0 iff r = 0
         safe = jnp.where(curvature > 0, curvature, 1.0)
         c = jnp.where(curvature > 0, jnp.sum(r * s, axis=1) / safe, 0.0)[:, None]
         x0 = c * s
-        return x0, place_parameters((x0, c * hs - t), prior.d)
+        data_grad = c * hs - t
+        grad_norm = jnp.linalg.norm(data_grad + prior.mul(x0 - problem.centres), axis=1)
+        return x0, place_parameters((x0, data_grad), prior.d), grad_norm
 
-    return take, first_step
+    return take, first_step, jnp.linalg.norm(r, axis=1)
 
 
 def _current(state, done: int, avg_from) -> SampledPosterior:
