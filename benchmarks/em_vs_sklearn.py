@@ -6,9 +6,11 @@ resident memory (ru_maxrss) is its own.
 
 A. n = 50 000, d ∈ {2 000, 8 000}: scikit-learn's BayesianRidge (SVD) against ours,
    exact (dense Gram + Cholesky per step) and sample-based MacKay EM with k = 16 samples
-   by sgd (1 000 steps of 512 rows per EM step) and by cg (only up to ``--cg-max-d``: at
-   d = 8 000 one cg fit took over 7.5 min), all on the same dense float64 design; time
-   ratios and agreement of α, β.
+   by sgd (1 000 steps of 512 rows per EM step), by sgd with SVRG snapshots ("svrg":
+   128-row minibatches, a snapshot every half epoch, each solve stopped at relative
+   residual 1e-4, only up to ``--svrg-max-d``) and by cg (tol 1e-5, only up to
+   ``--cg-max-d``: at d = 8 000 one cg fit took over 7.5 min), all on the same dense
+   float64 design; time ratios and agreement of α, β.
 B. scikit-learn's largest d on this machine: its peak memory is linear in d (the n × d
    design, its SVD's U and work copies); the line through its two measured peaks
    reaches the machine's physical memory at d_max. Running it there would take
@@ -19,6 +21,7 @@ C. ours at 10 × d_max: features computed batch by batch from the raw inputs
    memory beside scikit-learn's at its largest measured d.
 
     python benchmarks/em_vs_sklearn.py [--n 50000] [--d 2000 8000] [--big-factor 10]
+        [--cg-max-d 2000] [--svrg-max-d 2000] [--d-max D]
 """
 
 from __future__ import annotations
@@ -99,9 +102,20 @@ def worker(method: str, n: int, d: int) -> dict:
                     "solver_options": {"n_steps": 1000, "batch_size": 512, "polyak": 0.5},
                     "tol": 1e-3,
                 },
+                "ours-svrg": {
+                    "solver_options": {
+                        "n_steps": 20_000,
+                        "batch_size": 128,
+                        "snapshot_every": n // 256,
+                        "momentum": 0.5,
+                        "tol": 1e-4,
+                    },
+                    "tol": 1e-3,
+                },
             }[method]
             if method != "ours-exact":
-                options.update(solver=method[5:], n_samples=16, random_state=0)
+                solver = "sgd" if method == "ours-svrg" else method[5:]
+                options.update(solver=solver, n_samples=16, random_state=0)
             est = BayesianLinearRegression(max_iter=300, exact_evidence=False, **options).fit(X, y)
             alpha, beta = est.alpha_, est.beta_
     seconds = time.perf_counter() - t0
@@ -136,6 +150,7 @@ def main() -> None:
     parser.add_argument("--d", type=int, nargs="+", default=[2000, 8000])
     parser.add_argument("--big-factor", type=int, default=10)
     parser.add_argument("--cg-max-d", type=int, default=2000)
+    parser.add_argument("--svrg-max-d", type=int, default=2000)
     parser.add_argument("--d-max", type=int, default=None, help="skip B's extrapolation")
     parser.add_argument("--worker", default=None)
     args = parser.parse_args()
@@ -149,7 +164,9 @@ def main() -> None:
     for d in args.d:
         ref = run("sklearn", args.n, d)
         rows.append(ref)
-        methods = ("ours-exact", "ours-sgd") + (("ours-cg",) if d <= args.cg_max_d else ())
+        methods = ("ours-exact", "ours-sgd")
+        methods += ("ours-svrg",) if d <= args.svrg_max_d else ()
+        methods += ("ours-cg",) if d <= args.cg_max_d else ()
         for method in methods:
             r = run(method, args.n, d)
             rows.append(r)
