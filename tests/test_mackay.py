@@ -163,6 +163,29 @@ def test_sgd_with_snapshots_reaches_the_exact_hyperparameters():
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=1e-3)
 
 
+def test_sgd_solved_to_tol_follows_the_exact_em_path():
+    """With snapshots and ``tol`` every EM step's solve stops at relative residual 1e-5
+    (the final one converged, well inside the step cap), so the EM iteration follows the
+    exact one step by step and lands on its α and β (α up to γ̂'s Monte Carlo error)."""
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((4000, 100)) * np.arange(1, 101) ** -0.5
+    y = X @ rng.standard_normal(100) * 0.5 + rng.standard_normal(4000)
+    exact = BayesianLinearRegression(tol=1e-4).fit(X, y)
+    options = {"n_steps": 20_000, "batch_size": 128, "snapshot_every": 16, "momentum": 0.5}
+    est = BayesianLinearRegression(
+        solver="sgd",
+        n_samples=16,
+        random_state=0,
+        tol=1e-4,
+        solver_options={**options, "tol": 1e-5},
+    ).fit(X, y)
+    assert est.diagnostics_.converged and est.diagnostics_.step[-1] < 20_000
+    assert est.n_iter_ == exact.n_iter_
+    np.testing.assert_allclose(est.trajectory_.beta, exact.trajectory_.beta, rtol=2e-4)
+    np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.01)
+    np.testing.assert_allclose(est.beta_, exact.beta_, rtol=2e-4)
+
+
 @pytest.mark.parametrize("solver", ["sgd", "cg"])
 def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypatch, solver):
     """A sampled EM fit passes over the data for diag(ΦᵀBΦ) and for the targets'
