@@ -221,6 +221,10 @@ def sample_statistics(
     θ̄ is one more vector of the same jvp, so the residual costs no pass of its own."""
     if not isinstance(with_normal, bool):
         raise TypeError(f"with_normal must be True or False, got {with_normal!r}")
+    if jnp.ndim(z) != 2 or jnp.shape(z)[1] != features.d:
+        raise ValueError(f"z must have shape (k, d) with d = {features.d}, got {jnp.shape(z)}")
+    if mean is not None and jnp.shape(mean) != (features.d,):
+        raise ValueError(f"mean must have shape (d,) = ({features.d},), got {jnp.shape(mean)}")
     return _accumulate(
         features,
         dataset,

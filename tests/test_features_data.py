@@ -270,6 +270,10 @@ def test_residual_and_sample_statistics_match_dense(rng):
     np.testing.assert_allclose(alone.quad, quad, rtol=1e-12)
     with pytest.raises(TypeError, match="with_normal must be True or False"):
         ops.sample_statistics(feats, lik, ds, z, with_normal=1)
+    with pytest.raises(ValueError, match=r"z must have shape \(k, d\) with d = 6, got \(6,\)"):
+        ops.sample_statistics(feats, lik, ds, z[0])
+    with pytest.raises(ValueError, match=r"mean must have shape \(d,\) = \(6,\), got \(5,\)"):
+        ops.sample_statistics(feats, lik, ds, z, theta[:5])
 
 
 def test_factor_rows_are_the_dense_jacobian_times_the_factor(rng):

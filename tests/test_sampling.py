@@ -469,6 +469,7 @@ def test_svrg_stops_at_the_first_snapshot_within_tol(rng):
     np.testing.assert_allclose(diag.grad_norm[-1], residual, rtol=1e-6)
     warm, warm_diag = sgd(feats, lik, prior, ds, KEY, 4, config, init=post)
     assert warm_diag.converged and warm_diag.step == []
+    assert np.isnan(warm_diag.learning_rate)  # no step: no power iterations either
     np.testing.assert_array_equal(warm.samples, post.samples)
     capped, capped_diag = sgd(
         feats, lik, prior, ds, KEY, 4, dataclasses.replace(config, n_steps=ref.step[i - 1])

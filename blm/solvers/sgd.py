@@ -264,6 +264,34 @@ def _curvature_bound(problem, xb, key, batch_size, n_total, iters, row_curvature
     return jnp.linalg.norm(hmul(v)), scale * jnp.sum(sq / problem.precond) / rows
 
 
+def _learning_rate(config: SGDConfig, problem: _Problem, dataset, block_size, key) -> float:
+    """The given learning rate, or the default from (λ̂, ν) of 3 random minibatches (see
+    ``SGDConfig``)."""
+    if config.learning_rate is not None:
+        return float(config.learning_rate)
+    xb = next(_blocks(dataset, block_size, config.batch_size, key))[0]
+    # the cap (1 − μ)/ν < 0.3/λ̂ can bind only for μ > 0.7, as ν ≤ λ̂
+    capped = config.snapshot_every is None and config.momentum > 0.7
+    bounds = [
+        _curvature_bound(
+            problem,
+            xb,
+            jax.random.fold_in(key, j),
+            config.batch_size,
+            dataset.n,
+            config.power_iters,
+            capped,
+        )
+        for j in range(3)
+    ]
+    lam = max(float(lam_j) for lam_j, _ in bounds)
+    if config.snapshot_every is not None:
+        return (1.0 - config.momentum) / lam
+    if capped:
+        return min(0.3 / lam, (1.0 - config.momentum) / max(float(nu) for _, nu in bounds))
+    return 0.3 / lam
+
+
 def _blocks(dataset, block_size: int | None, batch_size: int, key):
     """Endless (x_b, y_b, rows_b) blocks: the whole array in memory, or shuffled passes
     over a streamed dataset in reads of ``block_size`` (default 65 536) rows, at least
@@ -338,33 +366,6 @@ def sgd(
     problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
     blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 
-    if config.learning_rate is None:
-        xb = next(_blocks(dataset, block_size, config.batch_size, k_lr))[0]
-        # the cap (1 − μ)/ν < 0.3/λ̂ can bind only for μ > 0.7, as ν ≤ λ̂
-        capped = config.snapshot_every is None and config.momentum > 0.7
-        bounds = [
-            _curvature_bound(
-                problem,
-                xb,
-                jax.random.fold_in(k_lr, j),
-                config.batch_size,
-                dataset.n,
-                config.power_iters,
-                capped,
-            )
-            for j in range(3)
-        ]
-        lam = max(float(lam_j) for lam_j, _ in bounds)
-        if config.snapshot_every is not None:
-            lr = (1.0 - config.momentum) / lam
-        elif capped:
-            lr = min(0.3 / lam, (1.0 - config.momentum) / max(float(nu) for _, nu in bounds))
-        else:
-            lr = 0.3 / lam
-    else:
-        lr = float(config.learning_rate)
-    optimizer = _optimizer(config.momentum, config.nesterov)
-
     # default start of each sample: one Jacobi step for H z_j = Aθⁿ_j, i.e. z = P⁻¹Aθⁿ_j
     # (exact in the directions the prior dominates, shrunk where the data do)
     start = jnp.concatenate(
@@ -374,11 +375,11 @@ def sgd(
         ]
     )
     x0 = _initial(init, start)
-    problem, sharding = place_parameters(problem, prior.d), row_sharding()
+    placed, sharding = place_parameters(problem, prior.d), row_sharding()
     snapshot_every, snapshot, converged = config.snapshot_every, None, False
     if snapshot_every is not None:
         take_snapshot, first_step, rhs_norm = _snapshots(
-            features, likelihood, prior, dataset, problem, targets, block_size
+            features, likelihood, prior, dataset, placed, targets, block_size
         )
         # the first snapshot is the start: a given one, or the line-search step from 0
         if init is None:
@@ -386,7 +387,10 @@ def sgd(
         else:
             snapshot, _, gnorm = take_snapshot(x0)
         next_snapshot = snapshot_every
-        converged = _converged(config.tol, gnorm, rhs_norm)
+        if _converged(config.tol, gnorm, rhs_norm):  # no step, so no learning rate either
+            return SampledPosterior(mean=x0[0], samples=x0[1:]), Diagnostics(converged=True)
+    lr = _learning_rate(config, problem, dataset, block_size, k_lr)
+    optimizer = _optimizer(config.momentum, config.nesterov)
     opt_state = optimizer.init(x0)
     opt_state.hyperparams["learning_rate"] = jnp.asarray(lr, x0.dtype)
     state = place_parameters((x0, opt_state, x0, jnp.zeros((), jnp.int32)), prior.d)
@@ -405,7 +409,7 @@ def sgd(
         if snapshot is not None:
             n_chunk = min(n_chunk, next_snapshot - done)
         state, obj, gnorm = _run_chunk(
-            problem,
+            placed,
             optimizer,
             state,
             xb,
