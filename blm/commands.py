@@ -1,7 +1,8 @@
 """``blm fit``, ``blm predict`` and ``blm info``: regression on HDF5 files from the shell.
 
     blm fit DATA.h5 --x X --y y [--groups G] --solver sgd|cg|exact --samples K
-            --hyper mackay|evidence --out POSTERIOR.h5 [--checkpoint C] [--resume]
+            --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
+            [--snapshot-every S] [--checkpoint C] [--resume]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
     blm info POSTERIOR.h5
 
@@ -42,7 +43,20 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="posterior file to write")
     p.add_argument("--max-iter", type=int, default=30, help="hyperparameter steps at most")
     p.add_argument("--tol", type=float, default=1e-3, help="relative change to stop at")
-    p.add_argument("--steps", type=int, default=2000, help="sgd steps per solve")
+    p.add_argument("--steps", type=int, default=2000, help="sgd steps per solve (at most)")
+    p.add_argument(
+        "--solver-tol",
+        type=float,
+        default=None,
+        help="solve each posterior to this relative residual (cg: default 1e-6; sgd: adds "
+        "SVRG snapshots and stops at the first within it, --steps the cap)",
+    )
+    p.add_argument(
+        "--snapshot-every",
+        type=int,
+        default=None,
+        help="sgd steps between SVRG snapshots (default half an epoch with --solver-tol)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="sgd rows per step")
     p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
     p.add_argument("--seed", type=int, default=0, help="samples and minibatches")
@@ -88,14 +102,7 @@ def fit(args: argparse.Namespace) -> int:
                 if args.groups not in f:
                     raise ValueError(f"--groups: no dataset named {args.groups!r} in {args.data!r}")
                 groups = f[args.groups][()]
-        options = {"tol": 1e-6} if args.solver == "cg" else {}
-        if args.solver == "sgd":
-            options = {
-                "n_steps": args.steps,
-                "batch_size": min(args.batch_size, dataset.n),
-                "block_size": args.block_size,
-                "progress": not args.quiet,
-            }
+        options = _solver_options(args, dataset.n)
         est = BayesianLinearRegression(
             solver=args.solver,
             n_samples=args.samples,
@@ -130,6 +137,40 @@ def fit(args: argparse.Namespace) -> int:
         f"{est.n_iter_} steps; posterior written to {args.out}"
     )
     return 0
+
+
+def _solver_options(args: argparse.Namespace, n: int) -> dict:
+    """The estimator's ``solver_options`` from the solver flags.
+
+    ``--solver-tol`` ε solves every posterior (mean and samples, each EM step) until
+    ‖r_j − Hx_j‖/‖r_j‖ ≤ ε for every column: cg's own criterion (default 1e-6), and for
+    sgd SVRG (snapshots every ``--snapshot-every`` steps, default half an epoch
+    ⌈n/(2·batch)⌉, momentum 0.5), which checks it exactly at each snapshot; ``--steps``
+    then caps each solve. Without it sgd runs ``--steps`` plain minibatch steps."""
+    tol, every = args.solver_tol, args.snapshot_every
+    if args.solver != "sgd" and every is not None:
+        raise ValueError(f"--snapshot-every applies to --solver sgd, not {args.solver}")
+    if tol is not None and args.solver == "exact":
+        raise ValueError("--solver-tol applies to --solver sgd or cg (exact solves directly)")
+    if tol is not None and not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"--solver-tol must be a positive number, got {tol}")
+    if every is not None and every < 1:
+        raise ValueError(f"--snapshot-every must be a positive number of steps, got {every}")
+    if args.solver == "cg":
+        return {"tol": 1e-6 if tol is None else tol}
+    if args.solver == "exact":
+        return {}
+    batch = min(args.batch_size, n)
+    options = {
+        "n_steps": args.steps,
+        "batch_size": batch,
+        "block_size": args.block_size,
+        "progress": not args.quiet,
+    }
+    if tol is not None or every is not None:
+        every = every or max(1, -(-n // (2 * batch)))
+        options.update(snapshot_every=every, momentum=0.5, tol=tol)
+    return options
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -181,6 +222,9 @@ def info(args: argparse.Namespace) -> int:
     k = post.samples.shape[0] if hasattr(post, "samples") else 0
     print(f"posterior file:  {args.posterior}")
     print(f"solver, hyper:   {est.solver}, {est.hyper}")
+    options = {k: v for k, v in (est.solver_options or {}).items() if k != "progress"}
+    if options:
+        print("solver options:  " + ", ".join(f"{k}={v}" for k, v in options.items()))
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"alpha:           {est.alpha_}")
     print(f"beta:            {est.beta_}")

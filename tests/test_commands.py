@@ -63,6 +63,20 @@ def test_fit_predict_info(tmp_path, data):
         (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "no posterior file"),
         (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
         (["info", "{dir}/missing.h5"], "no posterior file"),
+        (
+            ["fit", "{data}", "--solver", "exact", "--solver-tol", "1e-4", "--out", "{dir}/p.h5"],
+            "--solver-tol applies to --solver sgd or cg",
+        ),
+        (["fit", "{data}", "--solver-tol", "0", "--out", "{dir}/p.h5"], "--solver-tol must be"),
+        (["fit", "{data}", "--solver-tol", "nan", "--out", "{dir}/p.h5"], "--solver-tol must be"),
+        (
+            ["fit", "{data}", "--solver", "cg", "--snapshot-every", "5", "--out", "{dir}/p.h5"],
+            "--snapshot-every applies to --solver sgd",
+        ),
+        (
+            ["fit", "{data}", "--snapshot-every", "0", "--out", "{dir}/p.h5"],
+            "--snapshot-every must",
+        ),
     ],
 )
 def test_bad_input_is_named(tmp_path, data, args, message):
@@ -70,6 +84,33 @@ def test_bad_input_is_named(tmp_path, data, args, message):
     out = _run(*args, *(["--quiet"] if args[0] == "fit" else []))
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
+    """``--solver-tol`` turns sgd into SVRG stopped at cg's criterion (snapshots every half
+    epoch, ⌈2 000/(2·100)⌉ = 10 steps): every EM step's posterior is then the one cg finds
+    for the same sample objectives (same seed; both runs float32, so the same draws), and
+    α, β agree up to the two tolerances; plain sgd for the cap's 5 000 steps (250 epochs)
+    lands 1e-3 away."""
+    path = data[0]
+    runs = {}
+    common = ["--samples", 16, "--batch-size", 100, "--steps", 5000, "--quiet", "--seed", 3]
+    for name, extra in [
+        ("svrg", ["--solver-tol", 1e-5]),
+        ("cg", ["--solver", "cg", "--solver-tol", 1e-6]),
+        ("plain", []),
+    ]:
+        out = _run("fit", path, *common, *extra, "--out", tmp_path / f"{name}.h5")
+        assert out.returncode == 0, out.stderr
+        runs[name] = BayesianLinearRegression.load(tmp_path / f"{name}.h5")
+    est, ref = runs["svrg"], runs["cg"]
+    assert est.solver_options["snapshot_every"] == 10 and est.solver_options["tol"] == 1e-5
+    assert ref.solver_options == {"tol": 1e-6}
+    assert est.n_iter_ == ref.n_iter_
+    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-4)
+    np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
+    assert abs(runs["plain"].alpha_ / ref.alpha_ - 1) > 5e-4
+    assert "snapshot_every=10" in _run("info", tmp_path / "svrg.h5").stdout
 
 
 def test_predict_names_mismatched_columns(tmp_path, data):
