@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import as_float_array, check_finite, positive_int, same_length
+from blm._checks import as_float_array, check_finite, positive, positive_int, same_length
 
 
 def default_dtype() -> np.dtype:
@@ -36,9 +36,14 @@ def _row_order(n: int, block_size: int, key: jax.Array | None) -> list[np.ndarra
 
 
 class ArrayDataset:
-    """Inputs and targets held in memory."""
+    """Inputs and targets held in memory.
 
-    def __init__(self, X, y):
+    ``n_observations``: how many observations the Gaussian likelihood counts (its
+    ½ n_obs log β term, so MacKay's β = (n_obs − γ)/‖y − Φθ̄‖²): the n rows by default;
+    Σ_i w_i for rows already scaled by √w_i under frequency weights (a row of weight 2
+    counts as two, as in scikit-learn's ``BayesianRidge(sample_weight=...)``)."""
+
+    def __init__(self, X, y, n_observations: float | None = None):
         X = as_float_array(X, "X")
         if X.ndim < 1:
             raise ValueError(f"X must have a leading row axis, got shape {X.shape}")
@@ -47,10 +52,18 @@ class ArrayDataset:
         dtype = default_dtype()
         self.X = jnp.asarray(X, dtype)
         self.y = jnp.asarray(y.reshape(y.shape[0], -1), dtype)
+        self._n_observations = None
+        if n_observations is not None:
+            self._n_observations = float(positive(n_observations, "n_observations"))
 
     @property
     def n(self) -> int:
         return int(self.X.shape[0])
+
+    @property
+    def n_observations(self) -> float:
+        """Observations the likelihood counts: n, or the given Σw (see the class)."""
+        return float(self.n if self._n_observations is None else self._n_observations)
 
     @property
     def m(self) -> int:
@@ -135,6 +148,11 @@ class HDF5Dataset:
     @property
     def n(self) -> int:
         return self._n
+
+    @property
+    def n_observations(self) -> float:
+        """Observations the likelihood counts: the n rows (no weights in files)."""
+        return float(self._n)
 
     @property
     def m(self) -> int:

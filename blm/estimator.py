@@ -223,6 +223,7 @@ class BayesianLinearRegression:
         self,
         X,
         y=None,
+        sample_weight=None,
         *,
         checkpoint: str | os.PathLike | None = None,
         resume: bool = False,
@@ -233,16 +234,21 @@ class BayesianLinearRegression:
         n·p is held in memory (the exact solver keeps the p × p Gram; centring is applied
         as blocks are read).
 
+        ``sample_weight`` (n,) ≥ 0, arrays only: frequency weights as in scikit-learn's
+        ``BayesianRidge``, row i's likelihood N(y_i; x_iθ, 1/β)^{w_i}: the offsets are
+        weighted means, rows are scaled by √w_i, and β's update and the evidence count
+        Σw observations (a row of weight 2 is two rows; w = 1 is the unweighted fit).
+
         ``checkpoint``: a file where the hyperparameter loop's state is written at most
         every ``checkpoint_every`` seconds and when the fit is interrupted (Ctrl-C);
         ``resume=True`` continues from it (same data and settings, else ValueError), and
         gives the result an uninterrupted fit would have."""
         self._validate()
-        features, dataset = self._prepare(X, y)
+        features, dataset = self._prepare(X, y, sample_weight)
         self._checkpointer = None
         if checkpoint is not None:
             self._checkpointer = Checkpointer(
-                checkpoint, checkpoint_every, self._fingerprint(X, y), resume
+                checkpoint, checkpoint_every, self._fingerprint(X, y, sample_weight), resume
             )
         elif resume:
             raise ValueError("resume: needs a checkpoint file to resume from")
@@ -300,7 +306,7 @@ class BayesianLinearRegression:
         """A fitted model read from a file written by ``save``."""
         return load_estimator(cls, path)
 
-    def _fingerprint(self, X, y) -> str:
+    def _fingerprint(self, X, y, sample_weight=None) -> str:
         """A hash of the settings (progress bars aside) and the data (an HDF5 file by
         path, names, shape and modification time; arrays by content)."""
         params = {k: v for k, v in self.get_params().items() if k != "progress"}
@@ -312,13 +318,18 @@ class BayesianLinearRegression:
             stamp = (os.path.abspath(X.path), X.x_name, X.y_name, X.n, X.m, X.input_shape)
             h.update(repr((stamp, os.path.getmtime(X.path))).encode())
         else:
-            for a in (X, y):
+            for a in (X, y) if sample_weight is None else (X, y, sample_weight):
                 h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
         return h.hexdigest()
 
-    def _prepare(self, X, y):
+    def _prepare(self, X, y, sample_weight=None):
         """(features, centred dataset); sets X_offset_, y_offset_ and the output shape."""
         if isinstance(X, HDF5Dataset):
+            if sample_weight is not None:
+                raise ValueError(
+                    "sample_weight: supported for arrays; for an HDF5Dataset write the rows "
+                    "scaled by sqrt(w) (after weighted centring) and fit_intercept=False"
+                )
             if y is not None:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
             self._y_1d = X.y_ndim == 1
@@ -346,10 +357,18 @@ class BayesianLinearRegression:
         self._y_1d = y.ndim == 1
         Y = y.reshape(y.shape[0], -1)
         n, p = X.shape
-        self.X_offset_ = X.mean(axis=0) if self.fit_intercept else np.zeros(p)
-        self.y_offset_ = Y.mean(axis=0) if self.fit_intercept else np.zeros(Y.shape[1])
-        self._y_var = Y.var(axis=0)
-        dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
+        w = _weights(sample_weight, n)
+        self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
+        y_mean = np.average(Y, axis=0, weights=w)
+        self.y_offset_ = y_mean if self.fit_intercept else np.zeros(Y.shape[1])
+        self._y_var = np.average((Y - y_mean) ** 2, axis=0, weights=w)
+        if w is None:
+            dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
+        else:
+            root = np.sqrt(w)[:, None]
+            dataset = ArrayDataset(
+                root * (X - self.X_offset_), root * (Y - self.y_offset_), n_observations=w.sum()
+            )
         return LinearFeatures(p, Y.shape[1]), dataset
 
     def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
@@ -569,6 +588,36 @@ class BayesianLinearRegression:
             var = var.reshape(t, m)
         std = np.sqrt(var + 1.0 / np.atleast_1d(self.beta_))
         return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """R² = 1 − Σ_i w_i(y_i − ŷ_i)² / Σ_i w_i(y_i − ȳ_w)² of the predictive mean ŷ
+        (scikit-learn's ``RegressorMixin.score``; several outputs: the mean of their R²;
+        a constant target scores 1 if predicted exactly, else 0)."""
+        pred = np.asarray(self.predict(X))
+        pred = pred.reshape(pred.shape[0], -1)
+        y = as_float_array(y, "y", ndim=(1, 2))
+        Y = y.reshape(y.shape[0], -1)
+        if Y.shape != pred.shape:
+            raise ValueError(f"y must have shape {pred.shape} (rows of X, outputs), got {y.shape}")
+        w = _weights(sample_weight, pred.shape[0])
+        w = np.ones(pred.shape[0]) if w is None else w
+        resid = w @ (Y - pred) ** 2
+        total = w @ (Y - np.average(Y, axis=0, weights=w)) ** 2
+        r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 1.0 * (resid == 0))
+        return float(np.mean(r2))
+
+
+def _weights(sample_weight, n: int) -> np.ndarray | None:
+    """``sample_weight`` checked: None, or n finite weights ≥ 0 with a positive sum."""
+    if sample_weight is None:
+        return None
+    w = as_float_array(sample_weight, "sample_weight", ndim=1)
+    same_length(n, w.shape[0], "X", "sample_weight")
+    if np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(
+            f"sample_weight must be >= 0 with a positive sum, got min {w.min()}, sum {w.sum()}"
+        )
+    return w
 
 
 class _RescaledPass:

@@ -143,3 +143,105 @@ def test_predict_errors():
     est.fit(np.random.default_rng(0).standard_normal((20, 3)), np.arange(20.0))
     with pytest.raises(ValueError, match="X must have 3 columns"):
         est.predict(np.ones((2, 4)))
+
+
+def _integer_weights(n, seed=0):
+    """Frequency weights 0…3 (some rows dropped, some counted thrice), seeded."""
+    return np.random.default_rng(seed).integers(0, 4, n).astype(float)
+
+
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_integer_weights_equal_repeated_rows(fit_intercept):
+    """Frequency weights: a fit with w_i ∈ {0, …, 3} is the fit to the data with row i
+    written w_i times — coefficients, α, β, covariance, the score (log evidence) and the
+    predictive sd, all to float64 precision. Counting n rows instead of Σw in β's update
+    or in the evidence moves β and the score far outside this tolerance."""
+    X, y = load_diabetes(return_X_y=True)
+    w = _integer_weights(len(y))
+    rows = np.repeat(np.arange(len(y)), w.astype(int))
+    kw = {"tol": 1e-12, "max_iter": 20_000, "fit_intercept": fit_intercept}
+    ours = BayesianLinearRegression(**kw).fit(X, y, sample_weight=w)
+    rep = BayesianLinearRegression(**kw).fit(X[rows], y[rows])
+    assert ours.n_iter_ == rep.n_iter_
+    for name in ("coef_", "intercept_", "alpha_", "beta_", "sigma_"):
+        np.testing.assert_allclose(getattr(ours, name), getattr(rep, name), rtol=1e-8)
+    np.testing.assert_allclose(ours.scores_, rep.scores_, rtol=1e-10)
+    np.testing.assert_allclose(
+        ours.predict(X[:9], return_std=True), rep.predict(X[:9], return_std=True), rtol=1e-8
+    )
+
+
+def test_sample_weight_agrees_with_bayesian_ridge():
+    """Real-valued weights against scikit-learn's BayesianRidge(sample_weight=...): the
+    same fit and the same score (both count Σw observations, as repeated rows do)."""
+    X, y = load_diabetes(return_X_y=True)
+    w = np.random.default_rng(1).uniform(0.1, 3.0, len(y))
+    ours = BayesianLinearRegression(tol=1e-12, max_iter=20_000).fit(X, y, sample_weight=w)
+    ref = BayesianRidge(tol=1e-10, max_iter=100_000, compute_score=True).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-5)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, rtol=1e-5)
+    np.testing.assert_allclose(ours.alpha_, ref.lambda_, rtol=1e-5)
+    np.testing.assert_allclose(ours.beta_, ref.alpha_, rtol=1e-5)
+    np.testing.assert_allclose(ours.sigma_, ref.sigma_, rtol=1e-5)
+    np.testing.assert_allclose(
+        ours.predict(X[::7], return_std=True), ref.predict(X[::7], return_std=True), rtol=1e-5
+    )
+    np.testing.assert_allclose(ours.scores_[-1], ref.scores_[-1], rtol=1e-8)
+
+
+@pytest.mark.parametrize("hyper", ["mackay", "evidence"])
+def test_sampled_fits_count_the_weights(hyper):
+    """cg-solved sample-based fits with weights land on the exact weighted fit: MacKay EM
+    (β's update counts Σw = 1.5 n) within γ̂'s Monte Carlo error, SLQ evidence ascent
+    within its probe noise; counting n would put β 1/3 low."""
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((600, 20)) * np.arange(1, 21) ** -0.5
+    y = X @ rng.standard_normal(20) + 0.5 * rng.standard_normal(600)
+    w = rng.uniform(0.5, 2.5, 600)
+    exact = BayesianLinearRegression(tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
+    options = {"evidence_options": {"depth": 20, "n_probes": 64, "learning_rate": 0.3}}
+    est = BayesianLinearRegression(
+        solver="cg",
+        n_samples=64,
+        random_state=0,
+        hyper=hyper,
+        max_iter=300,
+        tol=1e-5,
+        solver_options={"tol": 1e-10},
+        **(options if hyper == "evidence" else {}),
+    ).fit(X, y, sample_weight=w)
+    np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
+    np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.1)
+    np.testing.assert_allclose(est.coef_, exact.coef_, rtol=0.01, atol=0.01)
+
+
+def test_score_is_r2_as_scikit_learn():
+    from sklearn.metrics import r2_score
+
+    X, y = load_diabetes(return_X_y=True)
+    Y = np.stack([y, 0.5 * y + X[:, 0] * 100], axis=1)
+    w = np.random.default_rng(3).uniform(0.1, 2.0, len(y))
+    for target in (y, Y):
+        est = BayesianLinearRegression().fit(X[:300], target[:300])
+        pred = est.predict(X[300:])
+        assert est.score(X[300:], target[300:]) == pytest.approx(r2_score(target[300:], pred))
+        assert est.score(X[300:], target[300:], sample_weight=w[300:]) == pytest.approx(
+            r2_score(target[300:], pred, sample_weight=w[300:])
+        )
+    with pytest.raises(ValueError, match="y must have shape"):
+        est.score(X[300:], y[300:])
+
+
+@pytest.mark.parametrize(
+    "w, match",
+    [
+        (np.ones(5), "X and sample_weight must have the same number of rows"),
+        (-np.ones(4), "sample_weight must be >= 0 with a positive sum"),
+        (np.zeros(4), "sample_weight must be >= 0 with a positive sum"),
+        ([1.0, np.inf, 1.0, 1.0], "sample_weight holds 1 non-finite"),
+        (np.ones((4, 1)), "sample_weight must be 1-D"),
+    ],
+)
+def test_bad_sample_weight(w, match):
+    with pytest.raises(ValueError, match=match):
+        BayesianLinearRegression().fit(np.ones((4, 2)), np.arange(4.0), sample_weight=w)

@@ -94,7 +94,7 @@ class DenseGaussianModel(eqx.Module):
     cross: Float[Array, "m d"] | None
     form: Literal["primal", "dual"] = eqx.field(static=True)
     yty: Float[Array, " m"] | None = None
-    n_rows: int = eqx.field(static=True, default=0)
+    n_observations: float = eqx.field(static=True, default=0.0)
 
     @classmethod
     def from_data(
@@ -117,18 +117,25 @@ class DenseGaussianModel(eqx.Module):
                 block = _primal_stats(dense(xb), yb)
                 stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
             gram, cross, yty = stats
-            return cls(None, None, gram, cross, "primal", yty, dataset.n)
+            return cls(None, None, gram, cross, "primal", yty, dataset.n_observations)
         phis, ys = [], []
         for xb, yb, _ in dataset.blocks(block_size):
             phis.append(dense(xb))
             ys.append(yb)
-        return cls.from_arrays(jnp.concatenate(phis), jnp.concatenate(ys), form)
+        return cls.from_arrays(
+            jnp.concatenate(phis), jnp.concatenate(ys), form, dataset.n_observations
+        )
 
     @classmethod
     def from_arrays(
-        cls, Phi, Y, form: Literal["auto", "primal", "dual"] = "auto"
+        cls,
+        Phi,
+        Y,
+        form: Literal["auto", "primal", "dual"] = "auto",
+        n_observations: float | None = None,
     ) -> DenseGaussianModel:
-        """From a dense (n, m, d) feature array and (n, m) targets."""
+        """From a dense (n, m, d) feature array and (n, m) targets; ``n_observations``
+        the likelihood counts (default n; Σw for rows scaled by √w, see ``ArrayDataset``)."""
         n, m, d = Phi.shape
         if Y.shape != (n, m):
             raise ValueError(f"Y must have shape (n, m)={(n, m)}, got {Y.shape}")
@@ -139,11 +146,13 @@ class DenseGaussianModel(eqx.Module):
         gram = cross = None
         if form == "primal":
             gram, cross, _ = _primal_stats(Phi, Y)
-        return cls(Phi=Phi, Y=Y, gram=gram, cross=cross, form=form, n_rows=n)
+        n_obs = float(n if n_observations is None else n_observations)
+        return cls(Phi=Phi, Y=Y, gram=gram, cross=cross, form=form, n_observations=n_obs)
 
     @property
-    def n(self) -> int:
-        return self.n_rows
+    def n(self) -> float:
+        """Observations the likelihood counts (the rows, or Σw under frequency weights)."""
+        return self.n_observations
 
     @property
     def m(self) -> int:

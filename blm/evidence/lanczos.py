@@ -224,7 +224,16 @@ def slq_log_evidence(
     rss = ops.residual_sq(features, dataset, mean, config.block_size)
     log_hyper = (jnp.log(prior.alpha), jnp.log(likelihood.beta))
     (value, logdet_h), (g_alpha, g_beta) = _value_and_grad(
-        log_hyper, mean, rss, features, likelihood, prior, blocks, probes, dataset.n, config
+        log_hyper,
+        mean,
+        rss,
+        features,
+        likelihood,
+        prior,
+        blocks,
+        probes,
+        dataset.n_observations,
+        config,
     )
     value, g_alpha, g_beta = float(value), np.asarray(g_alpha), np.asarray(g_beta)
     if not (np.isfinite(value) and np.all(np.isfinite(g_alpha)) and np.all(np.isfinite(g_beta))):

@@ -153,7 +153,9 @@ def sample_mackay_step(
     if not isinstance(likelihood, Gaussian):
         return new_alpha, jnp.zeros(0), info
     sse = terms.residual_sq
-    new_beta = (dataset.n - gamma_k + 2 * hyper.beta_shape) / (sse + 2 * hyper.beta_rate)
+    new_beta = (dataset.n_observations - gamma_k + 2 * hyper.beta_shape) / (
+        sse + 2 * hyper.beta_rate
+    )
     info["data_fit"] = jnp.sum(likelihood.beta * sse)
     return new_alpha, new_beta, info
 
