@@ -77,3 +77,14 @@ def same_length(a_len: int, b_len: int, a_name: str, b_name: str) -> None:
         raise ValueError(
             f"{a_name} and {b_name} must have the same number of rows, got {a_len} and {b_len}"
         )
+
+
+def frequency_weights(sample_weight, n: int) -> np.ndarray:
+    """``sample_weight`` as n finite float64 weights ≥ 0 with a positive sum."""
+    w = as_float_array(sample_weight, "sample_weight", ndim=1)
+    same_length(n, w.shape[0], "X", "sample_weight")
+    if np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(
+            f"sample_weight must be >= 0 with a positive sum, got min {w.min()}, sum {w.sum()}"
+        )
+    return w

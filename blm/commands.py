@@ -1,6 +1,6 @@
 """``blm fit``, ``blm predict`` and ``blm info``: regression on HDF5 files from the shell.
 
-    blm fit DATA.h5 --x X --y y [--groups G] --solver sgd|cg|exact --samples K
+    blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
             [--snapshot-every S] [--checkpoint C] [--resume]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
@@ -37,6 +37,9 @@ def add_commands(sub) -> None:
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
     p.add_argument("--y", default="y", help="dataset of targets, shape (n,) or (n, m)")
     p.add_argument("--groups", default=None, help="dataset of p integer prior groups")
+    p.add_argument(
+        "--weights", default=None, help="dataset of n frequency weights >= 0 (sample_weight)"
+    )
     p.add_argument("--solver", choices=("sgd", "cg", "exact"), default="sgd")
     p.add_argument("--samples", type=int, default=16, help="posterior samples k")
     p.add_argument("--hyper", choices=("mackay", "evidence"), default="mackay")
@@ -84,8 +87,6 @@ def _fail(command: str, err: Exception) -> int:
 
 def fit(args: argparse.Namespace) -> int:
     """Fit α, β and the posterior to DATA.h5 and write POSTERIOR.h5."""
-    import h5py
-
     from blm import BayesianLinearRegression
     from blm.data import open_hdf5
 
@@ -96,12 +97,8 @@ def fit(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         dataset = open_hdf5(args.data, x=args.x, y=args.y, block_size=args.block_size)
-        groups = None
-        if args.groups is not None:
-            with h5py.File(args.data, "r") as f:
-                if args.groups not in f:
-                    raise ValueError(f"--groups: no dataset named {args.groups!r} in {args.data!r}")
-                groups = f[args.groups][()]
+        groups = _read_dataset(args.data, args.groups, "--groups")
+        weights = _read_dataset(args.data, args.weights, "--weights")
         options = _solver_options(args, dataset.n)
         est = BayesianLinearRegression(
             solver=args.solver,
@@ -116,6 +113,7 @@ def fit(args: argparse.Namespace) -> int:
         )
         est.fit(
             dataset,
+            sample_weight=weights,
             checkpoint=checkpoint,
             resume=args.resume,
             checkpoint_every=args.checkpoint_every,
@@ -137,6 +135,19 @@ def fit(args: argparse.Namespace) -> int:
         f"{est.n_iter_} steps; posterior written to {args.out}"
     )
     return 0
+
+
+def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:
+    """The whole dataset ``name`` of the HDF5 file (p groups or n weights: a vector), or
+    None without a name."""
+    import h5py
+
+    if name is None:
+        return None
+    with h5py.File(path, "r") as f:
+        if name not in f:
+            raise ValueError(f"{flag}: no dataset named {name!r} in {path!r}")
+        return f[name][()]
 
 
 def _solver_options(args: argparse.Namespace, n: int) -> dict:

@@ -22,7 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import as_float_array, check_finite, positive, positive_int, same_length
+from blm._checks import (
+    as_float_array,
+    check_finite,
+    frequency_weights,
+    positive,
+    positive_int,
+    same_length,
+)
 
 
 def default_dtype() -> np.dtype:
@@ -107,6 +114,7 @@ class HDF5Dataset:
         self.x_name, self.y_name = x, y
         self.block_size = positive_int(block_size, "block_size")
         self.x_offset = self.y_offset = self._targets = None
+        self.row_scale: np.ndarray | None = None  # √w_i of frequency weights (``shifted``)
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
         try:
@@ -151,8 +159,9 @@ class HDF5Dataset:
 
     @property
     def n_observations(self) -> float:
-        """Observations the likelihood counts: the n rows (no weights in files)."""
-        return float(self._n)
+        """Observations the likelihood counts: the n rows, or Σw in a view ``shifted``
+        with frequency weights."""
+        return float(self._n if self.row_scale is None else np.sum(self.row_scale**2))
 
     @property
     def m(self) -> int:
@@ -162,23 +171,32 @@ class HDF5Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return self._input_shape
 
-    def moments(self, block_size: int | None = None) -> tuple[np.ndarray, ...]:
+    def moments(self, block_size: int | None = None, sample_weight=None) -> tuple[np.ndarray, ...]:
         """(x̄ (input_shape), ȳ (m,), Var y (m,)) of the rows as stored, in one streamed
         pass (float64 sums; the variance by Chan et al.'s pairwise update, stable when
-        |ȳ| ≫ sd y)."""
-        sx, mean_y, m2_y, count = np.zeros(self.input_shape), np.zeros(self.m), np.zeros(self.m), 0
-        for xb, yb, _ in self._raw_blocks(block_size or self.block_size):
-            sx += xb.sum(axis=0, dtype=np.float64)
+        |ȳ| ≫ sd y); with ``sample_weight`` (n,) the weighted means and variance."""
+        w_all = None if sample_weight is None else frequency_weights(sample_weight, self.n)
+        sx, mean_y, m2_y = np.zeros(self.input_shape), np.zeros(self.m), np.zeros(self.m)
+        total = 0.0
+        for xb, yb, start in self._raw_blocks(block_size or self.block_size):
+            w = np.ones(len(yb)) if w_all is None else w_all[start : start + len(yb)]
+            w_b = w.sum()
+            if w_b == 0:
+                continue
+            sx += np.tensordot(w, xb, axes=1)
             yb = yb.astype(np.float64)
-            b, mean_b = len(yb), yb.mean(axis=0)
+            mean_b = w @ yb / w_b
             delta = mean_b - mean_y
-            m2_y += ((yb - mean_b) ** 2).sum(axis=0) + delta**2 * count * b / (count + b)
-            mean_y += delta * b / (count + b)
-            count += b
-        return sx / self.n, mean_y, m2_y / self.n
+            m2_y += w @ (yb - mean_b) ** 2 + delta**2 * total * w_b / (total + w_b)
+            mean_y += delta * w_b / (total + w_b)
+            total += w_b
+        return sx / total, mean_y, m2_y / total
 
-    def shifted(self, x_offset, y_offset) -> HDF5Dataset:
-        """The same file read as (x − x_offset, y − y_offset): centring without a copy."""
+    def shifted(self, x_offset, y_offset, sample_weight=None) -> HDF5Dataset:
+        """The same file read as (x − x_offset, y − y_offset): centring without a copy;
+        with frequency weights w (n,) each row also scaled by √w_i, and Σw observations
+        counted (``ArrayDataset``): the weighted least-squares rows of a linear model."""
+        view = self._weighted(sample_weight)
         x_offset = np.asarray(x_offset, np.float64)
         y_offset = np.asarray(y_offset, np.float64).reshape(-1)
         if x_offset.shape != self.input_shape or y_offset.shape != (self.m,):
@@ -186,8 +204,14 @@ class HDF5Dataset:
                 f"x_offset, y_offset must have shapes {self.input_shape} and ({self.m},), got "
                 f"{x_offset.shape} and {y_offset.shape}"
             )
-        view = copy.copy(self)
         view.x_offset, view.y_offset = x_offset, y_offset
+        return view
+
+    def _weighted(self, sample_weight) -> HDF5Dataset:
+        """A copy whose rows are scaled by √w (``sample_weight`` checked), or unscaled."""
+        view = copy.copy(self)
+        if sample_weight is not None:
+            view.row_scale = np.sqrt(frequency_weights(sample_weight, self.n))
         return view
 
     def targets(self) -> np.ndarray:
@@ -206,12 +230,21 @@ class HDF5Dataset:
         return view
 
     def read_rows(self, start: int, stop: int) -> np.ndarray:
-        """Input rows start:stop as read by ``blocks`` (x_offset subtracted)."""
+        """Input rows start:stop as read by ``blocks`` (x_offset subtracted, scaled)."""
         with h5py.File(self.path, "r") as f:
-            return self._centred_x(self._read_x(f, start, stop, default_dtype()))
+            return self._prepared_x(self._read_x(f, start, stop, default_dtype()), start)
 
-    def _centred_x(self, xb: np.ndarray) -> np.ndarray:
-        return xb if self.x_offset is None else (xb - self.x_offset).astype(xb.dtype)
+    def _prepared_x(self, xb: np.ndarray, start: int) -> np.ndarray:
+        """Rows from ``start`` centred (x − x_offset) and scaled by √w_i where set."""
+        if self.x_offset is not None:
+            xb = (xb - self.x_offset).astype(xb.dtype)
+        if self.row_scale is None:
+            return xb
+        return self._scaled_x(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
+
+    @staticmethod
+    def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return xb * scale.reshape(-1, *(1,) * (xb.ndim - 1))
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Input rows start:stop, checked finite."""
@@ -245,9 +278,11 @@ class HDF5Dataset:
             key, sub = jax.random.split(key)
             starts = starts[np.asarray(jax.random.permutation(sub, len(starts)))]
         for xb, yb, start in self._raw_blocks(block_size, starts):
-            xb = self._centred_x(xb)
+            xb = self._prepared_x(xb, start)
             if self.y_offset is not None:
                 yb = (yb - self.y_offset).astype(yb.dtype)
+            if self.row_scale is not None:
+                yb = yb * self.row_scale[start : start + len(yb), None].astype(yb.dtype)
             rows = np.arange(start, start + len(xb))
             if key is not None:
                 key, sub = jax.random.split(key)
@@ -306,17 +341,25 @@ class SparseHDF5Dataset(HDF5Dataset):
         self.n_columns = p
         return n, (max(width, 1), 2)
 
-    def moments(self, block_size: int | None = None) -> tuple[None, np.ndarray, np.ndarray]:
-        """(None, ȳ, Var y): the inputs are not centred."""
-        return (None, *super().moments(block_size)[1:])
+    def moments(
+        self, block_size: int | None = None, sample_weight=None
+    ) -> tuple[None, np.ndarray, np.ndarray]:
+        """(None, ȳ, Var y), weighted with ``sample_weight``: the inputs are not centred."""
+        return (None, *super().moments(block_size, sample_weight)[1:])
 
-    def shifted(self, x_offset, y_offset) -> SparseHDF5Dataset:
-        """The same file read with y − y_offset (``x_offset`` must be None)."""
+    def shifted(self, x_offset, y_offset, sample_weight=None) -> SparseHDF5Dataset:
+        """The same file read with y − y_offset (``x_offset`` must be None), rows scaled
+        by √w_i with frequency weights (see ``HDF5Dataset.shifted``)."""
         if x_offset is not None:
             raise ValueError("x_offset: a sparse design is not centred; pass None")
-        view = copy.copy(self)
+        view = self._weighted(sample_weight)
         view.y_offset = np.asarray(y_offset, np.float64).reshape(self.m)
         return view
+
+    @staticmethod
+    def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """Padded (column, value) pairs with the values scaled, the columns kept."""
+        return np.stack([xb[..., 0], xb[..., 1] * scale[:, None]], axis=-1)
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Rows start:stop as padded (column, value) pairs (b, r, 2), checked."""

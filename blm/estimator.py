@@ -19,7 +19,15 @@ import numpy as np
 import scipy.sparse
 
 from blm import operators as ops
-from blm._checks import as_float_array, check_finite, one_of, positive, positive_int, same_length
+from blm._checks import (
+    as_float_array,
+    check_finite,
+    frequency_weights,
+    one_of,
+    positive,
+    positive_int,
+    same_length,
+)
 from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
@@ -234,7 +242,7 @@ class BayesianLinearRegression:
         n·p is held in memory (the exact solver keeps the p × p Gram; centring is applied
         as blocks are read).
 
-        ``sample_weight`` (n,) ≥ 0, arrays only: frequency weights as in scikit-learn's
+        ``sample_weight`` (n,) ≥ 0 (in memory also for a file): frequency weights as in scikit-learn's
         ``BayesianRidge``, row i's likelihood N(y_i; x_iθ, 1/β)^{w_i}: the offsets are
         weighted means, rows are scaled by √w_i, and β's update and the evidence count
         Σw observations (a row of weight 2 is two rows; w = 1 is the unweighted fit).
@@ -314,40 +322,39 @@ class BayesianLinearRegression:
         options.pop("progress", None)
         params["solver_options"] = options
         h = hashlib.sha256(repr(sorted(params.items())).encode())
+        arrays = [] if sample_weight is None else [sample_weight]
         if isinstance(X, HDF5Dataset):
             stamp = (os.path.abspath(X.path), X.x_name, X.y_name, X.n, X.m, X.input_shape)
             h.update(repr((stamp, os.path.getmtime(X.path))).encode())
         else:
-            for a in (X, y) if sample_weight is None else (X, y, sample_weight):
-                h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+            arrays += [X, y]
+        for a in arrays:
+            h.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
         return h.hexdigest()
 
     def _prepare(self, X, y, sample_weight=None):
         """(features, centred dataset); sets X_offset_, y_offset_ and the output shape."""
         if isinstance(X, HDF5Dataset):
-            if sample_weight is not None:
-                raise ValueError(
-                    "sample_weight: supported for arrays; for an HDF5Dataset write the rows "
-                    "scaled by sqrt(w) (after weighted centring) and fit_intercept=False"
-                )
             if y is not None:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
             self._y_1d = X.y_ndim == 1
+            w = sample_weight
             if isinstance(X, SparseHDF5Dataset):
                 # the inputs stay sparse (uncentred); the targets are centred
-                _, y_mean, self._y_var = X.moments()
+                _, y_mean, self._y_var = X.moments(sample_weight=w)
                 self.X_offset_ = np.zeros(X.n_columns)
                 self.y_offset_ = y_mean if self.fit_intercept else np.zeros(X.m)
-                return SparseLinearFeatures(X.n_columns, X.m), X.shifted(None, self.y_offset_)
+                dataset = X.shifted(None, self.y_offset_, w)
+                return SparseLinearFeatures(X.n_columns, X.m), dataset
             if len(X.input_shape) != 1:
                 raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
             (p,), m = X.input_shape, X.m
-            x_mean, y_mean, self._y_var = X.moments()
+            x_mean, y_mean, self._y_var = X.moments(sample_weight=w)
             if self.fit_intercept:
                 self.X_offset_, self.y_offset_ = x_mean, y_mean
             else:
                 self.X_offset_, self.y_offset_ = np.zeros(p), np.zeros(m)
-            dataset = X.shifted(self.X_offset_, self.y_offset_)
+            dataset = X.shifted(self.X_offset_, self.y_offset_, w)
             return LinearFeatures(p, m), dataset
         X = as_float_array(X, "X", ndim=2)
         if y is None:
@@ -357,7 +364,7 @@ class BayesianLinearRegression:
         self._y_1d = y.ndim == 1
         Y = y.reshape(y.shape[0], -1)
         n, p = X.shape
-        w = _weights(sample_weight, n)
+        w = None if sample_weight is None else frequency_weights(sample_weight, n)
         self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
         y_mean = np.average(Y, axis=0, weights=w)
         self.y_offset_ = y_mean if self.fit_intercept else np.zeros(Y.shape[1])
@@ -599,25 +606,12 @@ class BayesianLinearRegression:
         Y = y.reshape(y.shape[0], -1)
         if Y.shape != pred.shape:
             raise ValueError(f"y must have shape {pred.shape} (rows of X, outputs), got {y.shape}")
-        w = _weights(sample_weight, pred.shape[0])
-        w = np.ones(pred.shape[0]) if w is None else w
+        n = pred.shape[0]
+        w = np.ones(n) if sample_weight is None else frequency_weights(sample_weight, n)
         resid = w @ (Y - pred) ** 2
         total = w @ (Y - np.average(Y, axis=0, weights=w)) ** 2
         r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 1.0 * (resid == 0))
         return float(np.mean(r2))
-
-
-def _weights(sample_weight, n: int) -> np.ndarray | None:
-    """``sample_weight`` checked: None, or n finite weights ≥ 0 with a positive sum."""
-    if sample_weight is None:
-        return None
-    w = as_float_array(sample_weight, "sample_weight", ndim=1)
-    same_length(n, w.shape[0], "X", "sample_weight")
-    if np.any(w < 0) or not w.sum() > 0:
-        raise ValueError(
-            f"sample_weight must be >= 0 with a positive sum, got min {w.min()}, sum {w.sum()}"
-        )
-    return w
 
 
 class _RescaledPass:

@@ -26,6 +26,7 @@ def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "data.h5"
     with h5py.File(path, "w") as f:
         f["X"], f["y"], f["g"], f["y_short"] = X, y, np.arange(30) % 2, y[:-1]
+        f["w"], f["w_neg"] = rng.uniform(0.2, 3.0, 2000), -np.ones(2000)
         f["X_wide"] = np.hstack([X, X])
     return path, X, y
 
@@ -59,6 +60,8 @@ def test_fit_predict_info(tmp_path, data):
         (["fit", "{data}", "--x", "Z", "--out", "{dir}/p.h5"], "x: no dataset named 'Z'"),
         (["fit", "{data}", "--y", "y_short", "--out", "{dir}/p.h5"], "must have the same number"),
         (["fit", "{data}", "--groups", "G", "--out", "{dir}/p.h5"], "--groups: no dataset"),
+        (["fit", "{data}", "--weights", "W", "--out", "{dir}/p.h5"], "--weights: no dataset"),
+        (["fit", "{data}", "--weights", "w_neg", "--out", "{dir}/p.h5"], "sample_weight must be"),
         (["fit", "{data}", "--out", "{dir}/p.h5", "--resume"], "no checkpoint at"),
         (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "no posterior file"),
         (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
@@ -111,6 +114,23 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
     assert abs(runs["plain"].alpha_ / ref.alpha_ - 1) > 5e-4
     assert "snapshot_every=10" in _run("info", tmp_path / "svrg.h5").stdout
+
+
+def test_weights_are_the_estimators_sample_weight(tmp_path, data):
+    path, X, y = data
+    with h5py.File(path, "r") as f:
+        w = f["w"][()]
+    post = tmp_path / "post.h5"
+    out = _run("fit", path, "--solver", "exact", "--weights", "w", "--out", post, "--quiet")
+    assert out.returncode == 0, out.stderr
+    ref = BayesianLinearRegression(max_iter=30, tol=1e-3).fit(X, y, sample_weight=w)
+    est = BayesianLinearRegression.load(post)
+    assert (
+        abs(ref.beta_ / BayesianLinearRegression(max_iter=30, tol=1e-3).fit(X, y).beta_ - 1) > 0.01
+    )
+    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-5)
+    np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
+    np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
 
 
 def test_predict_names_mismatched_columns(tmp_path, data):

@@ -31,6 +31,14 @@ def test_moments_stream_in_blocks(tmp_path, problem):
     np.testing.assert_allclose(x_mean, X.mean(0), rtol=1e-12)
     np.testing.assert_allclose(y_mean, [y.mean()], rtol=1e-12)
     np.testing.assert_allclose(y_var, [y.var()], rtol=1e-10)
+    w = np.random.default_rng(0).uniform(0.0, 2.0, len(y))
+    w[:37] = 0.0  # a whole block weighs nothing
+    x_mean, y_mean, y_var = ds.moments(sample_weight=w)
+    np.testing.assert_allclose(x_mean, np.average(X, axis=0, weights=w), rtol=1e-12)
+    np.testing.assert_allclose(y_mean, [np.average(y, weights=w)], rtol=1e-12)
+    np.testing.assert_allclose(y_var, [np.average((y - y_mean) ** 2, weights=w)], rtol=1e-10)
+    with pytest.raises(ValueError, match="X and sample_weight must have the same number"):
+        ds.moments(sample_weight=w[:-1])
     with pytest.raises(ValueError, match="x_offset, y_offset must have shapes"):
         ds.shifted(np.zeros(3), np.zeros(1))
 
@@ -75,11 +83,18 @@ def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
         ),
     ],
 )
-def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_estimator_on_hdf5_equals_in_memory(tmp_path, problem, options, rtol, weighted):
+    """Also with frequency weights (held in memory, n numbers): the file's rows are then
+    read centred at the weighted means and scaled by √w, in ``blocks`` and in the traced
+    passes' ``read_rows`` alike."""
     X, y = problem
+    w = np.random.default_rng(4).uniform(0.2, 3.0, len(y)) if weighted else None
     path = _file(tmp_path, X, y)
-    mem = BayesianLinearRegression(tol=1e-8, **options).fit(X, y)
-    disk = BayesianLinearRegression(tol=1e-8, **options).fit(HDF5Dataset(path, block_size=64))
+    mem = BayesianLinearRegression(tol=1e-8, **options).fit(X, y, sample_weight=w)
+    disk = BayesianLinearRegression(tol=1e-8, **options).fit(
+        HDF5Dataset(path, block_size=64), sample_weight=w
+    )
     np.testing.assert_allclose(disk.alpha_, mem.alpha_, rtol=rtol)
     np.testing.assert_allclose(disk.beta_, mem.beta_, rtol=rtol)
     np.testing.assert_allclose(

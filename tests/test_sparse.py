@@ -97,23 +97,28 @@ def test_sparse_dataset_errors_name_the_problem(tmp_path):
         ),
     ],
 )
-def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol):
+@pytest.mark.parametrize("weighted", [False, True])
+def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol, weighted):
+    """With frequency weights the file's padded (column, value) rows are scaled by √w
+    (values only) and y is centred at its weighted mean: the dense weighted fit."""
     rng = np.random.default_rng(3)
     X, y = _panel(rng)
+    w = rng.uniform(0.2, 3.0, len(y)) if weighted else None
     path = _write(tmp_path / "p.h5", X, y)
     sparse = BayesianLinearRegression(tol=1e-8, **options).fit(
-        SparseHDF5Dataset(path, block_size=50)
+        SparseHDF5Dataset(path, block_size=50), sample_weight=w
     )
     # the sparse path centres y only: the dense reference without an intercept on y − ȳ
+    y_mean = np.average(y, weights=w)
     dense = BayesianLinearRegression(tol=1e-8, fit_intercept=False, **options)
-    dense.fit(X.toarray(), y - y.mean())
+    dense.fit(X.toarray(), y - y_mean, sample_weight=w)
     np.testing.assert_allclose(sparse.alpha_, dense.alpha_, rtol=rtol)
     np.testing.assert_allclose(sparse.beta_, dense.beta_, rtol=rtol)
     np.testing.assert_allclose(sparse.coef_, dense.coef_, rtol=rtol, atol=rtol)
-    assert sparse.intercept_ == pytest.approx(y.mean())
+    assert sparse.intercept_ == pytest.approx(y_mean)
     mean_s, std_s = sparse.predict(X[:20], return_std=True)  # scipy sparse input
     mean_d, std_d = dense.predict(X[:20].toarray(), return_std=True)
-    np.testing.assert_allclose(mean_s, mean_d + y.mean(), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(mean_s, mean_d + y_mean, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(std_s, std_d, rtol=rtol)
 
 
