@@ -197,6 +197,21 @@ class BayesianLinearRegression:
             setattr(self, name, value)
         return self
 
+    _estimator_type = "regressor"  # scikit-learn < 1.6 reads this
+
+    def __sklearn_tags__(self):
+        """scikit-learn ≥ 1.6's tags (asked only by scikit-learn, so importable then):
+        a regressor for ``cross_val_score``, ``GridSearchCV`` and pipelines; dense or
+        sparse 2-D inputs (sparse: ``predict``), one or several outputs."""
+        from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
+
+        return Tags(
+            estimator_type="regressor",
+            target_tags=TargetTags(required=True, multi_output=True, single_output=True),
+            regressor_tags=RegressorTags(),
+            input_tags=InputTags(two_d_array=True),
+        )
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"BayesianLinearRegression({args})"
@@ -295,8 +310,10 @@ class BayesianLinearRegression:
         return self
 
     def _set_coefficients(self) -> None:
-        """coef_, intercept_ and the feature map from posterior_ and the offsets."""
+        """coef_, intercept_, n_features_in_ and the feature map from posterior_ and the
+        offsets."""
         p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
+        self.n_features_in_ = p
         coef = np.asarray(self.posterior_.mean).reshape(m, p)
         self.coef_ = coef[0] if self._y_1d else coef
         intercept = self.y_offset_ - coef @ self.X_offset_

@@ -245,3 +245,37 @@ def test_score_is_r2_as_scikit_learn():
 def test_bad_sample_weight(w, match):
     with pytest.raises(ValueError, match=match):
         BayesianLinearRegression().fit(np.ones((4, 2)), np.arange(4.0), sample_weight=w)
+
+
+def test_works_in_scikit_learn_model_selection_and_pipelines():
+    """A drop-in for BayesianRidge where users put it: cross-validation (the fold scores
+    are our R² of fits on the folds), grid search, and a pipeline whose predict passes
+    return_std through and whose fit routes sample_weight."""
+    from sklearn.base import clone, is_regressor
+    from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_diabetes(return_X_y=True)
+    est = BayesianLinearRegression(alpha_init=2.0)
+    assert is_regressor(est) and clone(est).get_params() == est.get_params()
+    folds = KFold(3, shuffle=True, random_state=0)
+    scores = cross_val_score(est, X, y, cv=folds)
+    manual = [
+        BayesianLinearRegression(alpha_init=2.0).fit(X[a], y[a]).score(X[b], y[b])
+        for a, b in folds.split(X)
+    ]
+    np.testing.assert_allclose(scores, manual, rtol=1e-12)
+    grid = GridSearchCV(est, {"fit_intercept": [False, True]}, cv=folds).fit(X, y)
+    assert grid.best_params_ == {"fit_intercept": True}  # y's mean is 152, its sd 77
+    np.testing.assert_allclose(grid.best_score_, np.mean(manual), rtol=1e-12)
+    pipe = make_pipeline(StandardScaler(), BayesianLinearRegression())
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    pipe.fit(X, y, bayesianlinearregression__sample_weight=w)
+    Xs = StandardScaler().fit(X).transform(X)
+    ref = BayesianLinearRegression().fit(Xs, y, sample_weight=w)
+    assert ref.n_features_in_ == pipe.n_features_in_ == 10
+    mean, std = pipe.predict(X[:5], return_std=True)
+    ref_mean, ref_std = ref.predict(Xs[:5], return_std=True)
+    np.testing.assert_allclose(mean, ref_mean, rtol=1e-10)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-10)
