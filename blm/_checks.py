@@ -17,6 +17,15 @@ def as_float_array(value, name: str, ndim: tuple[int, ...] | int | None = None) 
         raise TypeError(
             f"{name} must be array-like of numbers, got {type(value).__name__}"
         ) from err
+    if arr.dtype == object and arr.ndim > 0:  # e.g. numbers of mixed Python types
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"{name} must hold numbers: {err}") from err
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(
+            f"{name} must hold real numbers (Complex data not supported), got dtype {arr.dtype}"
+        )
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
@@ -27,10 +36,40 @@ def as_float_array(value, name: str, ndim: tuple[int, ...] | int | None = None) 
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if arr.ndim not in allowed:
             want = " or ".join(f"{k}-D" for k in allowed)
-            raise ValueError(f"{name} must be {want}, got shape {arr.shape}")
+            hint = ""
+            if allowed == (2,) and arr.ndim == 1:
+                hint = (
+                    ". Reshape your data either using array.reshape(-1, 1) if it has a single "
+                    "feature or array.reshape(1, -1) if it is a single sample"
+                )
+            raise ValueError(f"{name} must be {want}, got shape {arr.shape}{hint}")
     if arr.size == 0:
+        if arr.ndim == 2:
+            what = "sample(s)" if arr.shape[0] == 0 else "feature(s)"
+            raise ValueError(
+                f"{name} has 0 {what} (shape={arr.shape}) while a minimum of 1 is required."
+            )
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one value is needed")
     check_finite(arr, name)
+    return arr
+
+
+def as_csr(value, name: str):
+    """A scipy sparse matrix ``value`` as a float64 ``csr_array``; raise naming ``name`` if
+    it is complex, empty or holds NaN/inf."""
+    import scipy.sparse
+
+    if np.issubdtype(value.dtype, np.complexfloating):
+        raise ValueError(
+            f"{name} must hold real numbers (Complex data not supported), got dtype {value.dtype}"
+        )
+    arr = scipy.sparse.csr_array(value, dtype=np.float64)
+    if 0 in arr.shape:
+        what = "sample(s)" if arr.shape[0] == 0 else "feature(s)"
+        raise ValueError(
+            f"{name} has 0 {what} (shape={arr.shape}) while a minimum of 1 is required."
+        )
+    check_finite(arr.data, name)
     return arr
 
 
@@ -85,6 +124,21 @@ def frequency_weights(sample_weight, n: int) -> np.ndarray:
     same_length(n, w.shape[0], "X", "sample_weight")
     if np.any(w < 0) or not w.sum() > 0:
         raise ValueError(
-            f"sample_weight must be >= 0 with a positive sum, got min {w.min()}, sum {w.sum()}"
+            f"sample_weight must be >= 0 and not all zero, got min {w.min()}, sum {w.sum()}"
         )
     return w
+
+
+class _NotFittedError(ValueError, AttributeError):
+    """Used before fitting, where scikit-learn (whose NotFittedError it mirrors) is absent."""
+
+
+def not_fitted_error(message: str) -> Exception:
+    """The error for using an unfitted estimator: scikit-learn's ``NotFittedError`` where
+    scikit-learn is installed (its model selection and checks expect it), else one that
+    is, like it, both a ValueError and an AttributeError."""
+    try:
+        from sklearn.exceptions import NotFittedError
+    except ImportError:
+        return _NotFittedError(message)
+    return NotFittedError(message)

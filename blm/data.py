@@ -388,6 +388,21 @@ def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
     return out
 
 
+def sparse_rows(X, row_scale: np.ndarray | None = None) -> np.ndarray:
+    """A scipy CSR array (n, p) as padded (column, value) rows (n, r, 2), r its longest
+    row (at least 1), values scaled by ``row_scale`` (n,) where given: the in-memory input
+    format of ``SparseLinearFeatures``, as a ``SparseHDF5Dataset`` reads it."""
+    if np.dtype(default_dtype()) == np.float32 and X.shape[1] >= 1 << 24:
+        raise ValueError(
+            f"X: {X.shape[1]} columns need float64 column indices; enable jax_enable_x64"
+        )
+    width = max(int(np.diff(X.indptr).max(initial=0)), 1)
+    rows = padded_rows(X.data, X.indices, X.indptr, width, np.float64)
+    if row_scale is not None:
+        rows[..., 1] *= row_scale[:, None]
+    return rows
+
+
 def open_hdf5(
     path: str | os.PathLike, x: str = "X", y: str = "y", block_size: int = 4096
 ) -> HDF5Dataset:

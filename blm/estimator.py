@@ -20,9 +20,10 @@ import scipy.sparse
 
 from blm import operators as ops
 from blm._checks import (
+    as_csr,
     as_float_array,
-    check_finite,
     frequency_weights,
+    not_fitted_error,
     one_of,
     positive,
     positive_int,
@@ -30,7 +31,7 @@ from blm._checks import (
 )
 from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
-from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
+from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.lanczos import SLQConfig
@@ -202,14 +203,14 @@ class BayesianLinearRegression:
     def __sklearn_tags__(self):
         """scikit-learn ≥ 1.6's tags (asked only by scikit-learn, so importable then):
         a regressor for ``cross_val_score``, ``GridSearchCV`` and pipelines; dense or
-        sparse 2-D inputs (sparse: ``predict``), one or several outputs."""
+        scipy sparse 2-D inputs, one or several outputs."""
         from sklearn.utils import InputTags, RegressorTags, Tags, TargetTags
 
         return Tags(
             estimator_type="regressor",
             target_tags=TargetTags(required=True, multi_output=True, single_output=True),
             regressor_tags=RegressorTags(),
-            input_tags=InputTags(two_d_array=True),
+            input_tags=InputTags(two_d_array=True, sparse=True),
         )
 
     def __repr__(self) -> str:
@@ -255,12 +256,14 @@ class BayesianLinearRegression:
         """Fit α, β and the posterior of the weights to data X (n, p), y (n,) or (n, m),
         or to an ``HDF5Dataset`` X (y None) read in row blocks: then nothing of size
         n·p is held in memory (the exact solver keeps the p × p Gram; centring is applied
-        as blocks are read).
+        as blocks are read). A scipy sparse X is fitted as a ``SparseHDF5Dataset`` is:
+        never densified by sgd/cg, and not centred (the intercept centres y only).
 
-        ``sample_weight`` (n,) ≥ 0 (in memory also for a file): frequency weights as in scikit-learn's
-        ``BayesianRidge``, row i's likelihood N(y_i; x_iθ, 1/β)^{w_i}: the offsets are
-        weighted means, rows are scaled by √w_i, and β's update and the evidence count
-        Σw observations (a row of weight 2 is two rows; w = 1 is the unweighted fit).
+        ``sample_weight`` (n,) ≥ 0 (in memory, also for a file): frequency weights as in
+        scikit-learn's ``BayesianRidge``, row i's likelihood N(y_i; x_iθ, 1/β)^{w_i}: the
+        offsets are weighted means, rows are scaled by √w_i, and β's update and the
+        evidence count Σw observations (a row of weight 2 is two rows; w = 1 is the
+        unweighted fit).
 
         ``checkpoint``: a file where the hyperparameter loop's state is written at most
         every ``checkpoint_every`` seconds and when the fit is interrupted (Ctrl-C);
@@ -343,6 +346,9 @@ class BayesianLinearRegression:
         if isinstance(X, HDF5Dataset):
             stamp = (os.path.abspath(X.path), X.x_name, X.y_name, X.n, X.m, X.input_shape)
             h.update(repr((stamp, os.path.getmtime(X.path))).encode())
+        elif scipy.sparse.issparse(X):
+            X = scipy.sparse.csr_array(X)
+            arrays += [X.data, X.indices, X.indptr, X.shape, y]
         else:
             arrays += [X, y]
         for a in arrays:
@@ -373,19 +379,31 @@ class BayesianLinearRegression:
                 self.X_offset_, self.y_offset_ = np.zeros(p), np.zeros(m)
             dataset = X.shifted(self.X_offset_, self.y_offset_, w)
             return LinearFeatures(p, m), dataset
-        X = as_float_array(X, "X", ndim=2)
+        sparse = scipy.sparse.issparse(X)
+        X = as_csr(X, "X") if sparse else as_float_array(X, "X", ndim=2)
         if y is None:
-            raise ValueError("y: targets are required when X is an array")
+            raise ValueError(
+                "y: this estimator requires y to be passed, but the target y is None (only an "
+                "HDF5Dataset X holds its own targets)"
+            )
         y = as_float_array(y, "y", ndim=(1, 2))
         same_length(X.shape[0], y.shape[0], "X", "y")
         self._y_1d = y.ndim == 1
         Y = y.reshape(y.shape[0], -1)
         n, p = X.shape
         w = None if sample_weight is None else frequency_weights(sample_weight, n)
-        self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
         y_mean = np.average(Y, axis=0, weights=w)
         self.y_offset_ = y_mean if self.fit_intercept else np.zeros(Y.shape[1])
         self._y_var = np.average((Y - y_mean) ** 2, axis=0, weights=w)
+        if sparse:  # as a SparseHDF5Dataset: the design stays sparse, uncentred
+            self.X_offset_ = np.zeros(p)
+            root = None if w is None else np.sqrt(w)
+            Yc = Y - self.y_offset_ if w is None else root[:, None] * (Y - self.y_offset_)
+            dataset = ArrayDataset(
+                sparse_rows(X, root), Yc, n_observations=None if w is None else w.sum()
+            )
+            return SparseLinearFeatures(p, Y.shape[1]), dataset
+        self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
         if w is None:
             dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
         else:
@@ -575,7 +593,7 @@ class BayesianLinearRegression:
     # -- prediction ------------------------------------------------------------------
     def _check_fitted(self) -> None:
         if not hasattr(self, "posterior_"):
-            raise RuntimeError(
+            raise not_fitted_error(
                 "this BayesianLinearRegression is not fitted yet; call fit(X, y) first"
             )
 
@@ -588,12 +606,14 @@ class BayesianLinearRegression:
         p = self.X_offset_.shape[0]
         sparse_input = scipy.sparse.issparse(X)
         if sparse_input:
-            X = scipy.sparse.csr_array(X, dtype=np.float64)
-            check_finite(X.data, "X")
+            X = as_csr(X, "X")
         else:
             X = as_float_array(X, "X", ndim=2)
         if X.shape[1] != p:
-            raise ValueError(f"X must have {p} columns as in fit, got {X.shape[1]}")
+            raise ValueError(
+                f"X has {X.shape[1]} features, but BayesianLinearRegression is expecting {p} "
+                "features as input (the columns of X in fit)"
+            )
         coef = np.atleast_2d(self.coef_)
         mean = np.asarray(X @ coef.T) + self.y_offset_ - coef @ self.X_offset_
         if not return_std:

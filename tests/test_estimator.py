@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.sparse
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import BayesianRidge
 
@@ -129,6 +130,11 @@ def test_params_protocol():
         ({"max_iter": 0}, np.ones((4, 2)), np.ones(4), "max_iter must be >= 1"),
         ({"lambda_1": -1.0}, np.ones((4, 2)), np.ones(4), "lambda_1 must be a finite number >= 0"),
         ({"prior_groups": [0, 1, 2]}, np.ones((4, 2)), np.ones(4), "prior_groups must be 2"),
+        ({}, np.ones((4, 2)) * 1j, np.ones(4), "X must hold real numbers"),
+        ({}, scipy.sparse.csr_array(np.ones((4, 2)) * 1j), np.ones(4), "X must hold real"),
+        ({}, scipy.sparse.csr_array((0, 3)), np.ones(0), r"X has 0 sample\(s\)"),
+        ({}, np.ones((4, 0)), np.ones(4), r"X has 0 feature\(s\) \(shape=\(4, 0\)\)"),
+        ({}, np.ones((4, 2)), None, "requires y to be passed, but the target y is None"),
     ],
 )
 def test_bad_input(kwargs, X, y, match):
@@ -138,10 +144,12 @@ def test_bad_input(kwargs, X, y, match):
 
 def test_predict_errors():
     est = BayesianLinearRegression()
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):
         est.predict(np.ones((2, 3)))
     est.fit(np.random.default_rng(0).standard_normal((20, 3)), np.arange(20.0))
-    with pytest.raises(ValueError, match="X must have 3 columns"):
+    with pytest.raises(ValueError, match="X has 4 features, but .* is expecting 3 features"):
         est.predict(np.ones((2, 4)))
 
 
@@ -236,8 +244,8 @@ def test_score_is_r2_as_scikit_learn():
     "w, match",
     [
         (np.ones(5), "X and sample_weight must have the same number of rows"),
-        (-np.ones(4), "sample_weight must be >= 0 with a positive sum"),
-        (np.zeros(4), "sample_weight must be >= 0 with a positive sum"),
+        (-np.ones(4), "sample_weight must be >= 0 and not all zero"),
+        (np.zeros(4), "sample_weight must be >= 0 and not all zero"),
         ([1.0, np.inf, 1.0, 1.0], "sample_weight holds 1 non-finite"),
         (np.ones((4, 1)), "sample_weight must be 1-D"),
     ],
@@ -279,3 +287,17 @@ def test_works_in_scikit_learn_model_selection_and_pipelines():
     ref_mean, ref_std = ref.predict(Xs[:5], return_std=True)
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-10)
     np.testing.assert_allclose(std, ref_std, rtol=1e-10)
+
+
+def _sklearn_checks():
+    from sklearn.utils.estimator_checks import parametrize_with_checks
+
+    return parametrize_with_checks([BayesianLinearRegression()])
+
+
+@pytest.mark.filterwarnings("ignore")
+@_sklearn_checks()
+def test_scikit_learn_estimator_checks(estimator, check):
+    """scikit-learn's own conformance suite (input validation and its messages, clone,
+    fit idempotence, sample weights as repeated rows, sparse input, …) in float64."""
+    check(estimator)

@@ -137,8 +137,14 @@ def test_array_dataset_errors():
         ArrayDataset(np.ones((3, 2)), np.ones(4))
     with pytest.raises(ValueError, match="y holds 1 non-finite"):
         ArrayDataset(np.ones((3, 2)), [1.0, np.nan, 2.0])
-    with pytest.raises(ValueError, match="X is empty"):
+    with pytest.raises(ValueError, match=r"X has 0 sample\(s\) \(shape=\(0, 2\)\)"):
         ArrayDataset(np.ones((0, 2)), np.ones(0))
+    with pytest.raises(ValueError, match="X must hold real numbers .Complex data not supported., got dtype complex128"):
+        ArrayDataset(np.ones((2, 2)) * 1j, np.ones(2))
+    with pytest.raises(TypeError, match="float.. argument must be a string or a real number"):
+        ArrayDataset(np.array([[1, {"a": 1}]], dtype=object), np.ones(1))
+    mixed = ArrayDataset(np.array([[1, 2.5]], dtype=object), np.ones(1))  # numbers: converted
+    np.testing.assert_array_equal(mixed.X, [[1.0, 2.5]])
     with pytest.raises(TypeError, match="y must hold numbers"):
         ArrayDataset(np.ones((2, 2)), ["a", "b"])
 

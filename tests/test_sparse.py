@@ -98,16 +98,20 @@ def test_sparse_dataset_errors_name_the_problem(tmp_path):
     ],
 )
 @pytest.mark.parametrize("weighted", [False, True])
-def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol, weighted):
-    """With frequency weights the file's padded (column, value) rows are scaled by √w
+@pytest.mark.parametrize("source", ["file", "memory"])
+def test_estimator_on_sparse_file_equals_dense_fit(tmp_path, options, rtol, weighted, source):
+    """A CSR file, or a scipy sparse array in memory, fits as the dense design without
+    centring X; with frequency weights the padded (column, value) rows are scaled by √w
     (values only) and y is centred at its weighted mean: the dense weighted fit."""
     rng = np.random.default_rng(3)
     X, y = _panel(rng)
     w = rng.uniform(0.2, 3.0, len(y)) if weighted else None
-    path = _write(tmp_path / "p.h5", X, y)
-    sparse = BayesianLinearRegression(tol=1e-8, **options).fit(
-        SparseHDF5Dataset(path, block_size=50), sample_weight=w
-    )
+    est = BayesianLinearRegression(tol=1e-8, **options)
+    if source == "file":
+        sparse = est.fit(SparseHDF5Dataset(_write(tmp_path / "p.h5", X, y), block_size=50), None, w)
+    else:
+        sparse = est.fit(scipy.sparse.coo_matrix(X), y, sample_weight=w)
+        assert sparse.n_features_in_ == X.shape[1]
     # the sparse path centres y only: the dense reference without an intercept on y − ȳ
     y_mean = np.average(y, weights=w)
     dense = BayesianLinearRegression(tol=1e-8, fit_intercept=False, **options)
