@@ -39,6 +39,7 @@ from blm.evidence.loop import iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
+from blm.memory import available_memory
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import cg
@@ -574,8 +575,18 @@ class BayesianLinearRegression:
 
     @property
     def sigma_(self) -> np.ndarray:
-        """Posterior covariance H⁻¹ of the weights (exact, or the samples' second moment)."""
+        """Posterior covariance H⁻¹ of the weights (exact, or the samples' second moment):
+        d² numbers, refused with ``MemoryError`` where they (twice: the device's array
+        and NumPy's copy) would not fit in the memory available."""
         self._check_fitted()
+        d = int(self.posterior_.mean.shape[0])
+        need = 2 * d * d * np.dtype(self.posterior_.mean.dtype).itemsize
+        if need > available_memory():
+            raise MemoryError(
+                f"sigma_ is the {d} x {d} posterior covariance, {need / 2**30:.1f} GiB with its "
+                "copy, more than the memory available; use samples_ (draws of the "
+                "coefficients) or predict(X, return_std=True), which never form it"
+            )
         return np.asarray(self.posterior_.covariance())
 
     def _groups(self, p: int, m: int) -> np.ndarray:

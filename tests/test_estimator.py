@@ -301,3 +301,16 @@ def test_scikit_learn_estimator_checks(estimator, check):
     """scikit-learn's own conformance suite (input validation and its messages, clone,
     fit idempotence, sample weights as repeated rows, sparse input, …) in float64."""
     check(estimator)
+
+
+def test_sigma_refuses_a_covariance_that_cannot_fit(monkeypatch):
+    """d² numbers twice (device array and NumPy copy): 2·10²·8 = 1 600 bytes here."""
+    import blm.estimator
+
+    X, y = load_diabetes(return_X_y=True)
+    est = BayesianLinearRegression(solver="cg", n_samples=4, random_state=0).fit(X, y)
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 1_599)
+    with pytest.raises(MemoryError, match="sigma_ is the 10 x 10 posterior covariance"):
+        _ = est.sigma_
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 1_600)
+    assert est.sigma_.shape == (10, 10)
