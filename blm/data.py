@@ -183,7 +183,8 @@ class HDF5Dataset:
             w_b = w.sum()
             if w_b == 0:
                 continue
-            sx += np.tensordot(w, xb, axes=1)
+            for i in range(0, len(xb), 4096):  # float64 sums, never a float64 copy of a block
+                sx += np.tensordot(w[i : i + 4096], xb[i : i + 4096], axes=1)
             yb = yb.astype(np.float64)
             mean_b = w @ yb / w_b
             delta = mean_b - mean_y
