@@ -148,7 +148,7 @@ def test_estimator_hdf5_input_errors(tmp_path, problem):
     ds = HDF5Dataset(_file(tmp_path, X, y))
     with pytest.raises(ValueError, match="y: must be None"):
         BayesianLinearRegression().fit(ds, y)
-    with pytest.raises(ValueError, match="y: targets are required"):
+    with pytest.raises(ValueError, match="y: this estimator requires y to be passed"):
         BayesianLinearRegression().fit(X)
     images = _file(tmp_path, X.reshape(-1, 5, 6), y, "images.h5")
     with pytest.raises(ValueError, match="X: rows must be vectors"):
