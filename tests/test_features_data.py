@@ -139,7 +139,10 @@ def test_array_dataset_errors():
         ArrayDataset(np.ones((3, 2)), [1.0, np.nan, 2.0])
     with pytest.raises(ValueError, match=r"X has 0 sample\(s\) \(shape=\(0, 2\)\)"):
         ArrayDataset(np.ones((0, 2)), np.ones(0))
-    with pytest.raises(ValueError, match="X must hold real numbers .Complex data not supported., got dtype complex128"):
+    with pytest.raises(
+        ValueError,
+        match="X must hold real numbers .Complex data not supported., got dtype complex128",
+    ):
         ArrayDataset(np.ones((2, 2)) * 1j, np.ones(2))
     with pytest.raises(TypeError, match="float.. argument must be a string or a real number"):
         ArrayDataset(np.array([[1, {"a": 1}]], dtype=object), np.ones(1))
