@@ -7,10 +7,12 @@ resident memory (ru_maxrss) is its own.
 A. n = 50 000, d ∈ {2 000, 8 000}: scikit-learn's BayesianRidge (SVD) against ours,
    exact (dense Gram + Cholesky per step) and sample-based MacKay EM with k = 16 samples
    by sgd (1 000 steps of 512 rows per EM step), by sgd with SVRG snapshots ("svrg":
-   128-row minibatches, a snapshot every half epoch, each solve stopped at relative
-   residual 1e-4, only up to ``--svrg-max-d``) and by cg (tol 1e-5, only up to
-   ``--cg-max-d``: at d = 8 000 one cg fit took over 7.5 min), all on the same dense
-   float64 design; time ratios and agreement of α, β.
+   128-row minibatches, a snapshot every half epoch, solves stopped at relative residual
+   1e-4, only up to ``--svrg-max-d``) and by cg (tol 1e-5, only up to ``--cg-max-d``: at
+   d = 8 000 one cg fit took over 7.5 min), all on the same dense float64 design; time
+   ratios and agreement of α, β. svrg and cg solve early EM steps loosely (the
+   estimator's default ``SolveSchedule``); ``--fixed-rows`` adds both solved to tol at
+   every step ("svrg-fixed", "cg-fixed"), for the ratio in the same run.
 B. scikit-learn's largest d on this machine: its peak memory is linear in d (the n × d
    design, its SVD's U and work copies); the line through its two measured peaks
    reaches the machine's physical memory at d_max. Running it there would take
@@ -95,7 +97,7 @@ def worker(method: str, n: int, d: int) -> dict:
             ref = BayesianRidge(max_iter=300, tol=1e-6).fit(X, y)
             alpha, beta = float(ref.lambda_), float(ref.alpha_)
         else:
-            options = {
+            options_for = {
                 "ours-exact": {"tol": 1e-4},
                 "ours-cg": {"solver_options": {"tol": 1e-5}, "tol": 1e-4},
                 "ours-sgd": {
@@ -112,9 +114,13 @@ def worker(method: str, n: int, d: int) -> dict:
                     },
                     "tol": 1e-3,
                 },
-            }[method]
-            if method != "ours-exact":
-                solver = "sgd" if method == "ours-svrg" else method[5:]
+            }
+            base = method.removesuffix("-fixed")
+            options = options_for[base]
+            if base != method:  # every EM step solved to tol
+                options["solver_options"] = {**options["solver_options"], "adaptive_tol": False}
+            if base != "ours-exact":
+                solver = "sgd" if base == "ours-svrg" else base[5:]
                 options.update(solver=solver, n_samples=16, random_state=0)
             est = BayesianLinearRegression(max_iter=300, exact_evidence=False, **options).fit(X, y)
             alpha, beta = est.alpha_, est.beta_
@@ -152,6 +158,7 @@ def main() -> None:
     parser.add_argument("--cg-max-d", type=int, default=2000)
     parser.add_argument("--svrg-max-d", type=int, default=2000)
     parser.add_argument("--d-max", type=int, default=None, help="skip B's extrapolation")
+    parser.add_argument("--fixed-rows", action="store_true", help="also svrg/cg at fixed tol")
     parser.add_argument("--worker", default=None)
     args = parser.parse_args()
     if args.worker:
@@ -167,6 +174,8 @@ def main() -> None:
         methods = ("ours-exact", "ours-sgd")
         methods += ("ours-svrg",) if d <= args.svrg_max_d else ()
         methods += ("ours-cg",) if d <= args.cg_max_d else ()
+        if args.fixed_rows:
+            methods += tuple(f"{m}-fixed" for m in methods if m in ("ours-svrg", "ours-cg"))
         for method in methods:
             r = run(method, args.n, d)
             rows.append(r)

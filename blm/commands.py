@@ -51,8 +51,9 @@ def add_commands(sub) -> None:
         "--solver-tol",
         type=float,
         default=None,
-        help="solve each posterior to this relative residual (cg: default 1e-6; sgd: adds "
-        "SVRG snapshots and stops at the first within it, --steps the cap)",
+        help="solve the posteriors to this relative residual, early EM steps loosely (cg: "
+        "default 1e-6; sgd: adds SVRG snapshots and stops at the first within it, --steps "
+        "the cap)",
     )
     p.add_argument(
         "--snapshot-every",
@@ -153,11 +154,12 @@ def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:
 def _solver_options(args: argparse.Namespace, n: int) -> dict:
     """The estimator's ``solver_options`` from the solver flags.
 
-    ``--solver-tol`` ε solves every posterior (mean and samples, each EM step) until
-    ‖r_j − Hx_j‖/‖r_j‖ ≤ ε for every column: cg's own criterion (default 1e-6), and for
-    sgd SVRG (snapshots every ``--snapshot-every`` steps, default half an epoch
-    ⌈n/(2·batch)⌉, momentum 0.5), which checks it exactly at each snapshot; ``--steps``
-    then caps each solve. Without it sgd runs ``--steps`` plain minibatch steps."""
+    ``--solver-tol`` ε solves the posteriors (mean and samples) until
+    ‖r_j − Hx_j‖/‖r_j‖ ≤ ε for every column (early EM steps to a looser tolerance, see
+    ``SolveSchedule``): cg's own criterion (default 1e-6), and for sgd SVRG (snapshots
+    every ``--snapshot-every`` steps, default half an epoch ⌈n/(2·batch)⌉, momentum 0.5),
+    which checks it exactly at each snapshot; ``--steps`` then caps each solve. Without
+    it sgd runs ``--steps`` plain minibatch steps."""
     tol, every = args.solver_tol, args.snapshot_every
     if args.solver != "sgd" and every is not None:
         raise ValueError(f"--snapshot-every applies to --solver sgd, not {args.solver}")

@@ -8,6 +8,7 @@ weights (scikit-learn's ``lambda_``) and ``beta_`` the noise precision (scikit-l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -35,7 +36,7 @@ from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.lanczos import SLQConfig
-from blm.evidence.loop import iterate_hyperparameters
+from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
@@ -109,7 +110,12 @@ class BayesianLinearRegression:
             ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, snapshot_every,
             tol, ...; defaults here: batch_size = min(256, n), polyak = 0.5; with
             snapshot_every, ``tol`` stops each solve at cg's residual criterion and
-            n_steps is a cap), ``tol``, ``max_iter`` for ``"cg"``.
+            n_steps is a cap), ``tol``, ``max_iter`` for ``"cg"``. Where a solve has a
+            tolerance (cg; sgd with tol), early EM steps are solved loosely, to
+            clip(0.01·Δ, tol, 1e-2) with Δ the previous step's relative change of α, β,
+            and the fit stops only after a step solved to ``tol`` (``SolveSchedule``;
+            the same fixed point, about half the solver work):
+            ``adaptive_tol=False`` solves every step to ``tol``.
         gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
             (see ``blm.evidence.mackay``).
         progress: show a progress bar over the EM steps.
@@ -460,7 +466,7 @@ class BayesianLinearRegression:
 
     def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key):
         """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver."""
-        solve = self._solver(features, dataset, key)
+        solve, schedule = self._solver(features, dataset, key)
         progress = self._progress_callback()
         score = None
         if self.hyper == "mackay":
@@ -478,6 +484,7 @@ class BayesianLinearRegression:
                 progress,
                 evidence=score,
                 checkpointer=self._checkpointer,
+                schedule=schedule,
             )
         else:
             options = dict(self.evidence_options or {})
@@ -496,6 +503,7 @@ class BayesianLinearRegression:
                 self.tol,
                 progress,
                 self._checkpointer,
+                schedule,
             )
         self.n_iter_, self.trajectory_, self.diagnostics_ = (
             fit.n_iter,
@@ -527,18 +535,35 @@ class BayesianLinearRegression:
         )
 
     def _solver(self, features, dataset, key):
-        """solve(likelihood, prior, init) -> (posterior, diagnostics) for sgd or cg, with
-        one key for every call (common random numbers across EM steps) and the first
-        call's passes carried to the next, rescaled to its β: the Jacobi diagonal
-        (``data_diagonal``) and the targets' [ΦᵀBY; ΦᵀLξ_j] (``noise_rhs``)."""
+        """(solve, schedule): solve(likelihood, prior, init, tol=None) -> (posterior,
+        diagnostics) for sgd or cg, with one key for every call (common random numbers
+        across EM steps) and the first call's passes carried to the next, rescaled to its
+        β: the Jacobi diagonal (``data_diagonal``) and the targets' [ΦᵀBY; ΦᵀLξ_j]
+        (``noise_rhs``); ``tol`` overrides the solver's tolerance for one call. schedule:
+        the ``SolveSchedule`` to the solver's tolerance, None with ``adaptive_tol=False``
+        or without a tolerance (plain sgd)."""
         options = dict(self.solver_options or {})
+        adaptive = options.pop("adaptive_tol", None)
+        if adaptive is not None and not isinstance(adaptive, bool):
+            raise ValueError(
+                f"solver_options: adaptive_tol must be True, False or None, got {adaptive!r}"
+            )
         if self.solver == "sgd":
             config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
             solver, settings = sgd, {"config": config}
             block_size, precondition = config.block_size, config.precondition
+            final = config.tol
         else:
             solver, settings = cg, options
             block_size, precondition = options.get("block_size"), options.get("precondition", True)
+            final = options.get("tol", inspect.signature(cg).parameters["tol"].default)
+        if adaptive and final is None:
+            raise ValueError(
+                "solver_options: adaptive_tol loosens the solver's tolerance early, so it "
+                "needs one: sgd with snapshot_every and tol, or cg"
+            )
+        # by default wherever there is a tolerance to loosen (cg; sgd with tol)
+        schedule = SolveSchedule(final) if final is not None and adaptive is not False else None
         k = self.n_samples
         diagonal = _RescaledPass(
             features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
@@ -548,18 +573,27 @@ class BayesianLinearRegression:
             lambda lik: targets_pass(features, lik, dataset, key, k, block_size),
             (1.0,) + (0.5,) * k,
         )
-        return lambda lik, prior, init: solver(
-            features,
-            lik,
-            prior,
-            dataset,
-            key,
-            k,
-            init=init,
-            data_diagonal=diagonal(lik) if precondition else None,
-            noise_rhs=targets(lik),
-            **settings,
-        )
+
+        def solve(lik, prior, init, tol=None):
+            at_tol = settings
+            if tol is not None and solver is sgd:
+                at_tol = {"config": dataclasses.replace(config, tol=tol)}
+            elif tol is not None:
+                at_tol = {**settings, "tol": tol}
+            return solver(
+                features,
+                lik,
+                prior,
+                dataset,
+                key,
+                k,
+                init=init,
+                data_diagonal=diagonal(lik) if precondition else None,
+                noise_rhs=targets(lik),
+                **at_tol,
+            )
+
+        return solve, schedule
 
     def _progress_callback(self):
         if not self.progress:

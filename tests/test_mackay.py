@@ -172,6 +172,7 @@ def test_sgd_solved_to_tol_follows_the_exact_em_path():
     y = X @ rng.standard_normal(100) * 0.5 + rng.standard_normal(4000)
     exact = BayesianLinearRegression(tol=1e-4).fit(X, y)
     options = {"n_steps": 20_000, "batch_size": 128, "snapshot_every": 16, "momentum": 0.5}
+    options["adaptive_tol"] = False  # every step solved to tol: exact's path, step by step
     est = BayesianLinearRegression(
         solver="sgd",
         n_samples=16,
@@ -339,3 +340,171 @@ def test_gamma_hat_never_exceeds_the_rank_bound(rng):
     np.testing.assert_allclose(float(g_k[0]), 5.0, rtol=1e-12)
     for est in ("combined", "prior"):
         assert 0.0 <= float(np.sum(effective_dimension(wide, feats, lik, prior, ds, est)[0])) <= 5.0
+
+
+def _scheduled_problem():
+    rng = np.random.default_rng(5)
+    X, Y = random_problem(rng, 1500, 40, 1, decay=0.7)
+    feats, ds = LinearFeatures(40), ArrayDataset(X, Y[:, 0])
+    return feats, ds, Prior.scalar(1.0, 40), Gaussian(1.0 / Y.var())
+
+
+def _recording_cg(feats, ds, calls, fixed=None, stop_at=None):
+    """A cg solve recording (tol, iterations) per call; ``fixed`` ignores the schedule's
+    tolerance; ``stop_at`` interrupts (KeyboardInterrupt) that call."""
+    from blm.solvers.cg import cg
+
+    def solve(lik, prior, init, tol=None):
+        if stop_at is not None and len(calls) == stop_at:
+            raise KeyboardInterrupt
+        tol = fixed if fixed is not None else tol
+        post, diag = cg(feats, lik, prior, ds, jax.random.PRNGKey(0), 8, tol=tol, init=init)
+        calls.append((tol, len(diag.step)))
+        return post, diag
+
+    return solve
+
+
+def test_solve_schedule_loosens_early_e_steps_and_lands_on_the_fixed_point():
+    """Inexact EM: step 1 solves to 1e-2, step t to clip(0.01·Δ_{t−1}, final, 1e-2) with
+    Δ_{t−1} read off the trajectory; the step that ends the loop and the returned
+    posterior are solved to final; the fixed point is the one of solves all at final
+    (α, β to 1e-6), reached with fewer cg iterations."""
+    from blm.evidence.loop import SolveSchedule, relative_change
+    from blm.evidence.mackay import fit_mackay
+
+    feats, ds, prior, lik = _scheduled_problem()
+    final = 1e-10
+    calls, fixed_calls = [], []
+    fit = fit_mackay(
+        _recording_cg(feats, ds, calls),
+        feats,
+        prior,
+        lik,
+        ds,
+        tol=1e-9,
+        max_iter=200,
+        schedule=SolveSchedule(final),
+    )
+    ref = fit_mackay(
+        _recording_cg(feats, ds, fixed_calls, fixed=final),
+        feats,
+        prior,
+        lik,
+        ds,
+        tol=1e-9,
+        max_iter=200,
+    )
+    traj = fit.trajectory
+    hyper = [np.concatenate([a, b]) for a, b in zip(traj.alpha, traj.beta, strict=True)]
+    hyper.append(np.concatenate([fit.alpha, fit.beta]))
+    expected = [1e-2] + [
+        min(max(0.01 * relative_change(hyper[t - 1], hyper[t]), final), 1e-2)
+        for t in range(1, fit.n_iter)
+    ]
+    tols = [t for t, _ in calls]
+    np.testing.assert_allclose(tols[: fit.n_iter], expected, rtol=1e-12)
+    assert tols[0] == 1e-2 and tols[fit.n_iter - 1] == final and tols[-1] == final
+    assert len(tols) == fit.n_iter + 1 and any(t > final for t in tols)
+    np.testing.assert_allclose(fit.alpha, ref.alpha, rtol=1e-6)
+    np.testing.assert_allclose(fit.beta, ref.beta, rtol=1e-6)
+    assert sum(i for _, i in calls) < sum(i for _, i in fixed_calls)
+
+
+def test_a_loosely_solved_step_cannot_end_the_loop():
+    """An update that hardly moves α from the first (loosest) step on: without the
+    guard the loop would stop after step 1; it stops after step 2, solved to final."""
+    from blm.evidence.loop import SolveSchedule, solve_and_update
+
+    tols = []
+
+    def solve(lik, prior, init, tol=None):
+        tols.append(tol)
+        return SampledPosterior(jnp.zeros(prior.d), jnp.zeros((1, prior.d))), None
+
+    def update(post, lik, p):
+        return np.asarray(p.alpha) * (1 + 1e-12), np.asarray(lik.beta), {}
+
+    fit = solve_and_update(
+        solve,
+        update,
+        Prior.scalar(1.0, 3),
+        Gaussian(1.0),
+        50,
+        1e-6,
+        schedule=SolveSchedule(1e-8),
+    )
+    assert fit.n_iter == 2 and tols == [1e-2, 1e-8, 1e-8]
+
+
+def test_a_resumed_scheduled_fit_solves_as_the_uninterrupted_one(tmp_path):
+    from blm.checkpoint import Checkpointer
+    from blm.evidence.loop import SolveSchedule
+    from blm.evidence.mackay import fit_mackay
+
+    feats, ds, prior, lik = _scheduled_problem()
+    schedule, whole, part = SolveSchedule(1e-10), [], []
+    ref = fit_mackay(
+        _recording_cg(feats, ds, whole),
+        feats,
+        prior,
+        lik,
+        ds,
+        tol=1e-9,
+        max_iter=200,
+        schedule=schedule,
+    )
+    path = tmp_path / "fit.ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        fit_mackay(
+            _recording_cg(feats, ds, part, stop_at=3),
+            feats,
+            prior,
+            lik,
+            ds,
+            tol=1e-9,
+            max_iter=200,
+            checkpointer=Checkpointer(path, every=0),
+            schedule=schedule,
+        )
+    rest = []
+    fit = fit_mackay(
+        _recording_cg(feats, ds, rest),
+        feats,
+        prior,
+        lik,
+        ds,
+        tol=1e-9,
+        max_iter=200,
+        checkpointer=Checkpointer(path, every=0, resume=True),
+        schedule=schedule,
+    )
+    assert [t for t, _ in part + rest] == [t for t, _ in whole]
+    np.testing.assert_allclose(fit.alpha, ref.alpha, rtol=1e-12)
+
+
+def test_estimator_adaptive_tol():
+    """Loose early solves (the default where the solver has a tolerance): cg and sgd with
+    snapshots land where their fixed-tol fits (adaptive_tol=False) do, by another path;
+    asking for them with plain sgd (no tolerance to loosen) is refused by name."""
+    rng = np.random.default_rng(6)
+    X, Y = random_problem(rng, 1000, 30, 1, decay=0.5)
+    y = Y[:, 0]
+    kw = {"n_samples": 8, "random_state": 0, "tol": 1e-8, "max_iter": 500}
+    for solver, options in [
+        ("cg", {"tol": 1e-10}),
+        ("sgd", {"snapshot_every": 10, "momentum": 0.5, "tol": 1e-7, "n_steps": 50_000}),
+    ]:
+        fixed = BayesianLinearRegression(
+            solver=solver, solver_options={**options, "adaptive_tol": False}, **kw
+        ).fit(X, y)
+        adaptive = BayesianLinearRegression(solver=solver, solver_options=options, **kw).fit(X, y)
+        assert adaptive.trajectory_.alpha[2] != fixed.trajectory_.alpha[2]  # another path
+        np.testing.assert_allclose(adaptive.alpha_, fixed.alpha_, rtol=1e-5)
+        np.testing.assert_allclose(adaptive.beta_, fixed.beta_, rtol=1e-6)
+    with pytest.raises(ValueError, match="adaptive_tol loosens the solver's tolerance"):
+        BayesianLinearRegression(solver="sgd", solver_options={"adaptive_tol": True}, **kw).fit(
+            X, y
+        )
+    with pytest.raises(ValueError, match="adaptive_tol must be True, False or None"):
+        BayesianLinearRegression(solver="cg", solver_options={"adaptive_tol": 1}, **kw).fit(X, y)

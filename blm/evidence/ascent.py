@@ -26,7 +26,7 @@ import optax
 from blm._checks import positive
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.lanczos import SLQConfig, rademacher_probes, slq_log_evidence
-from blm.evidence.loop import HyperparameterFit, Solve, solve_and_update
+from blm.evidence.loop import HyperparameterFit, Solve, SolveSchedule, solve_and_update
 from blm.features import Features
 from blm.likelihoods import Gaussian
 from blm.operators import traced_blocks
@@ -99,6 +99,7 @@ def fit_evidence(
     tol: float = 1e-4,
     progress: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
+    schedule: SolveSchedule | None = None,
 ) -> HyperparameterFit:
     r"""Maximise the evidence over (α_g, β_k) by Adam on log-hyperparameters, with log det H
     by stochastic Lanczos quadrature and its exact adjoint gradient.
@@ -108,7 +109,8 @@ def fit_evidence(
     ``config.n_probes`` Rademacher probes at every step (drawn from ``key``), then one
     Adam step. Stops when no α_g, β_k changes by more than ``tol`` relative, or after
     ``max_iter`` steps. The trajectory's score is the SLQ evidence plus hyperprior, and
-    its γ the effective dimension read off the gradient."""
+    its γ the effective dimension read off the gradient. ``schedule``: loose early solves
+    (``SolveSchedule``, as in ``fit_mackay``)."""
     if not isinstance(likelihood, Gaussian):
         raise TypeError(
             f"likelihood: evidence ascent fits a Gaussian noise precision, got "
@@ -137,5 +139,14 @@ def fit_evidence(
         )
 
     return solve_and_update(
-        solve, update, prior, likelihood, max_iter, tol, progress, checkpointer, ascent.state_arrays
+        solve,
+        update,
+        prior,
+        likelihood,
+        max_iter,
+        tol,
+        progress,
+        checkpointer,
+        ascent.state_arrays,
+        schedule,
     )

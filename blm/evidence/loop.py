@@ -22,8 +22,34 @@ from blm.solvers.sampled import SampledPosterior
 if TYPE_CHECKING:
     from blm.checkpoint import Checkpointer
 
-# solve(likelihood, prior, init) -> (posterior mean and samples, solver diagnostics)
-Solve = Callable[[Likelihood, Prior, SampledPosterior | None], tuple[SampledPosterior, object]]
+# solve(likelihood, prior, init) -> (posterior mean and samples, solver diagnostics); with a
+# ``SolveSchedule`` it is called as solve(likelihood, prior, init, tol=ε_t)
+Solve = Callable[..., tuple[SampledPosterior, object]]
+
+
+@dataclass(frozen=True)
+class SolveSchedule:
+    """Inexact E-steps: each step's solve tolerance follows how far the hyperparameters
+    still move, so early steps (whose α, β are far from the fixed point) are solved
+    loosely and only the last ones to ``final``.
+
+    Step t solves to ε_t = min(max(factor·Δ_{t−1}, final), loosest), Δ_{t−1} the largest
+    relative change of any α_g, β_k at the previous step (ε_1 = loosest): a forcing term
+    as in inexact Newton methods. The loop accepts convergence (Δ_t < tol) only after a
+    step solved to ``final`` (a loosely solved step can move little because its solve
+    did, not because EM has converged), and the posterior it returns is solved to
+    ``final``. With factor ≤ final/tol the steps that can converge are solved to final."""
+
+    final: float
+    loosest: float = 1e-2
+    factor: float = 1e-2
+
+    def tol(self, change: float | None) -> float:
+        """ε_t for the previous step's change Δ_{t−1} (None at the first step)."""
+        loosest = max(self.loosest, self.final)
+        if change is None:
+            return loosest
+        return float(min(max(self.factor * change, self.final), loosest))
 
 
 @dataclass
@@ -131,10 +157,12 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
         alpha, beta = new_alpha, new_beta
         if progress is not None:
             progress(it, change)
+        # a step whose E-step was solved loosely (``SolveSchedule``) cannot end the loop
+        converged = change < tol and info.get("final_solve", True)
         if checkpointer is not None:
-            extra = {**extra_state(), "converged": np.asarray(change < tol)}
+            extra = {**extra_state(), "converged": np.asarray(converged)}
             checkpointer.update(LoopState(it, alpha, beta, copy.deepcopy(trajectory), extra))
-        if change < tol:
+        if converged:
             return alpha, beta, it, trajectory, info
     return alpha, beta, max_iter, trajectory, info
 
@@ -149,6 +177,7 @@ def solve_and_update(
     progress: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     extra_state: Callable[[], dict] = dict,
+    schedule: SolveSchedule | None = None,
 ) -> HyperparameterFit:
     """The loop every solver-based fit shares: at (α, β) solve for the posterior
     (warm-started from the previous step's solution, None at the first step), then
@@ -156,7 +185,9 @@ def solve_and_update(
     and solve once more at the final (α, β). β (m,) is the Gaussian likelihood's noise
     precision, fitted from its starting value; other likelihoods have none (β empty).
     The warm start is part of the checkpointed state (with ``extra_state()``, the
-    update rule's own)."""
+    update rule's own). With a ``schedule`` each solve gets its tolerance from it
+    (``SolveSchedule``; the previous step's change comes from the trajectory, so a
+    resumed loop solves as the uninterrupted one)."""
     previous: dict = {}
     gaussian = isinstance(likelihood, Gaussian)
     resumed = checkpointer.resumed if checkpointer is not None else None
@@ -164,6 +195,8 @@ def solve_and_update(
         previous["posterior"] = SampledPosterior(
             jnp.asarray(resumed.extra["warm_mean"]), jnp.asarray(resumed.extra["warm_samples"])
         )
+    if resumed is not None and resumed.trajectory.alpha:
+        previous["hyper"] = (resumed.trajectory.alpha[-1], resumed.trajectory.beta[-1])
 
     def loop_state() -> dict:
         post = previous["posterior"]
@@ -173,11 +206,26 @@ def solve_and_update(
         lik = likelihood.with_beta(np.asarray(beta)) if gaussian else likelihood
         return lik, prior.with_alpha(np.asarray(alpha, prior.alpha.dtype))
 
+    def solve_at(lik, p, tol):
+        init = previous.get("posterior")
+        return solve(lik, p, init) if schedule is None else solve(lik, p, init, tol=tol)
+
     def step(alpha, beta):
         lik, p = at(alpha, beta)
-        post, _ = solve(lik, p, previous.get("posterior"))
+        tol_t = None
+        if schedule is not None:
+            change = None
+            if "hyper" in previous:
+                old_alpha, old_beta = previous["hyper"]
+                change = max(relative_change(old_alpha, alpha), relative_change(old_beta, beta))
+            tol_t = schedule.tol(change)
+        previous["hyper"] = (alpha, beta)
+        post, _ = solve_at(lik, p, tol_t)
         previous["posterior"] = post
-        return update(post, lik, p)
+        new_alpha, new_beta, info = update(post, lik, p)
+        if schedule is not None:
+            info = {**info, "final_solve": tol_t <= schedule.final}
+        return new_alpha, new_beta, info
 
     alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
         step,
@@ -189,5 +237,6 @@ def solve_and_update(
         checkpointer,
         loop_state,
     )
-    post, diagnostics = solve(*at(alpha, beta), previous.get("posterior"))
+    final = None if schedule is None else schedule.final
+    post, diagnostics = solve_at(*at(alpha, beta), final)
     return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics)

@@ -45,7 +45,7 @@ from jaxtyping import Array, Float
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.loop import HyperparameterFit, Solve, solve_and_update
+from blm.evidence.loop import HyperparameterFit, Solve, SolveSchedule, solve_and_update
 
 if TYPE_CHECKING:
     from blm.checkpoint import Checkpointer
@@ -174,6 +174,7 @@ def fit_mackay(
     block_size: int | None = None,
     evidence: Callable[[Prior, Likelihood], float] | None = None,
     checkpointer: Checkpointer | None = None,
+    schedule: SolveSchedule | None = None,
 ) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
@@ -190,7 +191,8 @@ def fit_mackay(
     closed form for small d), scores each step's hyperparameters; the scores land in
     the trajectory (``score``), NaN without it. EM itself never needs them.
     A ``checkpointer`` (``blm.checkpoint``) saves the loop's state as it goes and resumes
-    it.
+    it. A ``schedule`` (``SolveSchedule``) solves early E-steps loosely: ``solve`` is then
+    called with ``tol=`` its tolerance for the step.
     """
 
     def update(post, lik, p):
@@ -201,4 +203,6 @@ def fit_mackay(
             info["score"] = evidence(p, lik)
         return new_alpha, new_beta, info
 
-    return solve_and_update(solve, update, prior, likelihood, max_iter, tol, progress, checkpointer)
+    return solve_and_update(
+        solve, update, prior, likelihood, max_iter, tol, progress, checkpointer, schedule=schedule
+    )
