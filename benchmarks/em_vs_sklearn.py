@@ -165,7 +165,7 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.n, args.d[0])))
         return
     print(
-        f"{'d':>7} {'method':<11}{'time s':>9}{'sk/ours':>9}{'alpha':>12}{'beta':>10}{'rel Δα':>9}{'rel Δβ':>9}{'peak MiB':>10}"
+        f"{'d':>7} {'method':<16}{'time s':>9}{'sk/ours':>9}{'alpha':>12}{'beta':>10}{'rel Δα':>9}{'rel Δβ':>9}{'peak MiB':>10}"
     )
     rows = []
     for d in args.d:
@@ -182,12 +182,12 @@ def main() -> None:
             if "error" in r or "error" in ref:
                 continue
             print(
-                f"{d:>7} {method:<11}{r['seconds']:>9.1f}{ref['seconds'] / r['seconds']:>9.2f}{r['alpha']:>12.4g}{r['beta']:>10.4g}"
+                f"{d:>7} {method:<16}{r['seconds']:>9.1f}{ref['seconds'] / r['seconds']:>9.2f}{r['alpha']:>12.4g}{r['beta']:>10.4g}"
                 f"{abs(r['alpha'] / ref['alpha'] - 1):>9.1e}{abs(r['beta'] / ref['beta'] - 1):>9.1e}{r['peak_mib']:>10.0f}"
             )
         if "error" not in ref:
             print(
-                f"{d:>7} {'sklearn':<11}{ref['seconds']:>9.1f}{1:>9.2f}{ref['alpha']:>12.4g}{ref['beta']:>10.4g}{'':>18}{ref['peak_mib']:>10.0f}"
+                f"{d:>7} {'sklearn':<16}{ref['seconds']:>9.1f}{1:>9.2f}{ref['alpha']:>12.4g}{ref['beta']:>10.4g}{'':>18}{ref['peak_mib']:>10.0f}"
             )
     sk = [r for r in rows if r["method"] == "sklearn" and "error" not in r]
     if args.d_max is not None:
