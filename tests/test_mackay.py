@@ -349,10 +349,14 @@ def _scheduled_problem():
     return feats, ds, Prior.scalar(1.0, 40), Gaussian(1.0 / Y.var())
 
 
-def _recording_cg(feats, ds, calls, fixed=None, stop_at=None):
-    """A cg solve recording (tol, iterations) per call; ``fixed`` ignores the schedule's
-    tolerance; ``stop_at`` interrupts (KeyboardInterrupt) that call."""
+def _scheduled_fit(calls, schedule=None, fixed=None, stop_at=None, checkpointer=None):
+    """fit_mackay on ``_scheduled_problem`` (EM tol 1e-9) with a cg solve recording
+    (tol, iterations) per call in ``calls``; ``fixed`` ignores the schedule's tolerance;
+    ``stop_at`` interrupts (KeyboardInterrupt) that call."""
+    from blm.evidence.mackay import fit_mackay
     from blm.solvers.cg import cg
+
+    feats, ds, prior, lik = _scheduled_problem()
 
     def solve(lik, prior, init, tol=None):
         if stop_at is not None and len(calls) == stop_at:
@@ -362,7 +366,17 @@ def _recording_cg(feats, ds, calls, fixed=None, stop_at=None):
         calls.append((tol, len(diag.step)))
         return post, diag
 
-    return solve
+    return fit_mackay(
+        solve,
+        feats,
+        prior,
+        lik,
+        ds,
+        tol=1e-9,
+        max_iter=200,
+        checkpointer=checkpointer,
+        schedule=schedule,
+    )
 
 
 def test_solve_schedule_loosens_early_e_steps_and_lands_on_the_fixed_point():
@@ -371,30 +385,11 @@ def test_solve_schedule_loosens_early_e_steps_and_lands_on_the_fixed_point():
     posterior are solved to final; the fixed point is the one of solves all at final
     (α, β to 1e-6), reached with fewer cg iterations."""
     from blm.evidence.loop import SolveSchedule, relative_change
-    from blm.evidence.mackay import fit_mackay
 
-    feats, ds, prior, lik = _scheduled_problem()
     final = 1e-10
     calls, fixed_calls = [], []
-    fit = fit_mackay(
-        _recording_cg(feats, ds, calls),
-        feats,
-        prior,
-        lik,
-        ds,
-        tol=1e-9,
-        max_iter=200,
-        schedule=SolveSchedule(final),
-    )
-    ref = fit_mackay(
-        _recording_cg(feats, ds, fixed_calls, fixed=final),
-        feats,
-        prior,
-        lik,
-        ds,
-        tol=1e-9,
-        max_iter=200,
-    )
+    fit = _scheduled_fit(calls, SolveSchedule(final))
+    ref = _scheduled_fit(fixed_calls, fixed=final)
     traj = fit.trajectory
     hyper = [np.concatenate([a, b]) for a, b in zip(traj.alpha, traj.beta, strict=True)]
     hyper.append(np.concatenate([fit.alpha, fit.beta]))
@@ -440,45 +435,13 @@ def test_a_loosely_solved_step_cannot_end_the_loop():
 def test_a_resumed_scheduled_fit_solves_as_the_uninterrupted_one(tmp_path):
     from blm.checkpoint import Checkpointer
     from blm.evidence.loop import SolveSchedule
-    from blm.evidence.mackay import fit_mackay
 
-    feats, ds, prior, lik = _scheduled_problem()
-    schedule, whole, part = SolveSchedule(1e-10), [], []
-    ref = fit_mackay(
-        _recording_cg(feats, ds, whole),
-        feats,
-        prior,
-        lik,
-        ds,
-        tol=1e-9,
-        max_iter=200,
-        schedule=schedule,
-    )
+    schedule, whole, part, rest = SolveSchedule(1e-10), [], [], []
+    ref = _scheduled_fit(whole, schedule)
     path = tmp_path / "fit.ckpt"
     with pytest.raises(KeyboardInterrupt):
-        fit_mackay(
-            _recording_cg(feats, ds, part, stop_at=3),
-            feats,
-            prior,
-            lik,
-            ds,
-            tol=1e-9,
-            max_iter=200,
-            checkpointer=Checkpointer(path, every=0),
-            schedule=schedule,
-        )
-    rest = []
-    fit = fit_mackay(
-        _recording_cg(feats, ds, rest),
-        feats,
-        prior,
-        lik,
-        ds,
-        tol=1e-9,
-        max_iter=200,
-        checkpointer=Checkpointer(path, every=0, resume=True),
-        schedule=schedule,
-    )
+        _scheduled_fit(part, schedule, stop_at=3, checkpointer=Checkpointer(path, every=0))
+    fit = _scheduled_fit(rest, schedule, checkpointer=Checkpointer(path, every=0, resume=True))
     assert [t for t, _ in part + rest] == [t for t, _ in whole]
     np.testing.assert_allclose(fit.alpha, ref.alpha, rtol=1e-12)
 
