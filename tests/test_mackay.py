@@ -430,6 +430,8 @@ def test_a_loosely_solved_step_cannot_end_the_loop():
         schedule=SolveSchedule(1e-8),
     )
     assert fit.n_iter == 2 and tols == [1e-2, 1e-8, 1e-8]
+    with pytest.raises(ValueError, match="final must be strictly positive"):
+        SolveSchedule(0.0)
 
 
 def test_a_resumed_scheduled_fit_solves_as_the_uninterrupted_one(tmp_path):

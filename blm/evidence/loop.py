@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import numpy as np
 
+from blm._checks import positive
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
@@ -43,6 +44,10 @@ class SolveSchedule:
     final: float
     loosest: float = 1e-2
     factor: float = 1e-2
+
+    def __post_init__(self) -> None:
+        for name in ("final", "loosest", "factor"):
+            positive(getattr(self, name), name)
 
     def tol(self, change: float | None) -> float:
         """ε_t for the previous step's change Δ_{t−1} (None at the first step)."""
