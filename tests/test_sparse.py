@@ -134,3 +134,22 @@ def test_csr_block_reads_the_rows_exactly(tmp_path):
     path = _write(tmp_path / "p.h5", X, y)
     with h5py.File(path, "r") as f:
         np.testing.assert_array_equal(csr_block(f["X"], 13, 140).toarray(), X[13:140].toarray())
+
+
+def test_in_memory_sparse_fit_checkpoints_and_refuses_other_data(tmp_path):
+    """A sparse X (and weights) enters the checkpoint's fingerprint: the same fit resumes
+    from its finished checkpoint to the same result; other values, or other weights, are
+    another fit."""
+    rng = np.random.default_rng(5)
+    X, y = _panel(rng)
+    w = rng.uniform(0.5, 2.0, len(y))
+    path = tmp_path / "fit.ckpt"
+    est = BayesianLinearRegression(solver="cg", n_samples=4, random_state=0, max_iter=3)
+    first = est.fit(X, y, w, checkpoint=path, checkpoint_every=0).coef_.copy()
+    resumed = est.fit(X, y, w, checkpoint=path, resume=True).coef_
+    np.testing.assert_allclose(resumed, first, rtol=1e-12, atol=1e-14)
+    other = X.copy()
+    other.data = other.data * 1.01
+    for X2, w2 in ((other, w), (X, w * 1.01)):
+        with pytest.raises(ValueError, match="belongs to another fit"):
+            est.fit(X2, y, w2, checkpoint=path, resume=True)
