@@ -22,10 +22,7 @@ def as_float_array(value, name: str, ndim: tuple[int, ...] | int | None = None) 
             arr = arr.astype(np.float64)
         except (TypeError, ValueError) as err:
             raise TypeError(f"{name} must hold numbers: {err}") from err
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise ValueError(
-            f"{name} must hold real numbers (Complex data not supported), got dtype {arr.dtype}"
-        )
+    _check_real(arr.dtype, name)
     if arr.dtype == object or not (
         np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.bool_)
     ):
@@ -45,10 +42,7 @@ def as_float_array(value, name: str, ndim: tuple[int, ...] | int | None = None) 
             raise ValueError(f"{name} must be {want}, got shape {arr.shape}{hint}")
     if arr.size == 0:
         if arr.ndim == 2:
-            what = "sample(s)" if arr.shape[0] == 0 else "feature(s)"
-            raise ValueError(
-                f"{name} has 0 {what} (shape={arr.shape}) while a minimum of 1 is required."
-            )
+            _check_rows_and_columns(arr.shape, name)
         raise ValueError(f"{name} is empty (shape {arr.shape}); at least one value is needed")
     check_finite(arr, name)
     return arr
@@ -59,18 +53,25 @@ def as_csr(value, name: str):
     it is complex, empty or holds NaN/inf."""
     import scipy.sparse
 
-    if np.issubdtype(value.dtype, np.complexfloating):
-        raise ValueError(
-            f"{name} must hold real numbers (Complex data not supported), got dtype {value.dtype}"
-        )
+    _check_real(value.dtype, name)
     arr = scipy.sparse.csr_array(value, dtype=np.float64)
-    if 0 in arr.shape:
-        what = "sample(s)" if arr.shape[0] == 0 else "feature(s)"
-        raise ValueError(
-            f"{name} has 0 {what} (shape={arr.shape}) while a minimum of 1 is required."
-        )
+    _check_rows_and_columns(arr.shape, name)
     check_finite(arr.data, name)
     return arr
+
+
+def _check_real(dtype, name: str) -> None:
+    if np.issubdtype(dtype, np.complexfloating):
+        raise ValueError(
+            f"{name} must hold real numbers (Complex data not supported), got dtype {dtype}"
+        )
+
+
+def _check_rows_and_columns(shape: tuple[int, int], name: str) -> None:
+    """Raise if a 2-D ``shape`` has no rows or no columns (scikit-learn's wording)."""
+    if 0 in shape:
+        what = "sample(s)" if shape[0] == 0 else "feature(s)"
+        raise ValueError(f"{name} has 0 {what} (shape={shape}) while a minimum of 1 is required.")
 
 
 def check_finite(arr, name: str) -> None:

@@ -25,6 +25,7 @@ import sys
 import numpy as np
 
 from blm.checkpoint import atomic_h5
+from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
 
 INTERRUPTED = 130
 BAD_INPUT = 2
@@ -170,7 +171,7 @@ def _solver_options(args: argparse.Namespace, n: int) -> dict:
     if every is not None and every < 1:
         raise ValueError(f"--snapshot-every must be a positive number of steps, got {every}")
     if args.solver == "cg":
-        return {"tol": 1e-6 if tol is None else tol}
+        return {"tol": CG_DEFAULT_TOL if tol is None else tol}
     if args.solver == "exact":
         return {}
     batch = min(args.batch_size, n)

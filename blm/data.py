@@ -115,6 +115,7 @@ class HDF5Dataset:
         self.block_size = positive_int(block_size, "block_size")
         self.x_offset = self.y_offset = self._targets = None
         self.row_scale: np.ndarray | None = None  # √w_i of frequency weights (``shifted``)
+        self._weight_sum: float | None = None  # Σ w_i, with row_scale
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
         try:
@@ -161,7 +162,7 @@ class HDF5Dataset:
     def n_observations(self) -> float:
         """Observations the likelihood counts: the n rows, or Σw in a view ``shifted``
         with frequency weights."""
-        return float(self._n if self.row_scale is None else np.sum(self.row_scale**2))
+        return float(self._n if self._weight_sum is None else self._weight_sum)
 
     @property
     def m(self) -> int:
@@ -212,7 +213,8 @@ class HDF5Dataset:
         """A copy whose rows are scaled by √w (``sample_weight`` checked), or unscaled."""
         view = copy.copy(self)
         if sample_weight is not None:
-            view.row_scale = np.sqrt(frequency_weights(sample_weight, self.n))
+            w = frequency_weights(sample_weight, self.n)
+            view.row_scale, view._weight_sum = np.sqrt(w), float(w.sum())
         return view
 
     def targets(self) -> np.ndarray:
@@ -359,8 +361,7 @@ class SparseHDF5Dataset(HDF5Dataset):
 
     @staticmethod
     def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        """Padded (column, value) pairs with the values scaled, the columns kept."""
-        return np.stack([xb[..., 0], xb[..., 1] * scale[:, None]], axis=-1)
+        return _scaled_values(xb, scale)
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Rows start:stop as padded (column, value) pairs (b, r, 2), checked."""
@@ -399,9 +400,13 @@ def sparse_rows(X, row_scale: np.ndarray | None = None) -> np.ndarray:
         )
     width = max(int(np.diff(X.indptr).max(initial=0)), 1)
     rows = padded_rows(X.data, X.indices, X.indptr, width, np.float64)
-    if row_scale is not None:
-        rows[..., 1] *= row_scale[:, None]
-    return rows
+    return rows if row_scale is None else _scaled_values(rows, row_scale)
+
+
+def _scaled_values(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Padded (column, value) rows (b, r, 2) with row i's values times scale_i, the
+    columns kept."""
+    return np.stack([rows[..., 0], rows[..., 1] * scale[:, None]], axis=-1)
 
 
 def open_hdf5(

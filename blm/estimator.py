@@ -43,6 +43,7 @@ from blm.likelihoods import Gaussian
 from blm.memory import available_memory
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
+from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
 from blm.solvers.cg import cg
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
@@ -368,7 +369,7 @@ class BayesianLinearRegression:
             if y is not None:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
             self._y_1d = X.y_ndim == 1
-            w = sample_weight
+            w = None if sample_weight is None else frequency_weights(sample_weight, X.n)
             if isinstance(X, SparseHDF5Dataset):
                 # the inputs stay sparse (uncentred); the targets are centred
                 _, y_mean, self._y_var = X.moments(sample_weight=w)
@@ -402,22 +403,15 @@ class BayesianLinearRegression:
         y_mean = np.average(Y, axis=0, weights=w)
         self.y_offset_ = y_mean if self.fit_intercept else np.zeros(Y.shape[1])
         self._y_var = np.average((Y - y_mean) ** 2, axis=0, weights=w)
+        root = None if w is None else np.sqrt(w)  # rows scaled by √w_i
+        n_obs = None if w is None else w.sum()
+        Yc = _row_scaled(Y - self.y_offset_, root)
         if sparse:  # as a SparseHDF5Dataset: the design stays sparse, uncentred
             self.X_offset_ = np.zeros(p)
-            root = None if w is None else np.sqrt(w)
-            Yc = Y - self.y_offset_ if w is None else root[:, None] * (Y - self.y_offset_)
-            dataset = ArrayDataset(
-                sparse_rows(X, root), Yc, n_observations=None if w is None else w.sum()
-            )
+            dataset = ArrayDataset(sparse_rows(X, root), Yc, n_observations=n_obs)
             return SparseLinearFeatures(p, Y.shape[1]), dataset
         self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
-        if w is None:
-            dataset = ArrayDataset(X - self.X_offset_, Y - self.y_offset_)
-        else:
-            root = np.sqrt(w)[:, None]
-            dataset = ArrayDataset(
-                root * (X - self.X_offset_), root * (Y - self.y_offset_), n_observations=w.sum()
-            )
+        dataset = ArrayDataset(_row_scaled(X - self.X_offset_, root), Yc, n_observations=n_obs)
         return LinearFeatures(p, Y.shape[1]), dataset
 
     def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
@@ -556,7 +550,7 @@ class BayesianLinearRegression:
         else:
             solver, settings = cg, options
             block_size, precondition = options.get("block_size"), options.get("precondition", True)
-            final = options.get("tol", inspect.signature(cg).parameters["tol"].default)
+            final = options.get("tol", CG_DEFAULT_TOL)
         if adaptive and final is None:
             raise ValueError(
                 "solver_options: adaptive_tol loosens the solver's tolerance early, so it "
@@ -694,6 +688,11 @@ class BayesianLinearRegression:
         total = w @ (Y - np.average(Y, axis=0, weights=w)) ** 2
         r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 1.0 * (resid == 0))
         return float(np.mean(r2))
+
+
+def _row_scaled(a: np.ndarray, root: np.ndarray | None) -> np.ndarray:
+    """Rows of ``a`` times √w_i (``root``), or ``a`` itself without weights (no copy)."""
+    return a if root is None else root[:, None] * a
 
 
 class _RescaledPass:

@@ -146,6 +146,8 @@ def test_array_dataset_errors():
         ArrayDataset(np.ones((2, 2)) * 1j, np.ones(2))
     with pytest.raises(TypeError, match="float.. argument must be a string or a real number"):
         ArrayDataset(np.array([[1, {"a": 1}]], dtype=object), np.ones(1))
+    with pytest.raises(ValueError, match="n_observations must be strictly positive"):
+        ArrayDataset(np.ones((2, 2)), np.ones(2), n_observations=0.0)
     mixed = ArrayDataset(np.array([[1, 2.5]], dtype=object), np.ones(1))  # numbers: converted
     np.testing.assert_array_equal(mixed.X, [[1.0, 2.5]])
     with pytest.raises(TypeError, match="y must hold numbers"):

@@ -29,6 +29,8 @@ from blm.priors import Prior
 from blm.solvers.sampled import Diagnostics, SampledPosterior
 from blm.solvers.targets import draw_targets, jacobi, split_key
 
+DEFAULT_TOL = 1e-6  # relative residual, every column
+
 
 def cg(
     features: Features,
@@ -37,7 +39,7 @@ def cg(
     dataset,
     key: jax.Array,
     n_samples: int,
-    tol: float = 1e-6,
+    tol: float = DEFAULT_TOL,
     max_iter: int = 1000,
     init: SampledPosterior | None = None,
     block_size: int | None = None,
