@@ -1,9 +1,10 @@
-"""``blm fit``, ``blm predict`` and ``blm info``: regression on HDF5 files from the shell.
+"""``blm fit``, ``predict``, ``coef`` and ``info``: regression on HDF5 files from the shell.
 
     blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
             [--snapshot-every S] [--checkpoint C] [--resume]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
+    blm coef POSTERIOR.h5 --out COEFFICIENTS.h5
     blm info POSTERIOR.h5
 
 ``fit`` streams DATA.h5 in row blocks (``HDF5Dataset``), writes the hyperparameter
@@ -32,7 +33,7 @@ BAD_INPUT = 2
 
 
 def add_commands(sub) -> None:
-    """Register fit, predict and info on an argparse subparsers object."""
+    """Register fit, predict, coef and info on an argparse subparsers object."""
     p = sub.add_parser("fit", help="fit a Bayesian linear regression to an HDF5 file")
     p.add_argument("data", help="HDF5 file with inputs and targets")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
@@ -77,6 +78,10 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, help="file to write: datasets mean and std")
     p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
     p.set_defaults(func=predict)
+    p = sub.add_parser("coef", help="posterior mean and sd of every weight, and the intercept")
+    p.add_argument("posterior", help="file written by blm fit")
+    p.add_argument("--out", required=True, help="file to write: datasets coef, std, intercept")
+    p.set_defaults(func=coef)
     p = sub.add_parser("info", help="what a posterior file holds")
     p.add_argument("posterior", help="file written by blm fit")
     p.set_defaults(func=info)
@@ -221,6 +226,23 @@ def predict(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         return _fail("predict", err)
     print(f"blm predict: mean and std of {n} rows written to {args.out}")
+    return 0
+
+
+def coef(args: argparse.Namespace) -> int:
+    """Write the posterior mean ``coef`` and marginal standard deviation ``std`` of every
+    weight ((p,), or (m, p) for m outputs) and the ``intercept``."""
+    from blm import BayesianLinearRegression
+
+    try:
+        est = BayesianLinearRegression.load(args.posterior)
+    except (FileNotFoundError, ValueError) as err:
+        return _fail("coef", err)
+    with atomic_h5(args.out) as out:
+        out["coef"], out["std"], out["intercept"] = est.coef_, est.coef_std_, est.intercept_
+    k = est.posterior_.samples.shape[0] if hasattr(est.posterior_, "samples") else 0
+    source = f"estimated from {k} samples, ±{100 / np.sqrt(2 * k):.0f} %" if k else "exact"
+    print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0
 
 

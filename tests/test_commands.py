@@ -49,6 +49,12 @@ def test_fit_predict_info(tmp_path, data):
     # the command runs in float32 (JAX's default), the reference in float64
     np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
+    out = _run("coef", post, "--out", tmp_path / "coef.h5")
+    assert out.returncode == 0 and "(exact) of 30 weights" in out.stdout, out.stderr
+    with h5py.File(tmp_path / "coef.h5", "r") as f:
+        np.testing.assert_allclose(f["coef"][()], ref.coef_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(f["std"][()], np.sqrt(np.diag(ref.sigma_)), rtol=1e-5)
+        np.testing.assert_allclose(f["intercept"][()], ref.intercept_, rtol=1e-5, atol=1e-6)
     out = _run("info", post)
     assert out.returncode == 0 and "exact, mackay" in out.stdout and "p = 30" in out.stdout
 
@@ -66,6 +72,7 @@ def test_fit_predict_info(tmp_path, data):
         (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "no posterior file"),
         (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
         (["info", "{dir}/missing.h5"], "no posterior file"),
+        (["coef", "{data}", "--out", "{dir}/c.h5"], "not a blm regression posterior"),
         (
             ["fit", "{data}", "--solver", "exact", "--solver-tol", "1e-4", "--out", "{dir}/p.h5"],
             "--solver-tol applies to --solver sgd or cg",
@@ -114,6 +121,10 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
     assert abs(runs["plain"].alpha_ / ref.alpha_ - 1) > 5e-4
     assert "snapshot_every=10" in _run("info", tmp_path / "svrg.h5").stdout
+    out = _run("coef", tmp_path / "cg.h5", "--out", tmp_path / "coef.h5")
+    assert "(estimated from 16 samples, ±18 %)" in out.stdout, out.stderr
+    with h5py.File(tmp_path / "coef.h5", "r") as f:
+        np.testing.assert_allclose(f["std"][()], ref.coef_std_, rtol=1e-6)
 
 
 def test_weights_are_the_estimators_sample_weight(tmp_path, data):

@@ -29,6 +29,7 @@ def test_exact_matches_inverse(rng, n, d, form):
     np.testing.assert_allclose(post.mean, mean, rtol=1e-10)
     np.testing.assert_allclose(post.covariance(), cov, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(post.diag_covariance(), np.diag(cov), rtol=1e-9)
+    np.testing.assert_allclose(post.diag_covariance(block=3), np.diag(cov), rtol=1e-9)
     np.testing.assert_allclose(post.logdet(), np.linalg.slogdet(H)[1], rtol=1e-12)
     J = rng.standard_normal((4, d))
     np.testing.assert_allclose(

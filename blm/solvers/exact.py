@@ -105,13 +105,16 @@ class ExactPosterior(eqx.Module):
         w = solve_triangular(self.chol, self.psi @ ainv_jt, lower=True)
         return jnp.sum(rows.T * ainv_jt, axis=0) - jnp.sum(w**2, axis=0)
 
-    def diag_covariance(self) -> Float[Array, " d"]:
-        """diag(H⁻¹) without forming H⁻¹ in dual form."""
+    def diag_covariance(self, block: int = 2048) -> Float[Array, " d"]:
+        """diag(H⁻¹) without forming H⁻¹: (H⁻¹)_ii = ‖L_H⁻¹ e_i‖² in primal form, solved
+        for ``block`` columns e_i at a time (memory d·block beside the factor); in dual
+        form 1/a_i − ‖L_K⁻¹ Ψ A⁻¹ e_i‖² (Woodbury)."""
         if self.form == "primal":
-            linv = solve_triangular(
-                self.chol, jnp.eye(self.prior.d, dtype=self.mean.dtype), lower=True
-            )
-            return jnp.sum(linv**2, axis=0)
+            d, parts = self.prior.d, []
+            for s in range(0, d, block):
+                cols = jnp.eye(d, min(block, d - s), -s, dtype=self.mean.dtype)  # e_s, e_s+1, …
+                parts.append(jnp.sum(solve_triangular(self.chol, cols, lower=True) ** 2, axis=0))
+            return jnp.concatenate(parts)
         w = solve_triangular(self.chol, self.prior.solve(self.psi), lower=True)
         return 1.0 / self.prior.precision() - jnp.sum(w**2, axis=0)
 

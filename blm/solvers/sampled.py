@@ -32,6 +32,11 @@ class SampledPosterior(eqx.Module):
         """(1/k) Σ_j (J z_j)² for feature rows J (estimates diag(J H⁻¹ Jᵀ))."""
         return jnp.mean((self.samples @ rows.T) ** 2, axis=0)
 
+    def diag_covariance(self) -> Float[Array, " d"]:
+        """(1/k) Σ_j z_j², the estimate of diag(H⁻¹): unbiased, with relative standard
+        deviation √(2/k) per entry (Gaussian draws), so √ of it is off by about 1/√(2k)."""
+        return jnp.mean(self.samples**2, axis=0)
+
     def covariance(self) -> Float[Array, "d d"]:
         """(1/k) Σ_j z_j z_jᵀ (dense; small d only)."""
         return self.samples.T @ self.samples / self.k
