@@ -57,6 +57,73 @@ def test_features_equal_the_explicit_jacobian():
     np.testing.assert_array_equal(feats.model(feats.w)(X[0]), net(X[0]))
 
 
+class SmallCNN(eqx.Module):
+    """8×8 image → conv 3×3 (4 channels) → batch norm → relu → linear to 3 classes."""
+
+    conv: eqx.nn.Conv2d
+    norm: eqx.nn.BatchNorm
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.conv = eqx.nn.Conv2d(1, 4, 3, padding=1, key=k1)
+        self.norm = eqx.nn.BatchNorm(4, "batch", mode="ema")
+        self.head = eqx.nn.Linear(4 * 64, 3, key=k2)
+
+    def __call__(self, x, state):
+        h, state = self.norm(self.conv(x.reshape(1, 8, 8)), state)
+        return self.head(jax.nn.relu(h).ravel()), state
+
+
+def _trained_cnn():
+    """A CNN with batch statistics in its state (Equinox's stateful layers): a few batch-
+    mode passes move the running statistics off their initial values, then inference."""
+    model, state = eqx.nn.make_with_state(SmallCNN)(jax.random.PRNGKey(0))
+    X = jax.random.normal(jax.random.PRNGKey(1), (32, 64)) * 2.0 + 0.5
+    for _ in range(3):
+        _, state = jax.vmap(model, (0, None), (0, None), axis_name="batch")(X, state)
+    return eqx.nn.inference_mode(model), state
+
+
+@EM_STOPPED_EARLY
+def test_a_cnn_with_batch_norm_state_and_a_frozen_leaf(tmp_path):
+    """Any Equinox architecture: a convolutional network whose batch norm keeps running
+    statistics in an ``eqx.nn.State`` (passed through ``apply``) and whose conv bias is
+    frozen by ``filter_spec``. Its features are the explicit Jacobian with respect to the
+    selected leaves only (the frozen bias and the state held fixed), one prior group per
+    layer, and the posterior fits, predicts and round-trips through a file."""
+    model, state = _trained_cnn()
+    spec = eqx.tree_at(
+        lambda m: m.conv.bias, jax.tree_util.tree_map(eqx.is_inexact_array, model), False
+    )
+
+    def apply(m, x):
+        return m(x, state)[0]
+
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(2), (20, 64)))
+    y = np.arange(20) % 3
+    lm = linearise(model, (X, y), Categorical(3), filter_spec=spec, apply=apply)
+    feats = lm.features
+    assert feats.d == 4 * 9 + 2 * 4 + 256 * 3 + 3  # conv weight, norm scale and shift, head
+    assert feats.group_names == (".conv", ".norm", ".head")
+    params, static = eqx.partition(model, spec)
+    tree = jax.jacrev(lambda p: jax.vmap(lambda x: apply(eqx.combine(p, static), x))(X))(params)
+    jac = jnp.concatenate(
+        [leaf.reshape(20, 3, -1) for leaf in jax.tree_util.tree_leaves(tree)], axis=-1
+    )
+    np.testing.assert_allclose(feats.dense(jnp.asarray(X)), jac, atol=1e-12)
+    np.testing.assert_allclose(lm.offsets, jax.vmap(lambda x: apply(model, x))(X), atol=1e-12)
+    initial = eqx.nn.make_with_state(SmallCNN)(jax.random.PRNGKey(0))[1]
+    at_initial = jax.vmap(lambda x: model(x, initial)[0])(X)
+    assert not np.allclose(at_initial, lm.offsets, atol=1e-3)  # the trained state matters
+    post = lm.fit(n_samples=4, em_steps=1, sgd_options={"n_steps": 50})
+    probs = post.predict_proba(X[:5])
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-10)
+    post.save(tmp_path / "cnn.h5")
+    back = LaplacePosterior.load(tmp_path / "cnn.h5", model, filter_spec=spec, apply=apply)
+    np.testing.assert_array_equal(back.predict_proba(X[:5]), probs)
+
+
 @pytest.mark.parametrize("lik", [Categorical(3), Bernoulli()])
 def test_softmax_factor_gives_the_ggn_exactly(lik):
     net = small_mlp(lik.m)
