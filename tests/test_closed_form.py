@@ -22,9 +22,12 @@ def _model(rng, n, p, m, form, decay=0.0):
     "n,p,form", [(25, 4, "primal"), (25, 4, "dual"), (5, 12, "dual"), (5, 12, "primal")]
 )
 def test_evidence_equals_marginal_density(rng, n, p, form):
-    """log p(Y) = log N(Y; 0, Φ A⁻¹ Φᵀ + B⁻¹), the definition, evaluated densely."""
+    """log p(Y) = log N(Y; 0, Φ A⁻¹ Φᵀ + B⁻¹), the definition, evaluated densely. In
+    primal form the 25 rows are padded to 26 (a multiple of 2^(⌊log₂ 25⌋ − 3)) and the
+    zero row must change nothing: the likelihood still counts 25."""
     m = 2
     model, Phi, Y = _model(rng, n, p, m, form)
+    assert model.Phi.shape[0] == (26 if form == "primal" and n == 25 else n) and model.n == n
     d = p * m
     prior = Prior.grouped([0.7, 3.0], np.arange(d) % 2)
     beta = jnp.asarray([2.0, 0.5])

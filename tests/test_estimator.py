@@ -63,6 +63,27 @@ def test_agrees_with_bayesian_ridge_on_macrodata_wide():
     assert ours.posterior_.form == "dual"
 
 
+def test_one_group_per_column_is_ard_regression():
+    """prior_groups = one group per column is automatic relevance determination: the fixed
+    point of scikit-learn's ARDRegression (its pruning threshold out of reach), per-column
+    α (its lambda_), β, coefficients, covariance and predictive sd to float64 precision.
+    (Its scores_ are not compared: they are not the log evidence.)"""
+    from sklearn.linear_model import ARDRegression
+
+    X, y = load_diabetes(return_X_y=True)
+    ours = BayesianLinearRegression(prior_groups=np.arange(10), max_iter=20_000, tol=1e-12)
+    ours.fit(X, y)
+    ref = ARDRegression(threshold_lambda=1e300, max_iter=3_000, tol=1e-12).fit(X, y)
+    assert np.ptp(np.log10(ours.alpha_)) > 6  # relevances six decades apart
+    np.testing.assert_allclose(ours.alpha_, ref.lambda_, rtol=1e-6)
+    np.testing.assert_allclose(ours.beta_, ref.alpha_, rtol=1e-6)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, rtol=1e-6)
+    np.testing.assert_allclose(ours.sigma_, ref.sigma_, rtol=1e-6, atol=1e-9 * ref.sigma_.max())
+    np.testing.assert_allclose(
+        ours.predict(X[::7], return_std=True), ref.predict(X[::7], return_std=True), rtol=1e-6
+    )
+
+
 def test_grouped_prior_and_multi_output_reach_evidence_stationary_point():
     """Per-group α and per-output β: flat hyperpriors, then the evidence gradient vanishes."""
     X, y, indicator = macro_design(lags=1)
@@ -124,6 +145,29 @@ def test_sampled_coef_std_estimates_the_marginal_sds(outputs):
         beta = np.atleast_1d(est.beta_)[out]
         exact = np.sqrt(np.diag(np.linalg.inv(beta * Xc.T @ Xc + est.alpha_ * np.eye(10))))
         np.testing.assert_allclose(std, exact, rtol=5 / np.sqrt(2 * k))
+
+
+def test_refits_reuse_compiled_code(monkeypatch):
+    """Cross-validation folds and reweighted refits compile the exact MacKay step once:
+    the weight sum Σw is data, not a static argument, and n is padded to a multiple of
+    2^(⌊log₂ n⌋ − 3) (400, 401, 402 → 416 rows). Counted by the step's traces."""
+    traces = []
+    step = DenseGaussianModel.mackay_step
+
+    def counted(self, *args, **kwargs):
+        traces.append(self.Phi.shape[0])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DenseGaussianModel, "mackay_step", counted)
+    X, y = load_diabetes(return_X_y=True)
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
+    BayesianLinearRegression().fit(X[:300], y[:300])
+    assert traces == [320]  # a new bucket traces (the count is live)
+    BayesianLinearRegression().fit(X[:400], y[:400])
+    first = len(traces)
+    for n, scale in [(401, 1.0), (402, 1.0), (400, 1.0), (400, 0.5)]:
+        BayesianLinearRegression().fit(X[:n], y[:n], sample_weight=scale * w[:n])
+    assert len(traces) == first
 
 
 def test_params_protocol():

@@ -80,6 +80,20 @@ def _primal_stats(Phi, Y):
     )
 
 
+def _resolve_form(form: str, n: int, m: int, d: int) -> Literal["primal", "dual"]:
+    """``"auto"``: the smaller system, primal (d × d) where d ≤ n·m, else dual."""
+    if form == "auto":
+        return "primal" if d <= n * m else "dual"
+    if form not in ("primal", "dual"):
+        raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
+    return form
+
+
+def _padding(n: int) -> int:
+    """Zero rows that take n to the next multiple of 2^(⌊log₂ n⌋ − 3) (< n/8)."""
+    return -n % (1 << max(n.bit_length() - 4, 0))
+
+
 class DenseGaussianModel(eqx.Module):
     """A Gaussian linear model formed densely: Φ (n, m, d), Y (n, m), and in primal form
     the per-output Gram matrices Φ_kᵀΦ_k, Φ_kᵀy_k, y_kᵀy_k accumulated once.
@@ -94,7 +108,7 @@ class DenseGaussianModel(eqx.Module):
     cross: Float[Array, "m d"] | None
     form: Literal["primal", "dual"] = eqx.field(static=True)
     yty: Float[Array, " m"] | None = None
-    n_observations: float = eqx.field(static=True, default=0.0)
+    n_observations: Float[Array, ""] | None = None  # a leaf: new counts reuse compiled code
 
     @classmethod
     def from_data(
@@ -117,11 +131,17 @@ class DenseGaussianModel(eqx.Module):
                 block = _primal_stats(dense(xb), yb)
                 stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
             gram, cross, yty = stats
-            return cls(None, None, gram, cross, "primal", yty, dataset.n_observations)
+            n_obs = jnp.asarray(dataset.n_observations, gram.dtype)
+            return cls(None, None, gram, cross, "primal", yty, n_obs)
         phis, ys = [], []
         for xb, yb, _ in dataset.blocks(block_size):
             phis.append(dense(xb))
             ys.append(yb)
+        form = _resolve_form(form, dataset.n, *phis[0].shape[1:])
+        if form == "primal":  # pad here, or from_arrays copies the concatenated Φ to pad it
+            pad = _padding(dataset.n)
+            phis.append(jnp.zeros((pad, *phis[0].shape[1:]), phis[0].dtype))
+            ys.append(jnp.zeros((pad, ys[0].shape[1]), ys[0].dtype))
         return cls.from_arrays(
             jnp.concatenate(phis), jnp.concatenate(ys), form, dataset.n_observations
         )
@@ -135,22 +155,27 @@ class DenseGaussianModel(eqx.Module):
         n_observations: float | None = None,
     ) -> DenseGaussianModel:
         """From a dense (n, m, d) feature array and (n, m) targets; ``n_observations``
-        the likelihood counts (default n; Σw for rows scaled by √w, see ``ArrayDataset``)."""
+        the likelihood counts (default n; Σw for rows scaled by √w, see ``ArrayDataset``).
+
+        In primal form Φ and Y are padded with zero rows to a multiple of 2^(⌊log₂ n⌋ − 3)
+        (at most 1/8 more rows; a zero row changes no Gram matrix, residual or γ_k), so
+        that fits to nearby n (cross-validation folds, subsamples) reuse compiled code."""
         n, m, d = Phi.shape
         if Y.shape != (n, m):
             raise ValueError(f"Y must have shape (n, m)={(n, m)}, got {Y.shape}")
-        if form == "auto":
-            form = "primal" if d <= n * m else "dual"
-        if form not in ("primal", "dual"):
-            raise ValueError(f"form must be 'auto', 'primal' or 'dual', got {form!r}")
+        form = _resolve_form(form, n, m, d)
         gram = cross = None
         if form == "primal":
+            pad = _padding(n)
+            if pad:
+                Phi = jnp.pad(Phi, ((0, pad), (0, 0), (0, 0)))
+                Y = jnp.pad(Y, ((0, pad), (0, 0)))
             gram, cross, _ = _primal_stats(Phi, Y)
-        n_obs = float(n if n_observations is None else n_observations)
+        n_obs = jnp.asarray(n if n_observations is None else n_observations, Phi.dtype)
         return cls(Phi=Phi, Y=Y, gram=gram, cross=cross, form=form, n_observations=n_obs)
 
     @property
-    def n(self) -> float:
+    def n(self) -> Float[Array, ""]:
         """Observations the likelihood counts (the rows, or Σw under frequency weights)."""
         return self.n_observations
 
