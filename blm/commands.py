@@ -2,7 +2,7 @@
 
     blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
-            [--snapshot-every S] [--checkpoint C] [--resume]
+            [--snapshot-every S] [--covariance-columns I,J] [--checkpoint C] [--resume]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
     blm coef POSTERIOR.h5 --out COEFFICIENTS.h5
     blm info POSTERIOR.h5
@@ -42,6 +42,12 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--weights", default=None, help="dataset of n frequency weights >= 0 (sample_weight)"
     )
+    p.add_argument(
+        "--covariance-columns",
+        default=None,
+        help="comma-separated column indices, e.g. 0,3: their joint posterior covariance, "
+        "solved exactly (blm coef writes it)",
+    )
     p.add_argument("--solver", choices=("sgd", "cg", "exact"), default="sgd")
     p.add_argument("--samples", type=int, default=16, help="posterior samples k")
     p.add_argument("--hyper", choices=("mackay", "evidence"), default="mackay")
@@ -80,7 +86,12 @@ def add_commands(sub) -> None:
     p.set_defaults(func=predict)
     p = sub.add_parser("coef", help="posterior mean and sd of every weight, and the intercept")
     p.add_argument("posterior", help="file written by blm fit")
-    p.add_argument("--out", required=True, help="file to write: datasets coef, std, intercept")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="file to write: datasets coef, std, intercept (and covariance, covariance_columns "
+        "if fitted with --covariance-columns)",
+    )
     p.set_defaults(func=coef)
     p = sub.add_parser("info", help="what a posterior file holds")
     p.add_argument("posterior", help="file written by blm fit")
@@ -107,6 +118,7 @@ def fit(args: argparse.Namespace) -> int:
         groups = _read_dataset(args.data, args.groups, "--groups")
         weights = _read_dataset(args.data, args.weights, "--weights")
         options = _solver_options(args, dataset.n)
+        columns = _columns(args.covariance_columns)
         est = BayesianLinearRegression(
             solver=args.solver,
             n_samples=args.samples,
@@ -117,6 +129,7 @@ def fit(args: argparse.Namespace) -> int:
             solver_options=options,
             hyper=args.hyper,
             progress=not args.quiet,
+            covariance_columns=columns,
         )
         est.fit(
             dataset,
@@ -142,6 +155,18 @@ def fit(args: argparse.Namespace) -> int:
         f"{est.n_iter_} steps; posterior written to {args.out}"
     )
     return 0
+
+
+def _columns(text: str | None) -> list[int] | None:
+    """``--covariance-columns``: "0,3,7" → [0, 3, 7]."""
+    if text is None:
+        return None
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError as err:
+        raise ValueError(
+            f"--covariance-columns must be comma-separated column indices such as 0,3, got {text!r}"
+        ) from err
 
 
 def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:
@@ -240,6 +265,9 @@ def coef(args: argparse.Namespace) -> int:
         return _fail("coef", err)
     with atomic_h5(args.out) as out:
         out["coef"], out["std"], out["intercept"] = est.coef_, est.coef_std_, est.intercept_
+        if hasattr(est, "coef_covariance_"):
+            out["covariance"] = est.coef_covariance_
+            out["covariance_columns"] = np.asarray(est.covariance_columns)
     k = est.posterior_.samples.shape[0] if hasattr(est.posterior_, "samples") else 0
     source = f"estimated from {k} samples, ±{100 / np.sqrt(2 * k):.0f} %" if k else "exact"
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import os
+import warnings
 
 import equinox as eqx
 import jax
@@ -44,7 +45,7 @@ from blm.memory import available_memory
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
-from blm.solvers.cg import cg
+from blm.solvers.cg import cg, cg_solve
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import targets_pass
@@ -128,6 +129,13 @@ class BayesianLinearRegression:
             evidence (forms Φ and its d × d Gram densely: memory n·m·d + d², a Cholesky per
             step). None (default): only where that is cheap, d·m ≤ 2 048 and
             n·m·d ≤ 5·10⁷.
+        covariance_columns: indices of s columns of X whose joint posterior covariance
+            (per output) is computed after the fit, into ``coef_covariance_``: from the
+            Cholesky factor (exact), else by cg on H with the s unit vectors as
+            right-hand sides whatever the solver (to cg's ``tol``, default 1e-6; memory
+            s·m·d, one pass over the data per iteration). For the few coefficients of
+            interest beside many nuisance ones (a panel's fixed effects), where
+            ``coef_std_`` from k samples is good only to about 1/√(2k).
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
@@ -136,6 +144,8 @@ class BayesianLinearRegression:
         sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
         coef_std_: marginal posterior standard deviations √diag(H⁻¹), shaped as coef_
             (from the samples for sgd/cg; never forms H⁻¹).
+        coef_covariance_: with ``covariance_columns``, their posterior covariance
+            (s, s), or (m, s, s) with m outputs (exact, or solved to cg's tolerance).
         scores_: log evidence + log hyperprior at each step and at the end (exact
             solver); for sgd/cg the SLQ estimate at each step with ``hyper="evidence"``
             (its last entry, at the final hyperparameters, NaN); with MacKay EM and
@@ -167,6 +177,7 @@ class BayesianLinearRegression:
         hyper: str = "mackay",
         evidence_options: dict | None = None,
         exact_evidence: bool | None = None,
+        covariance_columns=None,
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -187,6 +198,7 @@ class BayesianLinearRegression:
         self.hyper = hyper
         self.evidence_options = evidence_options
         self.exact_evidence = exact_evidence
+        self.covariance_columns = covariance_columns
 
     # -- scikit-learn protocol ----------------------------------------------------
     @classmethod
@@ -281,6 +293,7 @@ class BayesianLinearRegression:
         gives the result an uninterrupted fit would have."""
         self._validate()
         features, dataset = self._prepare(X, y, sample_weight)
+        columns = self._covariance_columns(self.X_offset_.shape[0])
         self._checkpointer = None
         if checkpoint is not None:
             self._checkpointer = Checkpointer(
@@ -313,6 +326,17 @@ class BayesianLinearRegression:
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
         self.beta_ = float(beta[0]) if m == 1 else np.asarray(beta)
         self._set_coefficients()
+        if columns is not None:
+            dtype = default_dtype()
+            self.coef_covariance_ = self._coef_covariance(
+                columns,
+                features,
+                dataset,
+                template.with_alpha(jnp.asarray(alpha, dtype)),
+                Gaussian(jnp.asarray(beta, dtype)),
+            )
+        elif hasattr(self, "coef_covariance_"):
+            del self.coef_covariance_  # from an earlier fit with other columns
         if self.n_samples > 0:
             if self.solver == "exact":
                 z = post.sample(jax.random.fold_in(key, 1), self.n_samples)
@@ -630,6 +654,56 @@ class BayesianLinearRegression:
         p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
         std = np.sqrt(np.asarray(self.posterior_.diag_covariance())).reshape(m, p)
         return std[0] if self._y_1d else std
+
+    def _covariance_columns(self, p: int) -> np.ndarray | None:
+        if self.covariance_columns is None:
+            return None
+        cols = np.asarray(self.covariance_columns)
+        if (
+            cols.ndim != 1
+            or cols.size == 0
+            or not np.issubdtype(cols.dtype, np.integer)
+            or cols.min() < 0
+            or cols.max() >= p
+            or np.unique(cols).size != cols.size
+        ):
+            raise ValueError(
+                f"covariance_columns must be distinct column indices in [0, {p}) (the columns "
+                f"of X), got {self.covariance_columns!r}"
+            )
+        return cols
+
+    def _coef_covariance(self, columns, features, dataset, prior, likelihood) -> np.ndarray:
+        """The posterior covariance of the weights of ``columns``, per output: rows
+        H⁻¹e_i for the s·m unit vectors e_i at those weights (θ is the row-major ravel of
+        the (m, p) coefficients, and H is block-diagonal over the outputs)."""
+        p, m, s = self.X_offset_.shape[0], self.y_offset_.shape[0], columns.size
+        index = (np.arange(m)[:, None] * p + columns).ravel()  # (m·s,) places in θ
+        unit = jnp.zeros((m * s, m * p), default_dtype()).at[np.arange(m * s), index].set(1.0)
+        if isinstance(self.posterior_, SampledPosterior):
+            options = dict(self.solver_options or {}) if self.solver == "cg" else {}
+            solved, diagnostics = cg_solve(
+                features,
+                likelihood,
+                prior,
+                dataset,
+                unit,
+                tol=options.get("tol", CG_DEFAULT_TOL),
+                max_iter=options.get("max_iter", 1000),
+                block_size=options.get("block_size"),
+            )
+            if not diagnostics.converged:
+                warnings.warn(
+                    "coef_covariance_: cg stopped at max_iter with relative residual "
+                    f"{diagnostics.rel_change[-1]:.2e}; raise solver_options['max_iter']",
+                    stacklevel=3,
+                )
+        else:
+            solved = self.posterior_.cov_mul(unit)
+        blocks = np.asarray(solved)[:, index].reshape(m, s, m, s)
+        cov = np.stack([blocks[k, :, k, :] for k in range(m)])
+        cov = 0.5 * (cov + cov.transpose(0, 2, 1))  # cg's solves are symmetric to its tol
+        return cov[0] if self._y_1d else cov
 
     def _groups(self, p: int, m: int) -> np.ndarray:
         if self.prior_groups is None:

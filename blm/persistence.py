@@ -9,7 +9,8 @@ Layout (``format`` attribute ``"blm.BayesianLinearRegression/1"``):
 - ``posterior/``: ``mean`` (m·p,), and ``samples`` (k, m·p) for sgd/cg, or ``chol``
   (the Cholesky factor of H, or of the dual system with ``psi``) for the exact solver,
   with ``prior_alpha``, ``prior_groups``;
-- ``samples`` (k, [m,] p): ``samples_`` when ``n_samples > 0``.
+- ``samples`` (k, [m,] p): ``samples_`` when ``n_samples > 0``;
+- ``coef_covariance`` ([m,] s, s): ``coef_covariance_`` when ``covariance_columns`` is set.
 
 Files are written under a temporary name and renamed into place (``atomic_h5``).
 """
@@ -36,6 +37,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
     est._check_fitted()
     params = est.get_params()
     groups = params.pop("prior_groups")
+    if params["covariance_columns"] is not None:  # JSON takes no NumPy integers
+        params["covariance_columns"] = [int(c) for c in np.ravel(params["covariance_columns"])]
     post = est.posterior_
     with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT
@@ -62,6 +65,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
             g["samples"] = np.asarray(post.samples)
         if hasattr(est, "samples_"):
             f["samples"] = est.samples_
+        if hasattr(est, "coef_covariance_"):
+            f["coef_covariance"] = est.coef_covariance_
 
 
 def load_estimator(cls, path: str | os.PathLike):
@@ -103,5 +108,7 @@ def load_estimator(cls, path: str | os.PathLike):
             est.posterior_ = SampledPosterior(mean, jnp.asarray(g["samples"][()]))
         if "samples" in f:
             est.samples_ = f["samples"][()]
+        if "coef_covariance" in f:
+            est.coef_covariance_ = f["coef_covariance"][()]
     est._set_coefficients()
     return est

@@ -144,6 +144,31 @@ def test_weights_are_the_estimators_sample_weight(tmp_path, data):
     np.testing.assert_allclose(est.coef_, ref.coef_, rtol=1e-5, atol=1e-6)
 
 
+def test_covariance_columns_of_a_streamed_weighted_cg_fit(tmp_path, data):
+    """``--covariance-columns 3,0`` on a file read in 700-row blocks, with weights: the
+    covariance ``blm coef`` writes is H⁻¹ = (β X_cᵀWX_c + αI)⁻¹ at the fitted α, β,
+    restricted to columns 3 and 0 (X_c centred at the weighted means), to the float32
+    command's precision."""
+    path, X, y = data
+    with h5py.File(path, "r") as f:
+        w = f["w"][()]
+    post, coef = tmp_path / "post.h5", tmp_path / "coef.h5"
+    args = ["--solver", "cg", "--samples", 4, "--weights", "w", "--block-size", 700, "--quiet"]
+    out = _run("fit", path, *args, "--covariance-columns", "3,0", "--out", post)
+    assert out.returncode == 0, out.stderr
+    assert _run("coef", post, "--out", coef).returncode == 0
+    est = BayesianLinearRegression.load(post)
+    Xc = X - np.average(X, axis=0, weights=w)
+    H = est.beta_ * Xc.T @ (w[:, None] * Xc) + est.alpha_ * np.eye(30)
+    with h5py.File(coef, "r") as f:
+        np.testing.assert_array_equal(f["covariance_columns"][()], [3, 0])
+        np.testing.assert_allclose(
+            f["covariance"][()], np.linalg.inv(H)[np.ix_([3, 0], [3, 0])], rtol=1e-4, atol=1e-9
+        )
+    bad = _run("fit", path, "--covariance-columns", "3;0", "--out", tmp_path / "p.h5")
+    assert bad.returncode == 2 and "--covariance-columns must be comma-separated" in bad.stderr
+
+
 def test_predict_names_mismatched_columns(tmp_path, data):
     path = data[0]
     post = tmp_path / "post.h5"

@@ -72,30 +72,88 @@ def cg(
         noise_rhs=noise_rhs,
     )
     b = jnp.concatenate([targets.data_rhs[None], targets.rhs(prior)])
+    if init is not None:
+        x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
+        if x0.shape != b.shape:
+            raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
+    x, diag = _pcg(
+        _hessian(features, likelihood, prior, dataset, block_size),
+        b,
+        None if init is None else x0,
+        _preconditioner(
+            features, likelihood, prior, dataset, block_size, precondition, data_diagonal
+        ),
+        tol,
+        max_iter,
+        progress,
+        None if callback is None else lambda it, x: callback(it, SampledPosterior(x[0], x[1:])),
+    )
+    return SampledPosterior(mean=x[0], samples=x[1:]), diag
 
+
+def cg_solve(
+    features: Features,
+    likelihood: Likelihood,
+    prior: Prior,
+    dataset,
+    rhs: Float[Array, "s d"],
+    tol: float = DEFAULT_TOL,
+    max_iter: int = 1000,
+    block_size: int | None = None,
+    precondition: bool = True,
+    progress: bool = False,
+) -> tuple[Float[Array, "s d"], Diagnostics]:
+    """H⁻¹ r_j for given right-hand sides r_j (rows of ``rhs``), H = ΦᵀBΦ + A, by the
+    same batched, Jacobi-preconditioned CG (one pass over the data per iteration for all
+    s columns, memory s·d); e.g. r_j = e_i gives column i of the posterior covariance.
+    Returns the solutions and the diagnostics (``converged`` False after ``max_iter``)."""
+    rhs = jnp.asarray(rhs)
+    if rhs.ndim != 2 or rhs.shape[1] != prior.d:
+        raise ValueError(f"rhs must have shape (s, d={prior.d}), got {rhs.shape}")
+    positive(tol, "tol")
+    positive_int(max_iter, "max_iter")
+    return _pcg(
+        _hessian(features, likelihood, prior, dataset, block_size),
+        rhs,
+        None,
+        _preconditioner(features, likelihood, prior, dataset, block_size, precondition, None),
+        tol,
+        max_iter,
+        progress,
+        None,
+    )
+
+
+def _hessian(features, likelihood, prior, dataset, block_size):
     def hmul(v):
         return ops.normal_matvec(features, likelihood, dataset, v, block_size) + prior.mul(v)
 
-    if init is None:
+    return hmul
+
+
+def _preconditioner(features, likelihood, prior, dataset, block_size, precondition, diagonal):
+    if precondition:
+        return jacobi(features, likelihood, prior, dataset, block_size, diagonal)
+    return jnp.ones(prior.d)
+
+
+def _pcg(hmul, b, x, diag_h, tol, max_iter, progress, callback):
+    """Preconditioned CG on the rows of b (one H product per iteration for all of them),
+    from x (None: 0); stops when every row's relative residual is ≤ tol."""
+    if x is None:
         x = jnp.zeros_like(b)
         r = b
     else:
-        x = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
-        if x.shape != b.shape:
-            raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
         r = b - hmul(x)
-    if precondition:
-        diag_h = jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
-    else:
-        diag_h = jnp.ones(prior.d, b.dtype)
+    diag_h = diag_h.astype(b.dtype)
     s = r / diag_h
     p = s
     rs = jnp.sum(r * s, axis=1)
     b_norm = jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
     diag = Diagnostics()
-    if init is not None and bool(jnp.all(jnp.linalg.norm(r, axis=1) / b_norm <= tol)):
+    if bool(jnp.all(jnp.linalg.norm(r, axis=1) / b_norm <= tol)):
         diag.converged = True  # a warm start already within tol: no iteration
-        return SampledPosterior(mean=x[0], samples=x[1:]), diag
+        return x, diag
     bar = progress_bar(progress, max_iter, "cg", "iter")
     for it in range(1, max_iter + 1):
         hp = hmul(p)
@@ -113,11 +171,11 @@ def cg(
         if bool(jnp.all(rel <= tol)):
             diag.converged = True
             break
-        if callback is not None and callback(it, SampledPosterior(mean=x[0], samples=x[1:])):
+        if callback is not None and callback(it, x):
             break
         s = r / diag_h
         rs_new = jnp.sum(r * s, axis=1)
         p = s + (rs_new / rs)[:, None] * p
         rs = rs_new
     close(bar)
-    return SampledPosterior(mean=x[0], samples=x[1:]), diag
+    return x, diag
