@@ -294,4 +294,6 @@ def info(args: argparse.Namespace) -> int:
     print(f"beta:            {est.beta_}")
     print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")
     print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")
+    if hasattr(est, "coef_covariance_"):
+        print(f"covariance of:   columns {list(est.covariance_columns)} (blm coef writes it)")
     return 0

@@ -51,11 +51,34 @@ sampled = BayesianLinearRegression(
     max_iter=10 if small else 40,
     tol=1e-3,
     solver_options={"n_steps": 500 if small else 3000, "batch_size": 64},
+    covariance_columns=[6, 7],  # the current T-bill rate and unemployment (see below)
 ).fit(X[:cut], y[:cut])
 print(f"{'indicator':<10}{'alpha exact':>13}{'alpha sgd':>11}{'|coef|':>9}")
 for g, name in enumerate(names):
     size = np.linalg.norm(exact.coef_[groups == g])
     print(f"{name:<10}{exact.alpha_[g]:>13.3g}{sampled.alpha_[g]:>11.3g}{size:>9.3f}")
+
+# %% [markdown]
+# ## Credible intervals
+#
+# `coef_std_` is each coefficient's posterior sd √diag(H⁻¹): exact for the exact solver,
+# estimated from the k samples for sgd (to about 1/√(2k)). For the coefficients a
+# question is about, here the current T-bill rate and unemployment (a Phillips curve),
+# `covariance_columns` solves their joint covariance exactly after the sgd fit (by cg on
+# H, as it would beside a million nuisance coefficients). The sgd columns are at the sgd
+# fit's own α, β; a 95 % interval is coef ± 1.96 sd.
+
+# %%
+k = sampled.n_samples
+print(f"{'':<9}{'coef':>8}{'sd exact':>10}{f'sgd: sd, {k} samples':>22}{'sd solved':>11}")
+for j, col in enumerate(sampled.covariance_columns):
+    solved = np.sqrt(sampled.coef_covariance_[j, j])
+    print(
+        f"{names[col]:<9}{exact.coef_[col]:>8.3f}{exact.coef_std_[col]:>10.3f}"
+        f"{sampled.coef_std_[col]:>22.3f}{solved:>11.3f}"
+    )
+cov = sampled.coef_covariance_
+print(f"posterior correlation of the two: {cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]):.2f}")
 
 # %% [markdown]
 # ## Out of sample: grouped prior against one shared α

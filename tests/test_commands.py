@@ -165,6 +165,7 @@ def test_covariance_columns_of_a_streamed_weighted_cg_fit(tmp_path, data):
         np.testing.assert_allclose(
             f["covariance"][()], np.linalg.inv(H)[np.ix_([3, 0], [3, 0])], rtol=1e-4, atol=1e-9
         )
+    assert "covariance of:   columns [3, 0]" in _run("info", post).stdout
     bad = _run("fit", path, "--covariance-columns", "3;0", "--out", tmp_path / "p.h5")
     assert bad.returncode == 2 and "--covariance-columns must be comma-separated" in bad.stderr
 

@@ -14,7 +14,7 @@ NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
     "name, expected",
     [
         ("climate_co2.py", ["alpha =", "within ±2 sd"]),
-        ("econometrics_macro.py", ["tbilrate", "grouped (sgd)", "time-ordered CV", "half-life"]),
+        ("econometrics_macro.py", ["sd solved", "grouped (sgd)", "time-ordered CV", "half-life"]),
         ("digits_laplace.py", ["EM-fitted alpha", "LLA (probit)", "AUROC patches"]),
     ],
 )
