@@ -34,7 +34,9 @@ def main(folder: str) -> None:
         for n_dev in (1, 4, "4-split-d"):
             if n_dev == "4-split-d" and name == "cg-hdf5":
                 continue
-            est = blm.BayesianLinearRegression(n_samples=4, random_state=0, max_iter=3, **options)
+            est = blm.BayesianLinearRegression(
+                n_samples=4, random_state=0, max_iter=3, covariance_columns=[0, 5], **options
+            )
             devices = jax.devices()[: 1 if n_dev == 1 else 4]
             with blm.data_parallel(devices, shard_parameters=n_dev == "4-split-d"):
                 if streamed:
@@ -46,6 +48,7 @@ def main(folder: str) -> None:
                 "beta": est.beta_,
                 "coef": est.coef_.tolist(),
                 "samples": est.samples_.tolist(),
+                "covariance": est.coef_covariance_.tolist(),
             }
     with blm.data_parallel() as mesh:
         block = put_rows((X[:400], y[:400]))

@@ -34,9 +34,10 @@ def runs(tmp_path_factory):
     ],
 )
 def test_four_devices_equal_one(runs, name, four):
-    """Rows split over 4 devices (parameters replicated, or split along d too)."""
+    """Rows split over 4 devices (parameters replicated, or split along d too), and the
+    covariance of two coefficients solved by cg after the fit."""
     one, four = runs[f"{name}/1"], runs[f"{name}/{four}"]
-    for key in ("alpha", "beta", "coef", "samples"):
+    for key in ("alpha", "beta", "coef", "samples", "covariance"):
         np.testing.assert_allclose(four[key], one[key], rtol=1e-9, atol=1e-12)
 
 
