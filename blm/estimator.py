@@ -724,12 +724,18 @@ class BayesianLinearRegression:
                 "this BayesianLinearRegression is not fitted yet; call fit(X, y) first"
             )
 
-    def predict(self, X, return_std: bool = False):
+    def predict(self, X, return_std: bool = False, return_cov: bool = False):
         """Predictive mean, and with ``return_std`` the predictive standard deviation
-        √(x H⁻¹ xᵀ + 1/β) (x centred as in fit), per output. X: an array, or a scipy
-        sparse matrix (then x H⁻¹ xᵀ from the samples by sparse products, never densified
-        for sgd/cg)."""
+        √(x H⁻¹ xᵀ + 1/β) (x centred as in fit), per output; or with ``return_cov`` the
+        predictive covariance of the t new observations, X_c H⁻¹ X_cᵀ + I/β, as
+        scikit-learn's ``GaussianProcessRegressor`` returns it: (t, t), or (t, t, m) for
+        m outputs (independent a posteriori); for sgd/cg the samples' rank-k estimate.
+        E.g. the sd of an area mean wᵀy* is √(wᵀ cov w). X: an array, or a scipy sparse
+        matrix (then x H⁻¹ xᵀ from the samples by sparse products, never densified for
+        sgd/cg)."""
         self._check_fitted()
+        if return_std and return_cov:
+            raise ValueError("return_std and return_cov: at most one of them can be True")
         p = self.X_offset_.shape[0]
         sparse_input = scipy.sparse.issparse(X)
         if sparse_input:
@@ -743,22 +749,31 @@ class BayesianLinearRegression:
             )
         coef = np.atleast_2d(self.coef_)
         mean = np.asarray(X @ coef.T) + self.y_offset_ - coef @ self.X_offset_
-        if not return_std:
-            return mean[:, 0] if self._y_1d else mean
-        m = self.y_offset_.shape[0]
+        mean = mean[:, 0] if self._y_1d else mean
+        if not (return_std or return_cov):
+            return mean
+        m, t = self.y_offset_.shape[0], X.shape[0]
         if sparse_input and isinstance(self.posterior_, SampledPosterior):
             Z = np.asarray(self.posterior_.samples, np.float64).reshape(-1, m, p)  # (k, m, p)
-            proj = np.stack([X @ Z[:, k].T for k in range(m)], axis=1)  # (t, m, k)
-            var = np.mean((proj - (Z @ self.X_offset_).T[None]) ** 2, axis=-1)
+            proj = np.stack([X @ Z[:, k].T for k in range(m)])  # (m, t, k)
+            proj = proj - (Z @ self.X_offset_).T[:, None]
+            cov = np.einsum("mtk,msk->mts", proj, proj) / Z.shape[0] if return_cov else None
+            var = np.mean(proj**2, axis=-1)  # (m, t)
         else:
             X = X.toarray() if sparse_input else X
             Xc = jnp.asarray(X - self.X_offset_, default_dtype())
-            rows = self._features.dense(Xc)  # (t, m, d)
-            t, _, d = rows.shape
-            var = np.asarray(self.posterior_.predictive_variance(rows.reshape(t * m, d)))
-            var = var.reshape(t, m)
-        std = np.sqrt(var + 1.0 / np.atleast_1d(self.beta_))
-        return (mean[:, 0], std[:, 0]) if self._y_1d else (mean, std)
+            rows = self._features.dense(Xc).reshape(t * m, -1)  # row i·m + k: output k
+            if return_cov:
+                full = np.asarray(self.posterior_.predictive_covariance(rows))
+                cov = np.stack([full[k::m, k::m] for k in range(m)])  # (m, t, t)
+            else:
+                var = np.asarray(self.posterior_.predictive_variance(rows)).reshape(t, m).T
+        noise = 1.0 / np.atleast_1d(self.beta_)  # (m,)
+        if return_cov:
+            cov = cov + noise[:, None, None] * np.eye(t)
+            return mean, (cov[0] if self._y_1d else cov.transpose(1, 2, 0))
+        std = np.sqrt(var + noise[:, None]).T  # (t, m)
+        return mean, (std[:, 0] if self._y_1d else std)
 
     def score(self, X, y, sample_weight=None) -> float:
         """R² = 1 − Σ_i w_i(y_i − ŷ_i)² / Σ_i w_i(y_i − ȳ_w)² of the predictive mean ŷ

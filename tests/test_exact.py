@@ -32,6 +32,7 @@ def test_exact_matches_inverse(rng, n, d, form):
     np.testing.assert_allclose(post.diag_covariance(block=3), np.diag(cov), rtol=1e-9)
     np.testing.assert_allclose(post.logdet(), np.linalg.slogdet(H)[1], rtol=1e-12)
     J = rng.standard_normal((4, d))
+    np.testing.assert_allclose(post.predictive_covariance(jnp.asarray(J)), J @ cov @ J.T, rtol=1e-9)
     np.testing.assert_allclose(
         post.predictive_variance(jnp.asarray(J)), np.einsum("td,de,te->t", J, cov, J), rtol=1e-9
     )

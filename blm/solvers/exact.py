@@ -105,6 +105,16 @@ class ExactPosterior(eqx.Module):
         w = solve_triangular(self.chol, self.psi @ ainv_jt, lower=True)
         return jnp.sum(rows.T * ainv_jt, axis=0) - jnp.sum(w**2, axis=0)
 
+    def predictive_covariance(self, rows: Float[Array, "t d"]) -> Float[Array, "t t"]:
+        """J H⁻¹ Jᵀ for feature rows J: primal WᵀW with W = L_H⁻¹Jᵀ; dual (Woodbury)
+        JA⁻¹Jᵀ − VᵀV with V = L_K⁻¹ΨA⁻¹Jᵀ."""
+        if self.form == "primal":
+            w = solve_triangular(self.chol, rows.T, lower=True)
+            return w.T @ w
+        ainv_jt = self.prior.solve(rows).T
+        w = solve_triangular(self.chol, self.psi @ ainv_jt, lower=True)
+        return rows @ ainv_jt - w.T @ w
+
     def diag_covariance(self, block: int = 2048) -> Float[Array, " d"]:
         """diag(H⁻¹) without forming H⁻¹: (H⁻¹)_ii = ‖L_H⁻¹ e_i‖² in primal form, solved
         for ``block`` columns e_i at a time (memory d·block beside the factor); in dual

@@ -32,6 +32,11 @@ class SampledPosterior(eqx.Module):
         """(1/k) Σ_j (J z_j)² for feature rows J (estimates diag(J H⁻¹ Jᵀ))."""
         return jnp.mean((self.samples @ rows.T) ** 2, axis=0)
 
+    def predictive_covariance(self, rows: Float[Array, "t d"]) -> Float[Array, "t t"]:
+        """(1/k) Σ_j (J z_j)(J z_j)ᵀ for feature rows J (estimates J H⁻¹ Jᵀ; rank ≤ k)."""
+        proj = self.samples @ rows.T  # (k, t)
+        return proj.T @ proj / self.k
+
     def diag_covariance(self) -> Float[Array, " d"]:
         """(1/k) Σ_j z_j², the estimate of diag(H⁻¹): unbiased, with relative standard
         deviation √(2/k) per entry (Gaussian draws), so √ of it is off by about 1/√(2k)."""
