@@ -80,3 +80,19 @@ ax.set_ylabel("CO₂ (ppm)")
 ax.legend(loc="upper left")
 fig.tight_layout()
 fig.savefig(os.environ.get("BLM_NOTEBOOK_OUT", ".") + "/climate_co2.png", dpi=120)
+
+# %% [markdown]
+# ## The mean of a held-out year: joint uncertainty
+# An annual mean is a weighted sum wᵀy* of weekly predictions. Their errors share the
+# uncertain weights, so they are correlated: the sd of the mean is √(wᵀ Σ* w) with the
+# joint predictive covariance Σ* (`return_cov`), not the independent-weeks √(Σ w_i² σ_i²).
+
+# %%
+year = ~train & (t <= t[train].max() + 1)
+_, cov = est.predict(X[year], return_cov=True)
+w = np.full(year.sum(), 1 / year.sum())
+joint, independent = np.sqrt(w @ cov @ w), np.sqrt(np.sum(w**2 * np.diag(cov)))
+print(
+    f"first held-out year's mean CO₂: {w @ mean[year]:.2f} ± {2 * joint:.2f} ppm (2 sd, joint; "
+    f"± {2 * independent:.2f} if the weeks were independent); observed {y[year].mean():.2f}"
+)
