@@ -638,8 +638,9 @@ class BayesianLinearRegression:
         if need > available_memory():
             raise MemoryError(
                 f"sigma_ is the {d} x {d} posterior covariance, {need / 2**30:.1f} GiB with its "
-                "copy, more than the memory available; use samples_ (draws of the "
-                "coefficients) or predict(X, return_std=True), which never form it"
+                "copy, more than the memory available; use coef_std_ (marginal sds), "
+                "covariance_columns (the covariance of chosen coefficients), samples_ (draws "
+                "of the coefficients) or predict(X, return_std=True), which never form it"
             )
         return np.asarray(self.posterior_.covariance())
 
@@ -691,6 +692,7 @@ class BayesianLinearRegression:
                 tol=options.get("tol", CG_DEFAULT_TOL),
                 max_iter=options.get("max_iter", 1000),
                 block_size=options.get("block_size"),
+                progress=self.progress,
             )
             if not diagnostics.converged:
                 warnings.warn(
