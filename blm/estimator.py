@@ -755,6 +755,13 @@ class BayesianLinearRegression:
         if not (return_std or return_cov):
             return mean
         m, t = self.y_offset_.shape[0], X.shape[0]
+        need = 2 * (t * m) ** 2 * np.dtype(default_dtype()).itemsize
+        if return_cov and need > available_memory():
+            raise MemoryError(
+                f"return_cov: the covariance of {t} rows x {m} outputs needs {need / 2**30:.1f} "
+                "GiB (twice (t·m)² numbers), more than the memory available; predict fewer "
+                "rows at a time, or use return_std=True"
+            )
         if sparse_input and isinstance(self.posterior_, SampledPosterior):
             Z = np.asarray(self.posterior_.samples, np.float64).reshape(-1, m, p)  # (k, m, p)
             proj = np.stack([X @ Z[:, k].T for k in range(m)])  # (m, t, k)

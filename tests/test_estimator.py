@@ -461,3 +461,9 @@ def test_sigma_refuses_a_covariance_that_cannot_fit(monkeypatch):
         _ = est.sigma_
     monkeypatch.setattr(blm.estimator, "available_memory", lambda: 1_600)
     assert est.sigma_.shape == (10, 10)
+    # likewise predict's (t·m)² covariance: 2·5²·8 = 400 bytes for 5 rows
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 399)
+    with pytest.raises(MemoryError, match="return_cov: the covariance of 5 rows x 1 outputs"):
+        est.predict(X[:5], return_cov=True)
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 400)
+    assert est.predict(X[:5], return_cov=True)[1].shape == (5, 5)
