@@ -143,3 +143,56 @@ def not_fitted_error(message: str) -> Exception:
     except ImportError:
         return _NotFittedError(message)
     return NotFittedError(message)
+
+
+def feature_names(X) -> np.ndarray | None:
+    """The column names of a table X (a pandas DataFrame, or anything with ``columns``)
+    as an object array when they are all strings, else None (scikit-learn's rule; mixed
+    string and non-string names raise TypeError naming X)."""
+    columns = getattr(X, "columns", None)
+    if columns is None:
+        return None
+    names = np.asarray(list(columns), dtype=object)
+    is_str = [isinstance(name, str) for name in names]
+    if all(is_str) and names.size:
+        return names
+    if any(is_str):
+        raise TypeError(
+            "X: feature names must all be strings, or none of them; got "
+            f"{sorted({type(name).__name__ for name in names})}; convert them, e.g. "
+            "X.columns = X.columns.astype(str)"
+        )
+    return None
+
+
+def check_feature_names(
+    fitted: np.ndarray | None, names: np.ndarray | None, estimator: str
+) -> None:
+    """Column names at predict time (``feature_names(X)``) against those at fit
+    (scikit-learn's checks and wording): a ValueError listing unseen and missing names or
+    a changed order; a UserWarning when only one of the two has names."""
+    import warnings
+
+    if (fitted is None) != (names is None):
+        has, had = ("has", "without") if fitted is None else ("does not have valid", "with")
+        warnings.warn(
+            f"X {has} feature names, but {estimator} was fitted {had} feature names",
+            stacklevel=3,
+        )
+    if fitted is None or names is None:
+        return
+    if len(names) == len(fitted) and np.array_equal(names, fitted):
+        return
+    message = "The feature names should match those that were passed during fit.\n"
+    unexpected = sorted(set(names) - set(fitted))
+    missing = sorted(set(fitted) - set(names))
+    for title, group in (
+        ("Feature names unseen at fit time:\n", unexpected),
+        ("Feature names seen at fit time, yet now missing:\n", missing),
+    ):
+        if group:
+            message += title + "".join(f"- {name}\n" for name in group[:5])
+            message += "- ...\n" if len(group) > 5 else ""
+    if not unexpected and not missing:
+        message += "Feature names must be in the same order as they were in fit.\n"
+    raise ValueError(message)

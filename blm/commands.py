@@ -89,8 +89,8 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="file to write: datasets coef, std, intercept (and covariance, covariance_columns "
-        "if fitted with --covariance-columns)",
+        help="file to write: datasets coef, std, intercept (names: the data's column names; "
+        "covariance, covariance_columns: if fitted with --covariance-columns)",
     )
     p.set_defaults(func=coef)
     p = sub.add_parser("info", help="what a posterior file holds")
@@ -222,7 +222,8 @@ def predict(args: argparse.Namespace) -> int:
     import h5py
 
     from blm import BayesianLinearRegression
-    from blm.data import csr_block
+    from blm._checks import check_feature_names
+    from blm.data import column_names, csr_block
 
     try:
         est = BayesianLinearRegression.load(args.posterior)
@@ -240,6 +241,8 @@ def predict(args: argparse.Namespace) -> int:
                     f"--x: {args.x!r} has shape {shape}; the posterior was fitted to rows of "
                     f"{p} columns"
                 )
+            fitted = getattr(est, "feature_names_in_", None)
+            check_feature_names(fitted, column_names(xd), "the posterior")
             n, m = shape[0], est.y_offset_.shape[0]
             shape = (n,) if est._y_1d else (n, m)
             with atomic_h5(args.out) as out:
@@ -247,7 +250,7 @@ def predict(args: argparse.Namespace) -> int:
                 for start in range(0, n, args.block_size):
                     stop = min(start + args.block_size, n)
                     rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
-                    mean[start:stop], std[start:stop] = est.predict(rows, return_std=True)
+                    mean[start:stop], std[start:stop] = est._predict(rows, return_std=True)
     except (FileNotFoundError, ValueError) as err:
         return _fail("predict", err)
     print(f"blm predict: mean and std of {n} rows written to {args.out}")
@@ -256,7 +259,10 @@ def predict(args: argparse.Namespace) -> int:
 
 def coef(args: argparse.Namespace) -> int:
     """Write the posterior mean ``coef`` and marginal standard deviation ``std`` of every
-    weight ((p,), or (m, p) for m outputs) and the ``intercept``."""
+    weight ((p,), or (m, p) for m outputs), the ``intercept``, and the columns' ``names``
+    when the data file had them."""
+    import h5py
+
     from blm import BayesianLinearRegression
 
     try:
@@ -268,6 +274,8 @@ def coef(args: argparse.Namespace) -> int:
         if hasattr(est, "coef_covariance_"):
             out["covariance"] = est.coef_covariance_
             out["covariance_columns"] = np.asarray(est.covariance_columns)
+        if hasattr(est, "feature_names_in_"):
+            out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
     k = est.posterior_.samples.shape[0] if hasattr(est.posterior_, "samples") else 0
     source = f"estimated from {k} samples, ±{100 / np.sqrt(2 * k):.0f} %" if k else "exact"
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")

@@ -101,6 +101,15 @@ class ArrayDataset:
             yield self.X[rows], self.y[rows], jnp.asarray(rows)
 
 
+def column_names(node: h5py.Dataset | h5py.Group) -> np.ndarray | None:
+    """The ``columns`` attribute of an inputs' dataset (or sparse group) as an object
+    array of strings, or None without one."""
+    columns = node.attrs.get("columns")
+    if columns is None:
+        return None
+    return np.asarray([c.decode() if isinstance(c, bytes) else str(c) for c in columns], object)
+
+
 class HDF5Dataset:
     """Inputs and targets streamed from an HDF5 file in row blocks (h5py).
 
@@ -167,6 +176,13 @@ class HDF5Dataset:
     @property
     def m(self) -> int:
         return self._m
+
+    @property
+    def feature_names(self) -> np.ndarray | None:
+        """The inputs' column names, from a ``columns`` attribute of the X dataset (or
+        group) as ``data_scripts/bundled_to_hdf5.py`` writes it; None without one."""
+        with h5py.File(self.path, "r") as f:
+            return column_names(f[self.x_name])
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -24,6 +24,8 @@ from blm import operators as ops
 from blm._checks import (
     as_csr,
     as_float_array,
+    check_feature_names,
+    feature_names,
     frequency_weights,
     not_fitted_error,
     one_of,
@@ -142,6 +144,8 @@ class BayesianLinearRegression:
         alpha_: weight prior precision (array when there are several groups).
         beta_: noise precision (array when there are several outputs).
         sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
+        feature_names_in_: the column names of X when fitted to a table with string
+            column names (pandas), or to an HDF5 file whose X has a ``columns`` attribute.
         coef_std_: marginal posterior standard deviations √diag(H⁻¹), shaped as coef_
             (from the samples for sgd/cg; never forms H⁻¹).
         coef_covariance_: with ``covariance_columns``, their posterior covariance
@@ -292,6 +296,7 @@ class BayesianLinearRegression:
         ``resume=True`` continues from it (same data and settings, else ValueError), and
         gives the result an uninterrupted fit would have."""
         self._validate()
+        names = X.feature_names if isinstance(X, HDF5Dataset) else feature_names(X)
         features, dataset = self._prepare(X, y, sample_weight)
         columns = self._covariance_columns(self.X_offset_.shape[0])
         self._checkpointer = None
@@ -326,6 +331,10 @@ class BayesianLinearRegression:
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
         self.beta_ = float(beta[0]) if m == 1 else np.asarray(beta)
         self._set_coefficients()
+        if names is not None:
+            self.feature_names_in_ = names
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_  # from an earlier fit to a table
         if columns is not None:
             dtype = default_dtype()
             self.coef_covariance_ = self._coef_covariance(
@@ -736,6 +745,13 @@ class BayesianLinearRegression:
         matrix (then x H⁻¹ xᵀ from the samples by sparse products, never densified for
         sgd/cg)."""
         self._check_fitted()
+        fitted = getattr(self, "feature_names_in_", None)
+        check_feature_names(fitted, feature_names(X), type(self).__name__)
+        return self._predict(X, return_std, return_cov)
+
+    def _predict(self, X, return_std: bool = False, return_cov: bool = False):
+        """``predict`` without the column-name check (``blm predict`` checks a file's
+        names once, then predicts its rows block by block)."""
         if return_std and return_cov:
             raise ValueError("return_std and return_cov: at most one of them can be True")
         p = self.X_offset_.shape[0]

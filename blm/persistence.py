@@ -10,7 +10,8 @@ Layout (``format`` attribute ``"blm.BayesianLinearRegression/1"``):
   (the Cholesky factor of H, or of the dual system with ``psi``) for the exact solver,
   with ``prior_alpha``, ``prior_groups``;
 - ``samples`` (k, [m,] p): ``samples_`` when ``n_samples > 0``;
-- ``coef_covariance`` ([m,] s, s): ``coef_covariance_`` when ``covariance_columns`` is set.
+- ``coef_covariance`` ([m,] s, s): ``coef_covariance_`` when ``covariance_columns`` is set;
+- ``feature_names`` (p,) strings: ``feature_names_in_`` when fitted with column names.
 
 Files are written under a temporary name and renamed into place (``atomic_h5``).
 """
@@ -67,6 +68,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
             f["samples"] = est.samples_
         if hasattr(est, "coef_covariance_"):
             f["coef_covariance"] = est.coef_covariance_
+        if hasattr(est, "feature_names_in_"):
+            f["feature_names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
 
 
 def load_estimator(cls, path: str | os.PathLike):
@@ -110,5 +113,7 @@ def load_estimator(cls, path: str | os.PathLike):
             est.samples_ = f["samples"][()]
         if "coef_covariance" in f:
             est.coef_covariance_ = f["coef_covariance"][()]
+        if "feature_names" in f:
+            est.feature_names_in_ = np.asarray(f["feature_names"].asstr()[()], dtype=object)
     est._set_coefficients()
     return est

@@ -299,7 +299,18 @@ def test_data_scripts_feed_blm_fit(tmp_path):
         "--quiet",
     )
     assert out.returncode == 0, out.stderr
-    assert BayesianLinearRegression.load(tmp_path / "m.h5").alpha_.shape == (9,)
+    est = BayesianLinearRegression.load(tmp_path / "m.h5")
+    assert est.alpha_.shape == (9,)
+    assert _run("coef", tmp_path / "m.h5", "--out", tmp_path / "c.h5").returncode == 0
+    with h5py.File(macro, "r") as f, h5py.File(tmp_path / "c.h5", "r") as c:
+        columns = list(f["X"].attrs["columns"])
+        assert list(est.feature_names_in_) == columns and list(c["names"].asstr()) == columns
+    out = _run("predict", tmp_path / "m.h5", macro, "--out", tmp_path / "p.h5")
+    assert out.returncode == 0 and "feature names" not in out.stderr, out.stderr
+    with h5py.File(macro, "a") as f:  # the same file with its columns in another order
+        f["X"].attrs["columns"] = np.asarray(columns[::-1], dtype=h5py.string_dtype())
+    out = _run("predict", tmp_path / "m.h5", macro, "--out", tmp_path / "p.h5")
+    assert out.returncode == 2 and "must be in the same order as they were in fit" in out.stderr
     script = [
         sys.executable,
         str(SCRIPTS / "synthetic_hdf5.py"),

@@ -255,6 +255,32 @@ def test_sampled_predictive_covariance_estimates_the_exact_one():
     np.testing.assert_allclose(sparse_cov, cov, rtol=1e-8)
 
 
+def test_feature_names_as_scikit_learn(tmp_path):
+    """A DataFrame's column names: scikit-learn's own consistency check (feature_names_in_,
+    its errors for reordered, unseen and missing names, no warning for matching names),
+    kept through save/load; warnings when only one side has names; mixed types named."""
+    import pandas as pd
+    from sklearn.utils.estimator_checks import check_dataframe_column_names_consistency
+
+    check_dataframe_column_names_consistency("BayesianLinearRegression", BayesianLinearRegression())
+    data = load_diabetes(as_frame=True)
+    est = BayesianLinearRegression().fit(data.data, data.target)
+    assert list(est.feature_names_in_) == list(data.data.columns)
+    est.save(tmp_path / "post.h5")
+    back = BayesianLinearRegression.load(tmp_path / "post.h5")
+    np.testing.assert_array_equal(back.feature_names_in_, est.feature_names_in_)
+    assert back.feature_names_in_.dtype == object
+    with pytest.warns(UserWarning, match="X does not have valid feature names, but Bayes"):
+        back.predict(data.data.to_numpy()[:3])
+    plain = BayesianLinearRegression().fit(data.data.to_numpy(), data.target)
+    with pytest.warns(UserWarning, match="X has feature names, but BayesianLinearRegression"):
+        plain.predict(data.data[:3])
+    assert not hasattr(est.fit(data.data.to_numpy(), data.target), "feature_names_in_")
+    mixed = pd.DataFrame(data.data.to_numpy()[:, :2], columns=["age", 1])
+    with pytest.raises(TypeError, match="X: feature names must all be strings"):
+        BayesianLinearRegression().fit(mixed, data.target)
+
+
 def test_params_protocol():
     est = BayesianLinearRegression(max_iter=5)
     assert est.get_params()["max_iter"] == 5
