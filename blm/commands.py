@@ -145,7 +145,7 @@ def fit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED
-    except (FileNotFoundError, ValueError, TypeError) as err:
+    except (FileNotFoundError, ValueError, TypeError, MemoryError) as err:
         return _fail("fit", err)
     est.save(args.out)
     if os.path.exists(checkpoint):

@@ -43,7 +43,7 @@ from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
-from blm.memory import available_memory
+from blm.memory import available_memory, estimate_exact_memory
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
@@ -451,8 +451,18 @@ class BayesianLinearRegression:
 
     def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
         """α, β by MacKay's exact fixed point or by Adam on the dense evidence."""
-        model = DenseGaussianModel.from_data(features, dataset)
         dtype = default_dtype()
+        streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
+        itemsize = np.dtype(dtype).itemsize
+        need = estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed)
+        if need > available_memory():
+            raise MemoryError(
+                f"solver='exact' forms the posterior densely: about {need / 2**30:.1f} GiB for "
+                f"n = {dataset.n} rows and d = {features.d} weights, more than the "
+                f"{available_memory() / 2**30:.1f} GiB available; use solver='cg' or "
+                "solver='sgd' (matrix-free: memory of order (n_samples + 1)·d beside the data)"
+            )
+        model = DenseGaussianModel.from_data(features, dataset)
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
             ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)

@@ -476,6 +476,34 @@ def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
+def test_exact_solver_refuses_a_fit_that_cannot_fit(monkeypatch, tmp_path):
+    """Its estimated peak (blm.memory.estimate_exact_memory) against the memory available,
+    before anything is formed: in memory 5·(n·d + d²) numbers, streamed 5·d² + 3·b·d."""
+    import h5py
+
+    import blm.estimator
+    from blm import HDF5Dataset
+
+    X, y = load_diabetes(return_X_y=True)
+    need = 5 * (442 * 10 + 10 * 10) * 8
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: need - 1)
+    with pytest.raises(MemoryError, match="solver='exact' forms the posterior densely"):
+        BayesianLinearRegression().fit(X, y)
+    assert BayesianLinearRegression(solver="cg", n_samples=2).fit(X, y).coef_.shape == (10,)
+    path = tmp_path / "d.h5"
+    with h5py.File(path, "w") as f:
+        f["X"], f["y"] = X, y
+    data = HDF5Dataset(path, block_size=100)
+    streamed = (5 * 10 * 10 + 3 * 100 * 10) * 8
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: streamed)
+    BayesianLinearRegression().fit(data)  # fits: the file's rows are never all in memory
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: streamed - 1)
+    with pytest.raises(MemoryError, match="for n = 442 rows and d = 10 weights"):
+        BayesianLinearRegression().fit(data)
+    monkeypatch.setattr(blm.estimator, "available_memory", lambda: need)
+    BayesianLinearRegression().fit(X, y)
+
+
 def test_sigma_refuses_a_covariance_that_cannot_fit(monkeypatch):
     """d² numbers twice (device array and NumPy copy): 2·10²·8 = 1 600 bytes here."""
     import blm.estimator
