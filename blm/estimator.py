@@ -810,6 +810,42 @@ class BayesianLinearRegression:
         std = np.sqrt(var + noise[:, None]).T  # (t, m)
         return mean, (std[:, 0] if self._y_1d else std)
 
+    def sample_y(self, X, n_samples: int = 1, random_state=0, noise: bool = True) -> np.ndarray:
+        """Draws from the posterior predictive at the rows of X, as scikit-learn's
+        ``GaussianProcessRegressor.sample_y``: y*_j = (x − x̄) θ_j + ȳ (+ ε_j, ε_j ~ N(0, 1/β)
+        with ``noise``) for posterior draws θ_j, one per column: (t, n_samples), or
+        (t, m, n_samples) for m outputs. Exact solver: fresh draws from the Cholesky
+        factor; sgd/cg: the first ``n_samples`` of the k stored draws (n_samples ≤ k).
+        For posterior predictive checks and nonlinear functionals of a prediction (the
+        maximum of a forecast path, the chance a mean exceeds a threshold)."""
+        self._check_fitted()
+        check_feature_names(
+            getattr(self, "feature_names_in_", None), feature_names(X), type(self).__name__
+        )
+        n_samples = positive_int(n_samples, "n_samples")
+        X = as_csr(X, "X") if scipy.sparse.issparse(X) else as_float_array(X, "X", ndim=2)
+        p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
+        if X.shape[1] != p:
+            raise ValueError(f"X must have {p} columns (the columns of X in fit), got {X.shape[1]}")
+        rng = np.random.default_rng(random_state)
+        post = self.posterior_
+        if isinstance(post, SampledPosterior):
+            if n_samples > post.k:
+                raise ValueError(
+                    f"n_samples must be at most the {post.k} draws stored by the {self.solver} "
+                    f"fit, got {n_samples}; refit with n_samples={n_samples}"
+                )
+            z = post.samples[:n_samples]
+        else:
+            z = post.sample(jax.random.PRNGKey(int(rng.integers(2**31))), n_samples)
+        theta = np.asarray(post.mean + z, np.float64).reshape(n_samples, m, p)
+        draws = np.stack([X @ theta[:, k].T for k in range(m)], axis=1)  # (t, m, n)
+        draws = draws - (theta @ self.X_offset_).T[None] + self.y_offset_[None, :, None]
+        if noise:
+            scale = 1.0 / np.sqrt(np.atleast_1d(self.beta_))
+            draws = draws + scale[None, :, None] * rng.standard_normal(draws.shape)
+        return draws[:, 0] if self._y_1d else draws
+
     def score(self, X, y, sample_weight=None) -> float:
         """R² = 1 − Σ_i w_i(y_i − ŷ_i)² / Σ_i w_i(y_i − ȳ_w)² of the predictive mean ŷ
         (scikit-learn's ``RegressorMixin.score``; several outputs: the mean of their R²;

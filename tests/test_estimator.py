@@ -281,6 +281,35 @@ def test_feature_names_as_scikit_learn(tmp_path):
         BayesianLinearRegression().fit(mixed, data.target)
 
 
+def test_sample_y_draws_from_the_posterior_predictive():
+    """Exact: 20 000 draws have predict's mean and return_cov's covariance (with noise,
+    and less I/β without), within 4 standard errors; shapes as GaussianProcessRegressor's.
+    cg: the stored draws, exactly (x − x̄)θ_j + ȳ; asking for more than k is named."""
+    X, y = load_diabetes(return_X_y=True)
+    Xt, n = X[::60], 20_000
+    est = BayesianLinearRegression().fit(X, y)
+    mean, cov = est.predict(Xt, return_cov=True)
+    for noise in (True, False):
+        draws = est.sample_y(Xt, n, random_state=1, noise=noise)
+        assert draws.shape == (len(Xt), n)
+        target = cov if noise else cov - np.eye(len(Xt)) / est.beta_
+        sd = np.sqrt(np.diag(target))
+        assert np.all(np.abs(draws.mean(1) - mean) < 4 * sd / np.sqrt(n))
+        bound = 4 * np.sqrt((np.sum(target**2) + np.trace(target) ** 2) / n)
+        assert np.linalg.norm(np.cov(draws) - target) < bound
+    np.testing.assert_array_equal(est.sample_y(Xt, 3, 5), est.sample_y(Xt, 3, 5))
+    Y = np.stack([y, -y], axis=1)
+    assert BayesianLinearRegression().fit(X, Y).sample_y(Xt, 4).shape == (len(Xt), 2, 4)
+    sampled = BayesianLinearRegression(solver="cg", n_samples=8, random_state=0).fit(X, y)
+    theta = sampled.samples_[:5]  # (5, p) draws of coef_
+    expected = (Xt - sampled.X_offset_) @ theta.T + sampled.y_offset_
+    np.testing.assert_allclose(sampled.sample_y(Xt, 5, noise=False), expected, rtol=1e-10)
+    sparse = sampled.sample_y(scipy.sparse.csr_matrix(Xt), 5, noise=False)
+    np.testing.assert_allclose(sparse, expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="n_samples must be at most the 8 draws stored"):
+        sampled.sample_y(Xt, 9)
+
+
 def test_params_protocol():
     est = BayesianLinearRegression(max_iter=5)
     assert est.get_params()["max_iter"] == 5
