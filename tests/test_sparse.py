@@ -153,3 +153,20 @@ def test_in_memory_sparse_fit_checkpoints_and_refuses_other_data(tmp_path):
     for X2, w2 in ((other, w), (X, w * 1.01)):
         with pytest.raises(ValueError, match="belongs to another fit"):
             est.fit(X2, y, w2, checkpoint=path, resume=True)
+
+
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_covariates_covariance_beside_fixed_effects(tmp_path, solver):
+    """The panel use of covariance_columns: the three covariates' joint posterior
+    covariance beside 55 one-hot unit and time effects, fitted from a sparse file, equals
+    H⁻¹ = (β XᵀX + αI)⁻¹ (X uncentred, as sparse designs are) restricted to them."""
+    X, y = _panel(np.random.default_rng(4))
+    _write(tmp_path / "panel.h5", X, y)
+    cols = [55, 56, 57]
+    est = BayesianLinearRegression(
+        solver=solver, n_samples=0 if solver == "exact" else 4, random_state=0, max_iter=5
+    )
+    est.set_params(covariance_columns=cols).fit(SparseHDF5Dataset(tmp_path / "panel.h5"))
+    A = X.toarray()
+    ref = np.linalg.inv(est.beta_ * A.T @ A + est.alpha_ * np.eye(A.shape[1]))[np.ix_(cols, cols)]
+    np.testing.assert_allclose(est.coef_covariance_, ref, rtol=1e-5, atol=1e-7 * np.abs(ref).max())
