@@ -278,6 +278,7 @@ def coef(args: argparse.Namespace) -> int:
             out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
     k = est.posterior_.samples.shape[0] if hasattr(est.posterior_, "samples") else 0
     source = f"estimated from {k} samples, ±{100 / np.sqrt(2 * k):.0f} %" if k else "exact"
+    print(est.summary())
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0
 

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
+import scipy.stats
 
 from blm import operators as ops
 from blm._checks import (
@@ -674,6 +675,55 @@ class BayesianLinearRegression:
         p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
         std = np.sqrt(np.asarray(self.posterior_.diag_covariance())).reshape(m, p)
         return std[0] if self._y_1d else std
+
+    def summary(self, level: float = 0.95, max_rows: int = 20) -> str:
+        """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
+        posterior mean, sd and the central ``level`` credible interval mean ± z·sd
+        (z = Φ⁻¹((1 + level)/2); the posterior is Gaussian), the ``covariance_columns``
+        first with their solved sds, then the largest |mean|/sd up to ``max_rows`` in all;
+        and the fit: solver, n_iter_, α, β, effective number of parameters γ."""
+        self._check_fitted()
+        if not 0 < level < 1:
+            raise ValueError(f"level must be in (0, 1), got {level!r}")
+        max_rows = positive_int(max_rows, "max_rows")
+        p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
+        names = getattr(self, "feature_names_in_", None)
+        names = [f"x{j}" for j in range(p)] if names is None else [str(n) for n in names]
+        z = scipy.stats.norm.ppf(0.5 + level / 2)
+        coef, std = np.atleast_2d(self.coef_), np.atleast_2d(self.coef_std_)
+        solved = np.full((m, p), False)
+        if hasattr(self, "coef_covariance_"):
+            cov = self.coef_covariance_.reshape(m, -1, len(self.covariance_columns))
+            cols = list(self.covariance_columns)
+            std[:, cols] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+            solved[:, cols] = True
+        k = getattr(self.posterior_, "k", 0)
+        head = f"{'':<16}{'coef':>11}{'sd':>9} {f'[{level:.0%} credible interval]':>28}"
+        lines = [
+            f"BayesianLinearRegression(solver={self.solver!r}): {self.n_iter_} steps, "
+            f"alpha = {np.round(self.alpha_, 6)}, beta = {np.round(self.beta_, 6)}, "
+            f"gamma = {self.trajectory_.gamma[-1]:.1f}",
+            "sd: exact"
+            if not k
+            else f"sd: from {k} samples (±{100 / np.sqrt(2 * k):.0f} %), "
+            "* solved exactly (covariance_columns)",
+        ]
+        for out in range(m):
+            if m > 1:
+                lines.append(f"output {out}:")
+            lines.append(head)
+            order = sorted(
+                range(p), key=lambda j: (not solved[out, j], -abs(coef[out, j]) / std[out, j])
+            )
+            for j in order[:max_rows]:
+                c, s = coef[out, j], std[out, j]
+                mark = "*" if solved[out, j] and k else " "
+                lines.append(
+                    f"{names[j][:15]:<16}{c:>11.4g}{s:>9.4g}{mark}{c - z * s:>14.4g}{c + z * s:>14.4g}"
+                )
+            if p > max_rows:
+                lines.append(f"… {p - max_rows} more (max_rows)")
+        return "\n".join(lines)
 
     def _covariance_columns(self, p: int) -> np.ndarray | None:
         if self.covariance_columns is None:

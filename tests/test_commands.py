@@ -51,6 +51,7 @@ def test_fit_predict_info(tmp_path, data):
     np.testing.assert_allclose(std, ref_std, rtol=1e-5)
     out = _run("coef", post, "--out", tmp_path / "coef.h5")
     assert out.returncode == 0 and "(exact) of 30 weights" in out.stdout, out.stderr
+    assert "[95% credible interval]" in out.stdout and "… 10 more (max_rows)" in out.stdout
     with h5py.File(tmp_path / "coef.h5", "r") as f:
         np.testing.assert_allclose(f["coef"][()], ref.coef_, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(f["std"][()], np.sqrt(np.diag(ref.sigma_)), rtol=1e-5)

@@ -310,6 +310,36 @@ def test_sample_y_draws_from_the_posterior_predictive():
         sampled.sample_y(Xt, 9)
 
 
+def test_summary_lists_intervals_from_coef_and_sd():
+    """summary(): one row per coefficient (largest |mean|/sd first, covariance_columns
+    before them with their solved sds, marked *), mean ± z·sd with z = 1.95996 for 95 %."""
+    import pandas as pd
+
+    X, y = load_diabetes(return_X_y=True)
+    names = [f"v{j}" for j in range(10)]
+    est = BayesianLinearRegression().fit(pd.DataFrame(X, columns=names), y)
+    rows = est.summary(max_rows=3).splitlines()
+    assert rows[1] == "sd: exact" and rows[-1] == "… 7 more (max_rows)"
+    top = np.argsort(-np.abs(est.coef_) / est.coef_std_)[:3]
+    for row, j in zip(rows[3:6], top, strict=True):
+        name, c, sd, lo, hi = row.split()
+        assert name == names[j]
+        np.testing.assert_allclose(
+            [float(c), float(sd), float(lo), float(hi)],
+            [
+                est.coef_[j],
+                est.coef_std_[j],
+                *(est.coef_[j] + np.array([-1, 1]) * 1.959964 * est.coef_std_[j]),
+            ],
+            rtol=1e-3,
+        )
+    sampled = BayesianLinearRegression(solver="cg", n_samples=4, covariance_columns=[7]).fit(X, y)
+    row = sampled.summary().splitlines()[3].split()
+    assert row[0] == "x7" and row[2] == f"{np.sqrt(sampled.coef_covariance_[0, 0]):.4g}*"
+    with pytest.raises(ValueError, match="level must be in"):
+        est.summary(level=95)
+
+
 def test_params_protocol():
     est = BayesianLinearRegression(max_iter=5)
     assert est.get_params()["max_iter"] == 5
