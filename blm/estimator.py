@@ -705,8 +705,8 @@ class BayesianLinearRegression:
             f"gamma = {self.trajectory_.gamma[-1]:.1f}",
             "sd: exact"
             if not k
-            else f"sd: from {k} samples (±{100 / np.sqrt(2 * k):.0f} %), "
-            "* solved exactly (covariance_columns)",
+            else f"sd: from {k} samples (±{100 / np.sqrt(2 * k):.0f} %)"
+            + (", * solved exactly (covariance_columns)" if solved.any() else ""),
         ]
         for out in range(m):
             if m > 1:

@@ -334,8 +334,12 @@ def test_summary_lists_intervals_from_coef_and_sd():
             rtol=1e-3,
         )
     sampled = BayesianLinearRegression(solver="cg", n_samples=4, covariance_columns=[7]).fit(X, y)
-    row = sampled.summary().splitlines()[3].split()
+    rows = sampled.summary().splitlines()
+    assert rows[1] == "sd: from 4 samples (±35 %), * solved exactly (covariance_columns)"
+    row = rows[3].split()
     assert row[0] == "x7" and row[2] == f"{np.sqrt(sampled.coef_covariance_[0, 0]):.4g}*"
+    unsolved = sampled.set_params(covariance_columns=None).fit(X, y).summary().splitlines()
+    assert unsolved[1] == "sd: from 4 samples (±35 %)" and "*" not in "".join(unsolved)
     with pytest.raises(ValueError, match="level must be in"):
         est.summary(level=95)
 
