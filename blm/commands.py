@@ -2,7 +2,8 @@
 
     blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
-            [--snapshot-every S] [--covariance-columns I,J] [--checkpoint C] [--resume]
+            [--fixed-solver-tol] [--snapshot-every S] [--covariance-columns I,J]
+            [--checkpoint C] [--resume]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
     blm coef POSTERIOR.h5 --out COEFFICIENTS.h5
     blm info POSTERIOR.h5
@@ -62,6 +63,11 @@ def add_commands(sub) -> None:
         help="solve the posteriors to this relative residual, early EM steps loosely (cg: "
         "default 1e-6; sgd: adds SVRG snapshots and stops at the first within it, --steps "
         "the cap)",
+    )
+    p.add_argument(
+        "--fixed-solver-tol",
+        action="store_true",
+        help="solve every EM step to the solver tolerance (default: early steps loosely)",
     )
     p.add_argument(
         "--snapshot-every",
@@ -187,7 +193,7 @@ def _solver_options(args: argparse.Namespace, n: int) -> dict:
 
     ``--solver-tol`` ε solves the posteriors (mean and samples) until
     ‖r_j − Hx_j‖/‖r_j‖ ≤ ε for every column (early EM steps to a looser tolerance, see
-    ``SolveSchedule``): cg's own criterion (default 1e-6), and for sgd SVRG (snapshots
+    ``SolveSchedule``, unless ``--fixed-solver-tol``): cg's own criterion (default 1e-6), and for sgd SVRG (snapshots
     every ``--snapshot-every`` steps, default half an epoch ⌈n/(2·batch)⌉, momentum 0.5),
     which checks it exactly at each snapshot; ``--steps`` then caps each solve. Without
     it sgd runs ``--steps`` plain minibatch steps."""
@@ -200,8 +206,14 @@ def _solver_options(args: argparse.Namespace, n: int) -> dict:
         raise ValueError(f"--solver-tol must be a positive number, got {tol}")
     if every is not None and every < 1:
         raise ValueError(f"--snapshot-every must be a positive number of steps, got {every}")
+    if args.fixed_solver_tol and (args.solver == "exact" or (args.solver == "sgd" and tol is None)):
+        raise ValueError(
+            "--fixed-solver-tol applies where a solve has a tolerance: --solver cg, or sgd with "
+            "--solver-tol"
+        )
+    fixed = {"adaptive_tol": False} if args.fixed_solver_tol else {}
     if args.solver == "cg":
-        return {"tol": CG_DEFAULT_TOL if tol is None else tol}
+        return {"tol": CG_DEFAULT_TOL if tol is None else tol, **fixed}
     if args.solver == "exact":
         return {}
     batch = min(args.batch_size, n)
@@ -213,7 +225,7 @@ def _solver_options(args: argparse.Namespace, n: int) -> dict:
     }
     if tol is not None or every is not None:
         every = every or max(1, -(-n // (2 * batch)))
-        options.update(snapshot_every=every, momentum=0.5, tol=tol)
+        options.update(snapshot_every=every, momentum=0.5, tol=tol, **fixed)
     return options
 
 

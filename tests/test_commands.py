@@ -79,6 +79,11 @@ def test_fit_predict_info(tmp_path, data):
             "--solver-tol applies to --solver sgd or cg",
         ),
         (["fit", "{data}", "--solver-tol", "0", "--out", "{dir}/p.h5"], "--solver-tol must be"),
+        (["fit", "{data}", "--fixed-solver-tol", "--out", "{dir}/p.h5"], "--fixed-solver-tol"),
+        (
+            ["fit", "{data}", "--solver", "exact", "--fixed-solver-tol", "--out", "{dir}/p.h5"],
+            "applies where a solve has a tolerance",
+        ),
         (["fit", "{data}", "--solver-tol", "nan", "--out", "{dir}/p.h5"], "--solver-tol must be"),
         (
             ["fit", "{data}", "--solver", "cg", "--snapshot-every", "5", "--out", "{dir}/p.h5"],
@@ -122,6 +127,13 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
     assert abs(runs["plain"].alpha_ / ref.alpha_ - 1) > 5e-4
     assert "snapshot_every=10" in _run("info", tmp_path / "svrg.h5").stdout
+    fixed = tmp_path / "fixed.h5"
+    out = _run("fit", path, *common, "--solver", "cg", "--fixed-solver-tol", "--out", fixed)
+    assert out.returncode == 0, out.stderr
+    assert BayesianLinearRegression.load(fixed).solver_options == {
+        "tol": 1e-6,
+        "adaptive_tol": False,
+    }
     out = _run("coef", tmp_path / "cg.h5", "--out", tmp_path / "coef.h5")
     assert "(estimated from 16 samples, ±18 %)" in out.stdout, out.stderr
     with h5py.File(tmp_path / "coef.h5", "r") as f:
