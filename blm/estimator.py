@@ -701,7 +701,7 @@ class BayesianLinearRegression:
         head = f"{'':<16}{'coef':>11}{'sd':>9} {f'[{level:.0%} credible interval]':>28}"
         lines = [
             f"BayesianLinearRegression(solver={self.solver!r}): {self.n_iter_} steps, "
-            f"alpha = {np.round(self.alpha_, 6)}, beta = {np.round(self.beta_, 6)}, "
+            f"alpha = {_short(self.alpha_)}, beta = {_short(self.beta_)}, "
             f"gamma = {self.trajectory_.gamma[-1]:.1f}",
             "sd: exact"
             if not k
@@ -912,6 +912,16 @@ class BayesianLinearRegression:
         total = w @ (Y - np.average(Y, axis=0, weights=w)) ** 2
         r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 1.0 * (resid == 0))
         return float(np.mean(r2))
+
+
+def _short(values) -> str:
+    """A hyperparameter for a summary line: 4 digits, a list up to 8 values, else a range."""
+    v = np.atleast_1d(np.asarray(values, np.float64))
+    if v.size == 1:
+        return f"{v[0]:.4g}"
+    if v.size <= 8:
+        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+    return f"{v.size} values in [{v.min():.4g}, {v.max():.4g}]"
 
 
 def _row_scaled(a: np.ndarray, root: np.ndarray | None) -> np.ndarray:

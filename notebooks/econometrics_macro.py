@@ -79,6 +79,7 @@ for j, col in enumerate(sampled.covariance_columns):
     )
 cov = sampled.coef_covariance_
 print(f"posterior correlation of the two: {cov[0, 1] / np.sqrt(cov[0, 0] * cov[1, 1]):.2f}")
+print(sampled.summary(max_rows=5))  # the table a statsmodels user reads first
 
 # %% [markdown]
 # ## Out of sample: grouped prior against one shared α

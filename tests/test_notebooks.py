@@ -14,7 +14,10 @@ NOTEBOOKS = pathlib.Path(__file__).parent.parent / "notebooks"
     "name, expected",
     [
         ("climate_co2.py", ["alpha =", "within ±2 sd", "if the weeks were independent"]),
-        ("econometrics_macro.py", ["sd solved", "grouped (sgd)", "time-ordered CV", "half-life"]),
+        (
+            "econometrics_macro.py",
+            ["sd solved", "credible interval]", "grouped (sgd)", "time-ordered CV", "half-life"],
+        ),
         ("digits_laplace.py", ["EM-fitted alpha", "LLA (probit)", "AUROC patches"]),
     ],
 )
