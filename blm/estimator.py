@@ -456,11 +456,12 @@ class BayesianLinearRegression:
         streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
         itemsize = np.dtype(dtype).itemsize
         need = estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed)
-        if need > available_memory():
+        free = available_memory()
+        if need > free:
             raise MemoryError(
                 f"solver='exact' forms the posterior densely: about {need / 2**30:.1f} GiB for "
                 f"n = {dataset.n} rows and d = {features.d} weights, more than the "
-                f"{available_memory() / 2**30:.1f} GiB available; use solver='cg' or "
+                f"{free / 2**30:.1f} GiB available; use solver='cg' or "
                 "solver='sgd' (matrix-free: memory of order (n_samples + 1)·d beside the data)"
             )
         model = DenseGaussianModel.from_data(features, dataset)
@@ -752,16 +753,9 @@ class BayesianLinearRegression:
         unit = jnp.zeros((m * s, m * p), default_dtype()).at[np.arange(m * s), index].set(1.0)
         if isinstance(self.posterior_, SampledPosterior):
             options = dict(self.solver_options or {}) if self.solver == "cg" else {}
+            chosen = {k: options[k] for k in ("tol", "max_iter", "block_size") if k in options}
             solved, diagnostics = cg_solve(
-                features,
-                likelihood,
-                prior,
-                dataset,
-                unit,
-                tol=options.get("tol", CG_DEFAULT_TOL),
-                max_iter=options.get("max_iter", 1000),
-                block_size=options.get("block_size"),
-                progress=self.progress,
+                features, likelihood, prior, dataset, unit, progress=self.progress, **chosen
             )
             if not diagnostics.converged:
                 warnings.warn(
@@ -805,54 +799,70 @@ class BayesianLinearRegression:
         matrix (then x H⁻¹ xᵀ from the samples by sparse products, never densified for
         sgd/cg)."""
         self._check_fitted()
+        self._check_names(X)
+        return self._predict(X, return_std, return_cov)
+
+    def _check_names(self, X) -> None:
         fitted = getattr(self, "feature_names_in_", None)
         check_feature_names(fitted, feature_names(X), type(self).__name__)
-        return self._predict(X, return_std, return_cov)
+
+    def _validated_rows(self, X):
+        """X as a float array or a CSR array of the fitted number of columns."""
+        X = as_csr(X, "X") if scipy.sparse.issparse(X) else as_float_array(X, "X", ndim=2)
+        p = self.X_offset_.shape[0]
+        if X.shape[1] != p:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but BayesianLinearRegression is expecting {p} "
+                "features as input (the columns of X in fit)"
+            )
+        return X
+
+    def _centred_products(self, X, weights) -> np.ndarray:
+        """(x_i − x̄) w_jkᵀ for the rows x_i of X (dense, or sparse and never densified)
+        and n weight vectors w_j (n, m·p), output k's block w_jk: (t, m, n)."""
+        p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
+        W = np.asarray(weights, np.float64).reshape(-1, m, p)
+        return np.stack([X @ W[:, k].T for k in range(m)], axis=1) - (W @ self.X_offset_).T
 
     def _predict(self, X, return_std: bool = False, return_cov: bool = False):
         """``predict`` without the column-name check (``blm predict`` checks a file's
         names once, then predicts its rows block by block)."""
         if return_std and return_cov:
             raise ValueError("return_std and return_cov: at most one of them can be True")
-        p = self.X_offset_.shape[0]
-        sparse_input = scipy.sparse.issparse(X)
-        if sparse_input:
-            X = as_csr(X, "X")
-        else:
-            X = as_float_array(X, "X", ndim=2)
-        if X.shape[1] != p:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but BayesianLinearRegression is expecting {p} "
-                "features as input (the columns of X in fit)"
-            )
+        X = self._validated_rows(X)
         coef = np.atleast_2d(self.coef_)
         mean = np.asarray(X @ coef.T) + self.y_offset_ - coef @ self.X_offset_
         mean = mean[:, 0] if self._y_1d else mean
         if not (return_std or return_cov):
             return mean
         m, t = self.y_offset_.shape[0], X.shape[0]
-        need = 2 * (t * m) ** 2 * np.dtype(default_dtype()).itemsize
-        if return_cov and need > available_memory():
-            raise MemoryError(
-                f"return_cov: the covariance of {t} rows x {m} outputs needs {need / 2**30:.1f} "
-                "GiB (twice (t·m)² numbers), more than the memory available; predict fewer "
-                "rows at a time, or use return_std=True"
-            )
-        if sparse_input and isinstance(self.posterior_, SampledPosterior):
-            Z = np.asarray(self.posterior_.samples, np.float64).reshape(-1, m, p)  # (k, m, p)
-            proj = np.stack([X @ Z[:, k].T for k in range(m)])  # (m, t, k)
-            proj = proj - (Z @ self.X_offset_).T[:, None]
-            cov = np.einsum("mtk,msk->mts", proj, proj) / Z.shape[0] if return_cov else None
-            var = np.mean(proj**2, axis=-1)  # (m, t)
+        if return_cov:
+            need = 2 * m * t * t * np.dtype(default_dtype()).itemsize
+            if need > available_memory():
+                raise MemoryError(
+                    f"return_cov: the covariance of {t} rows x {m} outputs needs "
+                    f"{need / 2**30:.1f} GiB (twice m·t² numbers), more than the memory "
+                    "available; predict fewer rows at a time, or use return_std=True"
+                )
+        if scipy.sparse.issparse(X) and isinstance(self.posterior_, SampledPosterior):
+            proj = self._centred_products(X, self.posterior_.samples)  # (t, m, k)
+            k = proj.shape[-1]
+            cov = np.einsum("tmk,smk->mts", proj, proj) / k if return_cov else None
+            var = np.mean(proj**2, axis=-1).T  # (m, t)
         else:
-            X = X.toarray() if sparse_input else X
+            X = X.toarray() if scipy.sparse.issparse(X) else X
             Xc = jnp.asarray(X - self.X_offset_, default_dtype())
-            rows = self._features.dense(Xc).reshape(t * m, -1)  # row i·m + k: output k
-            if return_cov:
-                full = np.asarray(self.posterior_.predictive_covariance(rows))
-                cov = np.stack([full[k::m, k::m] for k in range(m)])  # (m, t, t)
+            rows = self._features.dense(Xc)  # (t, m, d): output k's rows in [:, k]
+            if return_cov:  # outputs are independent: one t × t block each
+                cov = np.stack(
+                    [
+                        np.asarray(self.posterior_.predictive_covariance(rows[:, k]))
+                        for k in range(m)
+                    ]
+                )
             else:
-                var = np.asarray(self.posterior_.predictive_variance(rows)).reshape(t, m).T
+                var = self.posterior_.predictive_variance(rows.reshape(t * m, -1))
+                var = np.asarray(var).reshape(t, m).T
         noise = 1.0 / np.atleast_1d(self.beta_)  # (m,)
         if return_cov:
             cov = cov + noise[:, None, None] * np.eye(t)
@@ -869,14 +879,9 @@ class BayesianLinearRegression:
         For posterior predictive checks and nonlinear functionals of a prediction (the
         maximum of a forecast path, the chance a mean exceeds a threshold)."""
         self._check_fitted()
-        check_feature_names(
-            getattr(self, "feature_names_in_", None), feature_names(X), type(self).__name__
-        )
+        self._check_names(X)
         n_samples = positive_int(n_samples, "n_samples")
-        X = as_csr(X, "X") if scipy.sparse.issparse(X) else as_float_array(X, "X", ndim=2)
-        p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
-        if X.shape[1] != p:
-            raise ValueError(f"X must have {p} columns (the columns of X in fit), got {X.shape[1]}")
+        X = self._validated_rows(X)
         rng = np.random.default_rng(random_state)
         post = self.posterior_
         if isinstance(post, SampledPosterior):
@@ -888,9 +893,7 @@ class BayesianLinearRegression:
             z = post.samples[:n_samples]
         else:
             z = post.sample(jax.random.PRNGKey(int(rng.integers(2**31))), n_samples)
-        theta = np.asarray(post.mean + z, np.float64).reshape(n_samples, m, p)
-        draws = np.stack([X @ theta[:, k].T for k in range(m)], axis=1)  # (t, m, n)
-        draws = draws - (theta @ self.X_offset_).T[None] + self.y_offset_[None, :, None]
+        draws = self._centred_products(X, post.mean + z) + self.y_offset_[None, :, None]
         if noise:
             scale = 1.0 / np.sqrt(np.atleast_1d(self.beta_))
             draws = draws + scale[None, :, None] * rng.standard_normal(draws.shape)

@@ -308,6 +308,10 @@ def test_sample_y_draws_from_the_posterior_predictive():
     np.testing.assert_allclose(sparse, expected, rtol=1e-10)
     with pytest.raises(ValueError, match="n_samples must be at most the 8 draws stored"):
         sampled.sample_y(Xt, 9)
+    with pytest.raises(ValueError, match="X has 3 features, but BayesianLinearRegression"):
+        sampled.sample_y(Xt[:, :3])
+    with pytest.raises(ValueError, match="n_samples"):
+        sampled.sample_y(Xt, 0)
 
 
 def test_summary_lists_intervals_from_coef_and_sd():

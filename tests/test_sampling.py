@@ -21,7 +21,7 @@ from blm import (
 )
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.operators import block_rows, noise_rhs, rhs, row_noise
-from blm.solvers.cg import cg
+from blm.solvers.cg import cg, cg_solve
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key, targets_pass
@@ -56,6 +56,18 @@ def test_cg_solves_mean_and_samples_exactly(rng, n, p, m, precondition):
     z = _exact_samples(feats, lik, prior, ds, exact, 5)
     np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(post.samples, z, rtol=1e-8, atol=1e-10)
+
+
+def test_cg_solve_gives_h_inverse_times_given_right_hand_sides(rng):
+    """cg_solve(rhs) = H⁻¹ rhs against the exact covariance (float64), e.g. columns of H⁻¹
+    for unit vectors; a wrong rhs shape is named."""
+    X, Y, feats, ds, prior, lik, exact = _setup(rng, 120, 8, 2, beta=(4.0, 0.5))
+    rhs = np.vstack([np.eye(16)[[3, 11]], rng.standard_normal((2, 16))])
+    solved, diag = cg_solve(feats, lik, prior, ds, rhs, tol=1e-12)
+    assert diag.converged
+    np.testing.assert_allclose(solved, rhs @ np.asarray(exact.covariance()), rtol=1e-8, atol=1e-12)
+    with pytest.raises(ValueError, match=r"rhs must have shape \(s, d=16\)"):
+        cg_solve(feats, lik, prior, ds, np.ones(16))
 
 
 @pytest.mark.parametrize(
