@@ -38,7 +38,7 @@ from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
 from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
-from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
+from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
 from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
@@ -56,11 +56,6 @@ from blm.solvers.targets import targets_pass
 SOLVERS = ("exact", "sgd", "cg")
 HYPERS = ("mackay", "evidence")
 EVIDENCE_OPTIONS = ("learning_rate", *SLQConfig.__dataclass_fields__)
-
-
-@eqx.filter_jit
-def _exact_mackay_step(model, prior, beta, hyper):
-    return model.mackay_step(prior, beta, hyper)
 
 
 @eqx.filter_jit
@@ -475,7 +470,7 @@ class BayesianLinearRegression:
         def step(alpha, beta):
             p, b = template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
             if self.hyper == "mackay":
-                return _exact_mackay_step(model, p, b, hyperprior)
+                return exact_mackay_step(model, p, b, hyperprior)
             value, g_alpha, g_beta, post = _exact_evidence_and_grad(model, p, b)
             new_alpha, new_beta, score = ascent.step(alpha, beta, float(value), g_alpha, g_beta)
             gamma = effective_dimension_from_gradient(g_alpha, alpha, p.group_sum(post.mean**2))

@@ -14,7 +14,9 @@ softmax / Bernoulli θ̄ is one Newton step of the linearised log-likelihood fro
 ``linearise`` builds it; ``LinearisedModel.fit`` draws k samples z_j ~ N(0, H⁻¹) by
 sample-then-optimise SGD and tunes α (and β for regression) by sample-based MacKay EM;
 the returned ``LaplacePosterior`` predicts with mean f(w̄, x) and the samples' spread
-J(x) z_j, and saves to / loads from HDF5.
+J(x) z_j, and saves to / loads from HDF5. Where the GGN fits in memory,
+``fit(solver="exact")`` forms it densely and runs exact MacKay steps instead; its
+posterior keeps the Cholesky factor and predicts with the exact J(x)H⁻¹J(x)ᵀ.
 """
 
 from __future__ import annotations
@@ -33,16 +35,32 @@ from blm._checks import as_float_array, one_of, positive, positive_int, same_len
 from blm._progress import close, progress_bar
 from blm.checkpoint import atomic_h5
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
-from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.loop import Trajectory, relative_change
+from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
+from blm.evidence.loop import (
+    HyperparameterFit,
+    Trajectory,
+    iterate_hyperparameters,
+    relative_change,
+)
 from blm.evidence.mackay import fit_mackay
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
-from blm.memory import MemoryEstimate, check_memory, estimate_sgd_memory
+from blm.memory import (
+    MemoryEstimate,
+    available_memory,
+    check_memory,
+    estimate_exact_memory,
+    estimate_sgd_memory,
+)
 from blm.network import NetworkFeatures
 from blm.priors import Prior
+from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
-from blm.uncertainty.predictive import mc_probs, probit_probs, sampled_outputs
+from blm.uncertainty.predictive import (
+    mc_probs,
+    probit_from_variance,
+    sampled_outputs,
+)
 
 # a last EM step that moved α by more than this is a loop still travelling, not the jitter
 # of a sample-based γ̂ (within ±10 % at k = 16 on the digits MLP once converged)
@@ -170,9 +188,21 @@ class LinearisedModel:
         progress: bool = False,
         memory_limit: int | None = None,
         init_samples=None,
+        solver: str = "sgd",
     ) -> LaplacePosterior:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
+
+        ``solver="exact"`` forms the GGN densely instead (the whitened Jacobian rows
+        L_iᵀJ_i of every training input, by reverse mode: n·m·d numbers, then d × d or the
+        dual (n·m)²) and runs exact MacKay steps on it (γ_g = |g| − Tr_g(AH⁻¹) from the
+        Cholesky factor, no sampling noise); the posterior keeps the factor, so predictive
+        variances and the probit predictive are exact, J(x)H⁻¹J(x)ᵀ, and the ``n_samples``
+        samples (for the Monte Carlo predictive) are exact draws. For last-layer Laplace
+        (``filter_spec`` selecting the last layer) and networks up to some 10⁴ weights; it
+        refuses at once (``MemoryError`` naming solver='sgd') where the dense form would not
+        fit. Under ``jax_enable_x64`` it works in float64 whatever the network's precision.
+        ``sgd_options`` and ``init_samples`` are the sampler's and are ignored by it.
 
         ``sgd_options`` are ``SGDConfig`` fields (defaults here: n_steps 1000,
         batch_size min(256, n), Polyak averaging over the last half, no Jacobi
@@ -207,6 +237,7 @@ class LinearisedModel:
         point within 3 %, the data form with a tenth of the step-to-step jitter.
         """
         one_of(centre, "centre", ("map", "linear"))
+        one_of(solver, "solver", ("sgd", "exact"))
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps")
         positive(alpha_init, "alpha_init")
@@ -220,20 +251,6 @@ class LinearisedModel:
                 )
             start = jnp.concatenate([w[None], init_samples])
         one_of(gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
-        n = self.dataset.n
-        config = SGDConfig(
-            **{
-                "n_steps": 1000,
-                "batch_size": min(256, n),
-                "polyak": 0.5,
-                "precondition": False,
-                "block_size": self.block_size,
-                "log_every": 100,
-                **(sgd_options or {}),
-            }
-        )
-        config.validate(n)
-        check_memory(self.memory_estimate(k, config.batch_size), memory_limit)
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
         if isinstance(likelihood, Gaussian):
@@ -243,36 +260,31 @@ class LinearisedModel:
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
         prior = self.prior(alpha_init, per_layer)
         bar = progress_bar(progress, em_steps, "EM")
-
-        def solve(lik, prior, init):
-            post, diagnostics = sgd(
-                self.features,
-                lik,
-                prior,
-                self.dataset,
-                key,
-                k,
-                replace(config, progress=progress),
-                init=start if init is None else init,
-            )
-            if centre == "map":
-                post = SampledPosterior(mean=w, samples=post.samples)
-            return post, diagnostics
-
-        fit = fit_mackay(
-            solve,
-            self.features,
-            prior,
-            likelihood,
-            self.dataset,
-            GammaHyperprior(),
-            gamma_estimator,
-            em_steps,
-            tol,
-            None if bar is None else lambda it, change: _tick(bar, it, change),
-            self.block_size,
-        )
-        close(bar)
+        run = {
+            "likelihood": likelihood,
+            "prior": prior,
+            "key": key,
+            "k": k,
+            "em_steps": em_steps,
+            "tol": tol,
+            "centre": centre,
+            "tick": None if bar is None else lambda it, change: _tick(bar, it, change),
+            "memory_limit": memory_limit,
+        }
+        try:
+            if solver == "exact":
+                fit, exact = self._fit_exact(**run)
+            else:
+                exact = None
+                fit = self._fit_sgd(
+                    **run,
+                    config=sgd_options,
+                    gamma_estimator=gamma_estimator,
+                    progress=progress,
+                    start=start,
+                )
+        finally:
+            close(bar)
         last = relative_change(fit.trajectory.alpha[-1], fit.alpha)
         if last > UNCONVERGED:
             warnings.warn(
@@ -294,7 +306,152 @@ class LinearisedModel:
             prior.groups,
             fit.trajectory,
             fit.diagnostics,
+            exact,
         )
+
+    def _fit_sgd(
+        self,
+        likelihood,
+        prior,
+        key,
+        k,
+        em_steps,
+        tol,
+        centre,
+        tick,
+        memory_limit,
+        *,
+        config,
+        gamma_estimator,
+        progress,
+        start,
+    ) -> HyperparameterFit:
+        """Sample-based MacKay EM around the SGD sampler (``fit``'s default)."""
+        w = self.features.w
+        n = self.dataset.n
+        config = SGDConfig(
+            **{
+                "n_steps": 1000,
+                "batch_size": min(256, n),
+                "polyak": 0.5,
+                "precondition": False,
+                "block_size": self.block_size,
+                "log_every": 100,
+                **(config or {}),
+            }
+        )
+        config.validate(n)
+        check_memory(self.memory_estimate(k, config.batch_size), memory_limit)
+
+        def solve(lik, prior, init):
+            post, diagnostics = sgd(
+                self.features,
+                lik,
+                prior,
+                self.dataset,
+                key,
+                k,
+                replace(config, progress=progress),
+                init=start if init is None else init,
+            )
+            if centre == "map":
+                post = SampledPosterior(mean=w, samples=post.samples)
+            return post, diagnostics
+
+        return fit_mackay(
+            solve,
+            self.features,
+            prior,
+            likelihood,
+            self.dataset,
+            GammaHyperprior(),
+            gamma_estimator,
+            em_steps,
+            tol,
+            tick,
+            self.block_size,
+        )
+
+    def _fit_exact(
+        self, likelihood, prior, key, k, em_steps, tol, centre, tick, memory_limit
+    ) -> tuple[HyperparameterFit, ExactPosterior]:
+        """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
+        with k exact draws."""
+        gaussian = isinstance(likelihood, Gaussian)
+        n, m, d = self.dataset.n, self.features.m, self.features.d
+        dtype = jnp.result_type(float)
+        rows, outputs = (n, m) if gaussian else (n * m, 1)
+        need = estimate_exact_memory(rows, outputs, d, np.dtype(dtype).itemsize)
+        limit = available_memory() if memory_limit is None else int(memory_limit)
+        if need > limit:
+            raise MemoryError(
+                f"solver='exact' forms the GGN densely: about {need / 2**30:.2f} GiB for "
+                f"n = {n} inputs, m = {m} outputs and d = {d} weights, more than the "
+                f"{limit / 2**30:.2f} GiB available; use solver='sgd' (memory of order "
+                "(n_samples + 1)·d), or select fewer weights with filter_spec (e.g. the last layer)"
+            )
+        parts = [
+            _dense_block(self.features, likelihood, xb, yb)
+            for xb, yb, _ in self.dataset.blocks(self.block_size)
+        ]
+        model = DenseGaussianModel.from_arrays(
+            jnp.concatenate([p[0] for p in parts]).astype(dtype),
+            jnp.concatenate([p[1] for p in parts]).astype(dtype),
+        )
+        del parts
+        centre_w = jnp.asarray(self.features.w, dtype) if centre == "map" else None
+
+        def step(alpha, beta):
+            p = prior.with_alpha(jnp.asarray(alpha, dtype))
+            new_alpha, new_beta, info = exact_mackay_step(
+                model, p, jnp.asarray(beta, dtype), GammaHyperprior(), centre_w
+            )
+            if not bool(jnp.all(jnp.isfinite(info["posterior"].mean))):
+                raise FloatingPointError(
+                    f"solver='exact': the Cholesky factor of H = GGN + A is not finite in "
+                    f"{np.dtype(dtype).name} at alpha={np.round(np.asarray(alpha), 6).tolist()} "
+                    "(H too ill-conditioned for this precision): enable float64 "
+                    "(jax.config.update('jax_enable_x64', True)) or use solver='sgd'"
+                )
+            summary = {key: info[key] for key in ("gamma", "data_fit", "score")}
+            return new_alpha, new_beta if gaussian else beta, summary
+
+        beta0 = np.asarray(likelihood.beta) if gaussian else np.ones(1)
+        alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
+            step, np.asarray(prior.alpha), beta0, em_steps, tol, tick
+        )
+        exact = model.posterior(
+            prior.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
+        )
+        mean = exact.mean if centre_w is None else centre_w
+        posterior = SampledPosterior(mean=mean, samples=exact.sample(key, k))
+        fit = HyperparameterFit(alpha, beta, posterior, n_iter, trajectory, None)
+        return fit, exact
+
+
+@eqx.filter_jit
+def _dense_block(features, likelihood, xb, yb):
+    """One block's rows of the dense model, by reverse mode (m vjps per input): the
+    Jacobian J_i (b, m, d) and targets Ỹ_i (b, m) for a Gaussian likelihood (its β stays a
+    hyperparameter of the dense model); otherwise the whitened Ψ_i = L_iᵀJ_i and
+    ỹ_i = L_iᵀỸ_i (B_i = L_iL_iᵀ at f(w̄, x_i)) as one output of b·m rows (β = 1)."""
+    b, m = yb.shape
+    if isinstance(likelihood, Gaussian):
+        eye = jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m))
+        return features.factor_rows(xb, eye), yb
+    L = likelihood.sqrt_precision(features.offset(xb))
+    rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)
+    return rows, jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1)
+
+
+@eqx.filter_jit
+def _exact_block(features, exact: ExactPosterior, xb):
+    """f(w̄, x_b) and diag J_l H⁻¹J_lᵀ of each output l, from the Jacobian rows (b, m, d)."""
+    b, m = xb.shape[0], features.m
+    eye = jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m))
+    rows = features.factor_rows(xb, eye).astype(exact.chol.dtype)
+    var = jax.vmap(exact.predictive_variance, in_axes=1, out_axes=1)(rows)
+    return features.offset(xb), var
 
 
 def _tick(bar, it, change):
@@ -305,7 +462,9 @@ def _tick(bar, it, change):
 class LaplacePosterior:
     """A fitted linearised-Laplace posterior: ``mean`` θ̄ (d,), ``samples`` z_j (k, d),
     ``alpha`` (G,), ``beta`` (Gaussian only), the EM ``trajectory`` and the last solve's
-    ``diagnostics``. Predictions need only this object (and can be saved with ``save``)."""
+    ``diagnostics``; ``exact`` the Cholesky-factored posterior where it was fitted with
+    ``solver="exact"`` (then variances are exact, the samples exact draws), else None.
+    Predictions need only this object (and can be saved with ``save``)."""
 
     def __init__(
         self,
@@ -316,6 +475,7 @@ class LaplacePosterior:
         groups,
         trajectory: Trajectory | None = None,
         diagnostics=None,
+        exact: ExactPosterior | None = None,
     ):
         self.features = features
         self.likelihood = likelihood
@@ -324,6 +484,7 @@ class LaplacePosterior:
         self.groups = np.asarray(groups)
         self.trajectory = trajectory
         self.diagnostics = diagnostics
+        self.exact = exact
 
     @property
     def mean(self) -> jax.Array:
@@ -338,45 +499,69 @@ class LaplacePosterior:
         return np.asarray(self.likelihood.beta) if isinstance(self.likelihood, Gaussian) else None
 
     # -- prediction ----------------------------------------------------------------
-    def outputs(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
-        """(f(w̄, x) (t, m), J(x) z_j (k, t, m)) for inputs X (t, *input_shape)."""
+    def _inputs(self, X) -> jax.Array:
         X = as_float_array(X, "X")
         if tuple(X.shape[1:]) != self.features.input_shape:
             raise ValueError(
                 f"X must have rows of shape {self.features.input_shape}, got {X.shape[1:]}"
             )
-        X = jnp.asarray(X, self.features.w.dtype)
+        return jnp.asarray(X, self.features.w.dtype)
+
+    def outputs(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
+        """(f(w̄, x) (t, m), J(x) z_j (k, t, m)) for inputs X (t, *input_shape)."""
+        X = self._inputs(X)
         return sampled_outputs(
             self.features, X, self.samples, positive_int(block_size, "block_size")
         )
 
+    def output_variance(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
+        """(f(w̄, x), v(x)) (t, m) each: the variance of each linearised output,
+        v = diag J(x)H⁻¹J(x)ᵀ, exact where the posterior is factored (``exact``; the
+        Jacobian rows of ``block_size`` inputs at a time), else the samples' (1/k)Σ_j (J(x)z_j)²."""
+        if self.exact is None:
+            f0, fz = self.outputs(X, block_size)
+            return f0, jnp.mean(fz**2, axis=0)
+        X, b = self._inputs(X), positive_int(block_size, "block_size")
+        parts = [_exact_block(self.features, self.exact, X[i : i + b]) for i in range(0, len(X), b)]
+        return jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts])
+
     def predict(self, X, block_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Regression: predictive mean f(w̄, x) and variance (1/k)Σ_j (J(x)z_j)² + 1/β, (t, m)."""
+        """Regression: predictive mean f(w̄, x) and variance v(x) + 1/β, (t, m), with v the
+        linearised output variance (``output_variance``: exact, or the samples')."""
         if not isinstance(self.likelihood, Gaussian):
             raise TypeError("predict is for a Gaussian likelihood; use predict_proba")
-        f0, fz = self.outputs(X, block_size)
-        var = jnp.mean(fz**2, axis=0) + 1.0 / self.likelihood.beta
-        return np.asarray(f0), np.asarray(var)
+        f0, var = self.output_variance(X, block_size)
+        return np.asarray(f0), np.asarray(var + 1.0 / self.likelihood.beta)
 
     def predict_proba(self, X, method: str = "mc", block_size: int = 256) -> np.ndarray:
         """Classification: class probabilities (t, C) by Monte Carlo over the samples
-        (``"mc"``) or the probit approximation (``"probit"``)."""
+        (``"mc"``) or the probit approximation (``"probit"``, with the exact logit
+        variances where the posterior is factored)."""
         if not isinstance(self.likelihood, Categorical | Bernoulli):
             raise TypeError("predict_proba needs a Categorical or Bernoulli likelihood")
         one_of(method, "method", ("mc", "probit"))
-        f0, fz = self.outputs(X, block_size)
-        probs = mc_probs if method == "mc" else probit_probs
-        return np.asarray(probs(self.likelihood, f0, fz))
+        if method == "mc":
+            return np.asarray(mc_probs(self.likelihood, *self.outputs(X, block_size)))
+        return np.asarray(
+            probit_from_variance(self.likelihood, *self.output_variance(X, block_size))
+        )
 
     # -- persistence -----------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write mean, samples, α, β, groups and the model's structure and weight hashes
-        to an HDF5 file (written to a temporary name, then renamed into place)."""
+        """Write mean, samples, α, β, groups, the exact posterior's Cholesky factor (and Ψ
+        in dual form) where there is one, and the model's structure and weight hashes to
+        an HDF5 file (written to a temporary name, then renamed into place)."""
         with atomic_h5(path) as f:
             f["mean"] = np.asarray(self.mean)
             f["samples"] = np.asarray(self.samples)
             f["alpha"] = self.alpha
             f["groups"] = self.groups
+            if self.exact is not None:
+                f["exact/chol"] = np.asarray(self.exact.chol)
+                f["exact/mean"] = np.asarray(self.exact.mean)
+                f["exact"].attrs["form"] = self.exact.form
+                if self.exact.psi is not None:
+                    f["exact/psi"] = np.asarray(self.exact.psi)
             f.attrs["likelihood"] = type(self.likelihood).__name__
             if isinstance(self.likelihood, Gaussian):
                 f["beta"] = np.asarray(self.likelihood.beta)
@@ -425,4 +610,15 @@ class LaplacePosterior:
             posterior = SampledPosterior(
                 jnp.asarray(f["mean"][()], dtype), jnp.asarray(f["samples"][()], dtype)
             )
-            return cls(features, likelihood, f["alpha"][()], posterior, f["groups"][()])
+            alpha, groups = f["alpha"][()], f["groups"][()]
+            exact = None
+            if "exact" in f:
+                g = f["exact"]
+                exact = ExactPosterior(
+                    mean=jnp.asarray(g["mean"][()]),
+                    prior=Prior(alpha, groups),
+                    chol=jnp.asarray(g["chol"][()]),
+                    psi=jnp.asarray(g["psi"][()]) if "psi" in g else None,
+                    form=str(g.attrs["form"]),
+                )
+            return cls(features, likelihood, alpha, posterior, groups, exact=exact)

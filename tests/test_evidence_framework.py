@@ -58,6 +58,35 @@ def test_rounds_reach_the_exact_joint_fixed_point():
     assert alpha > 0.1
 
 
+def test_exact_rounds_end_on_mackays_update_at_the_returned_network():
+    """With ``solver="exact"`` (the dense GGN: MacKay's 1992 evidence framework without
+    sampling) the last round's step is the exact update around the returned w̄ from the
+    (α, β) it started at: α = γ/‖w̄‖², β = (n − γ)/‖y − f(w̄)‖², γ = Tr((G + α)⁻¹G),
+    G = βJᵀJ, to rounding; and that α is within tol of the one the network was trained at."""
+    fit, X, y = _fit(
+        alpha=1e-2,
+        rounds=12,
+        tol=0.02,
+        first_train_steps=3000,
+        train_steps=1500,
+        train_options={"batch_size": 60, "learning_rate": 1e-2},
+        fit_options={"n_samples": 4, "solver": "exact", "em_steps": 1},
+    )
+    assert fit.converged and fit.posterior.exact is not None
+    alpha_t = fit.alphas[-1]
+    assert abs(float(fit.posterior.alpha[0]) - alpha_t) <= 0.02 * alpha_t
+    feats = fit.linearised.features
+    J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
+    w = np.asarray(feats.w)
+    resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
+    alpha0, beta0 = fit.posterior.trajectory.alpha[0][0], fit.posterior.trajectory.beta[0][0]
+    assert alpha0 == alpha_t
+    G = beta0 * J.T @ J
+    gamma = np.trace(np.linalg.solve(G + alpha0 * np.eye(len(w)), G))
+    np.testing.assert_allclose(fit.posterior.alpha, [gamma / (w @ w)], rtol=1e-8)
+    np.testing.assert_allclose(fit.posterior.beta, [(len(y) - gamma) / (resid @ resid)], rtol=1e-8)
+
+
 def test_running_out_of_rounds_warns_and_says_so():
     with pytest.warns(UserWarning, match="rounds=1"):
         fit, _, _ = _fit(

@@ -234,24 +234,47 @@ class DenseGaussianModel(eqx.Module):
         )
         return value, g_alpha, g_beta, post
 
-    def mackay_step(self, prior: Prior, beta, hyper: GammaHyperprior = GammaHyperprior()):
+    def mackay_step(
+        self,
+        prior: Prior,
+        beta,
+        hyper: GammaHyperprior = GammaHyperprior(),
+        centre: Float[Array, " d"] | None = None,
+    ):
         """One exact MacKay update. Returns (new α (G,), new β (m,), info) where info holds
-        the posterior, γ per group, the evidence and the score (evidence + hyperprior)."""
+        the posterior, γ per group, the evidence and the score (evidence + hyperprior).
+
+        α_g = (γ_g + 2a)/(‖c_g‖² + 2b) and β_k = (n − γ_k + 2a')/(‖y_k − Φ_kc‖² + 2b') with
+        c the posterior mean θ̄, or ``centre`` where given (the MAP weights w̄ of a network:
+        MacKay's Laplace update around the mode, ``LinearisedModel.fit(centre="map")``)."""
         post = self.posterior(prior, beta)
+        c = post.mean if centre is None else centre
         gamma_g = prior.group_sizes - prior.group_sum(prior.precision() * post.diag_covariance())
         gamma_k = self.gamma_per_output(post, beta)
         new_alpha = (gamma_g + 2 * hyper.alpha_shape) / (
-            prior.group_sum(post.mean**2) + 2 * hyper.alpha_rate
+            prior.group_sum(c**2) + 2 * hyper.alpha_rate
         )
-        new_beta = (self.n - gamma_k + 2 * hyper.beta_shape) / (
-            self.residual_sq(post.mean) + 2 * hyper.beta_rate
-        )
+        residual_sq = self.residual_sq(c)
+        new_beta = (self.n - gamma_k + 2 * hyper.beta_shape) / (residual_sq + 2 * hyper.beta_rate)
         evidence = self.log_evidence(post, beta)
         info = {
             "posterior": post,
             "gamma": jnp.sum(gamma_g),
-            "data_fit": jnp.sum(beta * self.residual_sq(post.mean)),
+            "data_fit": jnp.sum(beta * residual_sq),
             "evidence": evidence,
             "score": evidence + hyper.log_density(prior.alpha, beta),
         }
         return new_alpha, new_beta, info
+
+
+@eqx.filter_jit
+def exact_mackay_step(
+    model: DenseGaussianModel,
+    prior: Prior,
+    beta,
+    hyper: GammaHyperprior = GammaHyperprior(),
+    centre: Float[Array, " d"] | None = None,
+):
+    """``model.mackay_step`` compiled: the same shapes (and, in primal form, nearby n)
+    reuse one compilation across refits."""
+    return model.mackay_step(prior, beta, hyper, centre)

@@ -7,7 +7,8 @@ all samples; the network is never re-run per sample). From them:
     regression:      mean f̄(x),  variance (1/k) Σ_j (J(x) z_j)² + 1/β
     classification:  Monte Carlo  p(y | x) ≈ (1/k) Σ_j softmax(f̄(x) + J(x) z_j)
                      probit       p(y | x) ≈ softmax(f̄(x) / √(1 + (π/8) v(x))),
-                     v(x) = (1/k) Σ_j (J(x) z_j)² the per-logit variance (MacKay 1992)
+                     v(x) = (1/k) Σ_j (J(x) z_j)² the per-logit variance (MacKay 1992),
+                     or the exact diag J(x)H⁻¹J(x)ᵀ where H is factored (``solver="exact"``)
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ def mc_probs(likelihood, f0: Float[Array, "t m"], fz: Float[Array, "k t m"]) -> 
     return jnp.mean(likelihood.probs(f0[None] + fz), axis=0)
 
 
-def probit_probs(likelihood, f0: Float[Array, "t m"], fz: Float[Array, "k t m"]) -> Array:
-    """probs(f̄ / √(1 + π v / 8)) with v the sample variance of each logit."""
-    var = jnp.mean(fz**2, axis=0)
+def probit_from_variance(likelihood, f0: Float[Array, "t m"], var: Float[Array, "t m"]) -> Array:
+    """probs(f̄ / √(1 + π v / 8)) for given logit variances v (e.g. exact J(x)H⁻¹J(x)ᵀ)."""
     return likelihood.probs(f0 / jnp.sqrt(1 + jnp.pi / 8 * var))
