@@ -14,8 +14,9 @@
 # around the trained weights (features = the network's Jacobian, applied by JVPs), fit
 # the prior precision by sample-based MacKay EM with the SGD sampler (retraining the
 # network at the α the evidence picks until they agree), and compare the
-# predictive distributions: held-out NLL, calibration (ECE), and how well predictive
-# entropy tells rotated digits and patches of photographs apart from digits (AUROC).
+# predictive distributions, with exact last-layer Laplace beside them: held-out NLL,
+# calibration (ECE), and how well predictive entropy tells rotated digits and patches of
+# photographs apart from digits (AUROC).
 #
 # Set `BLM_NOTEBOOK_SMALL=1` for the quick version the test suite runs.
 
@@ -68,6 +69,20 @@ print(f"d = {lm.features.d} weights; trained at alpha {[round(a, 3) for a in fit
 print(f"EM-fitted alpha = {float(post.alpha[0]):.4g} (converged: {fit.converged})")
 
 # %% [markdown]
+# ## Exact last-layer Laplace
+#
+# The last layer alone has a GGN small enough to form (650 weights at 64 hidden units):
+# `solver="exact"` runs exact MacKay steps on it, with no sampling noise, and predicts with
+# the exact logit variances J(x)H⁻¹J(x)ᵀ. `filter_spec` selects its weight and bias.
+
+# %%
+off = jax.tree_util.tree_map(lambda _: False, net)
+last = eqx.tree_at(lambda m: (m.layers[-1].weight, m.layers[-1].bias), off, (True, True))
+lm_last = blm.linearise(net, (Xtr, ytr), lik, filter_spec=last)
+post_last = lm_last.fit(solver="exact", em_steps=100)
+print(f"last layer: d = {lm_last.features.d}, exact MacKay alpha = {float(post_last.alpha[0]):.4g}")
+
+# %% [markdown]
 # ## MAP against linearised Laplace
 
 
@@ -80,6 +95,7 @@ predictors = {
     "MAP": map_probs,
     "LLA (probit)": lambda X: post.predict_proba(X, method="probit"),
     "LLA (mc)": lambda X: post.predict_proba(X, method="mc"),
+    "last layer": lambda X: post_last.predict_proba(X, method="probit"),
 }
 print(f"{'method':<14}{'NLL':>8}{'acc':>8}{'ECE':>8}" + "".join(f"{'AUROC ' + k:>16}" for k in ood))
 for name, predict in predictors.items():
@@ -88,3 +104,10 @@ for name, predict in predictors.items():
     r = reports["rotated"]
     aurocs = "".join(f"{reports[k]['auroc']:>16.3f}" for k in ood)
     print(f"{name:<14}{r['nll']:>8.4f}{r['accuracy']:>8.4f}{r['ece']:>8.4f}{aurocs}")
+
+# %% [markdown]
+# At full size (2 cores): MAP NLL 0.054, ECE 0.024; the whole-network linearised Laplace
+# is wider in distribution (NLL 0.34) but tells rotated digits apart by its entropy
+# (AUROC 0.90 against MAP's 0.60); exact last-layer Laplace sits between in distribution
+# (NLL 0.17) and hardly sees the rotation (AUROC 0.62): the uncertainty that finds
+# rotated digits lives in the earlier layers.
