@@ -68,7 +68,8 @@ def train_with_evidence(
     just trained at, retrain from the current weights at the new α for ``train_steps``
     Adam steps (``first_train_steps`` for the first training; ``train_options`` for
     ``train_map``). ``fit_options`` go to ``LinearisedModel.fit`` (defaults here
-    ``em_steps=3``, ``centre="map"``); from the second round on the samples warm-start
+    ``em_steps=3``, ``centre="map"``; ``"solver": "exact"`` for exact MacKay steps on the
+    dense GGN of a small network); from the second round on the samples warm-start
     from the previous round's, so their SGD steps accumulate across rounds. A scalar α
     only: with one α per layer (EM per layer, trained at as per-weight decay through
     ``train_map``) the rounds did not settle in our tests — on the digits MLP the first

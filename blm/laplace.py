@@ -53,6 +53,7 @@ from blm.memory import (
 )
 from blm.network import NetworkFeatures
 from blm.priors import Prior
+from blm.solvers.cg import cg
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
@@ -183,6 +184,7 @@ class LinearisedModel:
         em_steps: int = 5,
         tol: float = 1e-3,
         sgd_options: dict | None = None,
+        cg_options: dict | None = None,
         gamma_estimator: str = "data",
         centre: str = "linear",
         progress: bool = False,
@@ -203,6 +205,10 @@ class LinearisedModel:
         refuses at once (``MemoryError`` naming solver='sgd') where the dense form would not
         fit. Under ``jax_enable_x64`` it works in float64 whatever the network's precision.
         ``sgd_options`` and ``init_samples`` are the sampler's and are ignored by it.
+        ``solver="cg"`` solves the same E-steps by batched conjugate gradients (full
+        passes, one per iteration for the mean and all samples; ``cg_options``: ``tol``
+        relative residual, default 1e-4, ``max_iter`` 1 000, ``precondition`` Jacobi, on by
+        default), warm-started like the sampler.
 
         ``sgd_options`` are ``SGDConfig`` fields (defaults here: n_steps 1000,
         batch_size min(256, n), Polyak averaging over the last half, no Jacobi
@@ -237,7 +243,7 @@ class LinearisedModel:
         point within 3 %, the data form with a tenth of the step-to-step jitter.
         """
         one_of(centre, "centre", ("map", "linear"))
-        one_of(solver, "solver", ("sgd", "exact"))
+        one_of(solver, "solver", ("sgd", "cg", "exact"))
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps")
         positive(alpha_init, "alpha_init")
@@ -276,9 +282,10 @@ class LinearisedModel:
                 fit, exact = self._fit_exact(**run)
             else:
                 exact = None
-                fit = self._fit_sgd(
+                fit = self._fit_sampled(
                     **run,
-                    config=sgd_options,
+                    solver=solver,
+                    options=sgd_options if solver == "sgd" else cg_options,
                     gamma_estimator=gamma_estimator,
                     progress=progress,
                     start=start,
@@ -309,7 +316,7 @@ class LinearisedModel:
             exact,
         )
 
-    def _fit_sgd(
+    def _fit_sampled(
         self,
         likelihood,
         prior,
@@ -321,39 +328,62 @@ class LinearisedModel:
         tick,
         memory_limit,
         *,
-        config,
+        solver,
+        options,
         gamma_estimator,
         progress,
         start,
     ) -> HyperparameterFit:
-        """Sample-based MacKay EM around the SGD sampler (``fit``'s default)."""
+        """Sample-based MacKay EM around the SGD sampler (``fit``'s default) or CG, both
+        warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone)."""
         w = self.features.w
         n = self.dataset.n
-        config = SGDConfig(
-            **{
-                "n_steps": 1000,
-                "batch_size": min(256, n),
-                "polyak": 0.5,
-                "precondition": False,
-                "block_size": self.block_size,
-                "log_every": 100,
-                **(config or {}),
-            }
-        )
-        config.validate(n)
-        check_memory(self.memory_estimate(k, config.batch_size), memory_limit)
+        if solver == "sgd":
+            config = SGDConfig(
+                **{
+                    "n_steps": 1000,
+                    "batch_size": min(256, n),
+                    "polyak": 0.5,
+                    "precondition": False,
+                    "block_size": self.block_size,
+                    "log_every": 100,
+                    **(options or {}),
+                }
+            )
+            config.validate(n)
+            check_memory(self.memory_estimate(k, config.batch_size), memory_limit)
+
+            def run(lik, prior, init):
+                config_now = replace(config, progress=progress)
+                init = start if init is None else init
+                return sgd(self.features, lik, prior, self.dataset, key, k, config_now, init)
+        else:
+            settings = {"tol": 1e-4, "max_iter": 1000, **(options or {})}
+            if unknown := sorted(set(settings) - {"tol", "max_iter", "precondition"}):
+                raise ValueError(
+                    f"cg_options: unknown {unknown}; expected tol, max_iter, precondition"
+                )
+            check_memory(self.memory_estimate(k, self.block_size), memory_limit)
+            samples = start[1:] if start.ndim == 2 else jnp.zeros((k, w.shape[0]), w.dtype)
+            first = SampledPosterior(mean=w, samples=samples)
+
+            def run(lik, prior, init):
+                init = first if init is None else init
+                return cg(
+                    self.features,
+                    lik,
+                    prior,
+                    self.dataset,
+                    key,
+                    k,
+                    init=init,
+                    block_size=self.block_size,
+                    progress=progress,
+                    **settings,
+                )
 
         def solve(lik, prior, init):
-            post, diagnostics = sgd(
-                self.features,
-                lik,
-                prior,
-                self.dataset,
-                key,
-                k,
-                replace(config, progress=progress),
-                init=start if init is None else init,
-            )
+            post, diagnostics = run(lik, prior, init)
             if centre == "map":
                 post = SampledPosterior(mean=w, samples=post.samples)
             return post, diagnostics

@@ -203,6 +203,31 @@ def test_sgd_predictive_variance_matches_the_exact_dual_form():
     np.testing.assert_allclose(post.mean, exact.mean, rtol=0, atol=0.05 * np.abs(exact.mean).max())
 
 
+@EM_STOPPED_EARLY
+def test_cg_solves_the_linearised_model_like_the_exact_posterior():
+    """solver="cg": the mean is the exact posterior mean at the fitted α, β (solved to
+    1e-10), the k = 256 samples give its predictive variances (relative sd √(2/k) ≈ 9 %
+    per point), and the sample-based EM step lands where the exact one does (γ̂ relative
+    sd √(2/(kγ)) ≈ 2 % at γ ≈ 15.5)."""
+    net, X, y = _regression_problem()
+    lm = linearise(net, (X, y), Gaussian(1.0))
+    start = {"alpha_init": 1.0, "beta_init": 4.0, "em_steps": 1}
+    post = lm.fit(n_samples=256, key=0, solver="cg", cg_options={"tol": 1e-10}, **start)
+    exact_step = lm.fit(n_samples=1, solver="exact", **start)
+    np.testing.assert_allclose(post.alpha, exact_step.alpha, rtol=0.1)
+    np.testing.assert_allclose(post.beta, exact_step.beta, rtol=0.05)
+    jac = lm.features.dense(jnp.asarray(X))
+    Psi, yt = whiten(jac, lm.dataset.y, Gaussian(post.beta))
+    exact = ExactPosterior.fit(Psi, yt, lm.prior(float(post.alpha[0])), "dual")
+    np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-7, atol=1e-9)
+    Xt = inputs(40, seed=9) * 1.5
+    v_exact = np.asarray(exact.predictive_variance(lm.features.dense(jnp.asarray(Xt))[:, 0]))
+    ratio = (post.predict(Xt)[1][:, 0] - 1 / post.beta[0]) / v_exact
+    assert abs(np.mean(ratio) - 1) < 0.1 and np.median(np.abs(ratio - 1)) < 0.15
+    with pytest.raises(ValueError, match="cg_options.*n_steps"):
+        lm.fit(solver="cg", cg_options={"n_steps": 10})
+
+
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():
     """Sample-based EM on the linearised network against exact MacKay on its dense
     Jacobian (dual form), step for step from the same start."""
@@ -439,7 +464,8 @@ def test_rotated_digits_and_activation_size():
 def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
     """The network's linear model built from an HDF5 file (inputs read in blocks):
     the same targets, offsets and pseudo-targets as from arrays, and sample-based EM on
-    it follows exact MacKay on the dense Jacobian."""
+    it follows exact MacKay on the dense Jacobian, which solver="exact" reproduces from
+    the file's blocks."""
     import h5py
 
     from blm.data import HDF5Dataset, SparseHDF5Dataset
@@ -473,6 +499,9 @@ def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
     alpha, beta, _ = model.mackay_step(in_memory.prior(), jnp.asarray([4.0]), GammaHyperprior())
     np.testing.assert_allclose(post.alpha, alpha, rtol=0.03)
     np.testing.assert_allclose(post.beta, beta, rtol=0.01)
+    exact = streamed.fit(n_samples=2, solver="exact", alpha_init=1.0, beta_init=4.0, em_steps=1)
+    np.testing.assert_allclose(exact.alpha, alpha, rtol=1e-9)  # the file's rows, exactly
+    np.testing.assert_allclose(exact.beta, beta, rtol=1e-9)
 
     labels = tmp_path / "labels.h5"
     with h5py.File(labels, "w") as f:
