@@ -439,7 +439,7 @@ class LinearisedModel:
             if not bool(jnp.all(jnp.isfinite(info["posterior"].mean))):
                 raise FloatingPointError(
                     f"solver='exact': the Cholesky factor of H = GGN + A is not finite in "
-                    f"{np.dtype(dtype).name} at alpha={np.round(np.asarray(alpha), 6).tolist()} "
+                    f"{np.dtype(dtype).name} at alpha={[float(f'{a:.3g}') for a in np.ravel(alpha)]} "
                     "(H too ill-conditioned for this precision): enable float64 "
                     "(jax.config.update('jax_enable_x64', True)) or use solver='sgd'"
                 )

@@ -664,3 +664,18 @@ def test_exact_fit_refuses_what_cannot_fit_and_bad_solver():
         lm.fit(solver="exact", memory_limit=10**6)
     with pytest.raises(ValueError, match="solver"):
         lm.fit(solver="cholesky")
+
+
+def test_exact_fit_names_a_factor_that_float32_cannot_hold():
+    """A singular GGN (eight identical hidden units: rank 2) with α = 10⁻³⁰ in float32: the
+    Cholesky factor is not finite, and the fit says so (and how to avoid it) instead of
+    returning NaN or blaming the hyperparameter update."""
+    with jax.enable_x64(False):
+        net = eqx.nn.MLP(2, 1, 8, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
+        same = (jnp.ones((8, 2)), jnp.zeros(8))
+        net = eqx.tree_at(lambda m: (m.layers[0].weight, m.layers[0].bias), net, same)
+        X = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (50, 2)), np.float32)
+        lm = linearise(net, (X, np.sin(X[:, 0])), Gaussian(1.0), filter_spec=_last_layer_spec(net))
+        assert lm.features.w.dtype == jnp.float32 and lm.features.d == 9
+        with pytest.raises(FloatingPointError, match="float32 at alpha=\\[1e-30\\].*x64"):
+            lm.fit(solver="exact", alpha_init=1e-30, em_steps=1)
