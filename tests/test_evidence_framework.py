@@ -30,6 +30,18 @@ def _fit(**options):
     return train_with_evidence(net, X, y, Gaussian(1.0), jax.random.PRNGKey(0), **options), X, y
 
 
+def _exact_update(fit, X, y, alpha, beta):
+    """MacKay's update around the returned network w̄ from (α, β), on its dense Jacobian:
+    α = γ/‖w̄‖², β = (n − γ)/‖y − f(w̄)‖², γ = Tr((G + α)⁻¹G), G = βJᵀJ."""
+    feats = fit.linearised.features
+    J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
+    w = np.asarray(feats.w)
+    resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
+    G = beta * J.T @ J
+    gamma = np.trace(np.linalg.solve(G + alpha * np.eye(len(w)), G))
+    return gamma / (w @ w), (len(y) - gamma) / (resid @ resid)
+
+
 def test_rounds_reach_the_exact_joint_fixed_point():
     """At the returned network w̄ (trained at α_t), the exact MacKay update on its dense
     Jacobian, α = γ/‖w̄‖², β = (n − γ)/‖y − f(w̄)‖² with γ = Tr((G + α)⁻¹G), G = βJᵀJ,
@@ -45,15 +57,10 @@ def test_rounds_reach_the_exact_joint_fixed_point():
     assert fit.converged and len(fit.alphas) >= 2 and fit.alphas[0] == 1e-2
     alpha_t = fit.alphas[-1]
     assert abs(float(fit.posterior.alpha[0]) - alpha_t) <= 0.05 * alpha_t
-    feats = fit.linearised.features
-    J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
-    w = np.asarray(feats.w)
-    resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
     alpha, beta = float(fit.posterior.alpha[0]), float(fit.posterior.beta[0])
-    G = beta * J.T @ J
-    gamma = np.trace(np.linalg.solve(G + alpha * np.eye(len(w)), G))
-    np.testing.assert_allclose(gamma / (w @ w), alpha, rtol=0.15)
-    np.testing.assert_allclose((len(y) - gamma) / (resid @ resid), beta, rtol=0.1)
+    new_alpha, new_beta = _exact_update(fit, X, y, alpha, beta)
+    np.testing.assert_allclose(new_alpha, alpha, rtol=0.15)
+    np.testing.assert_allclose(new_beta, beta, rtol=0.1)
     # and it moved: the starting α was far from the fixed point
     assert alpha > 0.1
 
@@ -75,16 +82,11 @@ def test_exact_rounds_end_on_mackays_update_at_the_returned_network():
     assert fit.converged and fit.posterior.exact is not None
     alpha_t = fit.alphas[-1]
     assert abs(float(fit.posterior.alpha[0]) - alpha_t) <= 0.02 * alpha_t
-    feats = fit.linearised.features
-    J = np.asarray(feats.dense(jnp.asarray(X)))[:, 0, :]
-    w = np.asarray(feats.w)
-    resid = y - np.asarray(feats.offset(jnp.asarray(X)))[:, 0]
     alpha0, beta0 = fit.posterior.trajectory.alpha[0][0], fit.posterior.trajectory.beta[0][0]
     assert alpha0 == alpha_t
-    G = beta0 * J.T @ J
-    gamma = np.trace(np.linalg.solve(G + alpha0 * np.eye(len(w)), G))
-    np.testing.assert_allclose(fit.posterior.alpha, [gamma / (w @ w)], rtol=1e-8)
-    np.testing.assert_allclose(fit.posterior.beta, [(len(y) - gamma) / (resid @ resid)], rtol=1e-8)
+    new_alpha, new_beta = _exact_update(fit, X, y, alpha0, beta0)
+    np.testing.assert_allclose(fit.posterior.alpha, [new_alpha], rtol=1e-8)
+    np.testing.assert_allclose(fit.posterior.beta, [new_beta], rtol=1e-8)
 
 
 def test_running_out_of_rounds_warns_and_says_so():
