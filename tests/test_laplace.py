@@ -691,3 +691,29 @@ def test_exact_fit_names_a_factor_that_float32_cannot_hold():
         assert lm.features.w.dtype == jnp.float32 and lm.features.d == 9
         with pytest.raises(FloatingPointError, match="float32 at alpha=\\[1e-30\\].*x64"):
             lm.fit(solver="exact", alpha_init=1e-30, em_steps=1)
+
+
+def test_gaussian_laplace_evidence_is_stationary_at_the_map_centred_fixed_point():
+    """Regression, centre="map", EM to convergence: log_evidence is the NumPy value of
+    Σ log N(y_i; f(w̄, x_i), 1/β) − ½α‖w̄‖² + ½d log α − ½ log det(βJᵀJ + αI), and (α, β)
+    is its stationary point in both (MacKay's updates around w̄ maximise it)."""
+    net, X, y = _regression_problem()
+    lm = linearise(net, (X, y), Gaussian(1.0))
+    post = lm.fit(n_samples=2, solver="exact", centre="map", em_steps=500, tol=1e-13)
+    J = np.asarray(lm.features.dense(jnp.asarray(X)))[:, 0, :]
+    S = np.maximum(np.linalg.eigvalsh(J.T @ J), 0.0)
+    w, r = np.asarray(lm.features.w), y - np.asarray(lm.offsets)[:, 0]
+    n, d = len(y), len(w)
+
+    def evidence(log_a, log_b):
+        a, b = np.exp(log_a), np.exp(log_b)
+        fit = 0.5 * (n * np.log(b) - b * r @ r - n * np.log(2 * np.pi))
+        return fit - 0.5 * a * w @ w + 0.5 * d * np.log(a) - 0.5 * np.sum(np.log(b * S + a))
+
+    at = np.log([post.alpha[0], post.beta[0]])
+    np.testing.assert_allclose(post.log_evidence, evidence(*at), rtol=1e-9)
+    h = 1e-4
+    for e in np.eye(2):
+        slope = (evidence(*(at + h * e)) - evidence(*(at - h * e))) / (2 * h)
+        curvature = (evidence(*(at + h * e)) + evidence(*(at - h * e)) - 2 * evidence(*at)) / h**2
+        assert curvature < 0 and abs(slope) < 1e-5 * abs(curvature)
