@@ -591,29 +591,39 @@ def _exact_mackay_oracle(J, Bmat, Yp, w, centre, alpha=1.0, steps=2000):
     return alpha, (V / (S + alpha)) @ V.T, S
 
 
-@pytest.mark.parametrize("centre", ["linear", "map"])
-def test_exact_classification_fit_is_mackays_fixed_point_on_the_dense_ggn(centre):
-    """solver="exact" on a softmax network: α is the exact MacKay fixed point of the GGN
-    formed by jacrev and the softmax Hessian in NumPy (both centres), the probit
-    predictive uses the exact logit variances J(x)H⁻¹J(x)ᵀ, and the Laplace log evidence
-    log p(y | w̄) − ½α‖w̄‖² + ½d log α − ½ log det(G + αI) is the NumPy value, stationary
-    in α at the centre="map" fixed point (a factor 2 on any term moves the maximum)."""
-    net = small_mlp(3)
+@pytest.mark.parametrize(
+    "lik, centre", [(Categorical(3), "linear"), (Categorical(3), "map"), (Bernoulli(), "map")]
+)
+def test_exact_classification_fit_is_mackays_fixed_point_on_the_dense_ggn(lik, centre):
+    """solver="exact" on a softmax (or sigmoid) network: α is the exact MacKay fixed point
+    of the GGN formed by jacrev and the likelihood's Hessian in NumPy (both centres), the
+    probit predictive uses the exact logit variances J(x)H⁻¹J(x)ᵀ, and the Laplace log
+    evidence log p(y | w̄) − ½α‖w̄‖² + ½d log α − ½ log det(G + αI) is the NumPy value,
+    stationary in α at the centre="map" fixed point (a factor 2 on any term moves the
+    maximum)."""
+    net = small_mlp(lik.m)
     X = inputs(30)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
-    lm = linearise(net, (X, y), Categorical(3))
+    y = y if lik.m == 3 else np.minimum(y, 1)
+    lm = linearise(net, (X, y), lik)
     post = lm.fit(n_samples=4, solver="exact", centre=centre, em_steps=300, tol=1e-12)
     J = np.asarray(jax.jacrev(lambda w: lm.features.forward(w, jnp.asarray(X)))(lm.features.w))
-    p = np.asarray(jax.nn.softmax(jax.vmap(net)(jnp.asarray(X))))
-    Bmat = np.stack([np.diag(q) - np.outer(q, q) for q in p])
+    f = np.asarray(jax.vmap(net)(jnp.asarray(X)))
+    if lik.m == 3:
+        p = np.asarray(jax.nn.softmax(f))
+        Bmat = np.stack([np.diag(q) - np.outer(q, q) for q in p])
+        log_lik = np.sum(np.log(p[np.arange(len(y)), y]))
+    else:
+        q = 1 / (1 + np.exp(-f))  # (n, 1)
+        Bmat = (q * (1 - q))[:, :, None]
+        log_lik = np.sum(np.log(np.where(y[:, None] == 1, q, 1 - q)))
     w = np.asarray(lm.features.w)
     alpha, cov, S = _exact_mackay_oracle(J, Bmat, np.asarray(lm.dataset.y), w, centre)
-    assert post.exact.form == "dual"  # d = 1 963 > n·m = 90
+    assert post.exact.form == "dual"  # d = 1 963 (1 881) > n·m = 90 (30)
     np.testing.assert_allclose(post.alpha, [alpha], rtol=1e-7)
 
     def evidence(a):
-        fit = np.sum(np.log(p[np.arange(len(y)), y]))
-        return fit - 0.5 * a * w @ w + 0.5 * len(w) * np.log(a) - 0.5 * np.sum(np.log(S + a))
+        return log_lik - 0.5 * a * w @ w + 0.5 * len(w) * np.log(a) - 0.5 * np.sum(np.log(S + a))
 
     np.testing.assert_allclose(post.log_evidence, evidence(alpha), rtol=1e-9)
     if centre == "map":
@@ -624,8 +634,9 @@ def test_exact_classification_fit_is_mackays_fixed_point_on_the_dense_ggn(centre
     Xt = inputs(6, seed=12)
     Jt = np.asarray(jax.jacrev(lambda w: lm.features.forward(w, jnp.asarray(Xt)))(lm.features.w))
     var = np.einsum("tkd,de,tke->tk", Jt, cov, Jt)
-    f = np.asarray(jax.vmap(net)(jnp.asarray(Xt)))
-    expected = jax.nn.softmax(f / np.sqrt(1 + np.pi / 8 * var))
+    z = np.asarray(jax.vmap(net)(jnp.asarray(Xt))) / np.sqrt(1 + np.pi / 8 * var)
+    sig = 1 / (1 + np.exp(-z))
+    expected = jax.nn.softmax(z) if lik.m == 3 else np.hstack([1 - sig, sig])
     np.testing.assert_allclose(post.predict_proba(Xt, "probit"), expected, rtol=1e-8)
     np.testing.assert_allclose(post.output_variance(Xt)[1], var, rtol=1e-8)
 
