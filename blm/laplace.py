@@ -195,9 +195,11 @@ class LinearisedModel:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
 
-        ``solver="exact"`` forms the GGN densely instead (the whitened Jacobian rows
-        L_iᵀJ_i of every training input, by reverse mode: n·m·d numbers, then d × d or the
-        dual (n·m)²) and runs exact MacKay steps on it (γ_g = |g| − Tr_g(AH⁻¹) from the
+        ``solver="exact"`` forms the GGN densely instead (from the whitened Jacobian rows
+        L_iᵀJ_i of every training input, by reverse mode: where d ≤ n·m only the d × d
+        Gram matrix, accumulated block by block, so memory m·d² for any n, e.g. last-layer
+        Laplace on a large dataset; else every row and the dual (n·m)²) and runs exact
+        MacKay steps on it (γ_g = |g| − Tr_g(AH⁻¹) from the
         Cholesky factor, no sampling noise); the posterior keeps the factor, so predictive
         variances and the probit predictive are exact, J(x)H⁻¹J(x)ᵀ, and the ``n_samples``
         samples (for the Monte Carlo predictive) are exact draws; and its ``log_evidence``
@@ -431,7 +433,11 @@ class LinearisedModel:
         n, m, d = self.dataset.n, self.features.m, self.features.d
         dtype = jnp.result_type(float)
         rows, outputs = (n, m) if gaussian else (n * m, 1)
-        need = estimate_exact_memory(rows, outputs, d, np.dtype(dtype).itemsize)
+        primal = d <= rows * outputs  # then only the Gram matrices are kept, block by block
+        block_rows = self.block_size * (1 if gaussian else m)
+        need = estimate_exact_memory(
+            rows, outputs, d, np.dtype(dtype).itemsize, block_rows if primal else None
+        )
         limit = available_memory() if memory_limit is None else int(memory_limit)
         if need > limit:
             raise MemoryError(
@@ -440,15 +446,14 @@ class LinearisedModel:
                 f"{limit / 2**30:.2f} GiB available; use solver='sgd' (memory of order "
                 "(n_samples + 1)·d), or select fewer weights with filter_spec (e.g. the last layer)"
             )
-        parts = [
-            _dense_block(self.features, likelihood, xb, yb)
-            for xb, yb, _ in self.dataset.blocks(self.block_size)
-        ]
-        model = DenseGaussianModel.from_arrays(
-            jnp.concatenate([p[0] for p in parts]).astype(dtype),
-            jnp.concatenate([p[1] for p in parts]).astype(dtype),
+        model = DenseGaussianModel.from_data(
+            self.features,
+            self.dataset,
+            "primal" if primal else "dual",
+            self.block_size,
+            rows=lambda xb, yb: _dense_block(self.features, likelihood, xb, yb, dtype),
+            accumulate=primal,
         )
-        del parts
         centre_w = jnp.asarray(self.features.w, dtype) if centre == "map" else None
 
         def step(alpha, beta):
@@ -480,18 +485,19 @@ class LinearisedModel:
 
 
 @eqx.filter_jit
-def _dense_block(features, likelihood, xb, yb):
-    """One block's rows of the dense model, by reverse mode (m vjps per input): the
-    Jacobian J_i (b, m, d) and targets Ỹ_i (b, m) for a Gaussian likelihood (its β stays a
-    hyperparameter of the dense model); otherwise the whitened Ψ_i = L_iᵀJ_i and
-    ỹ_i = L_iᵀỸ_i (B_i = L_iL_iᵀ at f(w̄, x_i)) as one output of b·m rows (β = 1)."""
+def _dense_block(features, likelihood, xb, yb, dtype):
+    """One block's rows of the dense model in ``dtype``, by reverse mode (m vjps per
+    input): the Jacobian J_i (b, m, d) and targets Ỹ_i (b, m) for a Gaussian likelihood
+    (its β stays a hyperparameter of the dense model); otherwise the whitened
+    Ψ_i = L_iᵀJ_i and ỹ_i = L_iᵀỸ_i (B_i = L_iL_iᵀ at f(w̄, x_i)) as one output of b·m
+    rows (β = 1)."""
     b, m = yb.shape
     if isinstance(likelihood, Gaussian):
         eye = jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m))
-        return features.factor_rows(xb, eye), yb
+        return features.factor_rows(xb, eye).astype(dtype), yb.astype(dtype)
     L = likelihood.sqrt_precision(features.offset(xb))
     rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)
-    return rows, jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1)
+    return rows.astype(dtype), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1).astype(dtype)
 
 
 @eqx.filter_jit

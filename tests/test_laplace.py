@@ -728,3 +728,31 @@ def test_gaussian_laplace_evidence_is_stationary_at_the_map_centred_fixed_point(
         slope = (evidence(*(at + h * e)) - evidence(*(at - h * e))) / (2 * h)
         curvature = (evidence(*(at + h * e)) + evidence(*(at - h * e)) - 2 * evidence(*at)) / h**2
         assert curvature < 0 and abs(slope) < 1e-5 * abs(curvature)
+
+
+def test_exact_last_layer_keeps_only_the_gram_matrix_for_many_inputs():
+    """Where d ≤ n·m the exact fit accumulates ΦᵀΦ block by block instead of holding the
+    n·m·d rows: for 4 000 inputs and the last layer's 21 weights its memory check asks
+    for 5d² + 3·block·d numbers, not 5(n·d + d²) — a limit between the two passes, one
+    below the first refuses — and the result is the all-rows fit's (the same α, β)."""
+    from blm.evidence.closed_form import DenseGaussianModel
+    from blm.memory import estimate_exact_memory
+
+    net = eqx.nn.MLP(3, 1, 20, 2, activation=jnp.tanh, key=jax.random.PRNGKey(4))
+    X = np.asarray(jax.random.normal(jax.random.PRNGKey(8), (4000, 3)))
+    y = np.sin(X[:, 0]) + 0.1 * np.asarray(jax.random.normal(jax.random.PRNGKey(9), (4000,)))
+    lm = linearise(net, (X, y), Gaussian(1.0), filter_spec=_last_layer_spec(net))
+    streamed = estimate_exact_memory(4000, 1, 21, 8, lm.block_size)
+    all_rows = estimate_exact_memory(4000, 1, 21, 8)
+    assert 20 * streamed < all_rows
+    post = lm.fit(n_samples=2, solver="exact", em_steps=50, memory_limit=2 * streamed)
+    assert post.exact.form == "primal" and post.exact.psi is None
+    with pytest.raises(MemoryError, match="solver='sgd'"):
+        lm.fit(n_samples=2, solver="exact", memory_limit=streamed // 2)
+    J = lm.features.dense(jnp.asarray(X))
+    model = DenseGaussianModel.from_arrays(J, lm.dataset.y)
+    alpha, beta = jnp.ones(1), jnp.asarray(post.trajectory.beta[0])
+    for _ in range(len(post.trajectory.alpha)):
+        alpha, beta, _ = model.mackay_step(lm.prior().with_alpha(alpha), beta)
+    np.testing.assert_allclose(post.alpha, alpha, rtol=1e-9)
+    np.testing.assert_allclose(post.beta, beta, rtol=1e-9)

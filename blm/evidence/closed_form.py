@@ -20,6 +20,7 @@ Everything here is dense (O(d³) or O(N³)): the oracle for the scalable estimat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -117,29 +118,46 @@ class DenseGaussianModel(eqx.Module):
         dataset: ArrayDataset | HDF5Dataset,
         form: Literal["auto", "primal", "dual"] = "auto",
         block_size: int | None = None,
+        rows: Callable | None = None,
+        accumulate: bool | None = None,
     ) -> DenseGaussianModel:
-        """Form Φ by streaming the dataset's blocks through ``features.dense``; for an
-        HDF5 dataset accumulate only the primal statistics, block by block."""
-        if dataset.m != features.m:
-            raise ValueError(f"dataset has m={dataset.m} outputs but features have m={features.m}")
-        dense = eqx.filter_jit(features.dense)
-        if isinstance(dataset, HDF5Dataset):
+        """Form Φ by streaming the dataset's blocks through ``rows(x_b, y_b)`` → (Φ_b
+        (b', m', d), Y_b (b', m')) (default ``features.dense`` and the targets; a network's
+        whitened Jacobian rows in ``blm.laplace``). With ``accumulate`` (default: for an
+        HDF5 dataset) only the primal statistics are kept, block by block: memory m'·d²,
+        nothing of size n·d; otherwise every row, in the form ``form`` picks."""
+        if rows is None:
+            if dataset.m != features.m:
+                raise ValueError(
+                    f"dataset has m={dataset.m} outputs but features have m={features.m}"
+                )
+            dense = eqx.filter_jit(features.dense)
+
+            def rows(xb, yb):
+                return dense(xb), yb
+
+        accumulate = isinstance(dataset, HDF5Dataset) if accumulate is None else accumulate
+        if accumulate:
             if form == "dual":
-                raise ValueError("form: 'dual' needs Φ in memory; a streamed dataset is primal")
+                raise ValueError(
+                    "form: 'dual' needs Φ in memory; accumulated statistics are primal"
+                )
             stats = None
             for xb, yb, _ in dataset.blocks(block_size):
-                block = _primal_stats(dense(xb), yb)
+                block = _primal_stats(*rows(xb, yb))
                 stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
             gram, cross, yty = stats
             n_obs = jnp.asarray(dataset.n_observations, gram.dtype)
             return cls(None, None, gram, cross, "primal", yty, n_obs)
         phis, ys = [], []
         for xb, yb, _ in dataset.blocks(block_size):
-            phis.append(dense(xb))
-            ys.append(yb)
-        form = _resolve_form(form, dataset.n, *phis[0].shape[1:])
+            phi_b, y_b = rows(xb, yb)
+            phis.append(phi_b)
+            ys.append(y_b)
+        n = sum(len(y_b) for y_b in ys)
+        form = _resolve_form(form, n, *phis[0].shape[1:])
         if form == "primal":  # pad here, or from_arrays copies the concatenated Φ to pad it
-            pad = _padding(dataset.n)
+            pad = _padding(n)
             phis.append(jnp.zeros((pad, *phis[0].shape[1:]), phis[0].dtype))
             ys.append(jnp.zeros((pad, ys[0].shape[1]), ys[0].dtype))
         return cls.from_arrays(
