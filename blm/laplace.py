@@ -31,11 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from blm import operators as ops
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
 from blm._progress import close, progress_bar
 from blm.checkpoint import atomic_h5
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
+from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
     HyperparameterFit,
     Trajectory,
@@ -319,24 +321,62 @@ class LinearisedModel:
             fit.trajectory,
             fit.diagnostics,
             exact,
-            None if exact is None else self._laplace_log_evidence(exact, likelihood),
+            None
+            if exact is None
+            else self._laplace_log_evidence(exact.prior, likelihood, exact.logdet()),
         )
 
-    def _laplace_log_evidence(self, exact: ExactPosterior, likelihood: Likelihood) -> float:
+    def _laplace_log_evidence(self, prior: Prior, likelihood: Likelihood, logdet_h) -> float:
         """log p(y | α, β) ≈ log p(y | w̄) − ½ w̄ᵀAw̄ + ½ log det A − ½ log det H (Laplace's
         approximation around w̄; the 2π factors of prior and Gaussian integral cancel)."""
-        dtype = exact.chol.dtype
+        dtype = jnp.result_type(float)
         w = jnp.asarray(self.features.w, dtype)
         fit = likelihood.log_likelihood(
             jnp.asarray(self.offsets, dtype), jnp.asarray(self.targets, dtype)
         )
-        prior = exact.prior
-        return float(
-            fit
-            - 0.5 * jnp.sum(prior.precision() * w**2)
-            + 0.5 * prior.logdet()
-            - 0.5 * exact.logdet()
-        )
+        penalty = 0.5 * jnp.sum(prior.precision() * w**2)
+        return float(fit - penalty + 0.5 * prior.logdet() - 0.5 * logdet_h)
+
+    def log_evidence(
+        self,
+        post: LaplacePosterior,
+        key: jax.Array | int = 0,
+        depth: int = 50,
+        n_probes: int = 8,
+        probes=None,
+    ) -> float:
+        """Laplace's log evidence log p(y | α, β) ≈ log p(y | w̄) − ½w̄ᵀAw̄ + ½ log det A
+        − ½ log det H at ``post``'s α (and β), H = Σ_i J_iᵀB_iJ_i + A at w̄ (MacKay 1992):
+        what networks and hyperparameters are compared by. log det H comes from the
+        Cholesky factor of an exact fit (``post.exact``; then it equals
+        ``post.log_evidence``), otherwise by stochastic Lanczos quadrature: ``n_probes``
+        Rademacher probes (or the rows of ``probes``, e.g. ``basis_probes(d)`` for the
+        exact trace), Lanczos to ``depth`` on H applied matrix-free (one pass over the
+        data per step and probe). Its error is the probes' (Hutchinson's) plus the
+        quadrature's: sd √(2(‖log H‖_F² − Σ_i (log H)_ii²)/P) for Rademacher probes."""
+        if post.features.structure_hash() != self.features.structure_hash():
+            raise ValueError("post: fitted for another network than this linearised model")
+        prior = Prior(post.alpha, post.groups)
+        if post.exact is not None:
+            return self._laplace_log_evidence(prior, post.likelihood, post.exact.logdet())
+        d = self.features.d
+        depth = positive_int(depth, "depth")
+        if depth > d:
+            raise ValueError(f"depth: Krylov depth {depth} exceeds d={d}")
+        if probes is None:
+            key = jax.random.PRNGKey(key) if isinstance(key, int) else key
+            probes = rademacher_probes(key, n_probes, d)
+        probes = jnp.asarray(probes, jnp.result_type(float))
+        if probes.ndim != 2 or probes.shape[1] != d:
+            raise ValueError(f"probes must have shape (P, d={d}), got {probes.shape}")
+        blocks = ops.traced_blocks(self.features, self.dataset, self.block_size)
+        logdet_h = _slq_logdet_h(self.features, post.likelihood, prior, blocks, probes, depth)
+        if not bool(jnp.isfinite(logdet_h)):
+            raise FloatingPointError(
+                f"depth: Lanczos broke down at Krylov depth {depth} (log det H not finite); "
+                "lower depth"
+            )
+        return self._laplace_log_evidence(prior, post.likelihood, logdet_h)
 
     def _fit_sampled(
         self,
@@ -482,6 +522,17 @@ class LinearisedModel:
         posterior = SampledPosterior(mean=mean, samples=exact.sample(key, k))
         fit = HyperparameterFit(alpha, beta, posterior, n_iter, trajectory, None)
         return fit, exact
+
+
+@eqx.filter_jit
+def _slq_logdet_h(features, likelihood, prior: Prior, blocks, probes, depth: int):
+    """SLQ estimate of log det (ΦᵀBΦ + A), H applied by ``operators.normal_operator``."""
+    beta = likelihood.beta if isinstance(likelihood, Gaussian) else jnp.zeros(0)
+
+    def hmul(v):
+        return ops.normal_operator((v, beta), features, likelihood, blocks) + prior.mul(v)
+
+    return slq_logdet(hmul, probes, depth)
 
 
 @eqx.filter_jit
