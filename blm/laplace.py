@@ -197,25 +197,25 @@ class LinearisedModel:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
 
-        ``solver="exact"`` forms the GGN densely instead (from the whitened Jacobian rows
-        L_iᵀJ_i of every training input, by reverse mode: where d ≤ n·m only the d × d
-        Gram matrix, accumulated block by block, so memory m·d² for any n, e.g. last-layer
-        Laplace on a large dataset; else every row and the dual (n·m)²) and runs exact
-        MacKay steps on it (γ_g = |g| − Tr_g(AH⁻¹) from the
-        Cholesky factor, no sampling noise); the posterior keeps the factor, so predictive
-        variances and the probit predictive are exact, J(x)H⁻¹J(x)ᵀ, and the ``n_samples``
-        samples (for the Monte Carlo predictive) are exact draws; and its ``log_evidence``
-        is Laplace's approximation of log p(y | α, β) around w̄ at the fitted α, β (MacKay
-        1992), log p(y | w̄) − ½w̄ᵀAw̄ + ½ log det A − ½ log det H, for comparing networks
-        and hyperparameters: ``centre="map"`` EM ends at its stationary point. For last-layer Laplace
+        ``solver="exact"`` forms the GGN densely instead, from the whitened Jacobian rows
+        L_iᵀJ_i of every training input (reverse mode): where d ≤ n·m only the d × d Gram
+        matrix, accumulated block by block (memory m·d² for any n: last-layer Laplace on a
+        large dataset), else every row and the dual (n·m)². It runs exact MacKay steps on
+        it (γ_g = |g| − Tr_g(AH⁻¹) from the Cholesky factor: no sampling noise). The
+        posterior keeps the factor: predictive variances and the probit predictive are
+        exact, J(x)H⁻¹J(x)ᵀ, the ``n_samples`` samples (for the Monte Carlo predictive)
+        are exact draws, and ``log_evidence`` is Laplace's approximation of
+        log p(y | α, β) around w̄ at the fitted α, β (MacKay 1992; see ``log_evidence``),
+        whose stationary point ``centre="map"`` EM ends at. For last-layer Laplace
         (``filter_spec`` selecting the last layer) and networks up to some 10⁴ weights; it
-        refuses at once (``MemoryError`` naming solver='sgd') where the dense form would not
-        fit. Under ``jax_enable_x64`` it works in float64 whatever the network's precision.
-        ``sgd_options`` and ``init_samples`` are the sampler's and are ignored by it.
-        ``solver="cg"`` solves the same E-steps by batched conjugate gradients (full
-        passes, one per iteration for the mean and all samples; ``cg_options``: ``tol``
-        relative residual, default 1e-4, ``max_iter`` 1 000, ``precondition`` Jacobi, on by
-        default), warm-started like the sampler.
+        refuses at once (``MemoryError`` naming solver='sgd') where the dense form would
+        not fit, and works in float64 under ``jax_enable_x64`` whatever the network's
+        precision. ``sgd_options`` and ``init_samples`` are ignored by it.
+
+        ``solver="cg"`` solves the same E-steps as the sampler by batched conjugate
+        gradients (full passes, one per iteration for the mean and all samples;
+        ``cg_options``: ``tol`` relative residual, default 1e-4, ``max_iter`` 1 000,
+        ``precondition`` Jacobi, on by default), warm-started like the sampler.
 
         ``sgd_options`` are ``SGDConfig`` fields (defaults here: n_steps 1000,
         batch_size min(256, n), Polyak averaging over the last half, no Jacobi
@@ -354,7 +354,8 @@ class LinearisedModel:
         exact trace), Lanczos to ``depth`` on H applied matrix-free (one pass over the
         data per step and probe). Its error is the probes' (Hutchinson's) plus the
         quadrature's: sd √(2(‖log H‖_F² − Σ_i (log H)_ii²)/P) for Rademacher probes."""
-        if post.features.structure_hash() != self.features.structure_hash():
+        same = post.features.structure_hash() == self.features.structure_hash()
+        if not (same and post.features.weights_hash() == self.features.weights_hash()):
             raise ValueError("post: fitted for another network than this linearised model")
         prior = Prior(post.alpha, post.groups)
         if post.exact is not None:
@@ -544,19 +545,22 @@ def _dense_block(features, likelihood, xb, yb, dtype):
     rows (β = 1)."""
     b, m = yb.shape
     if isinstance(likelihood, Gaussian):
-        eye = jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m))
-        return features.factor_rows(xb, eye).astype(dtype), yb.astype(dtype)
+        return _jacobian_rows(features, xb).astype(dtype), yb.astype(dtype)
     L = likelihood.sqrt_precision(features.offset(xb))
     rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)
     return rows.astype(dtype), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1).astype(dtype)
 
 
+def _jacobian_rows(features, xb):
+    """J(x_i) (b, m, d) by reverse mode: the factor rows with L_i = I."""
+    b, m = xb.shape[0], features.m
+    return features.factor_rows(xb, jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m)))
+
+
 @eqx.filter_jit
 def _exact_block(features, exact: ExactPosterior, xb):
     """f(w̄, x_b) and diag J_l H⁻¹J_lᵀ of each output l, from the Jacobian rows (b, m, d)."""
-    b, m = xb.shape[0], features.m
-    eye = jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m))
-    rows = features.factor_rows(xb, eye).astype(exact.chol.dtype)
+    rows = _jacobian_rows(features, xb).astype(exact.chol.dtype)
     var = jax.vmap(exact.predictive_variance, in_axes=1, out_axes=1)(rows)
     return features.offset(xb), var
 
@@ -571,7 +575,8 @@ class LaplacePosterior:
     ``alpha`` (G,), ``beta`` (Gaussian only), the EM ``trajectory`` and the last solve's
     ``diagnostics``; ``exact`` the Cholesky-factored posterior where it was fitted with
     ``solver="exact"`` (then variances are exact, the samples exact draws), else None,
-    and ``log_evidence`` its Laplace log evidence (None without ``exact``).
+    and ``log_evidence`` its Laplace log evidence (None without ``exact``:
+    ``LinearisedModel.log_evidence`` estimates it for any posterior).
     Predictions need only this object (and can be saved with ``save``)."""
 
     def __init__(
