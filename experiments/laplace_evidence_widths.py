@@ -128,7 +128,7 @@ def main() -> None:
     ):
         means = [summary[w][key][0] for w in widths]
         sds = [summary[w][key][1] for w in widths]
-        ax.errorbar(widths, means, yerr=sds, marker="o", capsize=3)
+        ax.errorbar(widths, means, yerr=sds, marker="o", capsize=3, label="linearised Laplace")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("hidden width")
         ax.set_ylabel(label)
