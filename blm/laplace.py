@@ -677,7 +677,8 @@ class LaplacePosterior:
                 f["exact"].attrs["form"] = self.exact.form
                 if self.exact.psi is not None:
                     f["exact/psi"] = np.asarray(self.exact.psi)
-                f["exact"].attrs["log_evidence"] = self.log_evidence
+                if self.log_evidence is not None:
+                    f["exact"].attrs["log_evidence"] = self.log_evidence
             f.attrs["likelihood"] = type(self.likelihood).__name__
             if isinstance(self.likelihood, Gaussian):
                 f["beta"] = np.asarray(self.likelihood.beta)
@@ -737,7 +738,8 @@ class LaplacePosterior:
                     psi=jnp.asarray(g["psi"][()]) if "psi" in g else None,
                     form=str(g.attrs["form"]),
                 )
-                log_evidence = float(g.attrs["log_evidence"])
+                if "log_evidence" in g.attrs:
+                    log_evidence = float(g.attrs["log_evidence"])
             return cls(
                 features, likelihood, alpha, posterior, groups, None, None, exact, log_evidence
             )

@@ -664,6 +664,10 @@ def test_exact_fit_draws_exact_samples_and_round_trips(tmp_path):
     assert back.exact.form == post.exact.form and back.log_evidence == post.log_evidence
     np.testing.assert_array_equal(back.predict(Xt)[1], var)
     np.testing.assert_array_equal(back.samples, post.samples)
+    bare = LaplacePosterior(post.features, post.likelihood, post.alpha, post.posterior, post.groups)
+    bare.exact = post.exact  # a factor without an evidence (built by hand) saves too
+    bare.save(tmp_path / "bare.h5")
+    assert LaplacePosterior.load(tmp_path / "bare.h5", net).log_evidence is None
 
     cls_net = small_mlp(3)
     labels = np.arange(60) % 3
