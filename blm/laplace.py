@@ -14,19 +14,17 @@ softmax / Bernoulli θ̄ is one Newton step of the linearised log-likelihood fro
 ``linearise`` builds it; ``LinearisedModel.fit`` draws k samples z_j ~ N(0, H⁻¹) by
 sample-then-optimise SGD and tunes α (and β for regression) by sample-based MacKay EM;
 the returned ``LaplacePosterior`` predicts with mean f(w̄, x) and the samples' spread
-J(x) z_j, and saves to / loads from HDF5. Where the GGN fits in memory,
+J(x) z_j, and saves to / loads from HDF5 (``blm.laplace_posterior``, re-exported here). Where the GGN fits in memory,
 ``fit(solver="exact")`` forms it densely and runs exact MacKay steps instead; its
 posterior keeps the Cholesky factor and predicts with the exact J(x)H⁻¹J(x)ᵀ.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import replace
 
 import equinox as eqx
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,18 +32,17 @@ import numpy as np
 from blm import operators as ops
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
 from blm._progress import close, progress_bar
-from blm.checkpoint import atomic_h5
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
     HyperparameterFit,
-    Trajectory,
     iterate_hyperparameters,
     relative_change,
 )
 from blm.evidence.mackay import fit_mackay
-from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from blm.laplace_posterior import LaplacePosterior, dense_jacobian
+from blm.likelihoods import Gaussian, Likelihood
 from blm.memory import (
     MemoryEstimate,
     available_memory,
@@ -59,11 +56,6 @@ from blm.solvers.cg import cg
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
-from blm.uncertainty.predictive import (
-    mc_probs,
-    probit_from_variance,
-    sampled_outputs,
-)
 
 # a last EM step that moved α by more than this is a loop still travelling, not the jitter
 # of a sample-based γ̂ (within ±10 % at k = 16 on the digits MLP once converged)
@@ -545,201 +537,12 @@ def _dense_block(features, likelihood, xb, yb, dtype):
     rows (β = 1)."""
     b, m = yb.shape
     if isinstance(likelihood, Gaussian):
-        return _jacobian_rows(features, xb).astype(dtype), yb.astype(dtype)
+        return dense_jacobian(features, xb).astype(dtype), yb.astype(dtype)
     L = likelihood.sqrt_precision(features.offset(xb))
     rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)
     return rows.astype(dtype), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1).astype(dtype)
 
 
-def _jacobian_rows(features, xb):
-    """J(x_i) (b, m, d) by reverse mode: the factor rows with L_i = I."""
-    b, m = xb.shape[0], features.m
-    return features.factor_rows(xb, jnp.broadcast_to(jnp.eye(m, dtype=features.w.dtype), (b, m, m)))
-
-
-@eqx.filter_jit
-def _exact_block(features, exact: ExactPosterior, xb):
-    """f(w̄, x_b) and diag J_l H⁻¹J_lᵀ of each output l, from the Jacobian rows (b, m, d)."""
-    rows = _jacobian_rows(features, xb).astype(exact.chol.dtype)
-    var = jax.vmap(exact.predictive_variance, in_axes=1, out_axes=1)(rows)
-    return features.offset(xb), var
-
-
 def _tick(bar, it, change):
     bar.update(1)
     bar.set_postfix(change=f"{change:.2e}")
-
-
-class LaplacePosterior:
-    """A fitted linearised-Laplace posterior: ``mean`` θ̄ (d,), ``samples`` z_j (k, d),
-    ``alpha`` (G,), ``beta`` (Gaussian only), the EM ``trajectory`` and the last solve's
-    ``diagnostics``; ``exact`` the Cholesky-factored posterior where it was fitted with
-    ``solver="exact"`` (then variances are exact, the samples exact draws), else None,
-    and ``log_evidence`` its Laplace log evidence (None without ``exact``:
-    ``LinearisedModel.log_evidence`` estimates it for any posterior).
-    Predictions need only this object (and can be saved with ``save``)."""
-
-    def __init__(
-        self,
-        features: NetworkFeatures,
-        likelihood: Likelihood,
-        alpha,
-        posterior: SampledPosterior,
-        groups,
-        trajectory: Trajectory | None = None,
-        diagnostics=None,
-        exact: ExactPosterior | None = None,
-        log_evidence: float | None = None,
-    ):
-        self.features = features
-        self.likelihood = likelihood
-        self.alpha = np.asarray(alpha)
-        self.posterior = posterior
-        self.groups = np.asarray(groups)
-        self.trajectory = trajectory
-        self.diagnostics = diagnostics
-        self.exact = exact
-        self.log_evidence = log_evidence
-
-    @property
-    def mean(self) -> jax.Array:
-        return self.posterior.mean
-
-    @property
-    def samples(self) -> jax.Array:
-        return self.posterior.samples
-
-    @property
-    def beta(self) -> np.ndarray | None:
-        return np.asarray(self.likelihood.beta) if isinstance(self.likelihood, Gaussian) else None
-
-    # -- prediction ----------------------------------------------------------------
-    def _inputs(self, X) -> jax.Array:
-        X = as_float_array(X, "X")
-        if tuple(X.shape[1:]) != self.features.input_shape:
-            raise ValueError(
-                f"X must have rows of shape {self.features.input_shape}, got {X.shape[1:]}"
-            )
-        return jnp.asarray(X, self.features.w.dtype)
-
-    def outputs(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
-        """(f(w̄, x) (t, m), J(x) z_j (k, t, m)) for inputs X (t, *input_shape)."""
-        X = self._inputs(X)
-        return sampled_outputs(
-            self.features, X, self.samples, positive_int(block_size, "block_size")
-        )
-
-    def output_variance(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
-        """(f(w̄, x), v(x)) (t, m) each: the variance of each linearised output,
-        v = diag J(x)H⁻¹J(x)ᵀ, exact where the posterior is factored (``exact``; the
-        Jacobian rows of ``block_size`` inputs at a time), else the samples' (1/k)Σ_j (J(x)z_j)²."""
-        if self.exact is None:
-            f0, fz = self.outputs(X, block_size)
-            return f0, jnp.mean(fz**2, axis=0)
-        X, b = self._inputs(X), positive_int(block_size, "block_size")
-        parts = [_exact_block(self.features, self.exact, X[i : i + b]) for i in range(0, len(X), b)]
-        return jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts])
-
-    def predict(self, X, block_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Regression: predictive mean f(w̄, x) and variance v(x) + 1/β, (t, m), with v the
-        linearised output variance (``output_variance``: exact, or the samples')."""
-        if not isinstance(self.likelihood, Gaussian):
-            raise TypeError("predict is for a Gaussian likelihood; use predict_proba")
-        f0, var = self.output_variance(X, block_size)
-        return np.asarray(f0), np.asarray(var + 1.0 / self.likelihood.beta)
-
-    def predict_proba(self, X, method: str = "mc", block_size: int = 256) -> np.ndarray:
-        """Classification: class probabilities (t, C) by Monte Carlo over the samples
-        (``"mc"``) or the probit approximation (``"probit"``, with the exact logit
-        variances where the posterior is factored)."""
-        if not isinstance(self.likelihood, Categorical | Bernoulli):
-            raise TypeError("predict_proba needs a Categorical or Bernoulli likelihood")
-        one_of(method, "method", ("mc", "probit"))
-        if method == "mc":
-            return np.asarray(mc_probs(self.likelihood, *self.outputs(X, block_size)))
-        return np.asarray(
-            probit_from_variance(self.likelihood, *self.output_variance(X, block_size))
-        )
-
-    # -- persistence -----------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> None:
-        """Write mean, samples, α, β, groups, the exact posterior's Cholesky factor (and Ψ
-        in dual form) where there is one, and the model's structure and weight hashes to
-        an HDF5 file (written to a temporary name, then renamed into place)."""
-        with atomic_h5(path) as f:
-            f["mean"] = np.asarray(self.mean)
-            f["samples"] = np.asarray(self.samples)
-            f["alpha"] = self.alpha
-            f["groups"] = self.groups
-            if self.exact is not None:
-                f["exact/chol"] = np.asarray(self.exact.chol)
-                f["exact/mean"] = np.asarray(self.exact.mean)
-                f["exact"].attrs["form"] = self.exact.form
-                if self.exact.psi is not None:
-                    f["exact/psi"] = np.asarray(self.exact.psi)
-                if self.log_evidence is not None:
-                    f["exact"].attrs["log_evidence"] = self.log_evidence
-            f.attrs["likelihood"] = type(self.likelihood).__name__
-            if isinstance(self.likelihood, Gaussian):
-                f["beta"] = np.asarray(self.likelihood.beta)
-            if isinstance(self.likelihood, Categorical):
-                f.attrs["n_classes"] = self.likelihood.n_classes
-            f.attrs["structure_hash"] = self.features.structure_hash()
-            f.attrs["weights_hash"] = self.features.weights_hash()
-            f.attrs["input_shape"] = np.asarray(self.features.input_shape, np.int64)
-
-    @classmethod
-    def load(
-        cls,
-        path: str | os.PathLike,
-        model: eqx.Module,
-        filter_spec=eqx.is_inexact_array,
-        apply=None,
-    ) -> LaplacePosterior:
-        """Read a posterior saved by ``save`` for ``model`` (the network it was fitted
-        around); a file fitted for another architecture or other weights raises."""
-        path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"path: no posterior file at {path!r}")
-        with h5py.File(path, "r") as f:
-            missing = [k for k in ("mean", "samples", "alpha", "groups") if k not in f]
-            if missing or "structure_hash" not in f.attrs:
-                raise ValueError(f"path: {path!r} is not a blm posterior file (lacks {missing})")
-            features = NetworkFeatures(model, tuple(f.attrs["input_shape"]), filter_spec, apply)
-            if features.structure_hash() != f.attrs["structure_hash"]:
-                raise ValueError(
-                    f"model: the posterior in {path!r} was fitted for another architecture "
-                    "(parameter structure, shapes or output shape differ)"
-                )
-            if features.weights_hash() != f.attrs["weights_hash"]:
-                raise ValueError(
-                    f"model: the posterior in {path!r} was fitted around other weights than "
-                    "this model's; load it with the network it was linearised at"
-                )
-            kind = f.attrs["likelihood"]
-            if kind == "Gaussian":
-                likelihood = Gaussian(f["beta"][()])
-            elif kind == "Categorical":
-                likelihood = Categorical(int(f.attrs["n_classes"]))
-            else:
-                likelihood = Bernoulli()
-            dtype = features.w.dtype
-            posterior = SampledPosterior(
-                jnp.asarray(f["mean"][()], dtype), jnp.asarray(f["samples"][()], dtype)
-            )
-            alpha, groups = f["alpha"][()], f["groups"][()]
-            exact, log_evidence = None, None
-            if "exact" in f:
-                g = f["exact"]
-                exact = ExactPosterior(
-                    mean=jnp.asarray(g["mean"][()]),
-                    prior=Prior(alpha, groups),
-                    chol=jnp.asarray(g["chol"][()]),
-                    psi=jnp.asarray(g["psi"][()]) if "psi" in g else None,
-                    form=str(g.attrs["form"]),
-                )
-                if "log_evidence" in g.attrs:
-                    log_evidence = float(g.attrs["log_evidence"])
-            return cls(
-                features, likelihood, alpha, posterior, groups, None, None, exact, log_evidence
-            )
