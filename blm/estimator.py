@@ -44,7 +44,7 @@ from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
-from blm.memory import available_memory, estimate_exact_memory
+from blm.memory import available_memory, check_exact_memory, estimate_exact_memory
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
@@ -450,15 +450,14 @@ class BayesianLinearRegression:
         dtype = default_dtype()
         streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
         itemsize = np.dtype(dtype).itemsize
-        need = estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed)
-        free = available_memory()
-        if need > free:
-            raise MemoryError(
-                f"solver='exact' forms the posterior densely: about {need / 2**30:.1f} GiB for "
-                f"n = {dataset.n} rows and d = {features.d} weights, more than the "
-                f"{free / 2**30:.1f} GiB available; use solver='cg' or "
-                "solver='sgd' (matrix-free: memory of order (n_samples + 1)·d beside the data)"
-            )
+        check_exact_memory(
+            estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed),
+            "the posterior",
+            f"n = {dataset.n} rows and d = {features.d} weights",
+            "use solver='cg' or solver='sgd' (matrix-free: memory of order (n_samples + 1)·d "
+            "beside the data)",
+            available_memory(),
+        )
         model = DenseGaussianModel.from_data(features, dataset)
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)

@@ -14,9 +14,10 @@ softmax / Bernoulli θ̄ is one Newton step of the linearised log-likelihood fro
 ``linearise`` builds it; ``LinearisedModel.fit`` draws k samples z_j ~ N(0, H⁻¹) by
 sample-then-optimise SGD and tunes α (and β for regression) by sample-based MacKay EM;
 the returned ``LaplacePosterior`` predicts with mean f(w̄, x) and the samples' spread
-J(x) z_j, and saves to / loads from HDF5 (``blm.laplace_posterior``, re-exported here). Where the GGN fits in memory,
-``fit(solver="exact")`` forms it densely and runs exact MacKay steps instead; its
-posterior keeps the Cholesky factor and predicts with the exact J(x)H⁻¹J(x)ᵀ.
+J(x) z_j, and saves to / loads from HDF5 (``blm.laplace_posterior``, re-exported here).
+Where the GGN fits in memory, ``fit(solver="exact")`` forms it densely and runs exact
+MacKay steps instead; its posterior keeps the Cholesky factor and predicts with the
+exact J(x)H⁻¹J(x)ᵀ.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from blm.laplace_posterior import LaplacePosterior, dense_jacobian
 from blm.likelihoods import Gaussian, Likelihood
 from blm.memory import (
     MemoryEstimate,
-    available_memory,
+    check_exact_memory,
     check_memory,
     estimate_exact_memory,
     estimate_sgd_memory,
@@ -468,17 +469,16 @@ class LinearisedModel:
         rows, outputs = (n, m) if gaussian else (n * m, 1)
         primal = d <= rows * outputs  # then only the Gram matrices are kept, block by block
         block_rows = self.block_size * (1 if gaussian else m)
-        need = estimate_exact_memory(
-            rows, outputs, d, np.dtype(dtype).itemsize, block_rows if primal else None
+        check_exact_memory(
+            estimate_exact_memory(
+                rows, outputs, d, np.dtype(dtype).itemsize, block_rows if primal else None
+            ),
+            "the GGN",
+            f"n = {n} inputs, m = {m} outputs and d = {d} weights",
+            "use solver='sgd' (memory of order (n_samples + 1)·d), or select fewer weights "
+            "with filter_spec (e.g. the last layer)",
+            memory_limit,
         )
-        limit = available_memory() if memory_limit is None else int(memory_limit)
-        if need > limit:
-            raise MemoryError(
-                f"solver='exact' forms the GGN densely: about {need / 2**30:.2f} GiB for "
-                f"n = {n} inputs, m = {m} outputs and d = {d} weights, more than the "
-                f"{limit / 2**30:.2f} GiB available; use solver='sgd' (memory of order "
-                "(n_samples + 1)·d), or select fewer weights with filter_spec (e.g. the last layer)"
-            )
         model = DenseGaussianModel.from_data(
             self.features,
             self.dataset,

@@ -73,6 +73,20 @@ def estimate_exact_memory(
     return numbers * itemsize
 
 
+def check_exact_memory(
+    need: int, what: str, sizes: str, advice: str, limit: int | None = None
+) -> None:
+    """Raise ``MemoryError`` before a dense fit whose ``need`` bytes (``estimate_exact_memory``)
+    exceed ``limit`` (default: the memory available now), saying what it forms for which
+    ``sizes`` and the ``advice`` (the matrix-free way out)."""
+    limit = available_memory() if limit is None else int(limit)
+    if need > limit:
+        raise MemoryError(
+            f"solver='exact' forms {what} densely: about {need / 2**30:.2f} GiB for {sizes}, "
+            f"more than the {limit / 2**30:.2f} GiB available; {advice}"
+        )
+
+
 def available_memory() -> int:
     """Bytes free on the default device: the accelerator's limit minus its use, or the
     host's available memory (``MemAvailable`` on Linux, physical pages elsewhere)."""
