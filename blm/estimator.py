@@ -115,7 +115,8 @@ class BayesianLinearRegression:
             clip(0.01·Δ, tol, 1e-2) with Δ the previous step's relative change of α, β,
             and the fit stops only after a step solved to ``tol`` (``SolveSchedule``;
             the same fixed point, about half the solver work):
-            ``adaptive_tol=False`` solves every step to ``tol``.
+            ``adaptive_tol=False`` solves every step to ``tol``. A final solve that
+            stops at its cap (n_steps, max_iter) before ``tol`` warns.
         gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
             (see ``blm.evidence.mackay``).
         progress: show a progress bar over the EM steps.
@@ -501,7 +502,7 @@ class BayesianLinearRegression:
 
     def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key):
         """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver."""
-        solve, schedule = self._solver(features, dataset, key)
+        solve, schedule, final_tol = self._solver(features, dataset, key)
         progress = self._progress_callback()
         score = None
         if self.hyper == "mackay":
@@ -545,6 +546,7 @@ class BayesianLinearRegression:
             fit.trajectory,
             fit.diagnostics,
         )
+        fit.warn_if_unsolved(final_tol, self.solver, "solver_options")
         info = {"posterior": fit.posterior}
         if score is not None:
             dtype = default_dtype()
@@ -570,13 +572,14 @@ class BayesianLinearRegression:
         )
 
     def _solver(self, features, dataset, key):
-        """(solve, schedule): solve(likelihood, prior, init, tol=None) -> (posterior,
+        """(solve, schedule, tol): solve(likelihood, prior, init, tol=None) -> (posterior,
         diagnostics) for sgd or cg, with one key for every call (common random numbers
         across EM steps) and the first call's passes carried to the next, rescaled to its
         β: the Jacobi diagonal (``data_diagonal``) and the targets' [ΦᵀBY; ΦᵀLξ_j]
         (``noise_rhs``); ``tol`` overrides the solver's tolerance for one call. schedule:
         the ``SolveSchedule`` to the solver's tolerance, None with ``adaptive_tol=False``
-        or without a tolerance (plain sgd)."""
+        or without a tolerance (plain sgd). tol: the final solves' tolerance (cg's; sgd's
+        with snapshots), None for plain sgd."""
         options = dict(self.solver_options or {})
         adaptive = options.pop("adaptive_tol", None)
         if adaptive is not None and not isinstance(adaptive, bool):
@@ -628,7 +631,7 @@ class BayesianLinearRegression:
                 **at_tol,
             )
 
-        return solve, schedule
+        return solve, schedule, final
 
     def _progress_callback(self):
         if not self.progress:

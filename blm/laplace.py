@@ -444,7 +444,7 @@ class LinearisedModel:
                 post = SampledPosterior(mean=w, samples=post.samples)
             return post, diagnostics
 
-        return fit_mackay(
+        fit = fit_mackay(
             solve,
             self.features,
             prior,
@@ -457,6 +457,9 @@ class LinearisedModel:
             tick,
             self.block_size,
         )
+        final_tol = config.tol if solver == "sgd" else settings["tol"]
+        fit.warn_if_unsolved(final_tol, solver, f"{solver}_options")
+        return fit
 
     def _fit_exact(
         self, likelihood, prior, key, k, em_steps, tol, centre, tick, memory_limit

@@ -226,6 +226,8 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     assert abs(np.mean(ratio) - 1) < 0.1 and np.median(np.abs(ratio - 1)) < 0.15
     with pytest.raises(ValueError, match="cg_options.*n_steps"):
         lm.fit(solver="cg", cg_options={"n_steps": 10})
+    with pytest.warns(UserWarning, match=r"final cg solve stopped .* cg_options\['max_iter'\]"):
+        lm.fit(n_samples=4, key=0, solver="cg", cg_options={"max_iter": 5}, **start)
 
 
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():

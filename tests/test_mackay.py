@@ -146,6 +146,36 @@ def test_sgd_estimator_fits_hyperparameters_and_predicts():
     assert est.samples_.shape == (64, 120)
 
 
+SVRG_TO_TOL = {"snapshot_every": 4, "momentum": 0.5, "tol": 1e-4}
+
+
+@pytest.mark.parametrize(
+    "solver, options",
+    [
+        ("sgd", {**SVRG_TO_TOL, "n_steps": 3}),
+        ("sgd", {**SVRG_TO_TOL, "n_steps": 3, "adaptive_tol": False}),
+        ("cg", {"max_iter": 1}),
+    ],
+)
+def test_a_final_solve_stopped_at_its_cap_warns(solver, options, recwarn):
+    """One EM step with a solve cut off after 3 SGD steps or 1 cg iteration, short of its
+    tolerance: the fit says its posterior is not solved to tol and names the option to
+    raise (with loose early solves or without); the same fit given enough steps, and
+    plain sgd (no tolerance to miss), do not warn."""
+    X, y = _problem()
+    X, y = X[:600, :120], y[:600]
+    cap = "n_steps" if solver == "sgd" else "max_iter"
+    kw = {"solver": solver, "n_samples": 4, "random_state": 0, "max_iter": 1}
+    with pytest.warns(UserWarning, match=rf"final {solver} solve stopped at its cap \({cap}\)"):
+        est = BayesianLinearRegression(**kw, solver_options=options).fit(X, y)
+    assert not est.diagnostics_.converged
+    recwarn.clear()
+    enough = BayesianLinearRegression(**kw, solver_options={**options, cap: 5000}).fit(X, y)
+    assert enough.diagnostics_.converged
+    BayesianLinearRegression(**{**kw, "solver": "sgd"}, solver_options={"n_steps": 3}).fit(X, y)
+    assert not [w for w in recwarn if "stopped at its cap" in str(w.message)]
+
+
 def test_sgd_with_snapshots_reaches_the_exact_hyperparameters():
     """Minibatches of 128 of 4 000 rows, 400 steps per EM step, k = 16: with SVRG
     snapshots the solves are exact, so α and β land on the exact fit's (α up to the

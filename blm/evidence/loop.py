@@ -8,6 +8,7 @@ loop iterates it until the largest relative change of any α_g or β_k falls bel
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -101,6 +102,22 @@ class HyperparameterFit:
     n_iter: int
     trajectory: Trajectory
     diagnostics: object
+
+    def warn_if_unsolved(self, tol: float | None, solver: str, options: str) -> None:
+        """Warn where the final solve had a tolerance ``tol`` (cg; sgd with snapshots and
+        tol) and stopped at its cap before every column reached it: α, β and the posterior
+        are then less accurate than asked. ``options`` names the argument to raise the cap
+        in (``solver_options``, ``cg_options``, …)."""
+        if tol is None or getattr(self.diagnostics, "converged", True):
+            return
+        cap = "n_steps" if solver == "sgd" else "max_iter"
+        warnings.warn(
+            f"the final {solver} solve stopped at its cap ({cap}) before every column's "
+            f"relative residual reached tol = {tol:g}: the posterior and α, β are solved "
+            f"less accurately than asked; raise {options}['{cap}'] or the tol",
+            UserWarning,
+            stacklevel=4,
+        )
 
 
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
