@@ -193,15 +193,14 @@ class HDF5Dataset:
         pass (float64 sums; the variance by Chan et al.'s pairwise update, stable when
         |ȳ| ≫ sd y); with ``sample_weight`` (n,) the weighted means and variance."""
         w_all = None if sample_weight is None else frequency_weights(sample_weight, self.n)
-        sx, mean_y, m2_y = np.zeros(self.input_shape), np.zeros(self.m), np.zeros(self.m)
+        sx, mean_y, m2_y = 0.0, np.zeros(self.m), np.zeros(self.m)
         total = 0.0
         for xb, yb, start in self._raw_blocks(block_size or self.block_size):
             w = np.ones(len(yb)) if w_all is None else w_all[start : start + len(yb)]
             w_b = w.sum()
             if w_b == 0:
                 continue
-            for i in range(0, len(xb), 4096):  # float64 sums, never a float64 copy of a block
-                sx += np.tensordot(w[i : i + 4096], xb[i : i + 4096], axes=1)
+            sx = sx + self._weighted_row_sum(xb, w)
             yb = yb.astype(np.float64)
             mean_b = w @ yb / w_b
             delta = mean_b - mean_y
@@ -209,6 +208,14 @@ class HDF5Dataset:
             mean_y += delta * w_b / (total + w_b)
             total += w_b
         return sx / total, mean_y, m2_y / total
+
+    @staticmethod
+    def _weighted_row_sum(xb: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_i w_i x_i over a block, in float64 (never a float64 copy of the block)."""
+        total = np.zeros(xb.shape[1:])
+        for i in range(0, len(xb), 4096):
+            total += np.tensordot(w[i : i + 4096], xb[i : i + 4096], axes=1)
+        return total
 
     def shifted(self, x_offset, y_offset, sample_weight=None) -> HDF5Dataset:
         """The same file read as (x − x_offset, y − y_offset): centring without a copy;
@@ -328,8 +335,10 @@ class SparseHDF5Dataset(HDF5Dataset):
     (column index, value) pairs, r the largest row length in the file, padding (0, 0).
     ``SparseLinearFeatures`` applies them by gather and scatter-add, so memory is
     O(b·r + d) and nothing of size n·p exists. Column indices travel as floats, exact
-    below 2²⁴ in float32 (enable ``jax_enable_x64`` for wider designs). The inputs are
-    never centred (that would fill them in); ``shifted`` moves the targets only.
+    below 2²⁴ in float32 (enable ``jax_enable_x64`` for wider designs). Centring would
+    fill the rows in, so ``shifted(x̄, …)`` appends one pair (p, 1) to each row instead
+    (scaled by √w_i with the values), which ``SparseLinearFeatures(p, m, x_offset=x̄)``
+    reads as −x̄: the centred design, still sparse.
     """
 
     def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
@@ -360,24 +369,42 @@ class SparseHDF5Dataset(HDF5Dataset):
         self.n_columns = p
         return n, (max(width, 1), 2)
 
-    def moments(
-        self, block_size: int | None = None, sample_weight=None
-    ) -> tuple[None, np.ndarray, np.ndarray]:
-        """(None, ȳ, Var y), weighted with ``sample_weight``: the inputs are not centred."""
-        return (None, *super().moments(block_size, sample_weight)[1:])
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(r, 2), or (r + 1, 2) in a centred view (the offset pair)."""
+        width, pair = self._input_shape
+        return (width + (self.x_offset is not None), pair)
+
+    def _weighted_row_sum(self, xb: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_i w_i x_i (p,) of padded rows: a weighted count of each column's values."""
+        cols = xb[..., 0].astype(np.int64).ravel()
+        values = (xb[..., 1].astype(np.float64) * w[:, None]).ravel()
+        return np.bincount(cols, values, minlength=self.n_columns)
 
     def shifted(self, x_offset, y_offset, sample_weight=None) -> SparseHDF5Dataset:
-        """The same file read with y − y_offset (``x_offset`` must be None), rows scaled
-        by √w_i with frequency weights (see ``HDF5Dataset.shifted``)."""
-        if x_offset is not None:
-            raise ValueError("x_offset: a sparse design is not centred; pass None")
+        """The same file read with y − y_offset and, where ``x_offset`` = x̄ (p,) is given
+        (None: inputs as stored), each row's offset pair (p, 1) appended for
+        ``SparseLinearFeatures(p, m, x_offset=x̄)``; rows scaled by √w_i with frequency
+        weights (see ``HDF5Dataset.shifted``)."""
         view = self._weighted(sample_weight)
+        if x_offset is not None:
+            x_offset = np.asarray(x_offset, np.float64)
+            if x_offset.shape != (self.n_columns,):
+                raise ValueError(
+                    f"x_offset must be None or have shape ({self.n_columns},), got {x_offset.shape}"
+                )
+        view.x_offset = x_offset
         view.y_offset = np.asarray(y_offset, np.float64).reshape(self.m)
         return view
 
-    @staticmethod
-    def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return _scaled_values(xb, scale)
+    def _prepared_x(self, xb: np.ndarray, start: int) -> np.ndarray:
+        """Rows from ``start`` with the offset pair where centred, scaled by √w_i where
+        set (the column indices kept)."""
+        if self.x_offset is not None:
+            xb = with_offset_pair(xb, self.n_columns)
+        if self.row_scale is None:
+            return xb
+        return _scaled_values(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Rows start:stop as padded (column, value) pairs (b, r, 2), checked."""
@@ -390,7 +417,7 @@ class SparseHDF5Dataset(HDF5Dataset):
             raise ValueError(
                 f"x: column indices of rows {start}:{stop} leave [0, {self.n_columns})"
             )
-        return padded_rows(data, index, ptr - ptr[0], self.input_shape[0], dtype)
+        return padded_rows(data, index, ptr - ptr[0], self._input_shape[0], dtype)
 
 
 def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
@@ -406,17 +433,27 @@ def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
     return out
 
 
-def sparse_rows(X, row_scale: np.ndarray | None = None) -> np.ndarray:
+def sparse_rows(X, row_scale: np.ndarray | None = None, centred: bool = False) -> np.ndarray:
     """A scipy CSR array (n, p) as padded (column, value) rows (n, r, 2), r its longest
-    row (at least 1), values scaled by ``row_scale`` (n,) where given: the in-memory input
-    format of ``SparseLinearFeatures``, as a ``SparseHDF5Dataset`` reads it."""
+    row (at least 1), with the offset pair (p, 1) appended to each row if ``centred``,
+    values scaled by ``row_scale`` (n,) where given: the in-memory input format of
+    ``SparseLinearFeatures``, as a ``SparseHDF5Dataset`` (``shifted``) reads it."""
     if np.dtype(default_dtype()) == np.float32 and X.shape[1] >= 1 << 24:
         raise ValueError(
             f"X: {X.shape[1]} columns need float64 column indices; enable jax_enable_x64"
         )
     width = max(int(np.diff(X.indptr).max(initial=0)), 1)
     rows = padded_rows(X.data, X.indices, X.indptr, width, np.float64)
+    rows = with_offset_pair(rows, X.shape[1]) if centred else rows
     return rows if row_scale is None else _scaled_values(rows, row_scale)
+
+
+def with_offset_pair(rows: np.ndarray, p: int) -> np.ndarray:
+    """Padded (column, value) rows (b, r, 2) with the pair (p, 1) appended to each
+    (b, r + 1, 2): the column that ``SparseLinearFeatures(p, m, x_offset=x̄)`` reads as
+    −x̄, so that each row acts as x_i − x̄ (scaled rows scale it too)."""
+    pair = np.broadcast_to(np.asarray([p, 1], rows.dtype), (len(rows), 1, 2))
+    return np.concatenate([rows, pair], axis=1)
 
 
 def _scaled_values(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:

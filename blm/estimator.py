@@ -280,7 +280,9 @@ class BayesianLinearRegression:
         or to an ``HDF5Dataset`` X (y None) read in row blocks: then nothing of size
         n·p is held in memory (the exact solver keeps the p × p Gram; centring is applied
         as blocks are read). A scipy sparse X is fitted as a ``SparseHDF5Dataset`` is:
-        never densified by sgd/cg, and not centred (the intercept centres y only).
+        never densified by sgd/cg, and centred as a dense X is (each row carries one
+        more (column, value) pair that the features read as −x̄: the same fit as
+        ``X.toarray()``, as scikit-learn's sparse ``Ridge`` centres implicitly).
 
         ``sample_weight`` (n,) ≥ 0 (in memory, also for a file): frequency weights as in
         scikit-learn's ``BayesianRidge``, row i's likelihood N(y_i; x_iθ, 1/β)^{w_i}: the
@@ -402,21 +404,19 @@ class BayesianLinearRegression:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
             self._y_1d = X.y_ndim == 1
             w = None if sample_weight is None else frequency_weights(sample_weight, X.n)
-            if isinstance(X, SparseHDF5Dataset):
-                # the inputs stay sparse (uncentred); the targets are centred
-                _, y_mean, self._y_var = X.moments(sample_weight=w)
-                self.X_offset_ = np.zeros(X.n_columns)
-                self.y_offset_ = y_mean if self.fit_intercept else np.zeros(X.m)
-                dataset = X.shifted(None, self.y_offset_, w)
-                return SparseLinearFeatures(X.n_columns, X.m), dataset
-            if len(X.input_shape) != 1:
+            sparse = isinstance(X, SparseHDF5Dataset)
+            if not sparse and len(X.input_shape) != 1:
                 raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
-            (p,), m = X.input_shape, X.m
+            p, m = X.n_columns if sparse else X.input_shape[0], X.m
             x_mean, y_mean, self._y_var = X.moments(sample_weight=w)
             if self.fit_intercept:
                 self.X_offset_, self.y_offset_ = x_mean, y_mean
             else:
                 self.X_offset_, self.y_offset_ = np.zeros(p), np.zeros(m)
+            if sparse:  # centred by each row's offset pair, never filled in
+                x_offset = self.X_offset_ if self.fit_intercept else None
+                features = SparseLinearFeatures(p, m, x_offset=x_offset)
+                return features, X.shifted(x_offset, self.y_offset_, w)
             dataset = X.shifted(self.X_offset_, self.y_offset_, w)
             return LinearFeatures(p, m), dataset
         sparse = scipy.sparse.issparse(X)
@@ -438,11 +438,18 @@ class BayesianLinearRegression:
         root = None if w is None else np.sqrt(w)  # rows scaled by √w_i
         n_obs = None if w is None else w.sum()
         Yc = _row_scaled(Y - self.y_offset_, root)
-        if sparse:  # as a SparseHDF5Dataset: the design stays sparse, uncentred
+        if not self.fit_intercept:
             self.X_offset_ = np.zeros(p)
-            dataset = ArrayDataset(sparse_rows(X, root), Yc, n_observations=n_obs)
-            return SparseLinearFeatures(p, Y.shape[1]), dataset
-        self.X_offset_ = np.average(X, axis=0, weights=w) if self.fit_intercept else np.zeros(p)
+        elif sparse:  # Xᵀw / Σw: a dense (p,) vector, X never densified
+            weights = np.ones(n) if w is None else w
+            self.X_offset_ = np.asarray(X.T @ weights).reshape(p) / weights.sum()
+        else:
+            self.X_offset_ = np.average(X, axis=0, weights=w)
+        if sparse:  # as a SparseHDF5Dataset: centred by each row's offset pair
+            x_offset = self.X_offset_ if self.fit_intercept else None
+            rows = sparse_rows(X, root, centred=self.fit_intercept)
+            dataset = ArrayDataset(rows, Yc, n_observations=n_obs)
+            return SparseLinearFeatures(p, Y.shape[1], x_offset=x_offset), dataset
         dataset = ArrayDataset(_row_scaled(X - self.X_offset_, root), Yc, n_observations=n_obs)
         return LinearFeatures(p, Y.shape[1]), dataset
 

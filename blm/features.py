@@ -240,7 +240,27 @@ class SparseLinearFeatures(LinearFeatures):
     Θ̃[k, c_ij] += v_ij u_ik. Cost O(b·r·m) per batch plus O(d) for the output; the
     n × p design never exists. θ is the row-major ravel of Θ (m, p), as for
     ``LinearFeatures``.
+
+    Centred (``x_offset`` = x̄ given): the rows are t_i = s_i (x_i − x̄), as a dense design
+    is centred for an intercept, without filling them in. Each row then carries one more
+    pair (p, s_i) (``blm.data.with_offset_pair``; s_i = 1, or √w_i under frequency
+    weights, 0 for a padding row), read as a column p whose coefficient is −Θx̄:
+    t_iΘᵀ = Σ_j v_ij Θ[:, c_ij] − s_i Θx̄, and the scatter's column p folds back as
+    Θ̃ − Θ̃[:, p] x̄ᵀ. Cost O(m·p) more per batch.
     """
+
+    x_offset: Float[Array, " p"] | None
+
+    def __init__(self, n_inputs: int, n_outputs: int = 1, x_offset=None):
+        super().__init__(n_inputs, n_outputs)
+        if x_offset is not None:
+            x_offset = jnp.asarray(x_offset, jnp.result_type(float))
+            if x_offset.shape != (self.n_inputs,) or not bool(jnp.all(jnp.isfinite(x_offset))):
+                raise ValueError(
+                    f"x_offset must be {self.n_inputs} finite column means, got shape "
+                    f"{x_offset.shape}"
+                )
+        self.x_offset = x_offset
 
     def transform(self, inputs):
         raise TypeError("transform: sparse rows are applied by gather/scatter, never densified")
@@ -259,26 +279,49 @@ class SparseLinearFeatures(LinearFeatures):
     def jvp(self, inputs, z):
         cols, vals = self._split(inputs)
         Z = jnp.reshape(z, (self.n_outputs, self.n_inputs))
+        if self.x_offset is not None:  # column p: −Θx̄
+            Z = jnp.concatenate([Z, -(Z @ self.x_offset)[:, None]], axis=1)
         return jnp.einsum("kbr,br->bk", Z[:, cols], vals)
 
     def _scatter(self, cols, weights):
-        """Θ̃ (m, p) with Θ̃[k, c_ij] += weights[k, i, j], raveled."""
-        out = jnp.zeros((self.n_outputs, self.n_inputs), weights.dtype)
-        return jnp.ravel(out.at[:, cols].add(weights))
+        """Θ̃ (m, p) with Θ̃[k, c_ij] += weights[k, i, j] (column p folded back as −x̄ times
+        its sum when centred), raveled."""
+        return jnp.ravel(self._fold(self._scatter_wide(cols, weights)))
+
+    def _scatter_wide(self, cols, weights):
+        """Θ̃ (m, p), or (m, p + 1) with the offset pairs' column p when centred."""
+        width = self.n_inputs + (self.x_offset is not None)
+        out = jnp.zeros((self.n_outputs, width), weights.dtype)
+        return out.at[:, cols].add(weights)
+
+    def _fold(self, wide):
+        if self.x_offset is None:
+            return wide
+        return wide[:, :-1] - wide[:, -1:] * self.x_offset
 
     def vjp(self, inputs, v):
         cols, vals = self._split(inputs)
         return self._scatter(cols, vals[None] * v.T[:, :, None])
 
     def sq_rows(self, inputs, factor):
+        # Σ_i (B_i)_kk t_ij²; centred, t_ij = v_ij − s_i x̄_j expands to
+        # Σ w v² − 2 x̄_j Σ w s v + x̄_j² Σ w s², each a scatter over the pairs
         cols, vals = self._split(inputs)
-        w = jnp.sum(factor**2, axis=-1)  # (b, m): (B_i)_kk
-        return self._scatter(cols, w.T[:, :, None] * vals[None] ** 2)
+        w = jnp.sum(factor**2, axis=-1).T[:, :, None]  # (m, b, 1): (B_i)_kk
+        squares = self._scatter_wide(cols, w * vals[None] ** 2)
+        if self.x_offset is None:
+            return jnp.ravel(squares)
+        s = jnp.sum(jnp.where(cols == self.n_inputs, vals, 0.0), axis=-1)  # (b,) s_i
+        cross = self._scatter_wide(cols, w * (vals * s[:, None])[None])[:, :-1]
+        x = self.x_offset
+        return jnp.ravel(squares[:, :-1] - 2.0 * x * cross + x**2 * squares[:, -1:])
 
     def dense(self, inputs):
         cols, vals = self._split(inputs)
         b = cols.shape[0]
-        rows = jnp.zeros((b, self.n_inputs), vals.dtype).at[jnp.arange(b)[:, None], cols].add(vals)
+        width = self.n_inputs + (self.x_offset is not None)
+        rows = jnp.zeros((b, width), vals.dtype).at[jnp.arange(b)[:, None], cols].add(vals)
+        rows = self._fold(rows)
         eye = jnp.eye(self.n_outputs, dtype=rows.dtype)
         return jnp.einsum("kl,bp->bklp", eye, rows).reshape(b, self.n_outputs, self.d)
 
