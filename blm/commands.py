@@ -3,7 +3,7 @@
     blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
             [--fixed-solver-tol] [--snapshot-every S] [--covariance-columns I,J]
-            [--checkpoint C] [--resume]
+            [--checkpoint C] [--resume] [--float64]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
     blm coef POSTERIOR.h5 --out COEFFICIENTS.h5
     blm info POSTERIOR.h5
@@ -14,7 +14,10 @@ seconds and on Ctrl-C (exit status 130); ``--resume`` continues from it. Outputs
 written under a temporary name and renamed, so a killed run never leaves a truncated
 file in place of a good one; the checkpoint is removed once the output is written.
 Bad input (a missing file or dataset, mismatched shapes) exits with status 2 and a
-message naming it.
+message naming it. ``fit`` computes in JAX's default float32 unless ``--float64``
+(``jax_enable_x64``: twice the memory, the exact solver then agrees with scikit-learn
+to float64 precision); ``predict``, ``coef`` and ``info`` compute in the precision the
+posterior was fitted in.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--float64",
+        action="store_true",
+        help="compute in float64 (jax_enable_x64; default float32): twice the memory",
+    )
     p.set_defaults(func=fit)
     p = sub.add_parser("predict", help="predictive mean and sd for the rows of an HDF5 file")
     p.add_argument("posterior", help="file written by blm fit")
@@ -109,8 +117,30 @@ def _fail(command: str, err: Exception) -> int:
     return BAD_INPUT
 
 
+def _enable_float64() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _precision_of(posterior: str) -> None:
+    """Compute in float64 where the posterior file was fitted in float64 (a file that
+    is not a posterior is left to ``BayesianLinearRegression.load`` to name)."""
+    import h5py
+
+    try:
+        with h5py.File(posterior, "r") as f:
+            float64 = f["posterior/mean"].dtype == np.float64
+    except (OSError, KeyError):
+        return
+    if float64:
+        _enable_float64()
+
+
 def fit(args: argparse.Namespace) -> int:
     """Fit α, β and the posterior to DATA.h5 and write POSTERIOR.h5."""
+    if args.float64:
+        _enable_float64()
     from blm import BayesianLinearRegression
     from blm.data import open_hdf5
 
@@ -237,6 +267,7 @@ def predict(args: argparse.Namespace) -> int:
     from blm._checks import check_feature_names
     from blm.data import column_names, csr_block
 
+    _precision_of(args.posterior)
     try:
         est = BayesianLinearRegression.load(args.posterior)
         if not os.path.exists(args.data):
@@ -277,6 +308,7 @@ def coef(args: argparse.Namespace) -> int:
 
     from blm import BayesianLinearRegression
 
+    _precision_of(args.posterior)
     try:
         est = BayesianLinearRegression.load(args.posterior)
     except (FileNotFoundError, ValueError) as err:
@@ -299,6 +331,7 @@ def info(args: argparse.Namespace) -> int:
     """Print what a posterior file holds."""
     from blm import BayesianLinearRegression
 
+    _precision_of(args.posterior)
     try:
         est = BayesianLinearRegression.load(args.posterior)
     except (FileNotFoundError, ValueError) as err:
@@ -311,6 +344,7 @@ def info(args: argparse.Namespace) -> int:
     if options:
         print("solver options:  " + ", ".join(f"{k}={v}" for k, v in options.items()))
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
+    print(f"precision:       {np.asarray(post.mean).dtype}")
     print(f"alpha:           {est.alpha_}")
     print(f"beta:            {est.beta_}")
     print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")

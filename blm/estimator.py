@@ -377,9 +377,11 @@ class BayesianLinearRegression:
         return load_estimator(cls, path)
 
     def _fingerprint(self, X, y, sample_weight=None) -> str:
-        """A hash of the settings (progress bars aside) and the data (an HDF5 file by
-        path, names, shape and modification time; arrays by content)."""
+        """A hash of the settings (progress bars aside), the precision (float32 or
+        float64) and the data (an HDF5 file by path, names, shape and modification time;
+        arrays by content)."""
         params = {k: v for k, v in self.get_params().items() if k != "progress"}
+        params["dtype"] = str(default_dtype())
         options = dict(params["solver_options"] or {})
         options.pop("progress", None)
         params["solver_options"] = options

@@ -31,33 +31,40 @@ def data(tmp_path_factory):
     return path, X, y
 
 
-def test_fit_predict_info(tmp_path, data):
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_fit_predict_info(tmp_path, data, precision):
+    """The commands against the estimator in this (float64) process: in JAX's default
+    float32 to 1e-5, with ``fit --float64`` to 1e-9, and predict/coef then compute in the
+    posterior's float64 too (in float32 they would miss by ~1e-6)."""
     path, X, y = data
     post, pred = tmp_path / "post.h5", tmp_path / "pred.h5"
-    out = _run("fit", path, "--solver", "exact", "--groups", "g", "--out", post, "--quiet")
+    wide = ["--float64"] if precision == "float64" else []
+    out = _run("fit", path, "--solver", "exact", "--groups", "g", "--out", post, "--quiet", *wide)
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / "post.h5.ckpt").exists()  # removed once the result is written
     ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2, max_iter=30, tol=1e-3).fit(X, y)
     est = BayesianLinearRegression.load(post)
-    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-6)
-    np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-6)
+    assert np.asarray(est.posterior_.mean).dtype == precision
+    close = 1e-5 if precision == "float32" else 1e-9
+    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=close / 10)
+    np.testing.assert_allclose(est.beta_, ref.beta_, rtol=close / 10)
     out = _run("predict", post, path, "--out", pred, "--block-size", 300)
     assert out.returncode == 0, out.stderr
     with h5py.File(pred, "r") as f:
         mean, std = f["mean"][()], f["std"][()]
     ref_mean, ref_std = ref.predict(X, return_std=True)
-    # the command runs in float32 (JAX's default), the reference in float64
-    np.testing.assert_allclose(mean, ref_mean, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(std, ref_std, rtol=1e-5)
+    np.testing.assert_allclose(mean, ref_mean, rtol=close, atol=close)
+    np.testing.assert_allclose(std, ref_std, rtol=close)
     out = _run("coef", post, "--out", tmp_path / "coef.h5")
     assert out.returncode == 0 and "(exact) of 30 weights" in out.stdout, out.stderr
     assert "[95% credible interval]" in out.stdout and "… 10 more (max_rows)" in out.stdout
     with h5py.File(tmp_path / "coef.h5", "r") as f:
-        np.testing.assert_allclose(f["coef"][()], ref.coef_, rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(f["std"][()], np.sqrt(np.diag(ref.sigma_)), rtol=1e-5)
-        np.testing.assert_allclose(f["intercept"][()], ref.intercept_, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(f["coef"][()], ref.coef_, rtol=close, atol=close / 10)
+        np.testing.assert_allclose(f["std"][()], np.sqrt(np.diag(ref.sigma_)), rtol=close)
+        np.testing.assert_allclose(f["intercept"][()], ref.intercept_, rtol=close, atol=close / 10)
     out = _run("info", post)
     assert out.returncode == 0 and "exact, mackay" in out.stdout and "p = 30" in out.stdout
+    assert f"precision:       {precision}" in out.stdout
 
 
 @pytest.mark.parametrize(
@@ -280,6 +287,8 @@ def test_resume_refuses_another_fit(tmp_path, data):
     args = _fit_args(path, out)
     args[args.index("--samples") + 1] = 8
     res = _run(*args, "--resume")
+    assert res.returncode == 2 and "belongs to another fit" in res.stderr
+    res = _run(*_fit_args(path, out), "--float64", "--resume")  # another precision
     assert res.returncode == 2 and "belongs to another fit" in res.stderr
 
 
