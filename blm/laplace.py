@@ -441,7 +441,7 @@ class LinearisedModel:
         def solve(lik, prior, init):
             post, diagnostics = run(lik, prior, init)
             if centre == "map":
-                post = SampledPosterior(mean=w, samples=post.samples)
+                post = eqx.tree_at(lambda p: p.mean, post, w)
             return post, diagnostics
 
         fit = fit_mackay(

@@ -6,7 +6,9 @@ Layout (``format`` attribute ``"blm.BayesianLinearRegression/1"``):
   ``y_1d``, ``n_iter``, ``posterior`` (``"exact"`` or ``"sampled"``), ``form``;
 - ``X_offset`` (p,), ``y_offset`` (m,), ``alpha`` (G,), ``beta`` (m,), ``scores``,
   ``prior_groups`` (p,) when given, ``trajectory/{alpha,beta,gamma,data_fit,score}``;
-- ``posterior/``: ``mean`` (m·p,), and ``samples`` (k, m·p) for sgd/cg, or ``chol``
+- ``posterior/``: ``mean`` (m·p,), and ``samples`` (k, m·p) for sgd/cg (with
+  ``precision_diagonal`` diag(H) and ``rhs_second_moment`` where the solver kept them,
+  for ``diag_covariance``'s control variate), or ``chol``
   (the Cholesky factor of H, or of the dual system with ``psi``) for the exact solver,
   with ``prior_alpha``, ``prior_groups``;
 - ``samples`` (k, [m,] p): ``samples_`` when ``n_samples > 0``;
@@ -64,6 +66,9 @@ def save_estimator(est, path: str | os.PathLike) -> None:
         else:
             f.attrs["posterior"] = "sampled"
             g["samples"] = np.asarray(post.samples)
+            if post.precision_diagonal is not None:
+                g["precision_diagonal"] = np.asarray(post.precision_diagonal)
+                g["rhs_second_moment"] = np.asarray(post.rhs_second_moment)
         if hasattr(est, "samples_"):
             f["samples"] = est.samples_
         if hasattr(est, "coef_covariance_"):
@@ -108,7 +113,11 @@ def load_estimator(cls, path: str | os.PathLike):
                 mean, prior, jnp.asarray(g["chol"][()]), psi, str(f.attrs["form"])
             )
         else:
-            est.posterior_ = SampledPosterior(mean, jnp.asarray(g["samples"][()]))
+            control = [
+                jnp.asarray(g[name][()]) if name in g else None
+                for name in ("precision_diagonal", "rhs_second_moment")
+            ]
+            est.posterior_ = SampledPosterior(mean, jnp.asarray(g["samples"][()]), *control)
         if "samples" in f:
             est.samples_ = f["samples"][()]
         if "coef_covariance" in f:

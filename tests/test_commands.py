@@ -142,7 +142,11 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
         "adaptive_tol": False,
     }
     out = _run("coef", tmp_path / "cg.h5", "--out", tmp_path / "coef.h5")
-    assert "(estimated from 16 samples, ±18 %)" in out.stdout, out.stderr
+    # the sds' median relative error, from diag(H)'s control variate: on these nearly
+    # orthogonal columns far below the plain 16 samples' 1/√32 = 18 %
+    error = 50 * np.median(np.asarray(ref.posterior_.diag_covariance_rel_sd()))
+    assert error < 5
+    assert f"(estimated from 16 samples, ±{error:.0f} % (median))" in out.stdout, out.stdout
     with h5py.File(tmp_path / "coef.h5", "r") as f:
         np.testing.assert_allclose(f["std"][()], ref.coef_std_, rtol=1e-6)
 

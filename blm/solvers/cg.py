@@ -71,24 +71,30 @@ def cg(
         data_rhs=True,
         noise_rhs=noise_rhs,
     )
-    b = jnp.concatenate([targets.data_rhs[None], targets.rhs(prior)])
+    rhs = targets.rhs(prior)
+    b = jnp.concatenate([targets.data_rhs[None], rhs])
     if init is not None:
         x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
         if x0.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
+    diagonal = _preconditioner(
+        features, likelihood, prior, dataset, block_size, precondition, data_diagonal
+    )
+
+    def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
+        return SampledPosterior.solved(x, diagonal if precondition else None, rhs)
+
     x, diag = _pcg(
         _hessian(features, likelihood, prior, dataset, block_size),
         b,
         None if init is None else x0,
-        _preconditioner(
-            features, likelihood, prior, dataset, block_size, precondition, data_diagonal
-        ),
+        diagonal,
         tol,
         max_iter,
         progress,
-        None if callback is None else lambda it, x: callback(it, SampledPosterior(x[0], x[1:])),
+        None if callback is None else lambda it, x: callback(it, solved(x)),
     )
-    return SampledPosterior(mean=x[0], samples=x[1:]), diag
+    return solved(x), diag
 
 
 def cg_solve(

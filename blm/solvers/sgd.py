@@ -375,6 +375,11 @@ def sgd(
         ]
     )
     x0 = _initial(init, start)
+
+    def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
+        diagonal = precond if config.precondition else None
+        return SampledPosterior.solved(x, diagonal, targets.rhs(prior))
+
     placed, sharding = place_parameters(problem, prior.d), row_sharding()
     snapshot_every, snapshot, converged = config.snapshot_every, None, False
     if snapshot_every is not None:
@@ -388,7 +393,7 @@ def sgd(
             snapshot, _, gnorm = take_snapshot(x0)
         next_snapshot = snapshot_every
         if _converged(config.tol, gnorm, rhs_norm):  # no step, so no learning rate either
-            return SampledPosterior(mean=x0[0], samples=x0[1:]), Diagnostics(converged=True)
+            return solved(x0), Diagnostics(converged=True)
     lr = _learning_rate(config, problem, dataset, block_size, k_lr)
     optimizer = _optimizer(config.momentum, config.nesterov)
     opt_state = optimizer.init(x0)
@@ -432,7 +437,7 @@ def sgd(
             _diverged(done, lr)
         if bar is not None:
             bar.update(n_chunk)
-        if callback is not None and callback(done, _current(state, done, avg_from)):
+        if callback is not None and callback(done, solved(_current(state, done, avg_from))):
             break
         if snapshot is not None and done in (next_snapshot, config.n_steps):
             # the next period's control variate, and exact diagnostics of this iterate
@@ -443,8 +448,8 @@ def sgd(
     close(bar)
     if converged:  # the iterate whose residual was checked, not an average
         diag.converged = True
-        return SampledPosterior(mean=state[0][0], samples=state[0][1:]), diag
-    return _current(state, done, avg_from), diag
+        return solved(state[0]), diag
+    return solved(_current(state, done, avg_from)), diag
 
 
 def _converged(tol: float | None, grad_norm, rhs_norm) -> bool:
@@ -509,10 +514,9 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     return take, first_step, jnp.linalg.norm(r, axis=1)
 
 
-def _current(state, done: int, avg_from) -> SampledPosterior:
+def _current(state, done: int, avg_from) -> Float[Array, "k1 d"]:
     """The reported iterate: the Polyak average once averaging has begun, else the last."""
-    x = state[2] if done > int(avg_from) else state[0]
-    return SampledPosterior(mean=x[0], samples=x[1:])
+    return state[2] if done > int(avg_from) else state[0]
 
 
 @functools.cache
