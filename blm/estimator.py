@@ -54,6 +54,8 @@ from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import targets_pass
 
 SOLVERS = ("exact", "sgd", "cg")
+SAMPLED_DEFAULT_K = 16
+"""Posterior samples an sgd/cg fit draws unless ``n_samples`` says otherwise."""
 HYPERS = ("mackay", "evidence")
 EVIDENCE_OPTIONS = ("learning_rate", *SLQConfig.__dataclass_fields__)
 
@@ -96,7 +98,8 @@ class BayesianLinearRegression:
     Parameters:
         solver: ``"exact"``, ``"sgd"`` or ``"cg"``.
         n_samples: posterior samples: kept in ``samples_``, and used by ``sgd``/``cg``
-            for γ̂ and for predictive variances (at least 1 there).
+            for γ̂ and for predictive variances (at least 1 there). None (default): 16
+            for sgd/cg, none for exact.
         random_state: seed of the samples (and of SGD's minibatches).
         max_iter, tol: stop the hyperparameter iteration after ``max_iter`` steps or
             when no α_g, β_k changes by more than ``tol`` relative.
@@ -160,7 +163,7 @@ class BayesianLinearRegression:
     def __init__(
         self,
         solver: str = "exact",
-        n_samples: int = 0,
+        n_samples: int | None = None,
         random_state: int | None = None,
         max_iter: int = 300,
         tol: float = 1e-6,
@@ -241,6 +244,12 @@ class BayesianLinearRegression:
         return f"BayesianLinearRegression({args})"
 
     # -- fitting -------------------------------------------------------------------
+    def _k(self) -> int:
+        """``n_samples``, or its default: 16 for sgd/cg, 0 for exact."""
+        if self.n_samples is not None:
+            return int(self.n_samples)
+        return 0 if self.solver == "exact" else SAMPLED_DEFAULT_K
+
     def _validate(self) -> None:
         one_of(self.solver, "solver", SOLVERS)
         one_of(self.gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
@@ -254,7 +263,9 @@ class BayesianLinearRegression:
             raise ValueError(
                 f"exact_evidence must be None, True or False, got {self.exact_evidence!r}"
             )
-        positive_int(self.n_samples, "n_samples", minimum=0 if self.solver == "exact" else 1)
+        if self.n_samples is not None:
+            minimum = 0 if self.solver == "exact" else 1
+            positive_int(self.n_samples, "n_samples", minimum=minimum)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
         for name in ("alpha_1", "alpha_2", "lambda_1", "lambda_2"):
@@ -345,9 +356,9 @@ class BayesianLinearRegression:
             )
         elif hasattr(self, "coef_covariance_"):
             del self.coef_covariance_  # from an earlier fit with other columns
-        if self.n_samples > 0:
+        if self._k() > 0:
             if self.solver == "exact":
-                z = post.sample(jax.random.fold_in(key, 1), self.n_samples)
+                z = post.sample(jax.random.fold_in(key, 1), self._k())
             else:
                 z = post.samples
             draws = np.asarray(post.mean + z).reshape(-1, m, p)
@@ -611,7 +622,7 @@ class BayesianLinearRegression:
             )
         # by default wherever there is a tolerance to loosen (cg; sgd with tol)
         schedule = SolveSchedule(final) if final is not None and adaptive is not False else None
-        k = self.n_samples
+        k = self._k()
         diagonal = _RescaledPass(
             features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
         )

@@ -271,6 +271,14 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
 
 
 def test_sampled_solver_needs_samples():
+    """n_samples left at None is 16 for sgd/cg (a matrix-free fit needs samples) and
+    none for exact; an explicit 0 for sgd is refused by name."""
+    X, y = np.random.default_rng(0).standard_normal((50, 3)), np.arange(50.0)
+    for solver in ("sgd", "cg"):
+        est = BayesianLinearRegression(solver=solver, random_state=0, max_iter=2).fit(X, y)
+        assert est.n_samples is None and est.samples_.shape == (16, 3)
+        assert est.posterior_.samples.shape == (16, 3)
+    assert not hasattr(BayesianLinearRegression().fit(X, y), "samples_")
     with pytest.raises(ValueError, match="n_samples must be >= 1"):
         BayesianLinearRegression(solver="sgd", n_samples=0).fit(np.ones((4, 2)), np.arange(4.0))
     with pytest.raises(ValueError, match="gamma_estimator must be one of"):
