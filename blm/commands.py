@@ -320,13 +320,8 @@ def coef(args: argparse.Namespace) -> int:
             out["covariance_columns"] = np.asarray(est.covariance_columns)
         if hasattr(est, "feature_names_in_"):
             out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
-    post = est.posterior_
-    k = post.samples.shape[0] if hasattr(post, "samples") else 0
-    if k:  # the sd's relative error is half the variance estimate's relative sd
-        error = 50 * float(np.median(np.asarray(post.diag_covariance_rel_sd())))
-        source = f"estimated from {k} samples, ±{error:.0f} % (median)"
-    else:
-        source = "exact"
+    k = getattr(est.posterior_, "k", 0)
+    source = f"estimated from {k} samples, ±{est._sd_error():.0f} % median" if k else "exact"
     print(est.summary())
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0

@@ -137,7 +137,8 @@ class BayesianLinearRegression:
             right-hand sides whatever the solver (to cg's ``tol``, default 1e-6; memory
             s·m·d, one pass over the data per iteration). For the few coefficients of
             interest beside many nuisance ones (a panel's fixed effects), where
-            ``coef_std_`` from k samples is good only to about 1/√(2k).
+            ``coef_std_`` from k samples is good only to about 1/√(2k) (less where H is
+            nearly diagonal, see ``coef_std_``).
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
@@ -698,6 +699,11 @@ class BayesianLinearRegression:
         std = np.sqrt(np.asarray(self.posterior_.diag_covariance())).reshape(m, p)
         return std[0] if self._y_1d else std
 
+    def _sd_error(self) -> float:
+        """The median relative error of the sampled ``coef_std_``, in %: half the
+        predicted relative sd of diag(H⁻¹)'s estimate (``diag_covariance_rel_sd``)."""
+        return 50 * float(np.median(np.asarray(self.posterior_.diag_covariance_rel_sd())))
+
     def summary(self, level: float = 0.95, max_rows: int = 20) -> str:
         """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
         posterior mean, sd and the central ``level`` credible interval mean ± z·sd
@@ -727,7 +733,7 @@ class BayesianLinearRegression:
             f"gamma = {self.trajectory_.gamma[-1]:.1f}",
             "sd: exact"
             if not k
-            else f"sd: from {k} samples (±{100 / np.sqrt(2 * k):.0f} %)"
+            else f"sd: from {k} samples (±{self._sd_error():.0f} % median)"
             + (", * solved exactly (covariance_columns)" if solved.any() else ""),
         ]
         for out in range(m):

@@ -62,11 +62,13 @@ for g, name in enumerate(names):
 # ## Credible intervals
 #
 # `coef_std_` is each coefficient's posterior sd √diag(H⁻¹): exact for the exact solver,
-# estimated from the k samples for sgd (to about 1/√(2k)). For the coefficients a
-# question is about, here the current T-bill rate and unemployment (a Phillips curve),
-# `covariance_columns` solves their joint covariance exactly after the sgd fit (by cg on
-# H, as it would beside a million nuisance coefficients). The sgd columns are at the sgd
-# fit's own α, β; a 95 % interval is coef ± 1.96 sd.
+# estimated from the k samples for sgd (to about 1/√(2k), less where H is nearly
+# diagonal: diag(H) serves as a control variate; `summary()` prints the median error).
+# For the coefficients a question is about, here the current T-bill rate and
+# unemployment (a Phillips curve), `covariance_columns` solves their joint covariance
+# exactly after the sgd fit (by cg on H, as it would beside a million nuisance
+# coefficients). The sgd columns are at the sgd fit's own α, β; a 95 % interval is
+# coef ± 1.96 sd.
 
 # %%
 k = sampled.n_samples

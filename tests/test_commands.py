@@ -146,7 +146,7 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     # orthogonal columns far below the plain 16 samples' 1/√32 = 18 %
     error = 50 * np.median(np.asarray(ref.posterior_.diag_covariance_rel_sd()))
     assert error < 5
-    assert f"(estimated from 16 samples, ±{error:.0f} % (median))" in out.stdout, out.stdout
+    assert f"(estimated from 16 samples, ±{error:.0f} % median)" in out.stdout, out.stdout
     with h5py.File(tmp_path / "coef.h5", "r") as f:
         np.testing.assert_allclose(f["std"][()], ref.coef_std_, rtol=1e-6)
 
