@@ -438,6 +438,8 @@ def sparse_rows(X, row_scale: np.ndarray | None = None, centred: bool = False) -
     row (at least 1), with the offset pair (p, 1) appended to each row if ``centred``,
     values scaled by ``row_scale`` (n,) where given: the in-memory input format of
     ``SparseLinearFeatures``, as a ``SparseHDF5Dataset`` (``shifted``) reads it."""
+    if not isinstance(centred, bool):
+        raise TypeError(f"centred must be True or False, got {centred!r}")
     if np.dtype(default_dtype()) == np.float32 and X.shape[1] >= 1 << 24:
         raise ValueError(
             f"X: {X.shape[1]} columns need float64 column indices; enable jax_enable_x64"
@@ -452,6 +454,10 @@ def with_offset_pair(rows: np.ndarray, p: int) -> np.ndarray:
     """Padded (column, value) rows (b, r, 2) with the pair (p, 1) appended to each
     (b, r + 1, 2): the column that ``SparseLinearFeatures(p, m, x_offset=x̄)`` reads as
     −x̄, so that each row acts as x_i − x̄ (scaled rows scale it too)."""
+    rows = np.asarray(rows)
+    if rows.ndim != 3 or rows.shape[-1] != 2:
+        raise ValueError(f"rows must be padded (column, value) pairs (b, r, 2), got {rows.shape}")
+    p = positive_int(p, "p")
     pair = np.broadcast_to(np.asarray([p, 1], rows.dtype), (len(rows), 1, 2))
     return np.concatenate([rows, pair], axis=1)
 

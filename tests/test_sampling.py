@@ -592,3 +592,13 @@ def test_diag_covariance_control_variate_is_unbiased_with_the_predicted_variance
     assert np.all(np.abs(est.mean(0) - v) < 4 * np.sqrt(predicted / reps))
     np.testing.assert_allclose(est.var(0), predicted, rtol=0.15)
     np.testing.assert_allclose(np.median(rel_sd, axis=0), np.sqrt(predicted) / v, rtol=0.1)
+
+
+def test_solved_posterior_names_mismatched_shapes(rng):
+    x = jnp.asarray(rng.standard_normal((4, 5)))
+    with pytest.raises(ValueError, match=r"x must have shape \(k \+ 1, d\)"):
+        SampledPosterior.solved(x[:1])
+    with pytest.raises(ValueError, match=r"diagonal must be diag\(H\) of shape \(5,\)"):
+        SampledPosterior.solved(x, jnp.ones(4), jnp.ones((3, 5)))
+    with pytest.raises(ValueError, match=r"rhs must hold the 3 samples' r_j, shape \(3, 5\)"):
+        SampledPosterior.solved(x, jnp.ones(5), jnp.ones((4, 5)))

@@ -243,3 +243,18 @@ def test_covariates_covariance_beside_fixed_effects(tmp_path, solver):
     A = X.toarray() - X.toarray().mean(axis=0)
     ref = np.linalg.inv(est.beta_ * A.T @ A + est.alpha_ * np.eye(A.shape[1]))[np.ix_(cols, cols)]
     np.testing.assert_allclose(est.coef_covariance_, ref, rtol=1e-5, atol=1e-7 * np.abs(ref).max())
+
+
+def test_offset_pair_helpers_name_bad_input():
+    X, _ = _panel(np.random.default_rng(7))
+    with pytest.raises(ValueError, match=r"rows must be padded \(column, value\) pairs"):
+        with_offset_pair(np.zeros((3, 2)), 5)
+    with pytest.raises(ValueError, match="p must be"):
+        with_offset_pair(np.zeros((3, 2, 2)), 0)
+    from blm.data import sparse_rows
+
+    with pytest.raises(TypeError, match="centred must be True or False"):
+        sparse_rows(X, centred="yes")
+    rows = sparse_rows(X, centred=True)
+    assert rows.shape[1] == int(np.diff(X.indptr).max()) + 1
+    np.testing.assert_array_equal(rows[:, -1], np.tile([X.shape[1], 1.0], (X.shape[0], 1)))

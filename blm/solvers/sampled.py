@@ -36,9 +36,21 @@ class SampledPosterior(eqx.Module):
     ) -> SampledPosterior:
         """θ̄ = x[0] and z_j = x[j] solved from H z_j = r_j (``rhs``, rows r_j), with
         D = diag(H) (``diagonal``) kept for the control variate where both are given."""
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(
+                f"x must have shape (k + 1, d), the mean then k >= 1 samples, got {x.shape}"
+            )
         if diagonal is None or rhs is None:
             return cls(mean=x[0], samples=x[1:])
-        return cls(x[0], x[1:], jnp.asarray(diagonal), jnp.mean(jnp.asarray(rhs) ** 2, axis=0))
+        diagonal, rhs = jnp.asarray(diagonal), jnp.asarray(rhs)
+        k, d = x.shape[0] - 1, x.shape[1]
+        if diagonal.shape != (d,):
+            raise ValueError(f"diagonal must be diag(H) of shape ({d},), got {diagonal.shape}")
+        if rhs.shape != (k, d):
+            raise ValueError(
+                f"rhs must hold the {k} samples' r_j, shape ({k}, {d}), got {rhs.shape}"
+            )
+        return cls(x[0], x[1:], diagonal, jnp.mean(rhs**2, axis=0))
 
     @property
     def k(self) -> int:

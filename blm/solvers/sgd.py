@@ -366,19 +366,16 @@ def sgd(
     problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
     blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 
-    # default start of each sample: one Jacobi step for H z_j = Aθⁿ_j, i.e. z = P⁻¹Aθⁿ_j
-    # (exact in the directions the prior dominates, shrunk where the data do)
+    # default start of each sample: one Jacobi step for H z_j = r_j = Aθⁿ_j, i.e.
+    # z = P⁻¹r_j (exact in the directions the prior dominates, shrunk where the data do)
+    rhs = targets.rhs(prior)
     start = jnp.concatenate(
-        [
-            centres[:1],
-            prior.mul(targets.centres) / precond if config.precondition else 0 * targets.centres,
-        ]
+        [centres[:1], rhs / precond if config.precondition else jnp.zeros_like(rhs)]
     )
     x0 = _initial(init, start)
 
     def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
-        diagonal = precond if config.precondition else None
-        return SampledPosterior.solved(x, diagonal, targets.rhs(prior))
+        return SampledPosterior.solved(x, precond if config.precondition else None, rhs)
 
     placed, sharding = place_parameters(problem, prior.d), row_sharding()
     snapshot_every, snapshot, converged = config.snapshot_every, None, False
