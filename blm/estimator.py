@@ -48,7 +48,7 @@ from blm.memory import available_memory, check_exact_memory, estimate_exact_memo
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
-from blm.solvers.cg import cg, cg_solve
+from blm.solvers.cg import cg, cg_solve, coarse_pass, resolve_blocks
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import targets_pass
@@ -613,8 +613,9 @@ class BayesianLinearRegression:
             block_size, precondition = config.block_size, config.precondition
             final = config.tol
         else:
-            solver, settings = cg, options
-            block_size, precondition = options.get("block_size"), options.get("precondition", True)
+            settings = {**options, "coarse_blocks": self._coarse_blocks(features, options)}
+            solver, block_size = cg, options.get("block_size")
+            precondition = options.get("precondition", True)
             final = options.get("tol", CG_DEFAULT_TOL)
         if adaptive and final is None:
             raise ValueError(
@@ -632,6 +633,10 @@ class BayesianLinearRegression:
             lambda lik: targets_pass(features, lik, dataset, key, k, block_size),
             (1.0,) + (0.5,) * k,
         )
+        blocks = settings["coarse_blocks"] if solver is cg and precondition else None
+        coarse = _RescaledPass(
+            features, lambda lik: coarse_pass(features, lik, dataset, blocks, block_size)
+        )
 
         def solve(lik, prior, init, tol=None):
             at_tol = settings
@@ -639,6 +644,8 @@ class BayesianLinearRegression:
                 at_tol = {"config": dataclasses.replace(config, tol=tol)}
             elif tol is not None:
                 at_tol = {**settings, "tol": tol}
+            if blocks is not None:
+                at_tol = {**at_tol, "data_coarse": coarse(lik)}
             return solver(
                 features,
                 lik,
@@ -781,8 +788,16 @@ class BayesianLinearRegression:
         if isinstance(self.posterior_, SampledPosterior):
             options = dict(self.solver_options or {}) if self.solver == "cg" else {}
             chosen = {k: options[k] for k in ("tol", "max_iter", "block_size") if k in options}
+            blocks = self._coarse_blocks(features, options)
             solved, diagnostics = cg_solve(
-                features, likelihood, prior, dataset, unit, progress=self.progress, **chosen
+                features,
+                likelihood,
+                prior,
+                dataset,
+                unit,
+                progress=self.progress,
+                coarse_blocks=False if blocks is None else blocks,
+                **chosen,
             )
             if not diagnostics.converged:
                 warnings.warn(
@@ -796,6 +811,17 @@ class BayesianLinearRegression:
         cov = np.stack([blocks[k, :, k, :] for k in range(m)])
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))  # cg's solves are symmetric to its tol
         return cov[0] if self._y_1d else cov
+
+    def _coarse_blocks(self, features: LinearFeatures, options: dict) -> jax.Array | None:
+        """cg's two-level preconditioner blocks: each prior group within each output
+        (the coefficients of output k are θ[k·p:(k + 1)·p]; H has no coupling between
+        outputs, so a group's indicator deflates per output); ``solver_options``'
+        ``coarse_blocks`` False or an array overrides. None: Jacobi alone."""
+        chosen = options.get("coarse_blocks", True)
+        p, m = features.n_inputs, features.m
+        groups = self._groups(p, m)
+        refined = groups + (int(groups.max()) + 1) * np.repeat(np.arange(m), p)
+        return resolve_blocks(chosen, refined)
 
     def _groups(self, p: int, m: int) -> np.ndarray:
         if self.prior_groups is None:

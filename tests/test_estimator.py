@@ -174,6 +174,34 @@ def test_fixed_effects_sds_from_16_samples_use_the_diagonal_control_variate(tmp_
     np.testing.assert_allclose(loaded.coef_std_, est.coef_std_, rtol=1e-12)
 
 
+def test_cg_deflates_each_prior_group_within_each_output():
+    """cg's two-level preconditioner blocks are the prior groups within each output (a
+    group's 1_G is an eigenvector of H per output, not across them): a 2-output panel
+    with complete one-hot unit and time effects fits as with ``coarse_blocks=False``
+    (Jacobi alone) to the solves' tolerance, its last solve in fewer iterations (measured
+    15 vs 29; 23 with each group's blocks joined across the outputs), and a malformed
+    ``coarse_blocks`` is named."""
+    rng = np.random.default_rng(1)
+    units, times = np.repeat(np.arange(150), 2), rng.integers(0, 8, 300)
+    X = np.hstack([np.eye(150)[units], np.eye(8)[times], rng.standard_normal((300, 2))])
+    Y = np.stack([X @ rng.standard_normal(160), X @ rng.standard_normal(160)], axis=1)
+    Y = Y + 0.3 * rng.standard_normal(Y.shape)
+    groups = np.r_[np.zeros(150), np.ones(8), [2, 2]].astype(int)
+    est = BayesianLinearRegression(solver="cg", n_samples=4, prior_groups=groups, random_state=0)
+    blocks = est._coarse_blocks(LinearFeatures(160, 2), {})
+    np.testing.assert_array_equal(blocks, np.r_[groups, groups + 3])
+    settings = dict(max_iter=3, tol=1e-12, solver_options={"tol": 1e-6, "adaptive_tol": False})
+    fit = est.set_params(**settings).fit(X, Y)
+    jacobi = BayesianLinearRegression(**{**est.get_params(), **settings})
+    jacobi.solver_options = {**settings["solver_options"], "coarse_blocks": False}
+    jacobi.fit(X, Y)
+    np.testing.assert_allclose(fit.alpha_, jacobi.alpha_, rtol=1e-4)
+    np.testing.assert_allclose(fit.coef_, jacobi.coef_, atol=1e-5 * np.abs(fit.coef_).max())
+    assert fit.diagnostics_.step[-1] <= 0.65 * jacobi.diagnostics_.step[-1]
+    with pytest.raises(ValueError, match=r"coarse_blocks must be True, False or \(320,\)"):
+        est.set_params(solver_options={"coarse_blocks": groups}).fit(X, Y)
+
+
 def test_refits_reuse_compiled_code(monkeypatch):
     """Cross-validation folds and reweighted refits compile the exact MacKay step once:
     the weight sum Σw is data, not a static argument, and n is padded to a multiple of

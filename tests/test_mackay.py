@@ -219,16 +219,19 @@ def test_sgd_solved_to_tol_follows_the_exact_em_path():
 
 @pytest.mark.parametrize("solver", ["sgd", "cg"])
 def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypatch, solver):
-    """A sampled EM fit passes over the data for diag(ΦᵀBΦ) and for the targets'
-    [ΦᵀBY; ΦᵀLξ_j] once each, at its first β (every later step's are rescaled, not
-    re-read), and lands exactly where re-reading them every step lands; the rescaled
-    passes equal fresh ones at a new β, per output (2 outputs whose β move differently)."""
+    """A sampled EM fit passes over the data for diag(ΦᵀBΦ), for the targets'
+    [ΦᵀBY; ΦᵀLξ_j] and (cg) for the coarse blocks' ΦᵀBΦZ once each, at its first β
+    (every later step's are rescaled, not re-read), and lands exactly where re-reading
+    them every step lands; the rescaled passes equal fresh ones at a new β, per output
+    (2 outputs whose β move differently)."""
+    import blm.estimator
     from blm import operators as ops
     from blm.estimator import _RescaledPass
+    from blm.solvers.cg import coarse_pass
     from blm.solvers.targets import targets_pass
 
     X, y = random_problem(rng, 200, 10, 1, decay=0.5)
-    calls = {"diagonal": 0, "targets": 0}
+    calls = {"diagonal": 0, "targets": 0, "coarse": 0}
     real_diagonal, real_noise = ops.normal_diagonal, ops.noise_rhs
 
     def counted(name, real):
@@ -240,15 +243,20 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
 
     monkeypatch.setattr(ops, "normal_diagonal", counted("diagonal", real_diagonal))
     monkeypatch.setattr(ops, "noise_rhs", counted("targets", real_noise))
+    monkeypatch.setattr(blm.estimator, "coarse_pass", counted("coarse", coarse_pass))
     options = {"n_steps": 50, "batch_size": 50} if solver == "sgd" else {"max_iter": 5}
     settings = dict(solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12)
-    est = BayesianLinearRegression(**settings, solver_options=options).fit(X, y[:, 0])
-    assert est.n_iter_ == 3 and calls == {"diagonal": 1, "targets": 1}
+    groups = np.arange(10) % 2  # two prior groups: two coarse blocks for cg
+    est = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
+    est.fit(X, y[:, 0])
+    coarse = int(solver == "cg")
+    assert est.n_iter_ == 3 and calls == {"diagonal": 1, "targets": 1, "coarse": coarse}
 
     # the same fit re-reading both every step (the carried passes forget their first β)
     monkeypatch.setattr(_RescaledPass, "__call__", lambda self, lik: self.compute(lik))
-    fresh = BayesianLinearRegression(**settings, solver_options=options).fit(X, y[:, 0])
-    assert calls == {"diagonal": 1 + 4, "targets": 1 + 4}  # 3 EM steps: 4 solves
+    fresh = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
+    fresh.fit(X, y[:, 0])
+    assert calls == {"diagonal": 1 + 4, "targets": 1 + 4, "coarse": 5 * coarse}  # 4 solves
     np.testing.assert_allclose(est.alpha_, fresh.alpha_, rtol=1e-9)
     np.testing.assert_allclose(est.beta_, fresh.beta_, rtol=1e-9)
     np.testing.assert_allclose(est.coef_, fresh.coef_, rtol=1e-8, atol=1e-12)
@@ -267,6 +275,12 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     targets(first)
     np.testing.assert_allclose(
         targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
+    )
+    blocks = jnp.asarray(np.arange(12) % 3)
+    products = _RescaledPass(feats, lambda lik: coarse_pass(feats, lik, ds, blocks))
+    products(first)
+    np.testing.assert_allclose(
+        products(later), coarse_pass(feats, later, ds, blocks), rtol=1e-10, atol=1e-12
     )
 
 

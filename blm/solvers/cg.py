@@ -3,7 +3,25 @@ r"""Conjugate gradients on H for the mean and k samples, matrix-free and full ba
 Solves H x_j = r_j for the k + 1 right-hand sides r_0 = ΦᵀBY (mean) and
 r_j = ΦᵀLξ_j + Aθ⁰_j (samples, see ``blm.solvers.targets``), all columns in one pass
 over the data per iteration (H p = ΦᵀBΦp + Ap with ``operators.normal_matvec``),
-preconditioned by M = diag(H) (Jacobi) unless ``precondition=False``.
+preconditioned by M = diag(H) (Jacobi) unless ``precondition=False``, with a coarse
+correction over blocks of coordinates (by default the prior's groups), below.
+
+**Two-level (balancing) preconditioner.** Let Z (d × q) hold the indicator vectors 1_G of
+q blocks G of coordinates, Y = HZ (one more pass over the data, with q columns) and
+E = ZᵀHZ (q × q). CG runs with the balancing (BNN) preconditioner
+
+    P = Z E⁻¹ Zᵀ + (I − Z E⁻¹ Yᵀ) D⁻¹ (I − Y E⁻¹ Zᵀ),   D = diag(H),
+
+symmetric positive definite: PH is the identity on span Z, and elsewhere has the
+spectrum of the Jacobi-preconditioned operator deflated of span Z, so its effective
+condition number is never above Jacobi's (Nabben & Vuik 2004, SIAM J. Sci. Comput. 25,
+1631). Why blocks of the prior's groups: a centred design whose group of columns is a
+complete set of dummies (one-hot fixed effects: each row has exactly one 1 in the
+group) has X_c 1_G = 1 − 1 = 0, so 1_G is an eigenvector of H with the prior's
+precision α_G alone, isolated far below the Jacobi-scaled data spectrum; on a
+2 000-unit panel its eigenvalue 0.023 beside [0.56, 1.53] doubled CG's iterations. Each
+application costs O(s·q·d) for s right-hand sides; the correction is used for
+1 ≤ q ≤ ``MAX_COARSE_BLOCKS`` blocks (a per-coordinate prior has q = d: Jacobi alone).
 
 The loop is a Python loop over iterations rather than lineax's or matfree's traced
 loops because each product streams the dataset block by block (possibly from disk),
@@ -18,11 +36,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+import numpy as np
+from jaxtyping import Array, Float, Int
 
 from blm import operators as ops
 from blm._checks import positive, positive_int
 from blm._progress import close, progress_bar
+from blm.data import default_dtype
 from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
@@ -30,6 +50,8 @@ from blm.solvers.sampled import Diagnostics, SampledPosterior
 from blm.solvers.targets import draw_targets, jacobi, split_key
 
 DEFAULT_TOL = 1e-6  # relative residual, every column
+MAX_COARSE_BLOCKS = 64
+"""The most blocks the two-level preconditioner deflates (it holds Y = HZ, q·d numbers)."""
 
 
 def cg(
@@ -48,6 +70,8 @@ def cg(
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
     data_diagonal: Float[Array, " d"] | None = None,
     noise_rhs: Float[Array, "k1 d"] | None = None,
+    coarse_blocks: bool | Int[Array, " d"] = True,
+    data_coarse: Float[Array, "q d"] | None = None,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
 
@@ -55,6 +79,10 @@ def cg(
     when ``data_diagonal`` = diag(ΦᵀBΦ) is given: an EM loop knows it from its first step;
     ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key (``targets_pass``),
     likewise saves that pass).
+    ``coarse_blocks`` (with ``precondition``): the blocks of the two-level preconditioner
+    (module docstring), an integer block per coordinate (d,) in [0, q); True: the prior's
+    groups; False: Jacobi alone. ``data_coarse`` = ΦᵀBΦZ (q, d) (``coarse_pass``) saves
+    its pass where the caller knows it.
     ``callback(iteration, posterior)`` is called after each iteration with the current
     iterate and stops the run if it returns True."""
     k = positive_int(n_samples, "n_samples")
@@ -77,18 +105,22 @@ def cg(
         x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
         if x0.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
-    diagonal = _preconditioner(
+    diagonal = _diagonal(
         features, likelihood, prior, dataset, block_size, precondition, data_diagonal
+    )
+    hmul = _hessian(features, likelihood, prior, dataset, block_size)
+    apply = _preconditioner(
+        hmul, prior, diagonal, precondition, coarse_blocks, data_coarse, b.dtype
     )
 
     def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
         return SampledPosterior.solved(x, diagonal if precondition else None, rhs)
 
     x, diag = _pcg(
-        _hessian(features, likelihood, prior, dataset, block_size),
+        hmul,
         b,
         None if init is None else x0,
-        diagonal,
+        apply,
         tol,
         max_iter,
         progress,
@@ -108,21 +140,24 @@ def cg_solve(
     block_size: int | None = None,
     precondition: bool = True,
     progress: bool = False,
+    coarse_blocks: bool | Int[Array, " d"] = True,
 ) -> tuple[Float[Array, "s d"], Diagnostics]:
     """H⁻¹ r_j for given right-hand sides r_j (rows of ``rhs``), H = ΦᵀBΦ + A, by the
-    same batched, Jacobi-preconditioned CG (one pass over the data per iteration for all
-    s columns, memory s·d); e.g. r_j = e_i gives column i of the posterior covariance.
+    same batched, preconditioned CG as ``cg`` (one pass over the data per iteration for
+    all s columns, memory s·d); e.g. r_j = e_i gives column i of the posterior covariance.
     Returns the solutions and the diagnostics (``converged`` False after ``max_iter``)."""
     rhs = jnp.asarray(rhs)
     if rhs.ndim != 2 or rhs.shape[1] != prior.d:
         raise ValueError(f"rhs must have shape (s, d={prior.d}), got {rhs.shape}")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
+    hmul = _hessian(features, likelihood, prior, dataset, block_size)
+    diagonal = _diagonal(features, likelihood, prior, dataset, block_size, precondition, None)
     return _pcg(
-        _hessian(features, likelihood, prior, dataset, block_size),
+        hmul,
         rhs,
         None,
-        _preconditioner(features, likelihood, prior, dataset, block_size, precondition, None),
+        _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, None, rhs.dtype),
         tol,
         max_iter,
         progress,
@@ -137,22 +172,104 @@ def _hessian(features, likelihood, prior, dataset, block_size):
     return hmul
 
 
-def _preconditioner(features, likelihood, prior, dataset, block_size, precondition, diagonal):
+def coarse_pass(
+    features: Features,
+    likelihood: Likelihood,
+    dataset,
+    blocks: Int[Array, " d"],
+    block_size: int | None = None,
+) -> Float[Array, "q d"]:
+    """ΦᵀBΦZ (q, d), the data part of Y = HZ for the blocks' indicator vectors Z (one pass
+    over the data with q columns), for a caller to hand to ``cg`` as ``data_coarse``."""
+    return ops.normal_matvec(features, likelihood, dataset, _indicators(blocks), block_size)
+
+
+def resolve_blocks(
+    coarse_blocks: bool | Int[Array, " d"] | None, default: Int[Array, " d"]
+) -> Array | None:
+    """The blocks the two-level preconditioner deflates: ``coarse_blocks`` checked ((d,)
+    integers in [0, q), every block non-empty), ``default`` (e.g. the prior's groups) for
+    True; None for False or None or more than ``MAX_COARSE_BLOCKS`` blocks (Jacobi alone)."""
+    d = np.shape(default)[0]
+    if coarse_blocks is True:
+        blocks = np.asarray(default)
+    elif coarse_blocks is False or coarse_blocks is None:
+        return None
+    else:
+        blocks = np.asarray(coarse_blocks)
+        if (
+            blocks.shape != (d,)
+            or not np.issubdtype(blocks.dtype, np.integer)
+            or blocks.min() < 0
+            or np.any(np.bincount(blocks) == 0)
+        ):
+            raise ValueError(
+                f"coarse_blocks must be True, False or ({d},) integers numbering "
+                "non-empty blocks 0, 1, …, q − 1"
+            )
+    if blocks.max() + 1 > MAX_COARSE_BLOCKS:
+        return None
+    return jnp.asarray(blocks, jnp.int32)
+
+
+def _indicators(blocks: Int[Array, " d"]) -> Float[Array, "q d"]:
+    return jax.nn.one_hot(blocks, int(blocks.max()) + 1, dtype=default_dtype()).T
+
+
+def _diagonal(features, likelihood, prior, dataset, block_size, precondition, diagonal):
     if precondition:
         return jacobi(features, likelihood, prior, dataset, block_size, diagonal)
     return jnp.ones(prior.d)
 
 
-def _pcg(hmul, b, x, diag_h, tol, max_iter, progress, callback):
-    """Preconditioned CG on the rows of b (one H product per iteration for all of them),
-    from x (None: 0); stops when every row's relative residual is ≤ tol."""
+def _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, data_coarse, dtype):
+    """r ↦ P r for the rows of r: D⁻¹r (Jacobi; D = 1 without ``precondition``), or the
+    balancing two-level preconditioner over the blocks (module docstring)."""
+    diagonal = diagonal.astype(dtype)
+    blocks = resolve_blocks(coarse_blocks, prior.groups) if precondition else None
+    if blocks is None:
+        return lambda r: r / diagonal
+    z = _indicators(blocks).astype(dtype)
+    if data_coarse is None:
+        y = hmul(z)
+    else:
+        data_coarse = jnp.asarray(data_coarse, dtype)
+        if data_coarse.shape != z.shape:
+            raise ValueError(
+                f"data_coarse must have shape {z.shape} (ΦᵀBΦZ), got {data_coarse.shape}"
+            )
+        y = data_coarse + prior.mul(z)
+    return _balancing(diagonal, blocks, y)
+
+
+def _balancing(diagonal, blocks, y):
+    q = y.shape[0]
+    e = jax.ops.segment_sum(y.T, blocks, num_segments=q)  # E = ZᵀY (q, q)
+    scale = 1.0 / jnp.sqrt(jnp.diag(e))  # E⁻¹ through the Jacobi-scaled E: any scales
+    e_inv = scale[:, None] * jnp.linalg.inv(scale[:, None] * (e + e.T) / 2 * scale) * scale
+    return lambda r: _balance(r, diagonal, blocks, y, e_inv)
+
+
+@jax.jit
+def _balance(r, diagonal, blocks, y, e_inv):
+    """P r = Z E⁻¹ Zᵀr + (I − Z E⁻¹ Yᵀ) D⁻¹ (I − Y E⁻¹ Zᵀ) r for the rows of r."""
+    zt_r = jax.ops.segment_sum(r.T, blocks, num_segments=y.shape[0]).T  # Zᵀr (s, q)
+    c = zt_r @ e_inv
+    t = (r - c @ y) / diagonal
+    t = t - ((t @ y.T) @ e_inv)[:, blocks]
+    return t + c[:, blocks]
+
+
+def _pcg(hmul, b, x, precondition, tol, max_iter, progress, callback):
+    """Preconditioned CG on the rows of b (one H product per iteration for all of them,
+    ``precondition`` r ↦ Pr applied to them), from x (None: 0); stops when every row's
+    relative residual is ≤ tol."""
     if x is None:
         x = jnp.zeros_like(b)
         r = b
     else:
         r = b - hmul(x)
-    diag_h = diag_h.astype(b.dtype)
-    s = r / diag_h
+    s = precondition(r)
     p = s
     rs = jnp.sum(r * s, axis=1)
     b_norm = jnp.maximum(jnp.linalg.norm(b, axis=1), jnp.finfo(b.dtype).tiny)
@@ -179,7 +296,7 @@ def _pcg(hmul, b, x, diag_h, tol, max_iter, progress, callback):
             break
         if callback is not None and callback(it, x):
             break
-        s = r / diag_h
+        s = precondition(r)
         rs_new = jnp.sum(r * s, axis=1)
         p = s + (rs_new / rs)[:, None] * p
         rs = rs_new
