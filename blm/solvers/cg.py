@@ -32,6 +32,7 @@ already there: before the first iteration), or at max_iter.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -212,8 +213,14 @@ def resolve_blocks(
     return jnp.asarray(blocks, jnp.int32)
 
 
-def _indicators(blocks: Int[Array, " d"]) -> Float[Array, "q d"]:
-    return jax.nn.one_hot(blocks, int(blocks.max()) + 1, dtype=default_dtype()).T
+def _indicators(blocks: Int[Array, " d"], dtype=None) -> Float[Array, "q d"]:
+    """Z's columns 1_G as rows (q, d)."""
+    return _one_hot_rows(blocks, int(blocks.max()) + 1, np.dtype(dtype or default_dtype()))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _one_hot_rows(blocks, q, dtype):
+    return jax.nn.one_hot(blocks, q, dtype=dtype).T
 
 
 def _diagonal(features, likelihood, prior, dataset, block_size, precondition, diagonal):
@@ -229,7 +236,7 @@ def _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, data_coa
     blocks = resolve_blocks(coarse_blocks, prior.groups) if precondition else None
     if blocks is None:
         return lambda r: r / diagonal
-    z = _indicators(blocks).astype(dtype)
+    z = _indicators(blocks, dtype)
     if data_coarse is None:
         y = hmul(z)
     else:
@@ -243,11 +250,16 @@ def _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, data_coa
 
 
 def _balancing(diagonal, blocks, y):
-    q = y.shape[0]
-    e = jax.ops.segment_sum(y.T, blocks, num_segments=q)  # E = ZᵀY (q, q)
-    scale = 1.0 / jnp.sqrt(jnp.diag(e))  # E⁻¹ through the Jacobi-scaled E: any scales
-    e_inv = scale[:, None] * jnp.linalg.inv(scale[:, None] * (e + e.T) / 2 * scale) * scale
+    e_inv = _coarse_inverse(y, blocks)
     return lambda r: _balance(r, diagonal, blocks, y, e_inv)
+
+
+@jax.jit
+def _coarse_inverse(y, blocks):
+    """E⁻¹ for E = ZᵀY (q, q), through the Jacobi-scaled E (blocks of any scales)."""
+    e = jax.ops.segment_sum(y.T, blocks, num_segments=y.shape[0])
+    scale = 1.0 / jnp.sqrt(jnp.diag(e))
+    return scale[:, None] * jnp.linalg.inv(scale[:, None] * (e + e.T) / 2 * scale) * scale
 
 
 @jax.jit
