@@ -113,7 +113,10 @@ class BayesianLinearRegression:
             ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, snapshot_every,
             tol, ...; defaults here: batch_size = min(256, n), polyak = 0.5; with
             snapshot_every, ``tol`` stops each solve at cg's residual criterion and
-            n_steps is a cap), ``tol``, ``max_iter`` for ``"cg"``. Where a solve has a
+            n_steps is a cap), ``tol``, ``max_iter``, ``precondition``, ``coarse_blocks``
+            for ``"cg"`` (its preconditioner: Jacobi plus a coarse correction deflating
+            each prior group within each output, which removes the isolated eigenvalues
+            of complete one-hot groups; ``coarse_blocks=False``: Jacobi alone). Where a solve has a
             tolerance (cg; sgd with tol), early EM steps are solved loosely, to
             clip(0.01·Δ, tol, 1e-2) with Δ the previous step's relative change of α, β,
             and the fit stops only after a step solved to ``tol`` (``SolveSchedule``;

@@ -208,7 +208,8 @@ class LinearisedModel:
         ``solver="cg"`` solves the same E-steps as the sampler by batched conjugate
         gradients (full passes, one per iteration for the mean and all samples;
         ``cg_options``: ``tol`` relative residual, default 1e-4, ``max_iter`` 1 000,
-        ``precondition`` Jacobi, on by default), warm-started like the sampler.
+        ``precondition`` Jacobi with a coarse correction over the prior's groups, on by
+        default; ``coarse_blocks=False`` Jacobi alone), warm-started like the sampler.
 
         ``sgd_options`` are ``SGDConfig`` fields (defaults here: n_steps 1000,
         batch_size min(256, n), Polyak averaging over the last half, no Jacobi
@@ -415,9 +416,10 @@ class LinearisedModel:
                 return sgd(self.features, lik, prior, self.dataset, key, k, config_now, init)
         else:
             settings = {"tol": 1e-4, "max_iter": 1000, **(options or {})}
-            if unknown := sorted(set(settings) - {"tol", "max_iter", "precondition"}):
+            expected = {"tol", "max_iter", "precondition", "coarse_blocks"}
+            if unknown := sorted(set(settings) - expected):
                 raise ValueError(
-                    f"cg_options: unknown {unknown}; expected tol, max_iter, precondition"
+                    f"cg_options: unknown {unknown}; expected {', '.join(sorted(expected))}"
                 )
             check_memory(self.memory_estimate(k, self.block_size), memory_limit)
             samples = start[1:] if start.ndim == 2 else jnp.zeros((k, w.shape[0]), w.dtype)

@@ -224,8 +224,11 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     v_exact = np.asarray(exact.predictive_variance(lm.features.dense(jnp.asarray(Xt))[:, 0]))
     ratio = (post.predict(Xt)[1][:, 0] - 1 / post.beta[0]) / v_exact
     assert abs(np.mean(ratio) - 1) < 0.1 and np.median(np.abs(ratio - 1)) < 0.15
-    with pytest.raises(ValueError, match="cg_options.*n_steps"):
+    with pytest.raises(ValueError, match="cg_options.*n_steps.*coarse_blocks, max_iter"):
         lm.fit(solver="cg", cg_options={"n_steps": 10})
+    jacobi = lm.fit(n_samples=4, key=0, solver="cg", cg_options={"coarse_blocks": False}, **start)
+    coarse = lm.fit(n_samples=4, key=0, solver="cg", **start)  # the same solves, to 1e-4
+    np.testing.assert_allclose(jacobi.mean, coarse.mean, atol=1e-3 * np.abs(coarse.mean).max())
     with pytest.warns(UserWarning, match=r"final cg solve stopped .* cg_options\['max_iter'\]"):
         lm.fit(n_samples=4, key=0, solver="cg", cg_options={"max_iter": 5}, **start)
 
