@@ -48,7 +48,7 @@ from blm.memory import available_memory, check_exact_memory, estimate_exact_memo
 from blm.persistence import load_estimator, save_estimator
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
-from blm.solvers.cg import cg, cg_solve, coarse_pass, resolve_blocks
+from blm.solvers.cg import cg, cg_solve, preconditioner_pass, resolve_blocks
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import targets_pass
@@ -628,17 +628,22 @@ class BayesianLinearRegression:
         # by default wherever there is a tolerance to loosen (cg; sgd with tol)
         schedule = SolveSchedule(final) if final is not None and adaptive is not False else None
         k = self._k()
-        diagonal = _RescaledPass(
-            features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
-        )
+        blocks = settings["coarse_blocks"] if solver is cg and precondition else None
+        if blocks is None:
+            diagonal = _RescaledPass(
+                features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
+            )
+        else:  # diag(ΦᵀBΦ) and ΦᵀBΦZ, one pass: rows [diagonal; Y_data]
+            both = _RescaledPass(
+                features,
+                lambda lik: jnp.vstack(
+                    preconditioner_pass(features, lik, dataset, blocks, block_size)
+                ),
+            )
         targets = _RescaledPass(
             features,
             lambda lik: targets_pass(features, lik, dataset, key, k, block_size),
             (1.0,) + (0.5,) * k,
-        )
-        blocks = settings["coarse_blocks"] if solver is cg and precondition else None
-        coarse = _RescaledPass(
-            features, lambda lik: coarse_pass(features, lik, dataset, blocks, block_size)
         )
 
         def solve(lik, prior, init, tol=None):
@@ -647,8 +652,13 @@ class BayesianLinearRegression:
                 at_tol = {"config": dataclasses.replace(config, tol=tol)}
             elif tol is not None:
                 at_tol = {**settings, "tol": tol}
-            if blocks is not None:
-                at_tol = {**at_tol, "data_coarse": coarse(lik)}
+            if not precondition:
+                passes = {}
+            elif blocks is None:
+                passes = {"data_diagonal": diagonal(lik)}
+            else:
+                rows = both(lik)
+                passes = {"data_diagonal": rows[0], "data_coarse": rows[1:]}
             return solver(
                 features,
                 lik,
@@ -657,8 +667,8 @@ class BayesianLinearRegression:
                 key,
                 k,
                 init=init,
-                data_diagonal=diagonal(lik) if precondition else None,
                 noise_rhs=targets(lik),
+                **passes,
                 **at_tol,
             )
 

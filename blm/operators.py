@@ -271,6 +271,25 @@ def normal_diagonal(
     )
 
 
+def normal_diagonal_and_matvec(
+    features: Features,
+    likelihood: Likelihood,
+    dataset,
+    z: Float[Array, "q d"],
+    block_size: int | None = None,
+) -> tuple[Float[Array, " d"], Float[Array, "q d"]]:
+    """(diag(ΦᵀBΦ), ΦᵀBΦ z) in one pass over the data (a preconditioner's set-up)."""
+    return _accumulate(
+        features,
+        dataset,
+        block_size,
+        lambda xb, _y, _r: (
+            _block_normal_diagonal(features, likelihood, xb),
+            _block_normal(features, likelihood, xb, z),
+        ),
+    )
+
+
 # -- ΦᵀBΦ as one traceable function (for code that loops inside jit, e.g. Lanczos) -------
 class StackedBlocks(eqx.Module):
     """An in-memory dataset cut into equal row blocks for ``lax.scan``: inputs

@@ -220,14 +220,14 @@ def test_sgd_solved_to_tol_follows_the_exact_em_path():
 @pytest.mark.parametrize("solver", ["sgd", "cg"])
 def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypatch, solver):
     """A sampled EM fit passes over the data for diag(ΦᵀBΦ), for the targets'
-    [ΦᵀBY; ΦᵀLξ_j] and (cg) for the coarse blocks' ΦᵀBΦZ once each, at its first β
+    [ΦᵀBY; ΦᵀLξ_j] once each (cg: diag(ΦᵀBΦ) with the coarse blocks' ΦᵀBΦZ), at its first β
     (every later step's are rescaled, not re-read), and lands exactly where re-reading
     them every step lands; the rescaled passes equal fresh ones at a new β, per output
     (2 outputs whose β move differently)."""
     import blm.estimator
     from blm import operators as ops
     from blm.estimator import _RescaledPass
-    from blm.solvers.cg import coarse_pass
+    from blm.solvers.cg import preconditioner_pass
     from blm.solvers.targets import targets_pass
 
     X, y = random_problem(rng, 200, 10, 1, decay=0.5)
@@ -243,20 +243,23 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
 
     monkeypatch.setattr(ops, "normal_diagonal", counted("diagonal", real_diagonal))
     monkeypatch.setattr(ops, "noise_rhs", counted("targets", real_noise))
-    monkeypatch.setattr(blm.estimator, "coarse_pass", counted("coarse", coarse_pass))
+    monkeypatch.setattr(
+        blm.estimator, "preconditioner_pass", counted("coarse", preconditioner_pass)
+    )
     options = {"n_steps": 50, "batch_size": 50} if solver == "sgd" else {"max_iter": 5}
     settings = dict(solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12)
     groups = np.arange(10) % 2  # two prior groups: two coarse blocks for cg
     est = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
     est.fit(X, y[:, 0])
-    coarse = int(solver == "cg")
-    assert est.n_iter_ == 3 and calls == {"diagonal": 1, "targets": 1, "coarse": coarse}
+    coarse = int(solver == "cg")  # cg's Jacobi pass carries the coarse blocks
+    assert est.n_iter_ == 3
+    assert calls == {"diagonal": 1 - coarse, "targets": 1, "coarse": coarse}
 
     # the same fit re-reading both every step (the carried passes forget their first β)
     monkeypatch.setattr(_RescaledPass, "__call__", lambda self, lik: self.compute(lik))
     fresh = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
     fresh.fit(X, y[:, 0])
-    assert calls == {"diagonal": 1 + 4, "targets": 1 + 4, "coarse": 5 * coarse}  # 4 solves
+    assert calls == {"diagonal": 5 * (1 - coarse), "targets": 1 + 4, "coarse": 5 * coarse}
     np.testing.assert_allclose(est.alpha_, fresh.alpha_, rtol=1e-9)
     np.testing.assert_allclose(est.beta_, fresh.beta_, rtol=1e-9)
     np.testing.assert_allclose(est.coef_, fresh.coef_, rtol=1e-8, atol=1e-12)
@@ -277,10 +280,10 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
         targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
     )
     blocks = jnp.asarray(np.arange(12) % 3)
-    products = _RescaledPass(feats, lambda lik: coarse_pass(feats, lik, ds, blocks))
-    products(first)
+    both = _RescaledPass(feats, lambda lik: jnp.vstack(preconditioner_pass(feats, lik, ds, blocks)))
+    both(first)
     np.testing.assert_allclose(
-        products(later), coarse_pass(feats, later, ds, blocks), rtol=1e-10, atol=1e-12
+        both(later), jnp.vstack(preconditioner_pass(feats, later, ds, blocks)), rtol=1e-10
     )
 
 

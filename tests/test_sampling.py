@@ -277,8 +277,8 @@ def test_sample_targets_noise_is_the_data_part_of_the_right_hand_sides(rng):
 def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     """draw_targets(data_rhs=True) returns ΦᵀBY beside the same θⁿ, from the same pass:
     against the dense oracle ΦᵀBY and ΦᵀLξ (ξ regenerated row by row, 2 outputs, per-output
-    B), across blocks; and cg now reads the data once per iteration plus three times
-    (targets, Jacobi, the coarse blocks' HZ), sgd with snapshots once fewer than before."""
+    B), across blocks; and cg now reads the data once per iteration plus twice (targets;
+    Jacobi with the coarse blocks' HZ), sgd with snapshots once fewer than before."""
     X, Y, feats, ds, prior, lik, _ = _setup(rng, m=2, beta=(4.0, 0.5))
     plain = draw_targets(feats, lik, prior, ds, KEY, 5)
     both = draw_targets(feats, lik, prior, ds, KEY, 5, block_size=7, data_rhs=True)
@@ -297,7 +297,7 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
         ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
     )
     cg(feats, lik, prior, ds, KEY, 3, tol=1e-30, max_iter=4)
-    assert len(passes) == 3 + 4
+    assert len(passes) == 2 + 4
     passes.clear()
     cg(feats, lik, prior, ds, KEY, 3, tol=1e-30, max_iter=4, coarse_blocks=False)
     assert len(passes) == 2 + 4
@@ -396,10 +396,12 @@ def test_a_given_data_diagonal_replaces_the_jacobi_pass(rng, monkeypatch, solver
 
         def run(**kw):
             return sgd(feats, lik, prior, ds, KEY, 3, config, **kw)[0]
-    else:
+    else:  # Jacobi alone (with coarse blocks the pass carries ΦᵀBΦZ too: the test below)
 
         def run(**kw):
-            return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, **kw)[0]
+            return cg(
+                feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=False, **kw
+            )[0]
 
     own = _same_iterates_one_pass_fewer(monkeypatch, run, data_diagonal=diagonal)
     doubled = run(data_diagonal=2 * diagonal)
@@ -466,14 +468,8 @@ def test_balancing_preconditioner_is_spd_and_exact_on_the_blocks(rng):
     E_inv = np.linalg.inv(Z.T @ H @ Z)
     left = np.eye(len(D)) - Z @ E_inv @ (H @ Z).T
     dense = Z @ E_inv @ Z.T + left @ np.diag(1 / D) @ left.T
-    apply = cg_module._preconditioner(
-        cg_module._hessian(feats, lik, prior, ds, None),
-        prior,
-        jnp.asarray(D),
-        True,
-        True,
-        None,
-        jnp.float64,
+    _, apply = cg_module._preconditioner(
+        feats, lik, prior, ds, None, True, True, None, None, jnp.float64
     )
     P = np.asarray(apply(jnp.eye(len(D))))
     np.testing.assert_allclose(P, dense, rtol=1e-9, atol=1e-12)
@@ -498,10 +494,12 @@ def test_balancing_removes_the_one_hot_blocks_isolated_eigenvalues(rng):
     H = 4.0 * X.T @ X + np.diag(np.asarray(prior.precision()))
     D = np.diag(H)
     np.testing.assert_allclose(H @ (groups == 0), 0.2 * (groups == 0), atol=1e-9)
-    hmul = cg_module._hessian(feats, lik, prior, ds, None)
     spectra = {}
     for coarse in (False, True):
-        apply = cg_module._preconditioner(hmul, prior, jnp.asarray(D), True, coarse, None, X.dtype)
+        diagonal, apply = cg_module._preconditioner(
+            feats, lik, prior, ds, None, True, coarse, None, None, X.dtype
+        )
+        np.testing.assert_allclose(diagonal, D, rtol=1e-12)
         P = np.asarray(apply(jnp.eye(len(D))))
         spectra[coarse] = np.sort(np.linalg.eigvals(P @ H).real)
     jacobi, balanced = spectra[False], spectra[True]
@@ -513,33 +511,37 @@ def test_balancing_removes_the_one_hot_blocks_isolated_eigenvalues(rng):
     np.testing.assert_allclose(runs[True][0].samples, runs[False][0].samples, atol=1e-4 * scale)
 
 
-def test_a_given_coarse_pass_replaces_its_own(rng, monkeypatch):
-    """data_coarse = coarse_pass(blocks) = ΦᵀBΦZ gives the iterates of the pass it
-    replaces, one read of the data fewer; a doubled one changes them; a wrong shape, bad
-    blocks are named; more than MAX_COARSE_BLOCKS blocks fall back to Jacobi."""
+def test_a_given_preconditioner_pass_replaces_its_own(rng, monkeypatch):
+    """preconditioner_pass(blocks) = (diag(ΦᵀBΦ), ΦᵀBΦZ) in one pass, against the dense
+    oracle; given as data_diagonal and data_coarse it gives the iterates of the pass it
+    replaces, one read of the data fewer (either alone: the same iterates, the pass still
+    made for the other); a doubled one changes them; a wrong shape, bad blocks are
+    named; more than MAX_COARSE_BLOCKS blocks fall back to Jacobi."""
     X, Y, feats, ds, prior, lik, _ = _setup(rng, m=2, beta=(4.0, 0.5))
     blocks = jnp.asarray(np.arange(16) // 3 % 4)
-    products = cg_module.coarse_pass(feats, lik, ds, blocks)
+    diagonal, products = cg_module.preconditioner_pass(feats, lik, ds, blocks, block_size=7)
     Z = np.eye(4)[np.asarray(blocks)]
     Xb = np.kron(np.diag(np.asarray(lik.beta)), X.T @ X)  # ΦᵀBΦ, θ row-major (m, p)
     np.testing.assert_allclose(products, (Xb @ Z).T, rtol=1e-10)
+    np.testing.assert_allclose(diagonal, np.diag(Xb), rtol=1e-12)
 
     def run(**kw):
-        return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=blocks, **kw)[
-            0
-        ]
+        return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=blocks, **kw)
 
-    own = _same_iterates_one_pass_fewer(monkeypatch, run, data_coarse=products)
-    doubled = run(data_coarse=2 * products)
+    own = _same_iterates_one_pass_fewer(
+        monkeypatch, lambda **kw: run(**kw)[0], data_diagonal=diagonal, data_coarse=products
+    )
+    for given in ({"data_diagonal": diagonal}, {"data_coarse": products}):
+        np.testing.assert_allclose(run(**given)[0].samples, own.samples, rtol=1e-10, atol=1e-12)
+    doubled = run(data_diagonal=diagonal, data_coarse=2 * products)[0]
     assert np.max(np.abs(doubled.samples - own.samples)) > 1e-3 * np.max(np.abs(own.samples))
     with pytest.raises(ValueError, match=r"data_coarse must have shape \(4, 16\)"):
         run(data_coarse=products[:3])
     for bad in (blocks[:-1], blocks + 1, blocks * 1.0):
         with pytest.raises(ValueError, match=r"coarse_blocks must be True, False or \(16,\)"):
             cg(feats, lik, prior, ds, KEY, 1, coarse_blocks=bad)
-    assert (
-        cg_module.resolve_blocks(np.arange(cg_module.MAX_COARSE_BLOCKS + 1), np.zeros(65)) is None
-    )
+    too_many = np.arange(cg_module.MAX_COARSE_BLOCKS + 1)
+    assert cg_module.resolve_blocks(too_many, np.zeros(too_many.size)) is None
 
 
 def test_warm_start_at_the_solution_stays(rng):

@@ -7,7 +7,7 @@ preconditioned by M = diag(H) (Jacobi) unless ``precondition=False``, with a coa
 correction over blocks of coordinates (by default the prior's groups), below.
 
 **Two-level (balancing) preconditioner.** Let Z (d × q) hold the indicator vectors 1_G of
-q blocks G of coordinates, Y = HZ (one more pass over the data, with q columns) and
+q blocks G of coordinates, Y = HZ (q more columns in the pass that forms diag(H)) and
 E = ZᵀHZ (q × q). CG runs with the balancing (BNN) preconditioner
 
     P = Z E⁻¹ Zᵀ + (I − Z E⁻¹ Yᵀ) D⁻¹ (I − Y E⁻¹ Zᵀ),   D = diag(H),
@@ -76,14 +76,13 @@ def cg(
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
 
-    ``precondition``: Jacobi-preconditioned CG with M = diag(H) (one extra pass, none
-    when ``data_diagonal`` = diag(ΦᵀBΦ) is given: an EM loop knows it from its first step;
-    ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key (``targets_pass``),
-    likewise saves that pass).
-    ``coarse_blocks`` (with ``precondition``): the blocks of the two-level preconditioner
-    (module docstring), an integer block per coordinate (d,) in [0, q); True: the prior's
-    groups; False: Jacobi alone. ``data_coarse`` = ΦᵀBΦZ (q, d) (``coarse_pass``) saves
-    its pass where the caller knows it.
+    ``precondition``: preconditioned CG, by D = diag(H) (Jacobi) and the coarse
+    correction over ``coarse_blocks`` (module docstring): an integer block per
+    coordinate (d,) in [0, q); True: the prior's groups; False: Jacobi alone. Its set-up
+    is one extra pass, none when ``data_diagonal`` = diag(ΦᵀBΦ) and ``data_coarse`` =
+    ΦᵀBΦZ (q, d) are given (``preconditioner_pass``: an EM loop knows them from its
+    first step); ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key
+    (``targets_pass``), likewise saves that pass.
     ``callback(iteration, posterior)`` is called after each iteration with the current
     iterate and stops the run if it returns True."""
     k = positive_int(n_samples, "n_samples")
@@ -106,19 +105,24 @@ def cg(
         x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
         if x0.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
-    diagonal = _diagonal(
-        features, likelihood, prior, dataset, block_size, precondition, data_diagonal
-    )
-    hmul = _hessian(features, likelihood, prior, dataset, block_size)
-    apply = _preconditioner(
-        hmul, prior, diagonal, precondition, coarse_blocks, data_coarse, b.dtype
+    diagonal, apply = _preconditioner(
+        features,
+        likelihood,
+        prior,
+        dataset,
+        block_size,
+        precondition,
+        coarse_blocks,
+        data_diagonal,
+        data_coarse,
+        b.dtype,
     )
 
     def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
-        return SampledPosterior.solved(x, diagonal if precondition else None, rhs)
+        return SampledPosterior.solved(x, diagonal, rhs)
 
     x, diag = _pcg(
-        hmul,
+        _hessian(features, likelihood, prior, dataset, block_size),
         b,
         None if init is None else x0,
         apply,
@@ -152,13 +156,23 @@ def cg_solve(
         raise ValueError(f"rhs must have shape (s, d={prior.d}), got {rhs.shape}")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
-    hmul = _hessian(features, likelihood, prior, dataset, block_size)
-    diagonal = _diagonal(features, likelihood, prior, dataset, block_size, precondition, None)
+    apply = _preconditioner(
+        features,
+        likelihood,
+        prior,
+        dataset,
+        block_size,
+        precondition,
+        coarse_blocks,
+        None,
+        None,
+        rhs.dtype,
+    )[1]
     return _pcg(
-        hmul,
+        _hessian(features, likelihood, prior, dataset, block_size),
         rhs,
         None,
-        _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, None, rhs.dtype),
+        apply,
         tol,
         max_iter,
         progress,
@@ -173,16 +187,18 @@ def _hessian(features, likelihood, prior, dataset, block_size):
     return hmul
 
 
-def coarse_pass(
+def preconditioner_pass(
     features: Features,
     likelihood: Likelihood,
     dataset,
     blocks: Int[Array, " d"],
     block_size: int | None = None,
-) -> Float[Array, "q d"]:
-    """ΦᵀBΦZ (q, d), the data part of Y = HZ for the blocks' indicator vectors Z (one pass
-    over the data with q columns), for a caller to hand to ``cg`` as ``data_coarse``."""
-    return ops.normal_matvec(features, likelihood, dataset, _indicators(blocks), block_size)
+) -> tuple[Float[Array, " d"], Float[Array, "q d"]]:
+    """(diag(ΦᵀBΦ), ΦᵀBΦZ): the data parts of the Jacobi diagonal and of Y = HZ for the
+    blocks' indicator vectors Z, in one pass over the data (as ``cg`` makes it), for a
+    caller to hand to ``cg`` as ``data_diagonal`` and ``data_coarse``."""
+    z = _indicators(blocks)
+    return ops.normal_diagonal_and_matvec(features, likelihood, dataset, z, block_size)
 
 
 def resolve_blocks(
@@ -223,30 +239,41 @@ def _one_hot_rows(blocks, q, dtype):
     return jax.nn.one_hot(blocks, q, dtype=dtype).T
 
 
-def _diagonal(features, likelihood, prior, dataset, block_size, precondition, diagonal):
-    if precondition:
-        return jacobi(features, likelihood, prior, dataset, block_size, diagonal)
-    return jnp.ones(prior.d)
-
-
-def _preconditioner(hmul, prior, diagonal, precondition, coarse_blocks, data_coarse, dtype):
-    """r ↦ P r for the rows of r: D⁻¹r (Jacobi; D = 1 without ``precondition``), or the
-    balancing two-level preconditioner over the blocks (module docstring)."""
-    diagonal = diagonal.astype(dtype)
-    blocks = resolve_blocks(coarse_blocks, prior.groups) if precondition else None
-    if blocks is None:
-        return lambda r: r / diagonal
-    z = _indicators(blocks, dtype)
-    if data_coarse is None:
-        y = hmul(z)
-    else:
-        data_coarse = jnp.asarray(data_coarse, dtype)
-        if data_coarse.shape != z.shape:
-            raise ValueError(
-                f"data_coarse must have shape {z.shape} (ΦᵀBΦZ), got {data_coarse.shape}"
+def _preconditioner(
+    features,
+    likelihood,
+    prior,
+    dataset,
+    block_size,
+    precondition,
+    coarse_blocks,
+    data_diagonal,
+    data_coarse,
+    dtype,
+):
+    """(D = diag(H) or None, r ↦ P r for the rows of r): the identity without
+    ``precondition``; D⁻¹r (Jacobi); or the balancing two-level preconditioner over the
+    blocks (module docstring). The data parts not given (``data_diagonal``,
+    ``data_coarse``) come from one pass over the data together."""
+    if not precondition:
+        return None, lambda r: r
+    blocks = resolve_blocks(coarse_blocks, prior.groups)
+    z = None if blocks is None else _indicators(blocks, dtype)
+    if z is not None and data_coarse is None:
+        if data_diagonal is None:
+            data_diagonal, data_coarse = ops.normal_diagonal_and_matvec(
+                features, likelihood, dataset, z, block_size
             )
-        y = data_coarse + prior.mul(z)
-    return _balancing(diagonal, blocks, y)
+        else:
+            data_coarse = ops.normal_matvec(features, likelihood, dataset, z, block_size)
+    diagonal = jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
+    diagonal = diagonal.astype(dtype)
+    if z is None:
+        return diagonal, lambda r: r / diagonal
+    data_coarse = jnp.asarray(data_coarse, dtype)
+    if data_coarse.shape != z.shape:
+        raise ValueError(f"data_coarse must have shape {z.shape} (ΦᵀBΦZ), got {data_coarse.shape}")
+    return diagonal, _balancing(diagonal, blocks, data_coarse + prior.mul(z))
 
 
 def _balancing(diagonal, blocks, y):
