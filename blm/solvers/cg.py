@@ -14,8 +14,9 @@ E = ZᵀHZ (q × q). CG runs with the balancing (BNN) preconditioner
 
 symmetric positive definite: PH is the identity on span Z, and elsewhere has the
 spectrum of the Jacobi-preconditioned operator deflated of span Z, so its effective
-condition number is never above Jacobi's (Nabben & Vuik 2004, SIAM J. Sci. Comput. 25,
-1631). Why blocks of the prior's groups: a centred design whose group of columns is a
+condition number is never above Jacobi's (Nabben & Vuik, SIAM J. Numer. Anal. 42, 2004;
+SIAM J. Sci. Comput. 27, 2006; Tang, Nabben, Vuik & Erlangga, J. Sci. Comput. 39, 2009,
+compare it with deflation and additive coarse corrections). Why blocks of the prior's groups: a centred design whose group of columns is a
 complete set of dummies (one-hot fixed effects: each row has exactly one 1 in the
 group) has X_c 1_G = 1 − 1 = 0, so 1_G is an eigenvector of H with the prior's
 precision α_G alone, isolated far below the Jacobi-scaled data spectrum; on a
