@@ -468,9 +468,7 @@ def test_balancing_preconditioner_is_spd_and_exact_on_the_blocks(rng):
     E_inv = np.linalg.inv(Z.T @ H @ Z)
     left = np.eye(len(D)) - Z @ E_inv @ (H @ Z).T
     dense = Z @ E_inv @ Z.T + left @ np.diag(1 / D) @ left.T
-    _, apply = cg_module._preconditioner(
-        feats, lik, prior, ds, None, True, True, None, None, jnp.float64
-    )
+    _, apply = cg_module._preconditioner(feats, lik, prior, ds, None, True, True, jnp.float64)
     P = np.asarray(apply(jnp.eye(len(D))))
     np.testing.assert_allclose(P, dense, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(P, P.T, atol=1e-12)
@@ -497,7 +495,7 @@ def test_balancing_removes_the_one_hot_blocks_isolated_eigenvalues(rng):
     spectra = {}
     for coarse in (False, True):
         diagonal, apply = cg_module._preconditioner(
-            feats, lik, prior, ds, None, True, coarse, None, None, X.dtype
+            feats, lik, prior, ds, None, True, coarse, X.dtype
         )
         np.testing.assert_allclose(diagonal, D, rtol=1e-12)
         P = np.asarray(apply(jnp.eye(len(D))))

@@ -106,24 +106,16 @@ def cg(
         x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
         if x0.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
+    problem = (features, likelihood, prior, dataset, block_size)
     diagonal, apply = _preconditioner(
-        features,
-        likelihood,
-        prior,
-        dataset,
-        block_size,
-        precondition,
-        coarse_blocks,
-        data_diagonal,
-        data_coarse,
-        b.dtype,
+        *problem, precondition, coarse_blocks, b.dtype, data_diagonal, data_coarse
     )
 
     def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
         return SampledPosterior.solved(x, diagonal, rhs)
 
     x, diag = _pcg(
-        _hessian(features, likelihood, prior, dataset, block_size),
+        _hessian(*problem),
         b,
         None if init is None else x0,
         apply,
@@ -157,20 +149,10 @@ def cg_solve(
         raise ValueError(f"rhs must have shape (s, d={prior.d}), got {rhs.shape}")
     positive(tol, "tol")
     positive_int(max_iter, "max_iter")
-    apply = _preconditioner(
-        features,
-        likelihood,
-        prior,
-        dataset,
-        block_size,
-        precondition,
-        coarse_blocks,
-        None,
-        None,
-        rhs.dtype,
-    )[1]
+    problem = (features, likelihood, prior, dataset, block_size)
+    apply = _preconditioner(*problem, precondition, coarse_blocks, rhs.dtype)[1]
     return _pcg(
-        _hessian(features, likelihood, prior, dataset, block_size),
+        _hessian(*problem),
         rhs,
         None,
         apply,
@@ -248,9 +230,9 @@ def _preconditioner(
     block_size,
     precondition,
     coarse_blocks,
-    data_diagonal,
-    data_coarse,
     dtype,
+    data_diagonal=None,
+    data_coarse=None,
 ):
     """(D = diag(H) or None, r ↦ P r for the rows of r): the identity without
     ``precondition``; D⁻¹r (Jacobi); or the balancing two-level preconditioner over the
