@@ -151,7 +151,7 @@ def fit(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         dataset = open_hdf5(args.data, x=args.x, y=args.y, block_size=args.block_size)
-        groups = _read_dataset(args.data, args.groups, "--groups")
+        groups = _group_labels(_read_dataset(args.data, args.groups, "--groups"), args)
         weights = _read_dataset(args.data, args.weights, "--weights")
         options = _solver_options(args, dataset.n)
         columns = _columns(args.covariance_columns)
@@ -187,7 +187,7 @@ def fit(args: argparse.Namespace) -> int:
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     print(
-        f"blm fit: alpha = {np.round(est.alpha_, 6)}, beta = {np.round(est.beta_, 6)} after "
+        f"blm fit: alpha = {est._alpha_text()}, beta = {np.round(est.beta_, 6)} after "
         f"{est.n_iter_} steps; posterior written to {args.out}"
     )
     return 0
@@ -216,6 +216,30 @@ def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:
         if name not in f:
             raise ValueError(f"{flag}: no dataset named {name!r} in {path!r}")
         return f[name][()]
+
+
+def _group_labels(groups: np.ndarray | None, args: argparse.Namespace) -> np.ndarray | None:
+    """Integer prior groups as their names where the dataset has a ``names`` attribute
+    (group g is names[g], as ``data_scripts`` write them), else as stored."""
+    import h5py
+
+    if groups is None:
+        return None
+    with h5py.File(args.data, "r") as f:
+        names = f[args.groups].attrs.get("names")
+    if names is None:
+        return groups
+    names = np.asarray([n.decode() if isinstance(n, bytes) else str(n) for n in names])
+    if (
+        not np.issubdtype(groups.dtype, np.integer)
+        or groups.min() < 0
+        or groups.max() >= len(names)
+    ):
+        raise ValueError(
+            f"--groups: {args.groups!r} must number its {len(names)} names from 0, got values "
+            f"in [{groups.min()}, {groups.max()}]"
+        )
+    return names[groups]
 
 
 def _solver_options(args: argparse.Namespace, n: int) -> dict:
@@ -345,7 +369,7 @@ def info(args: argparse.Namespace) -> int:
         print("solver options:  " + ", ".join(f"{k}={v}" for k, v in options.items()))
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"precision:       {np.asarray(post.mean).dtype}")
-    print(f"alpha:           {est.alpha_}")
+    print(f"alpha:           {est._alpha_text()}")
     print(f"beta:            {est.beta_}")
     print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")
     print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")

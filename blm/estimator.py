@@ -108,7 +108,8 @@ class BayesianLinearRegression:
         alpha_1, alpha_2: Gamma(shape, rate) hyperprior on the noise precision β.
         lambda_1, lambda_2: Gamma(shape, rate) hyperprior on the weight precision α.
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
-        prior_groups: optional integer group per input column for per-group α_g.
+        prior_groups: optional group label per input column (non-negative integers, or
+            strings such as "unit", "period") for one α_g per group.
         solver_options: keyword arguments of the solver: ``SGDConfig`` fields for
             ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, snapshot_every,
             tol, ...; defaults here: batch_size = min(256, n), polyak = 0.5; with
@@ -145,7 +146,10 @@ class BayesianLinearRegression:
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
-        alpha_: weight prior precision (array when there are several groups).
+        alpha_: weight prior precision (array when there are several groups, in the
+            order of ``prior_group_names_``).
+        prior_group_names_: with ``prior_groups``, its distinct labels, sorted: the
+            groups of ``alpha_``.
         beta_: noise precision (array when there are several outputs).
         sigma_: posterior covariance H⁻¹ of the weights (from the samples for sgd/cg).
         feature_names_in_: the column names of X when fitted to a table with string
@@ -343,6 +347,8 @@ class BayesianLinearRegression:
         self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
         self.posterior_ = post
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
+        if self.prior_groups is not None:
+            self.prior_group_names_ = np.unique(self._group_labels_given(p))
         self.beta_ = float(beta[0]) if m == 1 else np.asarray(beta)
         self._set_coefficients()
         if names is not None:
@@ -397,6 +403,10 @@ class BayesianLinearRegression:
         arrays by content)."""
         params = {k: v for k, v in self.get_params().items() if k != "progress"}
         params["dtype"] = str(default_dtype())
+        groups = params.pop("prior_groups")  # whole (an array's repr elides the middle)
+        if groups is not None:
+            labels, codes = np.unique(np.asarray(groups), return_inverse=True)
+            params["prior_groups"] = (labels.tolist(), hashlib.sha256(codes.tobytes()).hexdigest())
         options = dict(params["solver_options"] or {})
         options.pop("progress", None)
         params["solver_options"] = options
@@ -724,6 +734,12 @@ class BayesianLinearRegression:
         predicted relative sd of diag(H⁻¹)'s estimate (``diag_covariance_rel_sd``)."""
         return 50 * float(np.median(np.asarray(self.posterior_.diag_covariance_rel_sd())))
 
+    def _alpha_text(self) -> str:
+        names = getattr(self, "prior_group_names_", None)
+        if names is None or np.ndim(self.alpha_) == 0:
+            return _short(self.alpha_)
+        return _named([str(n) for n in names], np.asarray(self.alpha_))
+
     def summary(self, level: float = 0.95, max_rows: int = 20) -> str:
         """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
         posterior mean, sd and the central ``level`` credible interval mean ± z·sd
@@ -749,7 +765,7 @@ class BayesianLinearRegression:
         head = f"{'':<16}{'coef':>11}{'sd':>9} {f'[{level:.0%} credible interval]':>28}"
         lines = [
             f"BayesianLinearRegression(solver={self.solver!r}): {self.n_iter_} steps, "
-            f"alpha = {_short(self.alpha_)}, beta = {_short(self.beta_)}, "
+            f"alpha = {self._alpha_text()}, beta = {_short(self.beta_)}, "
             f"gamma = {self.trajectory_.gamma[-1]:.1f}",
             "sd: exact"
             if not k
@@ -837,16 +853,22 @@ class BayesianLinearRegression:
         return resolve_blocks(chosen, refined)
 
     def _groups(self, p: int, m: int) -> np.ndarray:
+        """Each coefficient's group index (p·m,), the groups numbered in the order of
+        ``_group_labels`` (the sorted distinct labels)."""
         if self.prior_groups is None:
             return np.zeros(p * m, np.int32)
-        g = np.asarray(self.prior_groups)
-        if g.shape != (p,) or not np.issubdtype(g.dtype, np.integer) or g.min() < 0:
-            raise ValueError(
-                f"prior_groups must be {p} non-negative integers (one per column of X), got "
-                f"shape {g.shape}, dtype {g.dtype}"
-            )
-        _, g = np.unique(g, return_inverse=True)
+        _, g = np.unique(self._group_labels_given(p), return_inverse=True)
         return np.tile(g.astype(np.int32), m)
+
+    def _group_labels_given(self, p: int) -> np.ndarray:
+        g = np.asarray(self.prior_groups)
+        integers = np.issubdtype(g.dtype, np.integer) and g.size and g.min() >= 0
+        if g.shape != (p,) or not (integers or np.issubdtype(g.dtype, np.str_)):
+            raise ValueError(
+                f"prior_groups must be {p} labels (one per column of X): non-negative "
+                f"integers or strings, got shape {g.shape}, dtype {g.dtype}"
+            )
+        return g
 
     # -- prediction ------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -981,6 +1003,13 @@ class BayesianLinearRegression:
         total = w @ (Y - np.average(Y, axis=0, weights=w)) ** 2
         r2 = np.where(total > 0, 1.0 - resid / np.where(total > 0, total, 1.0), 1.0 * (resid == 0))
         return float(np.mean(r2))
+
+
+def _named(names, values) -> str:
+    """`name value, …` for up to 8 named hyperparameters, else ``_short``."""
+    if len(names) > 8:
+        return _short(values)
+    return "{" + ", ".join(f"{name}: {v:.4g}" for name, v in zip(names, values, strict=True)) + "}"
 
 
 def _short(values) -> str:

@@ -5,7 +5,7 @@ Layout (``format`` attribute ``"blm.BayesianLinearRegression/1"``):
 - attrs: ``params`` (the constructor arguments as JSON, ``prior_groups`` aside),
   ``y_1d``, ``n_iter``, ``posterior`` (``"exact"`` or ``"sampled"``), ``form``;
 - ``X_offset`` (p,), ``y_offset`` (m,), ``alpha`` (G,), ``beta`` (m,), ``scores``,
-  ``prior_groups`` (p,) when given, ``trajectory/{alpha,beta,gamma,data_fit,score}``;
+  ``prior_groups`` (p,) integer or string labels when given, ``trajectory/{alpha,beta,gamma,data_fit,score}``;
 - ``posterior/``: ``mean`` (m·p,), and ``samples`` (k, m·p) for sgd/cg (with
   ``precision_diagonal`` diag(H) and ``rhs_second_moment`` where the solver kept them,
   for ``diag_covariance``'s control variate), or ``chol``
@@ -51,8 +51,10 @@ def save_estimator(est, path: str | os.PathLike) -> None:
         for name in ("X_offset_", "y_offset_", "scores_"):
             f[name.rstrip("_")] = np.asarray(getattr(est, name))
         f["alpha"], f["beta"] = np.atleast_1d(est.alpha_), np.atleast_1d(est.beta_)
-        if groups is not None:
-            f["prior_groups"] = np.asarray(groups)
+        if groups is not None:  # integer or string labels
+            groups = np.asarray(groups)
+            strings = np.issubdtype(groups.dtype, np.str_)
+            f["prior_groups"] = groups.astype(h5py.string_dtype()) if strings else groups
         write_trajectory(f.create_group("trajectory"), est.trajectory_)
         g = f.create_group("posterior")
         g["mean"] = np.asarray(post.mean)
@@ -94,7 +96,9 @@ def load_estimator(cls, path: str | os.PathLike):
             )
         params = json.loads(f.attrs["params"])
         if "prior_groups" in f:
-            params["prior_groups"] = f["prior_groups"][()]
+            d = f["prior_groups"]
+            strings = h5py.check_string_dtype(d.dtype) is not None
+            params["prior_groups"] = d.asstr()[()].astype(str) if strings else d[()]
         est = cls(**params)
         est._y_1d = bool(f.attrs["y_1d"])
         est.n_iter_ = int(f.attrs["n_iter"])
@@ -124,5 +128,7 @@ def load_estimator(cls, path: str | os.PathLike):
             est.coef_covariance_ = f["coef_covariance"][()]
         if "feature_names" in f:
             est.feature_names_in_ = np.asarray(f["feature_names"].asstr()[()], dtype=object)
+        if est.prior_groups is not None:
+            est.prior_group_names_ = np.unique(est.prior_groups)
     est._set_coefficients()
     return est

@@ -52,7 +52,7 @@ covariates = np.column_stack([policy, controls])
 
 def panel_design(extra=None):
     """[unit dummies, time dummies, policy, controls (, extra)] as CSR, and the prior
-    groups: 0 units, 1 periods, 2 policy and controls, 3 the extra columns."""
+    groups by name: "unit", "period", "covariates", "mundlak" for the extra columns."""
     rows = np.arange(n)
     dummies = [
         sp.csr_matrix((np.ones(n), (rows, unit)), (n, units)),
@@ -61,7 +61,8 @@ def panel_design(extra=None):
     dense = [covariates] if extra is None else [covariates, extra]
     X = sp.hstack([*dummies, *map(sp.csr_matrix, dense)], format="csr")
     sizes = [units, periods, covariates.shape[1]] + ([] if extra is None else [extra.shape[1]])
-    return X, np.repeat(np.arange(len(sizes)), sizes)
+    names = ["unit", "period", "covariates", "mundlak"][: len(sizes)]
+    return X, np.repeat(names, sizes)
 
 
 X, groups = panel_design()
@@ -78,10 +79,9 @@ print(f"{n} rows, {X.shape[1]} columns, {X.nnz} non-zeros ({X.nnz / n:.0f} per r
 fit = BayesianLinearRegression(
     solver="cg", prior_groups=groups, random_state=0, covariance_columns=[col]
 ).fit(X, y)
-sd_effects = 1 / np.sqrt(fit.alpha_[:2])
-print(
-    f"fitted effect sds: units {sd_effects[0]:.2f} (true 1), periods {sd_effects[1]:.2f} (true 0.5)"
-)
+sd = dict(zip(fit.prior_group_names_, 1 / np.sqrt(fit.alpha_), strict=True))
+print(f"fitted effect sds: units {sd['unit']:.2f} (true 1), periods {sd['period']:.2f} (true 0.5)")
+print(fit.summary(max_rows=1).splitlines()[0])  # α named by group
 print(f"noise sd {1 / np.sqrt(fit.beta_):.3f} (true 0.5), {fit.n_iter_} EM steps")
 if small:  # the exact solver on the densified design: the same fit
     exact = BayesianLinearRegression(prior_groups=groups, covariance_columns=[col])

@@ -28,6 +28,9 @@ def data(tmp_path_factory):
         f["X"], f["y"], f["g"], f["y_short"] = X, y, np.arange(30) % 2, y[:-1]
         f["w"], f["w_neg"] = rng.uniform(0.2, 3.0, 2000), -np.ones(2000)
         f["X_wide"] = np.hstack([X, X])
+        for name, labels in (("g_named", ["late", "early"]), ("g_short_names", ["one"])):
+            f[name] = np.arange(30) % 2
+            f[name].attrs["names"] = np.asarray(labels, dtype=h5py.string_dtype())
     return path, X, y
 
 
@@ -65,6 +68,26 @@ def test_fit_predict_info(tmp_path, data, precision):
     out = _run("info", post)
     assert out.returncode == 0 and "exact, mackay" in out.stdout and "p = 30" in out.stdout
     assert f"precision:       {precision}" in out.stdout
+
+
+def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
+    """--groups with a ``names`` attribute (group g is names[g], as data_scripts write
+    it) fits with those labels: α in their sorted order (here the integer order swapped),
+    printed with the names by fit and info, kept by the posterior file; names that do
+    not cover the values are refused by name."""
+    path, X, y = data
+    post = tmp_path / "post.h5"
+    out = _run("fit", path, "--solver", "exact", "--groups", "g_named", "--out", post, "--quiet")
+    assert out.returncode == 0, out.stderr
+    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2, max_iter=30, tol=1e-3).fit(X, y)
+    est = BayesianLinearRegression.load(post)
+    np.testing.assert_array_equal(est.prior_group_names_, ["early", "late"])
+    np.testing.assert_allclose(est.alpha_, ref.alpha_[::-1], rtol=1e-5)
+    text = f"{{early: {est.alpha_[0]:.4g}, late: {est.alpha_[1]:.4g}}}"
+    assert f"alpha = {text}" in out.stdout
+    assert f"alpha:           {text}" in _run("info", post).stdout
+    out = _run("fit", path, "--groups", "g_short_names", "--out", post, "--quiet")
+    assert out.returncode != 0 and "must number its 1 names from 0" in out.stderr
 
 
 @pytest.mark.parametrize(

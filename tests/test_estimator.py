@@ -84,6 +84,30 @@ def test_one_group_per_column_is_ard_regression():
     )
 
 
+@pytest.mark.parametrize("solver", ["exact", "cg"])
+def test_prior_groups_take_string_labels(tmp_path, solver):
+    """prior_groups as strings fits as their integer codes do (α in the sorted labels'
+    order, ``prior_group_names_``), summary() names each α, save/load keeps the labels."""
+    X, y, indicator = macro_design(lags=1)
+    names = np.asarray(["rates", "growth", "prices"])[indicator % 3]  # sorted: g, p, r
+    settings = dict(solver=solver, random_state=0, n_samples=None if solver == "exact" else 8)
+    est = BayesianLinearRegression(prior_groups=names, **settings).fit(X, y)
+    codes = BayesianLinearRegression(prior_groups=(indicator + 2) % 3, **settings).fit(X, y)
+    # indicator % 3 = 1, 2, 0 ("growth", "prices", "rates") are codes 0, 1, 2: sorted order
+    np.testing.assert_array_equal(est.prior_group_names_, ["growth", "prices", "rates"])
+    np.testing.assert_allclose(est.alpha_, codes.alpha_, rtol=1e-10)
+    np.testing.assert_allclose(est.coef_, codes.coef_, rtol=1e-10)
+    text = ", ".join(
+        f"{n}: {a:.4g}" for n, a in zip(est.prior_group_names_, est.alpha_, strict=True)
+    )
+    assert f"alpha = {{{text}}}" in est.summary()
+    est.save(tmp_path / "post.h5")
+    loaded = BayesianLinearRegression.load(tmp_path / "post.h5")
+    np.testing.assert_array_equal(loaded.prior_groups, names)
+    np.testing.assert_array_equal(loaded.prior_group_names_, est.prior_group_names_)
+    assert f"alpha = {{{text}}}" in loaded.summary()
+
+
 def test_grouped_prior_and_multi_output_reach_evidence_stationary_point():
     """Per-group α and per-output β: flat hyperpriors, then the evidence gradient vanishes."""
     X, y, indicator = macro_design(lags=1)
@@ -434,6 +458,8 @@ def test_params_protocol():
         ({"max_iter": 0}, np.ones((4, 2)), np.ones(4), "max_iter must be >= 1"),
         ({"lambda_1": -1.0}, np.ones((4, 2)), np.ones(4), "lambda_1 must be a finite number >= 0"),
         ({"prior_groups": [0, 1, 2]}, np.ones((4, 2)), np.ones(4), "prior_groups must be 2"),
+        ({"prior_groups": [0.0, 1.0]}, np.ones((4, 2)), np.ones(4), "integers or strings, got"),
+        ({"prior_groups": [-1, 0]}, np.ones((4, 2)), np.ones(4), "non-negative integers or str"),
         ({}, np.ones((4, 2)) * 1j, np.ones(4), "X must hold real numbers"),
         ({}, scipy.sparse.csr_array(np.ones((4, 2)) * 1j), np.ones(4), "X must hold real"),
         ({}, scipy.sparse.csr_array((0, 3)), np.ones(0), r"X has 0 sample\(s\)"),
