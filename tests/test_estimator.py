@@ -108,6 +108,20 @@ def test_prior_groups_take_string_labels(tmp_path, solver):
     assert f"alpha = {{{text}}}" in loaded.summary()
 
 
+def test_checkpoint_fingerprint_sees_the_whole_grouping():
+    """Two groupings of 3 000 columns that differ only in the middle (where NumPy's repr
+    of an array elides) are two fits for a checkpoint; the same one is the same fit."""
+    X, y = np.ones((4, 3000)), np.ones(4)
+    groups = np.zeros(3000, int)
+    other = groups.copy()
+    other[1500] = 1
+    prints = [
+        BayesianLinearRegression(prior_groups=g)._fingerprint(X, y)
+        for g in (groups, groups.copy(), other, other.astype(str))
+    ]
+    assert prints[0] == prints[1] and len(set(prints)) == 3
+
+
 def test_grouped_prior_and_multi_output_reach_evidence_stationary_point():
     """Per-group α and per-output β: flat hyperpriors, then the evidence gradient vanishes."""
     X, y, indicator = macro_design(lags=1)
