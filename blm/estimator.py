@@ -849,6 +849,8 @@ class BayesianLinearRegression:
         chosen = options.get("coarse_blocks", True)
         p, m = features.n_inputs, features.m
         groups = self._groups(p, m)
+        if chosen is True and groups.max() == 0:
+            return None  # one prior group: Jacobi alone (see resolve_blocks)
         refined = groups + (int(groups.max()) + 1) * np.repeat(np.arange(m), p)
         return resolve_blocks(chosen, refined)
 

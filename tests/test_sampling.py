@@ -542,6 +542,23 @@ def test_a_given_preconditioner_pass_replaces_its_own(rng, monkeypatch):
     assert cg_module.resolve_blocks(too_many, np.zeros(too_many.size)) is None
 
 
+def test_one_prior_group_runs_jacobi_alone(rng):
+    """By default the coarse correction needs two prior groups or more: with one, cg's
+    iterates are exactly Jacobi's (1 over all coordinates is worth deflating only when the
+    whole design is one set of dummies, and cost cg 10–20 % on dense random features);
+    the same single block asked for explicitly is deflated."""
+    X, Y, feats, ds, _, lik, _ = _setup(rng)
+    prior = Prior.scalar(2.0, feats.d)
+    assert cg_module.resolve_blocks(True, prior.groups) is None
+    run = {
+        c: cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=c)[0]
+        for c in (True, False)
+    }
+    np.testing.assert_array_equal(run[True].samples, run[False].samples)
+    one = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=np.zeros(8, int))
+    assert np.max(np.abs(one[0].samples - run[False].samples)) > 1e-8
+
+
 def test_warm_start_at_the_solution_stays(rng):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     start, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)
