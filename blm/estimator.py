@@ -117,7 +117,8 @@ class BayesianLinearRegression:
             n_steps is a cap), ``tol``, ``max_iter``, ``precondition``, ``coarse_blocks``
             for ``"cg"`` (its preconditioner: Jacobi plus a coarse correction deflating
             each prior group within each output, which removes the isolated eigenvalues
-            of complete one-hot groups; ``coarse_blocks=False``: Jacobi alone). Where a solve has a
+            of complete one-hot groups, with two prior groups or more;
+            ``coarse_blocks=False``: Jacobi alone). Where a solve has a
             tolerance (cg; sgd with tol), early EM steps are solved loosely, to
             clip(0.01·Δ, tol, 1e-2) with Δ the previous step's relative change of α, β,
             and the fit stops only after a step solved to ``tol`` (``SolveSchedule``;
