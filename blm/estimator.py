@@ -639,8 +639,8 @@ class BayesianLinearRegression:
         # by default wherever there is a tolerance to loosen (cg; sgd with tol)
         schedule = SolveSchedule(final) if final is not None and adaptive is not False else None
         k = self._k()
-        blocks = settings["coarse_blocks"] if solver is cg and precondition else None
-        if blocks is None:
+        blocks = settings["coarse_blocks"] if solver is cg and precondition else False
+        if blocks is False:
             diagonal = _RescaledPass(
                 features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
             )
@@ -665,7 +665,7 @@ class BayesianLinearRegression:
                 at_tol = {**settings, "tol": tol}
             if not precondition:
                 passes = {}
-            elif blocks is None:
+            elif blocks is False:
                 passes = {"data_diagonal": diagonal(lik)}
             else:
                 rows = both(lik)
@@ -818,7 +818,6 @@ class BayesianLinearRegression:
         if isinstance(self.posterior_, SampledPosterior):
             options = dict(self.solver_options or {}) if self.solver == "cg" else {}
             chosen = {k: options[k] for k in ("tol", "max_iter", "block_size") if k in options}
-            blocks = self._coarse_blocks(features, options)
             solved, diagnostics = cg_solve(
                 features,
                 likelihood,
@@ -826,7 +825,7 @@ class BayesianLinearRegression:
                 dataset,
                 unit,
                 progress=self.progress,
-                coarse_blocks=False if blocks is None else blocks,
+                coarse_blocks=self._coarse_blocks(features, options),
                 **chosen,
             )
             if not diagnostics.converged:
@@ -842,18 +841,14 @@ class BayesianLinearRegression:
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))  # cg's solves are symmetric to its tol
         return cov[0] if self._y_1d else cov
 
-    def _coarse_blocks(self, features: LinearFeatures, options: dict) -> jax.Array | None:
+    def _coarse_blocks(self, features: LinearFeatures, options: dict) -> jax.Array | bool:
         """cg's two-level preconditioner blocks: each prior group within each output
         (the coefficients of output k are θ[k·p:(k + 1)·p]; H has no coupling between
         outputs, so a group's indicator deflates per output); ``solver_options``'
-        ``coarse_blocks`` False or an array overrides. None: Jacobi alone."""
-        chosen = options.get("coarse_blocks", True)
-        p, m = features.n_inputs, features.m
-        groups = self._groups(p, m)
-        if chosen is True and groups.max() == 0:
-            return None  # one prior group: Jacobi alone (see resolve_blocks)
-        refined = groups + (int(groups.max()) + 1) * np.repeat(np.arange(m), p)
-        return resolve_blocks(chosen, refined)
+        ``coarse_blocks`` False or an array overrides. False: Jacobi alone."""
+        groups = self._groups(features.n_inputs, features.m)
+        blocks = resolve_blocks(options.get("coarse_blocks", True), groups, features.m)
+        return False if blocks is None else blocks
 
     def _groups(self, p: int, m: int) -> np.ndarray:
         """Each coefficient's group index (p·m,), the groups numbered in the order of

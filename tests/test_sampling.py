@@ -535,6 +535,8 @@ def test_a_given_preconditioner_pass_replaces_its_own(rng, monkeypatch):
     assert np.max(np.abs(doubled.samples - own.samples)) > 1e-3 * np.max(np.abs(own.samples))
     with pytest.raises(ValueError, match=r"data_coarse must have shape \(4, 16\)"):
         run(data_coarse=products[:3])
+    with pytest.raises(ValueError, match="data_coarse holds non-finite values"):
+        run(data_coarse=products.at[0, 0].set(jnp.nan))
     for bad in (blocks[:-1], blocks + 1, blocks * 1.0):
         with pytest.raises(ValueError, match=r"coarse_blocks must be True, False or \(16,\)"):
             cg(feats, lik, prior, ds, KEY, 1, coarse_blocks=bad)

@@ -186,20 +186,23 @@ def preconditioner_pass(
 
 
 def resolve_blocks(
-    coarse_blocks: bool | Int[Array, " d"] | None, default: Int[Array, " d"]
+    coarse_blocks: bool | Int[Array, " d"], groups: Int[Array, " d"], outputs: int = 1
 ) -> Array | None:
     """The blocks the two-level preconditioner deflates: ``coarse_blocks`` checked ((d,)
-    integers in [0, q), every block non-empty), ``default`` (e.g. the prior's groups) for
-    True when it has at least two groups (a single group's 1 over all coordinates is an
-    eigenvector of H only when the whole design is one set of dummies; elsewhere it
-    cost cg 10–20 % on dense random features for nothing); None for False or None or
-    more than ``MAX_COARSE_BLOCKS`` blocks (Jacobi alone)."""
-    d = np.shape(default)[0]
+    integers in [0, q), every block non-empty); for True the prior's ``groups`` (values
+    0 … G − 1), each split into the ``outputs`` contiguous equal parts of θ that H does not
+    couple (a linear model's m outputs), when there are at least two groups (a single
+    group's 1 over all coordinates is an eigenvector of H only when the whole design is
+    one set of dummies; elsewhere it cost cg 10–20 % on dense random features for
+    nothing); None for False, or more than ``MAX_COARSE_BLOCKS`` blocks (Jacobi alone)."""
+    groups = np.asarray(groups)
+    d = groups.shape[0]
     if coarse_blocks is True:
-        blocks = np.asarray(default)
-        if blocks.max() == blocks.min():
+        if groups.max() == groups.min():
             return None
-    elif coarse_blocks is False or coarse_blocks is None:
+        part = np.repeat(np.arange(outputs), d // outputs)
+        blocks = groups + (int(groups.max()) + 1) * part
+    elif coarse_blocks is False:
         return None
     else:
         blocks = np.asarray(coarse_blocks)
@@ -262,6 +265,8 @@ def _preconditioner(
     data_coarse = jnp.asarray(data_coarse, dtype)
     if data_coarse.shape != z.shape:
         raise ValueError(f"data_coarse must have shape {z.shape} (ΦᵀBΦZ), got {data_coarse.shape}")
+    if not bool(jnp.all(jnp.isfinite(data_coarse))):
+        raise ValueError("data_coarse holds non-finite values (it is ΦᵀBΦZ)")
     return diagonal, _balancing(diagonal, blocks, data_coarse + prior.mul(z))
 
 
