@@ -95,6 +95,14 @@ def positive(value, name: str) -> np.ndarray:
     return arr
 
 
+def non_negative(value, name: str) -> np.ndarray:
+    """``value`` as a float array whose entries are all finite and ≥ 0."""
+    arr = as_float_array(value, name)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be >= 0, got {arr if arr.size < 8 else arr.min()}")
+    return arr
+
+
 def positive_int(value, name: str, minimum: int = 1) -> int:
     """``value`` as a Python int no smaller than ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

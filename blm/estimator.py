@@ -28,6 +28,7 @@ from blm._checks import (
     check_feature_names,
     feature_names,
     frequency_weights,
+    non_negative,
     not_fitted_error,
     one_of,
     positive,
@@ -144,6 +145,18 @@ class BayesianLinearRegression:
             interest beside many nuisance ones (a panel's fixed effects), where
             ``coef_std_`` from k samples is good only to about 1/√(2k) (less where H is
             nearly diagonal, see ``coef_std_``).
+        fixed_alpha: ``{label: α}`` for prior groups whose precision is given, not fitted
+            (labels of ``prior_groups``). α = 0 is a flat prior: that group's coefficients
+            are unpenalised, as the intercept is (a mixed model's fixed effects beside
+            the random effects of the fitted groups); the evidence is then the
+            restricted likelihood, and its maximum in the other α_g and β is the REML
+            estimate of their variance components (tested against statsmodels' MixedLM
+            with ``fit_intercept=False`` and the constant among the flat columns: the
+            centred intercept is not counted in β's n − γ, as in scikit-learn). The
+            flat columns must be linearly independent, and independent of the
+            intercept with ``fit_intercept`` (a complete set of dummies is not: drop
+            one); the exact solver checks, sgd/cg assume it. Flat groups need
+            ``hyper="mackay"``.
 
     Attributes (after ``fit``):
         coef_, intercept_: posterior mean of the weights and the intercept.
@@ -191,6 +204,7 @@ class BayesianLinearRegression:
         evidence_options: dict | None = None,
         exact_evidence: bool | None = None,
         covariance_columns=None,
+        fixed_alpha: dict | None = None,
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -212,6 +226,7 @@ class BayesianLinearRegression:
         self.evidence_options = evidence_options
         self.exact_evidence = exact_evidence
         self.covariance_columns = covariance_columns
+        self.fixed_alpha = fixed_alpha
 
     # -- scikit-learn protocol ----------------------------------------------------
     @classmethod
@@ -329,6 +344,8 @@ class BayesianLinearRegression:
         groups = self._groups(p, m)
         n_groups = int(groups.max()) + 1
         alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))
+        fixed, fixed_values = self._fixed_alpha(p, n_groups)
+        alpha0[fixed] = fixed_values[fixed]
         eps = np.finfo(np.float64).eps
         beta0 = (
             1.0 / (self._y_var + eps)
@@ -339,10 +356,12 @@ class BayesianLinearRegression:
         template = Prior(alpha0, groups)
         key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
         if self.solver == "exact":
-            alpha, beta, info = self._fit_exact(features, dataset, template, beta0, hyperprior)
+            alpha, beta, info = self._fit_exact(
+                features, dataset, template, beta0, hyperprior, fixed
+            )
         else:
             alpha, beta, info = self._fit_sampled(
-                features, dataset, template, Gaussian(beta0), hyperprior, key
+                features, dataset, template, Gaussian(beta0), hyperprior, key, fixed
             )
         post = info["posterior"]
         self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
@@ -481,8 +500,40 @@ class BayesianLinearRegression:
         dataset = ArrayDataset(_row_scaled(X - self.X_offset_, root), Yc, n_observations=n_obs)
         return LinearFeatures(p, Y.shape[1]), dataset
 
-    def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior):
-        """α, β by MacKay's exact fixed point or by Adam on the dense evidence."""
+    def _fixed_alpha(self, p: int, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the groups whose α is given, the given values), in the groups' order
+        (the sorted labels of ``prior_groups``), from ``fixed_alpha``."""
+        mask, values = np.zeros(n_groups, bool), np.zeros(n_groups)
+        if self.fixed_alpha is None:
+            return mask, values
+        if not isinstance(self.fixed_alpha, dict) or not self.fixed_alpha:
+            raise ValueError(
+                f"fixed_alpha must be a non-empty dict {{group label: alpha >= 0}}, got "
+                f"{self.fixed_alpha!r}"
+            )
+        if self.prior_groups is None:
+            raise ValueError("fixed_alpha: needs prior_groups (its keys are their labels)")
+        labels = np.unique(self._group_labels_given(p)).tolist()
+        for label, value in self.fixed_alpha.items():
+            if label not in labels:
+                raise ValueError(
+                    f"fixed_alpha: {label!r} is not a label of prior_groups "
+                    f"({labels if len(labels) <= 10 else labels[:10] + ['…']})"
+                )
+            g = labels.index(label)
+            mask[g], values[g] = True, float(non_negative(value, f"fixed_alpha[{label!r}]"))
+        if self.hyper == "evidence" and np.any(mask & (values == 0)):
+            raise ValueError(
+                "fixed_alpha: a flat group (alpha 0) needs hyper='mackay' (the evidence "
+                "ascent works on log alpha)"
+            )
+        if np.all(mask) and not np.any(values > 0):
+            raise ValueError("fixed_alpha: at least one prior group needs alpha > 0")
+        return mask, values
+
+    def _fit_exact(self, features, dataset, template: Prior, beta0, hyperprior, fixed):
+        """α, β by MacKay's exact fixed point or by Adam on the dense evidence (the α_g of
+        the groups ``fixed`` kept)."""
         dtype = default_dtype()
         streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
         itemsize = np.dtype(dtype).itemsize
@@ -494,7 +545,10 @@ class BayesianLinearRegression:
             "beside the data)",
             available_memory(),
         )
-        model = DenseGaussianModel.from_data(features, dataset)
+        flat = bool(np.any(template.alpha == 0))
+        model = DenseGaussianModel.from_data(features, dataset, "primal" if flat else "auto")
+        if flat:
+            _check_positive_definite(model.posterior(template, jnp.asarray(beta0, dtype)))
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
             ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
@@ -526,6 +580,7 @@ class BayesianLinearRegression:
             self._progress_callback(),
             self._checkpointer,
             ascent.state_arrays if self.hyper == "evidence" else dict,
+            fixed,
         )
         if self.hyper == "mackay":
             return alpha, beta, step(alpha, beta)[2]  # the posterior at the final α, β
@@ -535,8 +590,9 @@ class BayesianLinearRegression:
         score = float(value) + float(hyperprior.log_density(jnp.asarray(alpha), jnp.asarray(beta)))
         return alpha, beta, {"posterior": post, "score": score}
 
-    def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key):
-        """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver."""
+    def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key, fixed):
+        """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver
+        (the α_g of the groups ``fixed`` kept)."""
         solve, schedule, final_tol = self._solver(features, dataset, key)
         progress = self._progress_callback()
         score = None
@@ -556,6 +612,7 @@ class BayesianLinearRegression:
                 evidence=score,
                 checkpointer=self._checkpointer,
                 schedule=schedule,
+                fixed=fixed,
             )
         else:
             options = dict(self.evidence_options or {})
@@ -575,6 +632,7 @@ class BayesianLinearRegression:
                 progress,
                 self._checkpointer,
                 schedule,
+                fixed,
             )
         self.n_iter_, self.trajectory_, self.diagnostics_ = (
             fit.n_iter,
@@ -600,7 +658,7 @@ class BayesianLinearRegression:
             wanted = d * m <= 2048 and n * m * d <= 5e7
         if not wanted:
             return None
-        model = DenseGaussianModel.from_data(features, dataset)
+        model = DenseGaussianModel.from_data(features, dataset, "primal")  # flat groups too
 
         return lambda prior, likelihood: float(
             _exact_score(model, prior, likelihood.beta, hyperprior)
@@ -1004,10 +1062,30 @@ class BayesianLinearRegression:
 
 
 def _named(names, values) -> str:
-    """`name value, …` for up to 8 named hyperparameters, else ``_short``."""
+    """`name value, …` for up to 8 named hyperparameters (a flat prior's 0 as "flat"),
+    else ``_short``."""
     if len(names) > 8:
         return _short(values)
-    return "{" + ", ".join(f"{name}: {v:.4g}" for name, v in zip(names, values, strict=True)) + "}"
+    text = [
+        f"{name}: {'flat' if v == 0 else f'{v:.4g}'}" for name, v in zip(names, values, strict=True)
+    ]
+    return "{" + ", ".join(text) + "}"
+
+
+def _check_positive_definite(post) -> None:
+    """Refuse an exact posterior whose H is singular to working precision (flat prior
+    groups whose columns are collinear): the Cholesky pivots' squares against H's scale."""
+    pivots = jnp.diag(post.chol) ** 2
+    eps = jnp.finfo(pivots.dtype).eps
+    if not bool(jnp.all(jnp.isfinite(pivots))) or float(
+        jnp.min(pivots)
+    ) <= 100 * pivots.size * eps * float(jnp.max(pivots)):
+        raise ValueError(
+            "fixed_alpha: H = XᵀBX + A is singular with these flat (alpha 0) groups: their "
+            "columns are collinear, with each other or, with fit_intercept, with the "
+            "intercept (a complete set of dummies sums to it): drop a column, or give the "
+            "group an alpha > 0"
+        )
 
 
 def _short(values) -> str:

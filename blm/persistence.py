@@ -42,6 +42,11 @@ def save_estimator(est, path: str | os.PathLike) -> None:
     groups = params.pop("prior_groups")
     if params["covariance_columns"] is not None:  # JSON takes no NumPy integers
         params["covariance_columns"] = [int(c) for c in np.ravel(params["covariance_columns"])]
+    if params["fixed_alpha"] is not None:  # pairs: JSON's keys would turn labels into strings
+        params["fixed_alpha"] = [
+            [label.item() if isinstance(label, np.generic) else label, float(value)]
+            for label, value in params["fixed_alpha"].items()
+        ]
     post = est.posterior_
     with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT
@@ -95,6 +100,8 @@ def load_estimator(cls, path: str | os.PathLike):
                 f"{f.attrs.get('format')!r}, expected {FORMAT!r})"
             )
         params = json.loads(f.attrs["params"])
+        if params.get("fixed_alpha") is not None:
+            params["fixed_alpha"] = {label: value for label, value in params["fixed_alpha"]}
         if "prior_groups" in f:
             d = f["prior_groups"]
             strings = h5py.check_string_dtype(d.dtype) is not None

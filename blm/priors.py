@@ -4,6 +4,13 @@ One class covers the three cases of the design: a scalar α (one group holding e
 coordinate), a per-group α_g (a group index per coordinate, e.g. one group per
 network layer), and a fully diagonal prior (one group per coordinate). The
 precision of coordinate i is ``alpha[groups[i]]``.
+
+α_g = 0 is a flat (improper) prior: group g's coordinates are unpenalised, as an
+intercept is, and H = ΦᵀBΦ + A must then be positive definite through the data (their
+columns of Φ linearly independent). A flat group has no prior draws and no A⁻¹ there;
+log det A sums over the proper groups only, so the evidence is defined up to the flat
+prior's constant, and it is then the restricted (REML) likelihood of the other
+hyperparameters: the flat coefficients are integrated out (Harville 1974).
 """
 
 from __future__ import annotations
@@ -14,14 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int
 
-from blm._checks import as_float_array, positive, positive_int
+from blm._checks import as_float_array, non_negative, positive, positive_int
 
 
 class Prior(eqx.Module):
     r"""Diagonal Gaussian prior N(0, A⁻¹), A = diag(α_{g(i)}).
 
     Attributes:
-        alpha: precision per group, shape ``(G,)``.
+        alpha: precision per group, shape ``(G,)``, each ≥ 0 (0: flat).
         groups: group index of each coordinate, shape ``(d,)``, values in ``[0, G)``.
     """
 
@@ -37,7 +44,12 @@ class Prior(eqx.Module):
             )
         if not np.issubdtype(groups_np.dtype, np.integer):
             raise TypeError(f"groups must hold integers, got dtype {groups_np.dtype}")
-        alpha_np = positive(alpha, "alpha").reshape(-1)
+        alpha_np = non_negative(alpha, "alpha").reshape(-1)
+        if not np.any(alpha_np > 0):
+            raise ValueError(
+                "alpha: at least one group needs a proper prior (alpha > 0); 0 marks a flat "
+                "(unpenalised) group"
+            )
         n_groups = alpha_np.shape[0]
         if groups_np.min() < 0 or groups_np.max() >= n_groups:
             raise ValueError(
@@ -93,8 +105,17 @@ class Prior(eqx.Module):
         """A z."""
         return self.precision() * z
 
+    @property
+    def has_flat(self) -> bool:
+        """Whether any group is flat (α_g = 0); needs a concrete ``alpha`` (not traced)."""
+        return bool(np.any(np.asarray(self.alpha) == 0))
+
+    def proper(self) -> Float[Array, " d"]:
+        """1.0 where the coordinate's prior is proper (α > 0), 0.0 where flat, ``(d,)``."""
+        return (self.precision() > 0).astype(self.alpha.dtype)
+
     def solve(self, z: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        """A⁻¹ z."""
+        """A⁻¹ z (proper priors; inf on flat coordinates)."""
         return z / self.precision()
 
     def sqrt_mul(self, xi: Float[Array, "... d"]) -> Float[Array, "... d"]:
@@ -110,8 +131,11 @@ class Prior(eqx.Module):
         return self.inv_sqrt_mul(jax.random.normal(key, (k, self.d), self.alpha.dtype))
 
     def logdet(self) -> Float[Array, ""]:
-        """log det A = Σ_g d_g log α_g."""
-        return jnp.sum(self.group_sizes * jnp.log(self.alpha))
+        """log det A = Σ_g d_g log α_g over the proper groups (a flat group's improper
+        constant left out)."""
+        flat = self.alpha == 0
+        logs = jnp.log(jnp.where(flat, 1.0, self.alpha))
+        return jnp.sum(jnp.where(flat, 0.0, self.group_sizes * logs))
 
     def group_sum(self, v: Float[Array, " d"]) -> Float[Array, " G"]:
         """Σ_{i ∈ g} v_i for each group g (e.g. ‖θ_g‖² from v = θ²)."""

@@ -32,7 +32,7 @@ def test_prior_constructors_and_errors():
     assert Prior.diagonal([1.0, 2.0, 3.0]).n_groups == 3
     with pytest.raises(ValueError, match="alpha must be strictly positive"):
         Prior.scalar(0.0, 3)
-    with pytest.raises(ValueError, match="alpha must be strictly positive"):
+    with pytest.raises(ValueError, match="alpha must be >= 0"):
         Prior.grouped([1.0, -1.0], [0, 1])
     with pytest.raises(ValueError, match="alpha holds 1 non-finite"):
         Prior.scalar(np.nan, 3)

@@ -100,6 +100,7 @@ def fit_evidence(
     progress: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     schedule: SolveSchedule | None = None,
+    fixed: np.ndarray | None = None,
 ) -> HyperparameterFit:
     r"""Maximise the evidence over (α_g, β_k) by Adam on log-hyperparameters, with log det H
     by stochastic Lanczos quadrature and its exact adjoint gradient.
@@ -110,11 +111,18 @@ def fit_evidence(
     Adam step. Stops when no α_g, β_k changes by more than ``tol`` relative, or after
     ``max_iter`` steps. The trajectory's score is the SLQ evidence plus hyperprior, and
     its γ the effective dimension read off the gradient. ``schedule``: loose early solves
-    (``SolveSchedule``, as in ``fit_mackay``)."""
+    (``SolveSchedule``, as in ``fit_mackay``). ``fixed``: a boolean mask of the prior
+    groups whose α_g is not fitted (kept at ``prior``'s, which must be > 0 here: the
+    ascent works on log α; a flat group needs ``fit_mackay``)."""
     if not isinstance(likelihood, Gaussian):
         raise TypeError(
             f"likelihood: evidence ascent fits a Gaussian noise precision, got "
             f"{type(likelihood).__name__}; use fit_mackay for other likelihoods"
+        )
+    if prior.has_flat:
+        raise ValueError(
+            "prior: evidence ascent works on log α and cannot hold a flat group (alpha 0); "
+            "use MacKay's updates (fit_mackay, hyper='mackay')"
         )
     probes = rademacher_probes(key, config.n_probes, prior.d)
     blocks = traced_blocks(features, dataset, config.block_size)
@@ -149,4 +157,5 @@ def fit_evidence(
         checkpointer,
         ascent.state_arrays,
         schedule,
+        fixed,
     )

@@ -45,10 +45,12 @@ class GammaHyperprior:
     beta_rate: float = 0.0
 
     def log_density(self, alpha: Array, beta: Array) -> Array:
-        """Σ (a log α − b α) + Σ (a log β − b β), without normalising constants."""
-        return jnp.sum(self.alpha_shape * jnp.log(alpha) - self.alpha_rate * alpha) + jnp.sum(
-            self.beta_shape * jnp.log(beta) - self.beta_rate * beta
-        )
+        """Σ (a log α − b α) + Σ (a log β − b β), without normalising constants; a flat
+        prior group (α_g = 0, not a hyperparameter) contributes nothing."""
+        flat = alpha == 0
+        log_alpha = jnp.log(jnp.where(flat, 1.0, alpha))
+        on_alpha = jnp.where(flat, 0.0, self.alpha_shape * log_alpha - self.alpha_rate * alpha)
+        return jnp.sum(on_alpha) + jnp.sum(self.beta_shape * jnp.log(beta) - self.beta_rate * beta)
 
 
 def log_evidence_from_terms(

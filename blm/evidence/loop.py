@@ -2,7 +2,8 @@
 
 An update rule is a function ``step(alpha, beta) -> (alpha_new, beta_new, info)``; the
 loop iterates it until the largest relative change of any α_g or β_k falls below
-``tol`` (or ``max_iter`` steps), and keeps the trajectory.
+``tol`` (or ``max_iter`` steps), and keeps the trajectory. Groups marked ``fixed`` keep
+their α_g (a known prior precision, or 0 for a flat prior) whatever the rule proposes.
 """
 
 from __future__ import annotations
@@ -121,11 +122,25 @@ class HyperparameterFit:
 
 
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
-    """max |new − old| / |old| over all entries."""
+    """max |new − old| / |old| over all entries (an unchanged entry counts 0, also at 0)."""
     old, new = np.asarray(old, float), np.asarray(new, float)
     if old.size == 0:
         return 0.0
-    return float(np.max(np.abs(new - old) / np.abs(old)))
+    same = new == old
+    return float(np.max(np.where(same, 0.0, np.abs(new - old) / np.where(same, 1.0, np.abs(old)))))
+
+
+def fixed_mask(fixed, n_groups: int) -> np.ndarray:
+    """``fixed`` as a boolean mask over the ``n_groups`` prior groups (None: none fixed)."""
+    if fixed is None:
+        return np.zeros(n_groups, bool)
+    mask = np.asarray(fixed)
+    if mask.shape != (n_groups,) or mask.dtype != bool:
+        raise ValueError(
+            f"fixed must be a boolean mask over the {n_groups} prior group(s), got shape "
+            f"{mask.shape}, dtype {mask.dtype}"
+        )
+    return mask
 
 
 def iterate_hyperparameters(
@@ -137,23 +152,28 @@ def iterate_hyperparameters(
     progress: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     extra_state: Callable[[], dict] = dict,
+    fixed: np.ndarray | None = None,
 ):
     """Run ``step`` from (α, β) until converged. Returns (α, β, n_iter, trajectory, info)
-    where α, β are the last update's output and info the last step's report.
+    where α, β are the last update's output and info the last step's report. The α_g of
+    groups ``fixed`` (a boolean mask) stay at their starting values (≥ 0).
 
     With a ``checkpointer`` the state after each step (with ``extra_state()``, the
     update rule's own arrays) is handed to it, and flushed on Ctrl-C before the
     ``KeyboardInterrupt`` propagates; if it holds a resumed state the loop continues
     from there (the caller restores its own extra state first)."""
     try:
-        return _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state)
+        fixed = fixed_mask(fixed, np.size(alpha))
+        return _iterate(
+            step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state, fixed
+        )
     except KeyboardInterrupt:
         if checkpointer is not None:
             checkpointer.flush()
         raise
 
 
-def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state):
+def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state, fixed):
     trajectory, first = Trajectory(), 1
     resumed = checkpointer.resumed if checkpointer is not None else None
     if resumed is not None:
@@ -165,9 +185,10 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
     for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
-        new_alpha, new_beta = np.asarray(new_alpha), np.asarray(new_beta)
+        new_alpha = np.where(fixed, alpha, np.asarray(new_alpha))
+        new_beta = np.asarray(new_beta)
         if not (np.all(np.isfinite(new_alpha)) and np.all(np.isfinite(new_beta))) or (
-            np.any(new_alpha <= 0) or np.any(new_beta <= 0)
+            np.any((new_alpha <= 0) & ~fixed) or np.any(new_beta <= 0)
         ):
             raise FloatingPointError(
                 f"hyperparameter update {it} gave non-finite or non-positive values (alpha={new_alpha}, "
@@ -200,6 +221,7 @@ def solve_and_update(
     checkpointer: Checkpointer | None = None,
     extra_state: Callable[[], dict] = dict,
     schedule: SolveSchedule | None = None,
+    fixed: np.ndarray | None = None,
 ) -> HyperparameterFit:
     """The loop every solver-based fit shares: at (α, β) solve for the posterior
     (warm-started from the previous step's solution, None at the first step), then
@@ -209,7 +231,8 @@ def solve_and_update(
     The warm start is part of the checkpointed state (with ``extra_state()``, the
     update rule's own). With a ``schedule`` each solve gets its tolerance from it
     (``SolveSchedule``; the previous step's change comes from the trajectory, so a
-    resumed loop solves as the uninterrupted one)."""
+    resumed loop solves as the uninterrupted one). ``fixed``: a boolean mask of the prior
+    groups whose α_g stays at ``prior``'s (``iterate_hyperparameters``)."""
     previous: dict = {}
     gaussian = isinstance(likelihood, Gaussian)
     resumed = checkpointer.resumed if checkpointer is not None else None
@@ -258,6 +281,7 @@ def solve_and_update(
         progress,
         checkpointer,
         loop_state,
+        fixed,
     )
     final = None if schedule is None else schedule.final
     post, diagnostics = solve_at(*at(alpha, beta), final)

@@ -12,7 +12,8 @@ variate, and the *combined* estimator (the default)
 
     γ̂ = mean_j a_j − c (mean_j s_j − d),   c = γ̂_data / d ∈ [0, 1]
 
-interpolates between them (c = 0: data form, c = 1: prior form). With w_i = λ_i/(λ_i+α)
+interpolates between them (c = 0: data form, c = 1: prior form). A flat prior group
+(α_g = 0) has γ_g = d_g exactly (H⁻¹A has no part there), and that value is used. With w_i = λ_i/(λ_i+α)
 the eigenvalues of H⁻¹M (scalar α), z = H^{-1/2}ε gives a = Σ w_i ε_i², s = Σ ε_i², and
 
     Var_data = (2/k) Σ w_i²,   Var_prior = (2/k) Σ (1 − w_i)²,   Var_comb = (2/k) Σ (w_i − w̄)²
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from blm import operators as ops
@@ -111,6 +113,7 @@ def gamma_from_terms(
     # γ_g ∈ [0, d_g] (projecting an estimate only lowers its error), and γ ≤ rank Φ ≤ n·m:
     # a larger total (unconverged samples, d ≫ n) is scaled down, or β's update turns negative
     gamma_g = jnp.clip(gamma_g, 0.0, d_g)
+    gamma_g = jnp.where(prior.alpha == 0, d_g, gamma_g)  # flat: Tr(H⁻¹A) has no part there
     gamma_g = gamma_g * jnp.minimum(1.0, n_values / jnp.sum(gamma_g))
     split = jnp.mean(terms.quad, axis=0)
     gamma_k = split * (jnp.sum(gamma_g) / jnp.sum(split))
@@ -175,6 +178,7 @@ def fit_mackay(
     evidence: Callable[[Prior, Likelihood], float] | None = None,
     checkpointer: Checkpointer | None = None,
     schedule: SolveSchedule | None = None,
+    fixed: np.ndarray | None = None,
 ) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
@@ -192,7 +196,8 @@ def fit_mackay(
     the trajectory (``score``), NaN without it. EM itself never needs them.
     A ``checkpointer`` (``blm.checkpoint``) saves the loop's state as it goes and resumes
     it. A ``schedule`` (``SolveSchedule``) solves early E-steps loosely: ``solve`` is then
-    called with ``tol=`` its tolerance for the step.
+    called with ``tol=`` its tolerance for the step. ``fixed``: a boolean mask of the
+    prior groups whose α_g is not fitted (kept at ``prior``'s; 0 for a flat group).
     """
 
     def update(post, lik, p):
@@ -204,5 +209,14 @@ def fit_mackay(
         return new_alpha, new_beta, info
 
     return solve_and_update(
-        solve, update, prior, likelihood, max_iter, tol, progress, checkpointer, schedule=schedule
+        solve,
+        update,
+        prior,
+        likelihood,
+        max_iter,
+        tol,
+        progress,
+        checkpointer,
+        schedule=schedule,
+        fixed=fixed,
     )

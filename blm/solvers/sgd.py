@@ -143,7 +143,8 @@ class SGDConfig:
 
 
 class _Problem(eqx.Module):
-    """The k + 1 quadratics: regulariser centres, noise key and which objective."""
+    """The k + 1 quadratics: regulariser centres, noise key and which objective; with
+    flat prior groups, the low-variance samples' linear terms ℓ_j (``targets``)."""
 
     features: Features
     likelihood: Likelihood
@@ -152,6 +153,30 @@ class _Problem(eqx.Module):
     noise_key: jax.Array
     precond: Float[Array, " d"]  # P = diag(H) (or ones): steps are P⁻¹-scaled gradients
     standard: bool = eqx.field(static=True)
+    linear: Float[Array, "k1 d"] | None = None  # row 0 (the mean) zero
+
+    def prior_grad(self, x: Float[Array, "k1 d"]) -> Float[Array, "k1 d"]:
+        """A(x − c) − ℓ: the gradient of the regulariser and the linear term."""
+        grad = self.prior.mul(x - self.centres)
+        return grad if self.linear is None else grad - self.linear
+
+    def prior_value(self, x: Float[Array, "k1 d"]) -> Float[Array, " k1"]:
+        """½‖x − c‖²_A − ℓᵀx per column."""
+        value = 0.5 * jnp.sum(self.prior.mul((x - self.centres) ** 2), axis=1)
+        return value if self.linear is None else value - jnp.sum(self.linear * x, axis=1)
+
+
+def _problem(features, likelihood, prior, targets: SampleTargets, precond, standard) -> _Problem:
+    """The k + 1 quadratics of ``targets``: the mean's (centre 0) and the samples' (centres
+    θ⁰ in the standard objective, θⁿ and the flat groups' ℓ in the low-variance one)."""
+    zero = jnp.zeros((1, prior.d), targets.theta0.dtype)
+    centres = jnp.concatenate([zero, targets.theta0 if standard else targets.centres])
+    linear = None
+    if targets.linear is not None and not standard:
+        linear = jnp.concatenate([zero, targets.linear])
+    return _Problem(
+        features, likelihood, prior, centres, targets.noise_key, precond, standard, linear
+    )
 
 
 def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
@@ -159,7 +184,7 @@ def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
     ``snapshot`` (x̃, ∇_data(x̃)) the variance-reduced gradient and no objective (NaN)."""
     f0, jvps, vjps = problem.features.linearize_many(xb)
     lik = problem.likelihood
-    prior_grad = problem.prior.mul(x - problem.centres)
+    prior_grad = problem.prior_grad(x)
     if snapshot is not None:
         x_snap, grad_snap = snapshot
         bfd = lik.precision_mul(f0[:, None], jvps(x - x_snap))
@@ -177,8 +202,7 @@ def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
     t = jnp.concatenate([t_mean, t_samples], axis=1)
     grad = scale * vjps(bfx - t) + prior_grad
     data = scale * jnp.sum(0.5 * fx * bfx - t * fx, axis=(0, 2))
-    reg = 0.5 * jnp.sum(problem.prior.mul((x - problem.centres) ** 2), axis=1)
-    return grad, data + reg
+    return grad, data + problem.prior_value(x)
 
 
 @eqx.filter_jit
@@ -352,25 +376,19 @@ def sgd(
         noise_rhs=noise_rhs,
     )
     standard = config.objective == "standard"
-    centres = jnp.concatenate(
-        [
-            jnp.zeros((1, prior.d), targets.theta0.dtype),
-            targets.theta0 if standard else targets.centres,
-        ]
-    )
     precond = (
         jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
         if config.precondition
-        else jnp.ones(prior.d, centres.dtype)
+        else jnp.ones(prior.d, targets.theta0.dtype)
     )
-    problem = _Problem(features, likelihood, prior, centres, targets.noise_key, precond, standard)
+    problem = _problem(features, likelihood, prior, targets, precond, standard)
     blocks = _blocks(dataset, block_size, config.batch_size, k_steps)
 
     # default start of each sample: one Jacobi step for H z_j = r_j = Aθⁿ_j, i.e.
     # z = P⁻¹r_j (exact in the directions the prior dominates, shrunk where the data do)
     rhs = targets.rhs(prior)
     start = jnp.concatenate(
-        [centres[:1], rhs / precond if config.precondition else jnp.zeros_like(rhs)]
+        [problem.centres[:1], rhs / precond if config.precondition else jnp.zeros_like(rhs)]
     )
     x0 = _initial(init, start)
 
@@ -486,14 +504,14 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
     noise = targets.noise(prior) if problem.standard else jnp.zeros_like(targets.centres)
     t = jnp.concatenate([targets.data_rhs[None], noise])
     r = t + prior.mul(problem.centres)
+    if problem.linear is not None:
+        r = r + problem.linear
 
     def take(x):
         hx = ops.normal_matvec(features, likelihood, dataset, x, block_size)
         data_grad = hx - t
-        grad = data_grad + prior.mul(x - problem.centres)
-        objective = jnp.sum(x * (0.5 * hx - t), axis=1) + 0.5 * jnp.sum(
-            prior.mul((x - problem.centres) ** 2), axis=1
-        )
+        grad = data_grad + problem.prior_grad(x)
+        objective = jnp.sum(x * (0.5 * hx - t), axis=1) + problem.prior_value(x)
         snapshot = place_parameters((x, data_grad), prior.d)
         return snapshot, objective, jnp.linalg.norm(grad, axis=1)
 
@@ -505,7 +523,7 @@ def _snapshots(features, likelihood, prior, dataset, problem: _Problem, targets,
         c = jnp.where(curvature > 0, jnp.sum(r * s, axis=1) / safe, 0.0)[:, None]
         x0 = c * s
         data_grad = c * hs - t
-        grad_norm = jnp.linalg.norm(data_grad + prior.mul(x0 - problem.centres), axis=1)
+        grad_norm = jnp.linalg.norm(data_grad + problem.prior_grad(x0), axis=1)
         return x0, place_parameters((x0, data_grad), prior.d), grad_norm
 
     return take, first_step, jnp.linalg.norm(r, axis=1)
@@ -562,19 +580,8 @@ def gradient_variance(
     over ``n_batches`` random minibatches: the quantity the low-variance objective shrinks."""
     k_targets, k_batch = split_key(key)
     targets = draw_targets(features, likelihood, prior, dataset, k_targets, n_samples)
-    standard = objective == "standard"
-    centres = jnp.concatenate(
-        [jnp.zeros((1, prior.d), z.dtype), targets.theta0 if standard else targets.centres]
-    )
-    problem = _Problem(
-        features,
-        likelihood,
-        prior,
-        centres,
-        targets.noise_key,
-        jnp.ones(prior.d, z.dtype),
-        standard,
-    )
+    precond = jnp.ones(prior.d, z.dtype)
+    problem = _problem(features, likelihood, prior, targets, precond, objective == "standard")
     x = jnp.concatenate([jnp.zeros((1, prior.d), z.dtype), z])
     scale = dataset.n / batch_size
 
