@@ -1,6 +1,7 @@
 """``blm fit``, ``predict``, ``coef`` and ``info``: regression on HDF5 files from the shell.
 
-    blm fit DATA.h5 --x X --y y [--groups G] [--weights W] --solver sgd|cg|exact --samples K
+    blm fit DATA.h5 --x X --y y [--groups G [--fixed-alpha GROUP=ALPHA ...]] [--weights W]
+            --solver sgd|cg|exact --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
             [--fixed-solver-tol] [--snapshot-every S] [--covariance-columns I,J]
             [--checkpoint C] [--resume] [--float64]
@@ -43,6 +44,15 @@ def add_commands(sub) -> None:
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
     p.add_argument("--y", default="y", help="dataset of targets, shape (n,) or (n, m)")
     p.add_argument("--groups", default=None, help="dataset of p integer prior groups")
+    p.add_argument(
+        "--fixed-alpha",
+        action="append",
+        default=None,
+        metavar="GROUP=ALPHA",
+        help="give a prior group's precision instead of fitting it (repeatable; GROUP by "
+        "name where --groups has names, else its number); 0 leaves the group unpenalised "
+        "(a flat prior: fixed effects beside the fitted random effects, fitted by REML)",
+    )
     p.add_argument(
         "--weights", default=None, help="dataset of n frequency weights >= 0 (sample_weight)"
     )
@@ -152,6 +162,7 @@ def fit(args: argparse.Namespace) -> int:
     try:
         dataset = open_hdf5(args.data, x=args.x, y=args.y, block_size=args.block_size)
         groups = _group_labels(_read_dataset(args.data, args.groups, "--groups"), args)
+        fixed_alpha = _fixed_alpha(args.fixed_alpha, groups)
         weights = _read_dataset(args.data, args.weights, "--weights")
         options = _solver_options(args, dataset.n)
         columns = _columns(args.covariance_columns)
@@ -162,6 +173,7 @@ def fit(args: argparse.Namespace) -> int:
             max_iter=args.max_iter,
             tol=args.tol,
             prior_groups=groups,
+            fixed_alpha=fixed_alpha,
             solver_options=options,
             hyper=args.hyper,
             progress=not args.quiet,
@@ -203,6 +215,30 @@ def _columns(text: str | None) -> list[int] | None:
         raise ValueError(
             f"--covariance-columns must be comma-separated column indices such as 0,3, got {text!r}"
         ) from err
+
+
+def _fixed_alpha(texts: list[str] | None, groups: np.ndarray | None) -> dict | None:
+    """``--fixed-alpha unit=0 --fixed-alpha x=2.5`` → {"unit": 0.0, "x": 2.5}, a group's
+    label as ``groups`` holds it: a name, or an integer where the groups are numbers."""
+    if not texts:
+        return None
+    if groups is None:
+        raise ValueError("--fixed-alpha: needs --groups (it names a prior group)")
+    fixed: dict = {}
+    for text in texts:
+        label, sep, value = text.rpartition("=")
+        try:
+            alpha = float(value)
+            if not (sep and label):
+                raise ValueError
+            key = int(label) if np.issubdtype(groups.dtype, np.integer) else label
+        except ValueError as err:
+            raise ValueError(
+                f"--fixed-alpha must be GROUP=ALPHA, e.g. covariates=0 (GROUP a number where "
+                f"--groups has no names), got {text!r}"
+            ) from err
+        fixed[key] = alpha
+    return fixed
 
 
 def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:

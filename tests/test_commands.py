@@ -88,6 +88,23 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
     assert f"alpha:           {text}" in _run("info", post).stdout
     out = _run("fit", path, "--groups", "g_short_names", "--out", post, "--quiet")
     assert out.returncode != 0 and "must number its 1 names from 0" in out.stderr
+    # --fixed-alpha names a group: its α is kept (0: flat, printed so), the other fitted
+    fixed = ("--fixed-alpha", "late=0")
+    out = _run("fit", path, "--solver", "exact", "--groups", "g_named", *fixed, "--out", post)
+    assert out.returncode == 0, out.stderr
+    est = BayesianLinearRegression.load(post)
+    assert est.alpha_[1] == 0 and est.get_params()["fixed_alpha"] == {"late": 0.0}
+    ref = BayesianLinearRegression(
+        prior_groups=np.where(np.arange(30) % 2, "early", "late"),
+        fixed_alpha={"late": 0.0},
+        max_iter=30,
+        tol=1e-3,
+    ).fit(X, y)
+    np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-5)
+    assert "late: flat" in out.stdout
+    for bad, message in (("late", "must be GROUP=ALPHA"), ("nope=1", "'nope' is not a label")):
+        out = _run("fit", path, "--groups", "g_named", "--fixed-alpha", bad, "--out", post)
+        assert out.returncode != 0 and message in out.stderr
 
 
 @pytest.mark.parametrize(
