@@ -548,7 +548,7 @@ class BayesianLinearRegression:
         flat = bool(np.any(template.alpha == 0))
         model = DenseGaussianModel.from_data(features, dataset, "primal" if flat else "auto")
         if flat:
-            _check_positive_definite(model.posterior(template, jnp.asarray(beta0, dtype)))
+            _check_flat_columns(model, template, beta0)
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
             ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
@@ -1072,14 +1072,17 @@ def _named(names, values) -> str:
     return "{" + ", ".join(text) + "}"
 
 
-def _check_positive_definite(post) -> None:
-    """Refuse an exact posterior whose H is singular to working precision (flat prior
-    groups whose columns are collinear): the Cholesky pivots' squares against H's scale."""
-    pivots = jnp.diag(post.chol) ** 2
-    eps = jnp.finfo(pivots.dtype).eps
-    if not bool(jnp.all(jnp.isfinite(pivots))) or float(
-        jnp.min(pivots)
-    ) <= 100 * pivots.size * eps * float(jnp.max(pivots)):
+def _check_flat_columns(model: DenseGaussianModel, prior: Prior, beta) -> None:
+    """Refuse flat prior groups whose columns are collinear: a null vector v of
+    H = ΦᵀBΦ + A has Av = 0, so it lives on the flat coordinates f, and H is singular
+    exactly where H_ff = (ΦᵀBΦ)_ff is. Its rank with ``numpy.linalg.matrix_rank``'s
+    tolerance, σ_max·d_f·eps in the precision the Gram was accumulated in (×10 for the
+    rounding of that accumulation)."""
+    flat = np.flatnonzero(np.asarray(prior.precision()) == 0)
+    gram = np.einsum("k,kde->de", np.asarray(beta), np.asarray(model.gram)[:, flat][:, :, flat])
+    singular = np.linalg.svd(gram, compute_uv=False)
+    eps = np.finfo(np.asarray(model.gram).dtype).eps
+    if singular[-1] <= 10 * flat.size * eps * singular[0]:
         raise ValueError(
             "fixed_alpha: H = XᵀBX + A is singular with these flat (alpha 0) groups: their "
             "columns are collinear, with each other or, with fit_intercept, with the "
