@@ -537,15 +537,15 @@ class BayesianLinearRegression:
         dtype = default_dtype()
         streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
         itemsize = np.dtype(dtype).itemsize
+        flat = template.has_flat  # the dual form needs A⁻¹: primal
         check_exact_memory(
-            estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed),
+            estimate_exact_memory(dataset.n, dataset.m, features.d, itemsize, streamed, flat),
             "the posterior",
             f"n = {dataset.n} rows and d = {features.d} weights",
             "use solver='cg' or solver='sgd' (matrix-free: memory of order (n_samples + 1)·d "
             "beside the data)",
             available_memory(),
         )
-        flat = bool(np.any(template.alpha == 0))
         model = DenseGaussianModel.from_data(features, dataset, "primal" if flat else "auto")
         if flat:
             _check_flat_columns(model, template, beta0)

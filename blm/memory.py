@@ -54,9 +54,10 @@ def estimate_sgd_memory(
 
 
 def estimate_exact_memory(
-    n: int, m: int, d: int, itemsize: int, streamed_block: int | None = None
+    n: int, m: int, d: int, itemsize: int, streamed_block: int | None = None, primal: bool = False
 ) -> int:
-    """Peak bytes of the exact solver (dense closed form) on n rows, m outputs, d weights.
+    """Peak bytes of the exact solver (dense closed form) on n rows, m outputs, d weights
+    (``primal``: in primal form whatever the sizes, as a prior with flat groups needs).
 
     In memory, primal (d ≤ n·m): 5 (n·m·d + m·d²) — Φ with its centred, device and
     padded copies, the per-output Grams, H, its Cholesky factor and their temporaries;
@@ -66,7 +67,7 @@ def estimate_exact_memory(
     dual 1 000 × 12 000 934 (1 122), 500 × 20 000 823 (921), 1 000 × 6 000 544 (572)."""
     if streamed_block is not None:
         numbers = 5 * m * d * d + 3 * streamed_block * m * d
-    elif d <= n * m:
+    elif d <= n * m or primal:
         numbers = 5 * (n * m * d + m * d * d)
     else:
         numbers = 12 * n * m * d + 3 * (n * m) ** 2
