@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from blm import BayesianLinearRegression
+from blm import BayesianLinearRegression, commands
 
 BLM = [sys.executable, "-m", "blm"]
 
@@ -102,9 +102,15 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
     ).fit(X, y)
     np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-5)
     assert "late: flat" in out.stdout
-    for bad, message in (("late", "must be GROUP=ALPHA"), ("nope=1", "'nope' is not a label")):
-        out = _run("fit", path, "--groups", "g_named", "--fixed-alpha", bad, "--out", post)
-        assert out.returncode != 0 and message in out.stderr
+    # parsing in-process (the estimator names unknown labels: tests/test_flat_prior.py)
+    names = np.asarray(["late", "early"])
+    assert commands._fixed_alpha(["late=0", "early=2.5"], names) == {"late": 0.0, "early": 2.5}
+    assert commands._fixed_alpha(["1=0.5"], np.arange(3)) == {1: 0.5}
+    for bad, groups in (("late", names), ("=1", names), ("x=1", np.arange(3))):
+        with pytest.raises(ValueError, match="--fixed-alpha must be GROUP=ALPHA"):
+            commands._fixed_alpha([bad], groups)
+    with pytest.raises(ValueError, match="--fixed-alpha: needs --groups"):
+        commands._fixed_alpha(["late=0"], None)
 
 
 @pytest.mark.parametrize(

@@ -159,22 +159,26 @@ def test_exact_fit_with_a_flat_group_is_the_mackay_fixed_point(rng):
     assert "x: flat" in est.summary()
 
 
-def test_fixed_positive_alpha_is_kept_and_the_rest_is_stationary(rng):
+@pytest.mark.parametrize("hyper", ["mackay", "evidence"])
+def test_fixed_positive_alpha_is_kept_and_the_rest_is_stationary(rng, hyper):
+    """MacKay's fixed point or Adam on the evidence, with α_x given: α_x stays exactly,
+    and the evidence's gradient vanishes in the fitted log α_z, log β only."""
     X, y, *_ = _flat_problem(rng)
     labels = ["x"] * 3 + ["z"] * 5
     est = BayesianLinearRegression(
         prior_groups=labels,
         fixed_alpha={"x": 40.0},
         fit_intercept=False,
-        tol=1e-12,
-        max_iter=500,
+        tol=1e-12 if hyper == "mackay" else 1e-9,
+        max_iter=500 if hyper == "mackay" else 5000,
+        hyper=hyper,
         **FLAT_HYPERPRIOR,
     ).fit(X, y)
     assert est.alpha_[0] == 40.0
     model = DenseGaussianModel.from_arrays(jnp.asarray(X)[:, None], jnp.asarray(y)[:, None])
     prior = Prior.grouped(est.alpha_, np.repeat([0, 1], [3, 5]))
     _, g_alpha, g_beta, _ = model.log_evidence_and_grad(prior, jnp.array([est.beta_]))
-    assert abs(float(g_alpha[1])) < 1e-6 and abs(float(g_beta[0])) < 1e-6
+    assert abs(float(g_alpha[1])) < 1e-5 and abs(float(g_beta[0])) < 1e-5
     assert abs(float(g_alpha[0])) > 0.1  # 40 is not where the evidence would put it
     free = BayesianLinearRegression(
         prior_groups=labels, fit_intercept=False, tol=1e-12, max_iter=500, **FLAT_HYPERPRIOR
