@@ -406,6 +406,9 @@ def info(args: argparse.Namespace) -> int:
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"precision:       {np.asarray(post.mean).dtype}")
     print(f"alpha:           {est._alpha_text()}")
+    if est.fixed_alpha:
+        given = ", ".join(f"{label}={value:g}" for label, value in est.fixed_alpha.items())
+        print(f"alpha given:     {given} (not fitted; 0: flat, unpenalised)")
     print(f"beta:            {est.beta_}")
     print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")
     print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")

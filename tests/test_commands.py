@@ -102,6 +102,7 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
     ).fit(X, y)
     np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-5)
     assert "late: flat" in out.stdout
+    assert "alpha given:     late=0 (not fitted" in _run("info", post).stdout
     # parsing in-process (the estimator names unknown labels: tests/test_flat_prior.py)
     names = np.asarray(["late", "early"])
     assert commands._fixed_alpha(["late=0", "early=2.5"], names) == {"late": 0.0, "early": 2.5}
