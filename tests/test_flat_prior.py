@@ -293,3 +293,31 @@ def test_exact_memory_estimate_is_primal_with_a_flat_group(monkeypatch, rng):
         flat.fit(X, y)
     monkeypatch.setattr(blm.estimator, "available_memory", lambda: primal)
     assert np.all(np.isfinite(flat.fit(X, y).coef_))
+
+
+def test_loop_keeps_fixed_groups_and_names_a_collapsing_alpha():
+    """The α of a fixed group stays (0 included, and 0 → 0 is no change); a fitted α
+    proposed at 0 or at inf stops the loop with the reason for each."""
+    from blm.evidence.loop import iterate_hyperparameters, relative_change
+
+    def step(alpha, beta):
+        return np.array([5.0, 2.0]), beta, {}
+
+    fixed = np.array([True, False])
+    alpha, beta, n_iter, _, _ = iterate_hyperparameters(
+        step, np.array([0.0, 1.0]), np.array([1.0]), 10, 1e-9, fixed=fixed
+    )
+    np.testing.assert_array_equal(alpha, [0.0, 2.0])
+    assert n_iter == 2 and relative_change(np.zeros(2), np.zeros(2)) == 0.0
+    for bad, reason in ((0.0, "alpha reaching 0"), (np.inf, "growing without bound")):
+        with pytest.raises(FloatingPointError, match=reason):
+            iterate_hyperparameters(
+                lambda a, b, v=bad: (np.array([1.0, v]), b, {}),
+                np.array([0.0, 1.0]),
+                np.array([1.0]),
+                10,
+                1e-9,
+                fixed=fixed,
+            )
+    with pytest.raises(ValueError, match="fixed must be a boolean mask over the 2"):
+        iterate_hyperparameters(step, np.ones(2), np.ones(1), 3, 1e-9, fixed=np.ones(3, bool))

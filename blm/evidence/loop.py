@@ -194,7 +194,10 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
                 f"hyperparameter update {it} gave non-finite or non-positive values (alpha={new_alpha}, "
                 f"beta={new_beta}). An alpha growing without bound means the evidence prunes that "
                 "group's weights to zero (automatic relevance determination); a Gamma hyperprior "
-                "with positive rate keeps it finite"
+                "with positive rate keeps it finite. An alpha reaching 0 means that group's "
+                "effective dimension came out 0: no direction the data determine, or a sampled "
+                "estimate too noisy (raise n_samples); a Gamma hyperprior with positive shape "
+                "keeps it above 0"
             )
         change = max(relative_change(alpha, new_alpha), relative_change(beta, new_beta))
         alpha, beta = new_alpha, new_beta
