@@ -24,6 +24,13 @@ from jaxtyping import Array, Float, Int
 from blm._checks import as_float_array, non_negative, positive, positive_int
 
 
+def log_proper(alpha: Float[Array, " G"]) -> Float[Array, " G"]:
+    """log α where α > 0, and 0 where α = 0 (a flat group, which has no log-density
+    term); its gradient is finite there too."""
+    flat = alpha == 0
+    return jnp.where(flat, 0.0, jnp.log(jnp.where(flat, 1.0, alpha)))
+
+
 class Prior(eqx.Module):
     r"""Diagonal Gaussian prior N(0, A⁻¹), A = diag(α_{g(i)}).
 
@@ -133,9 +140,7 @@ class Prior(eqx.Module):
     def logdet(self) -> Float[Array, ""]:
         """log det A = Σ_g d_g log α_g over the proper groups (a flat group's improper
         constant left out)."""
-        flat = self.alpha == 0
-        logs = jnp.log(jnp.where(flat, 1.0, self.alpha))
-        return jnp.sum(jnp.where(flat, 0.0, self.group_sizes * logs))
+        return jnp.sum(self.group_sizes * log_proper(self.alpha))
 
     def group_sum(self, v: Float[Array, " d"]) -> Float[Array, " G"]:
         """Σ_{i ∈ g} v_i for each group g (e.g. ‖θ_g‖² from v = θ²)."""

@@ -31,7 +31,7 @@ from jaxtyping import Array, Float
 
 from blm.data import ArrayDataset, HDF5Dataset
 from blm.features import Features
-from blm.priors import Prior
+from blm.priors import Prior, log_proper
 from blm.solvers.exact import ExactPosterior
 
 
@@ -47,9 +47,7 @@ class GammaHyperprior:
     def log_density(self, alpha: Array, beta: Array) -> Array:
         """Σ (a log α − b α) + Σ (a log β − b β), without normalising constants; a flat
         prior group (α_g = 0, not a hyperparameter) contributes nothing."""
-        flat = alpha == 0
-        log_alpha = jnp.log(jnp.where(flat, 1.0, alpha))
-        on_alpha = jnp.where(flat, 0.0, self.alpha_shape * log_alpha - self.alpha_rate * alpha)
+        on_alpha = self.alpha_shape * log_proper(alpha) - self.alpha_rate * alpha  # 0 if flat
         return jnp.sum(on_alpha) + jnp.sum(self.beta_shape * jnp.log(beta) - self.beta_rate * beta)
 
 

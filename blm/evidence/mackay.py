@@ -13,8 +13,8 @@ variate, and the *combined* estimator (the default)
     γ̂ = mean_j a_j − c (mean_j s_j − d),   c = γ̂_data / d ∈ [0, 1]
 
 interpolates between them (c = 0: data form, c = 1: prior form). A flat prior group
-(α_g = 0) has γ_g = d_g exactly (H⁻¹A has no part there), and that value is used. With w_i = λ_i/(λ_i+α)
-the eigenvalues of H⁻¹M (scalar α), z = H^{-1/2}ε gives a = Σ w_i ε_i², s = Σ ε_i², and
+(α_g = 0) has γ_g = d_g exactly (H⁻¹A has no part there), and that value is used. With
+w_i = λ_i/(λ_i+α) the eigenvalues of H⁻¹M (scalar α), z = H^{-1/2}ε gives a = Σ w_i ε_i², s = Σ ε_i², and
 
     Var_data = (2/k) Σ w_i²,   Var_prior = (2/k) Σ (1 − w_i)²,   Var_comb = (2/k) Σ (w_i − w̄)²
 
@@ -31,7 +31,8 @@ several groups with Mv = 0 (a flat constant and a complete set of penalised dumm
 v = e_const − 1_G, held by α_G alone), a_{j,g} swings by ±s_j·β·Σ_i(Φw_j)_i between
 the groups (s_j the sample's weight on v), the data form's mean over 16 samples can turn
 negative, and γ̂_g = 0 sent α_G to 0 on a crossed panel of 10⁵ rows (20 period effects
-whose α is 6.3 once this is fixed; 7.1 by the exact solver on 3 000 of the units). The same cross terms sit in s_{j,g} = z_{j,g}ᵀ(Hz_j)_g, so with several
+whose α is 6.3 once this is fixed; 7.1 by the exact solver on 3 000 of the units). The
+same cross terms sit in s_{j,g} = z_{j,g}ᵀ(Hz_j)_g, so with several
 groups c_g is the regression coefficient of the control variate, Cov_j(a_{j,g}, s_{j,g}) /
 Var_j(s_{j,g}) clipped to [0, 1] (the variance-optimal c; ≈ 1, the prior form, in that
 case; γ̂_data,g/d_g where k < 4 or s does not vary). For a Gaussian likelihood the
