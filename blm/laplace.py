@@ -189,6 +189,9 @@ class LinearisedModel:
     ) -> LaplacePosterior:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
+        ``em_steps=0`` fits no hyperparameter: the posterior at ``alpha_init`` (and
+        ``beta_init``) as given, e.g. at the weight decay the network was trained with
+        (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve.
 
         ``solver="exact"`` forms the GGN densely instead, from the whitened Jacobian rows
         L_iᵀJ_i of every training input (reverse mode): where d ≤ n·m only the d × d Gram
@@ -246,7 +249,7 @@ class LinearisedModel:
         one_of(centre, "centre", ("map", "linear"))
         one_of(solver, "solver", ("sgd", "cg", "exact"))
         k = positive_int(n_samples, "n_samples")
-        positive_int(em_steps, "em_steps")
+        positive_int(em_steps, "em_steps", minimum=0)
         positive(alpha_init, "alpha_init")
         start = w = self.features.w
         if init_samples is not None:  # warm start: the mean at w̄, the samples given
@@ -293,7 +296,8 @@ class LinearisedModel:
                 )
         finally:
             close(bar)
-        last = relative_change(fit.trajectory.alpha[-1], fit.alpha)
+        steps = fit.trajectory.alpha
+        last = relative_change(steps[-1], fit.alpha) if steps else 0.0
         if last > UNCONVERGED:
             warnings.warn(
                 f"MacKay EM has not converged: alpha changed by {last:.0%} in the last of "

@@ -1,5 +1,7 @@
 """Linearised Laplace for Equinox networks: features, GGN, sampler vs exact, save/load."""
 
+import warnings
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -172,24 +174,24 @@ def _regression_problem():
     return net, X, y
 
 
-@EM_STOPPED_EARLY
 def test_sgd_predictive_variance_matches_the_exact_dual_form():
+    """The sgd posterior (fit's defaults, 3 000 steps of 30 rows) at a given α = 2, β = 25
+    (``em_steps=0``: one solve, no EM) against the dual-form oracle at the same α, β."""
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(25.0))
-    alpha = 2.0
     post = lm.fit(
         n_samples=256,
         key=3,
-        alpha_init=alpha,
+        alpha_init=2.0,
         beta_init=25.0,
-        em_steps=1,
+        em_steps=0,
         sgd_options={"n_steps": 3000, "batch_size": 30},
     )
-    # the posterior returned is solved at the updated α, β: compare at those
+    assert post.alpha.tolist() == [2.0] and post.beta.tolist() == [25.0]
+    assert post.trajectory.alpha == []
     jac = lm.features.dense(jnp.asarray(X))
-    lik = Gaussian(post.beta)
-    Psi, yt = whiten(jac, lm.dataset.y, lik)
-    exact = ExactPosterior.fit(Psi, yt, lm.prior(float(post.alpha[0])), "dual")
+    Psi, yt = whiten(jac, lm.dataset.y, Gaussian(25.0))
+    exact = ExactPosterior.fit(Psi, yt, lm.prior(2.0), "dual")
     assert exact.form == "dual" and Psi.shape[0] < lm.features.d
     Xt = inputs(40, seed=9) * 1.5
     rows = lm.features.dense(jnp.asarray(Xt))[:, 0]
@@ -231,6 +233,26 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     np.testing.assert_allclose(jacobi.mean, coarse.mean, atol=1e-3 * np.abs(coarse.mean).max())
     with pytest.warns(UserWarning, match=r"final cg solve stopped .* cg_options\['max_iter'\]"):
         lm.fit(n_samples=4, key=0, solver="cg", cg_options={"max_iter": 5}, **start)
+
+
+def test_em_steps_zero_is_the_posterior_at_the_given_hyperparameters():
+    """``em_steps=0``: no EM step; exact and cg both return the posterior at α, β as
+    given (per layer here), the dense oracle's mean, with no convergence warning."""
+    net, X, y = _regression_problem()
+    lm = linearise(net, (X, y), Gaussian(1.0))
+    Psi, yt = whiten(lm.features.dense(jnp.asarray(X)), lm.dataset.y, Gaussian(4.0))
+    oracle = ExactPosterior.fit(Psi, yt, lm.prior(3.0, per_layer=True), "dual")
+    given = {"alpha_init": 3.0, "beta_init": 4.0, "per_layer": True, "em_steps": 0}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exact = lm.fit(n_samples=2, solver="exact", **given)
+        cg = lm.fit(n_samples=2, solver="cg", cg_options={"tol": 1e-10}, **given)
+    for post in (exact, cg):
+        assert post.alpha.tolist() == [3.0] * 3 and post.beta.tolist() == [4.0]
+        assert post.trajectory.alpha == []
+        np.testing.assert_allclose(post.mean, oracle.mean, rtol=1e-7, atol=1e-9)
+    with pytest.raises(ValueError, match="em_steps must be >= 0"):
+        lm.fit(em_steps=-1)
 
 
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():
