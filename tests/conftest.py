@@ -1,6 +1,21 @@
-import jax
-import numpy as np
-import pytest
+import os
+import pathlib
+
+# One persistent XLA compilation cache for the whole run, shared by both xdist workers and
+# by every `blm` subprocess and notebook a test starts (they inherit the environment). Each
+# fit builds fresh closures, so jit retraces and XLA recompiles the same programs many
+# times over, ~100 small compiles (~8 s) per `blm fit` process. Every entry is kept (min
+# compile time 0: the small ones are the many). No size bound: a bound makes jax scan the
+# whole folder at every write (quadratic in the ~5 000 entries of a run). Unbounded, jax
+# takes no lock; an entry read while another process still writes it is a truncated
+# compressed stream, which fails to decompress: jax warns and compiles.
+_CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+import jax  # noqa: E402  (reads the variables above when imported)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # Tests compare with exact oracles: float64 throughout (users get float32 by default).
 jax.config.update("jax_enable_x64", True)
