@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 
 from blm.commands import add_commands
 
@@ -108,7 +110,54 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=regression_demo)
     add_commands(sub)
     args = parser.parse_args(argv)
+    keep_compiled_programs()
     return args.func(args)
+
+
+CACHE_BYTES = 2**30
+
+
+def keep_compiled_programs(environ=os.environ) -> Path | None:
+    """Keep XLA's compiled programs between runs of ``blm`` (jax's persistent compilation
+    cache): a small ``blm fit`` spends most of its time compiling some hundred programs,
+    which the next run with the same shapes loads instead. The folder is
+    ``$XDG_CACHE_HOME/blm/jax`` (default ``~/.cache/blm/jax``), trimmed at start to half of
+    ``CACHE_BYTES`` once it holds more (``trim_cache``). Where the environment sets
+    ``JAX_COMPILATION_CACHE_DIR``, jax's own settings rule (empty: no cache); a folder
+    that cannot be made or read means no cache. Returns the folder used, or None."""
+    if "JAX_COMPILATION_CACHE_DIR" in environ:
+        return None
+    folder = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blm" / "jax"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        trim_cache(folder, CACHE_BYTES)
+    except OSError:
+        return None
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return folder
+
+
+def trim_cache(folder: Path, max_bytes: int) -> None:
+    """Once the files in ``folder`` hold more than ``max_bytes``, delete the least recently
+    written until they hold at most half of it. One scan per run: jax's own size bound
+    rescans the folder at every write, and without it jax takes no lock (an entry read
+    while another run writes it fails to decompress, and jax compiles it instead)."""
+    entries = []
+    for entry in os.scandir(folder):
+        if entry.is_file():
+            stat = entry.stat()
+            entries.append((stat.st_mtime, stat.st_size, entry.path))
+    total = sum(size for _, size, _ in entries)
+    if total <= max_bytes:
+        return
+    for _, size, path in sorted(entries):
+        if total <= max_bytes // 2:
+            break
+        Path(path).unlink(missing_ok=True)
+        total -= size
 
 
 if __name__ == "__main__":  # pragma: no cover

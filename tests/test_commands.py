@@ -1,5 +1,6 @@
 """blm fit / predict / info as a user runs them, bad input, and checkpoint/resume."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -341,6 +342,46 @@ def test_resume_refuses_another_fit(tmp_path, data):
     assert res.returncode == 2 and "belongs to another fit" in res.stderr
     res = _run(*_fit_args(path, out), "--float64", "--resume")  # another precision
     assert res.returncode == 2 and "belongs to another fit" in res.stderr
+
+
+def test_blm_keeps_compiled_programs_in_the_users_cache(tmp_path):
+    """Outside the tests (whose own cache ``conftest`` names) the commands keep jax's
+    compiled programs, every one, in $XDG_CACHE_HOME/blm/jax; a JAX_COMPILATION_CACHE_DIR
+    the user set wins (empty: none); no folder, no cache."""
+    from blm.cli import keep_compiled_programs
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    code = (
+        "import jax; from blm.cli import keep_compiled_programs as keep; print(keep()); "
+        "jax.jit(lambda x: x + 1)(1.0); print(jax.config.jax_persistent_cache_min_compile_time_secs)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "XDG_CACHE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    folder = tmp_path / "blm" / "jax"
+    assert out.stdout.split() == [str(folder), "0.0"]
+    assert any(p.name.endswith("-cache") for p in folder.iterdir())  # the program kept
+    assert keep_compiled_programs({"JAX_COMPILATION_CACHE_DIR": ""}) is None
+    (tmp_path / "file").write_text("")
+    assert keep_compiled_programs({"XDG_CACHE_HOME": str(tmp_path / "file")}) is None
+
+
+def test_trim_cache_deletes_the_least_recently_written_down_to_half(tmp_path):
+    from blm.cli import trim_cache
+
+    for age, size in enumerate([20, 20, 25, 10, 25]):  # age 0 the newest
+        path = tmp_path / f"entry{age}-cache"
+        path.write_bytes(b"x" * size)
+        os.utime(path, (1e9 - age, 1e9 - age))
+    trim_cache(tmp_path, 100)  # 100 bytes held: not over, nothing goes
+    assert len(list(tmp_path.iterdir())) == 5
+    trim_cache(tmp_path, 90)  # 100 > 90: the oldest go until ≤ 45 remain (25, 10, 25 go)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry0-cache", "entry1-cache"]
 
 
 SCRIPTS = __import__("pathlib").Path(__file__).parent.parent / "data_scripts"
