@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from blm.commands import add_commands
@@ -117,21 +118,21 @@ def main(argv: list[str] | None = None) -> int:
 CACHE_BYTES = 2**30
 
 
-def keep_compiled_programs(environ=os.environ) -> Path | None:
+def keep_compiled_programs(environ: Mapping[str, str] = os.environ) -> Path | None:
     """Keep XLA's compiled programs between runs of ``blm`` (jax's persistent compilation
-    cache): a small ``blm fit`` spends most of its time compiling some hundred programs,
-    which the next run with the same shapes loads instead. The folder is
+    cache): a ``blm fit`` compiles some hundred programs (~8 s of a 27 s sgd fit of
+    2 000 × 30 rows), which the next run with the same shapes loads instead. The folder is
     ``$XDG_CACHE_HOME/blm/jax`` (default ``~/.cache/blm/jax``), trimmed at start to half of
     ``CACHE_BYTES`` once it holds more (``trim_cache``). Where the environment sets
     ``JAX_COMPILATION_CACHE_DIR``, jax's own settings rule (empty: no cache); a folder
     that cannot be made or read means no cache. Returns the folder used, or None."""
     if "JAX_COMPILATION_CACHE_DIR" in environ:
         return None
-    folder = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blm" / "jax"
-    try:
+    try:  # Path.home() raises RuntimeError where no home folder is known
+        folder = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "blm" / "jax"
         folder.mkdir(parents=True, exist_ok=True)
         trim_cache(folder, CACHE_BYTES)
-    except OSError:
+    except (OSError, RuntimeError):
         return None
     import jax
 
