@@ -5,13 +5,19 @@ import pathlib
 # by every `blm` subprocess and notebook a test starts (they inherit the environment). Each
 # fit builds fresh closures, so jit retraces and XLA recompiles the same programs many
 # times over, ~100 small compiles (~8 s) per `blm fit` process. Every entry is kept (min
-# compile time 0: the small ones are the many). No size bound: a bound makes jax scan the
-# whole folder at every write (quadratic in the ~5 000 entries of a run). Unbounded, jax
-# takes no lock; an entry read while another process still writes it is a truncated
+# compile time 0: the small ones are the many). No size bound in jax: one makes it scan the
+# whole folder at every write (quadratic in the ~5 000 entries of a run); the folder is
+# trimmed once at start instead (blm's own trim_cache, as the commands do). Unbounded,
+# jax takes no lock; an entry read while another process still writes it is a truncated
 # compressed stream, which fails to decompress: jax warns and compiles.
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / ".pytest_cache" / "jax-compilation"
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_CACHE))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+from blm.cli import CACHE_BYTES, trim_cache  # noqa: E402  (after the variables: imports jax)
+
+_CACHE.mkdir(parents=True, exist_ok=True)
+trim_cache(_CACHE, CACHE_BYTES)  # runs after runs add entries as the code changes
 
 import jax  # noqa: E402  (reads the variables above when imported)
 import numpy as np  # noqa: E402
