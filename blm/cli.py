@@ -145,12 +145,16 @@ def trim_cache(folder: Path, max_bytes: int) -> None:
     """Once the files in ``folder`` hold more than ``max_bytes``, delete the least recently
     written until they hold at most half of it. One scan per run: jax's own size bound
     rescans the folder at every write, and without it jax takes no lock (an entry read
-    while another run writes it fails to decompress, and jax compiles it instead)."""
+    while another run writes it fails to decompress, and jax compiles it instead). Runs
+    trimming at once (the tests' workers) skip what another has deleted."""
     entries = []
     for entry in os.scandir(folder):
-        if entry.is_file():
-            stat = entry.stat()
-            entries.append((stat.st_mtime, stat.st_size, entry.path))
+        try:
+            if entry.is_file():
+                stat = entry.stat()
+                entries.append((stat.st_mtime, stat.st_size, entry.path))
+        except FileNotFoundError:
+            continue
     total = sum(size for _, size, _ in entries)
     if total <= max_bytes:
         return

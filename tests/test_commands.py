@@ -384,6 +384,25 @@ def test_trim_cache_deletes_the_least_recently_written_down_to_half(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry0-cache", "entry1-cache"]
 
 
+def test_trim_cache_skips_an_entry_another_run_deleted(tmp_path, monkeypatch):
+    import blm.cli
+
+    class Deleted:  # listed, then gone before its stat (another worker trimmed it)
+        path = str(tmp_path / "gone-cache")
+
+        def is_file(self):
+            return True
+
+        def stat(self):
+            raise FileNotFoundError(self.path)
+
+    (tmp_path / "kept-cache").write_bytes(b"x" * 30)
+    listing = [*os.scandir(tmp_path), Deleted()]
+    monkeypatch.setattr(blm.cli.os, "scandir", lambda folder: iter(listing))
+    blm.cli.trim_cache(tmp_path, 20)  # 30 > 20 bytes: the one real entry goes
+    assert list(tmp_path.iterdir()) == []
+
+
 SCRIPTS = __import__("pathlib").Path(__file__).parent.parent / "data_scripts"
 
 
