@@ -38,6 +38,7 @@ from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
     HyperparameterFit,
+    HyperparameterRangeError,
     iterate_hyperparameters,
     relative_change,
 )
@@ -294,6 +295,13 @@ class LinearisedModel:
                     progress=progress,
                     start=start,
                 )
+        except HyperparameterRangeError as err:
+            raise HyperparameterRangeError(
+                f"{err}. For a network (no hyperprior here): an alpha running away means it "
+                "was trained at an alpha the evidence rejects (per_layer=True shows it "
+                "soonest: ReLU layers trade scale): retrain it at the fitted alpha "
+                "(blm.train_with_evidence), or use centre='map', whose update has a fixed point"
+            ) from err
         finally:
             close(bar)
         steps = fit.trajectory.alpha

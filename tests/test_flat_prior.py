@@ -297,7 +297,8 @@ def test_exact_memory_estimate_is_primal_with_a_flat_group(monkeypatch, rng):
 
 def test_loop_keeps_fixed_groups_and_names_a_collapsing_alpha():
     """The α of a fixed group stays (0 included, and 0 → 0 is no change); a fitted α
-    proposed at 0 or at inf stops the loop with the reason for each."""
+    proposed at 0 or at inf (or past √(largest float) of its precision) stops the loop with
+    the reason for each."""
     from blm.evidence.loop import iterate_hyperparameters, relative_change
 
     def step(alpha, beta):
@@ -319,5 +320,17 @@ def test_loop_keeps_fixed_groups_and_names_a_collapsing_alpha():
                 1e-9,
                 fixed=fixed,
             )
+    # float32: an α past √(largest float32) = 1.8e19 is infinite there (its square overflows)
+    for value, runs in ((1e18, True), (1e20, False)):
+
+        def step32(a, b, v=value):
+            return np.array([1.0, v], np.float32), b, {}
+
+        args = (step32, np.array([0.0, 1.0]), np.array([1.0]), 10, 1e-9)
+        if runs:
+            assert iterate_hyperparameters(*args, fixed=fixed)[2] == 2
+            continue
+        with pytest.raises(FloatingPointError, match=r"without bound \(here: past 1.8e\+19"):
+            iterate_hyperparameters(*args, fixed=fixed)
     with pytest.raises(ValueError, match="fixed must be a boolean mask over the 2"):
         iterate_hyperparameters(step, np.ones(2), np.ones(1), 3, 1e-9, fixed=np.ones(3, bool))

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import blm.laplace
 from blm import operators as ops
+from blm.evidence.loop import iterate_hyperparameters
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian
 from blm.network import NetworkFeatures
@@ -348,7 +350,7 @@ def test_memory_check_fails_at_once_naming_the_argument():
 
 
 @EM_STOPPED_EARLY
-def test_bad_input_is_named():
+def test_bad_input_is_named(monkeypatch):
     net = small_mlp(3)
     X, y = inputs(10), np.arange(10) % 3
     with pytest.raises(ValueError, match="expects m=2"):
@@ -369,6 +371,15 @@ def test_bad_input_is_named():
     )
     with pytest.raises(ValueError, match="rows of shape"):
         post.predict_proba(np.ones((3, 5)))
+    # EM running α away: the loop's reason, and what to do about it for a network
+
+    def runaway(*args):
+        step = lambda a, b: (1e6 * a, b, {})  # noqa: E731
+        return iterate_hyperparameters(step, np.ones(1), np.ones(0), 200, 1e-3)
+
+    monkeypatch.setattr(blm.laplace, "fit_mackay", runaway)
+    with pytest.raises(FloatingPointError, match="prunes that group.*train_with_evidence"):
+        linearise(net, (X, y), Categorical(3)).fit(n_samples=2, em_steps=200)
 
 
 def test_metrics_against_hand_values_and_sklearn():

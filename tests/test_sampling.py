@@ -667,6 +667,23 @@ def test_sgd_bad_input(rng, kwargs, error, match):
         sgd(feats, lik, prior, ds, KEY, args.pop("n_samples"), **args)
 
 
+def test_default_learning_rate_names_a_curvature_past_the_floating_point_range(rng):
+    """α = 1e160 in float64, unpreconditioned (as for networks): H's power iteration
+    squares it past the largest float, so λ̂ is NaN; the default learning rate says so (it
+    used to run, diverge at once and blame a 'learning rate nan' nobody had given).
+    α = 1e150 still runs."""
+    X, Y, feats, ds, _, lik, _ = _setup(rng)
+    config = SGDConfig(n_steps=10, batch_size=20, precondition=False)
+    for alpha, fits in ((1e150, True), (1e160, False)):
+        prior = Prior.grouped([alpha, 1.0], np.arange(8) % 2)
+        if fits:
+            post, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+            assert np.isfinite(diag.learning_rate) and np.all(np.isfinite(post.samples))
+            continue
+        with pytest.raises(FloatingPointError, match=r"power iteration gave \[nan.*1e\+160"):
+            sgd(feats, lik, prior, ds, KEY, 2, config)
+
+
 def test_data_with_nan_is_rejected():
     with pytest.raises(ValueError, match="X holds 1 non-finite"):
         ArrayDataset(np.array([[1.0, np.nan]]), [1.0])

@@ -173,6 +173,19 @@ def iterate_hyperparameters(
         raise
 
 
+class HyperparameterRangeError(FloatingPointError):
+    """A hyperparameter update left (0, ∞): the loop stops and says why."""
+
+
+def _unbounded_above(alpha) -> float:
+    """The α treated as infinite: √(largest float) of the update's precision (1.8e19 in
+    float32, 1.3e154 in float64). A precision past it cannot be squared, so a power
+    iteration or a quadratic form on H overflows (a per-layer α of a network running away
+    to 9e22 in float32 made sgd's learning rate NaN before the loop saw an inf)."""
+    dtype = np.asarray(alpha).dtype
+    return float(np.sqrt(np.finfo(dtype if np.issubdtype(dtype, np.floating) else float).max))
+
+
 def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state, fixed):
     trajectory, first = Trajectory(), 1
     resumed = checkpointer.resumed if checkpointer is not None else None
@@ -185,19 +198,21 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
     for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
+        bound = _unbounded_above(new_alpha)
         new_alpha = np.where(fixed, alpha, np.asarray(new_alpha))
         new_beta = np.asarray(new_beta)
-        if not (np.all(np.isfinite(new_alpha)) and np.all(np.isfinite(new_beta))) or (
+        if not (np.all((new_alpha < bound) | fixed) and np.all(np.isfinite(new_beta))) or (
             np.any((new_alpha <= 0) & ~fixed) or np.any(new_beta <= 0)
         ):
-            raise FloatingPointError(
-                f"hyperparameter update {it} gave non-finite or non-positive values (alpha={new_alpha}, "
-                f"beta={new_beta}). An alpha growing without bound means the evidence prunes that "
-                "group's weights to zero (automatic relevance determination); a Gamma hyperprior "
-                "with positive rate keeps it finite. An alpha reaching 0 means that group's "
-                "effective dimension came out 0: no direction the data determine, or a sampled "
-                "estimate too noisy (raise n_samples); a Gamma hyperprior with positive shape "
-                "keeps it above 0"
+            raise HyperparameterRangeError(
+                f"hyperparameter update {it} gave values out of range (alpha={new_alpha}, "
+                f"beta={new_beta}). An alpha growing without bound (here: past {bound:.2g}, "
+                "whose square overflows in the precision of the update) means the evidence "
+                "prunes that group's weights to zero (automatic relevance determination); a "
+                "Gamma hyperprior with positive rate keeps it finite. An alpha reaching 0 means "
+                "that group's effective dimension came out 0: no direction the data determine, "
+                "or a sampled estimate too noisy (raise n_samples); a Gamma hyperprior with "
+                "positive shape keeps it above 0"
             )
         change = max(relative_change(alpha, new_alpha), relative_change(beta, new_beta))
         alpha, beta = new_alpha, new_beta

@@ -308,7 +308,16 @@ def _learning_rate(config: SGDConfig, problem: _Problem, dataset, block_size, ke
         )
         for j in range(3)
     ]
-    lam = max(float(lam_j) for lam_j, _ in bounds)
+    lams = [float(lam_j) for lam_j, _ in bounds]
+    if not all(math.isfinite(lam_j) and lam_j > 0 for lam_j in lams):
+        alpha = np.asarray(problem.prior.alpha)
+        raise FloatingPointError(
+            f"the default learning rate needs the largest eigenvalue λ̂ of H, and its power "
+            f"iteration gave {lams} (the largest prior precision is alpha = "
+            f"{float(alpha.max()):.3g} in {alpha.dtype}): give "
+            "learning_rate, or keep alpha's square within the floating-point range"
+        )
+    lam = max(lams)
     if config.snapshot_every is not None:
         return (1.0 - config.momentum) / lam
     if capped:
