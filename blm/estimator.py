@@ -13,13 +13,13 @@ import hashlib
 import inspect
 import os
 import warnings
+from statistics import NormalDist
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse
-import scipy.stats
 
 from blm import operators as ops
 from blm._checks import (
@@ -812,7 +812,7 @@ class BayesianLinearRegression:
         p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
         names = getattr(self, "feature_names_in_", None)
         names = [f"x{j}" for j in range(p)] if names is None else [str(n) for n in names]
-        z = scipy.stats.norm.ppf(0.5 + level / 2)
+        z = NormalDist().inv_cdf(0.5 + level / 2)
         coef, std = np.atleast_2d(self.coef_), np.atleast_2d(self.coef_std_)
         solved = np.full((m, p), False)
         if hasattr(self, "coef_covariance_"):
