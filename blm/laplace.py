@@ -23,6 +23,7 @@ exact J(x)H⁻¹J(x)ᵀ.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import replace
 
 import equinox as eqx
@@ -152,12 +153,45 @@ class LinearisedModel:
         self.offsets = offsets
         self.block_size = block_size
 
-    def prior(self, alpha: float = 1.0, per_layer: bool = False) -> Prior:
+    def prior(
+        self,
+        alpha: float = 1.0,
+        per_layer: bool = False,
+        fixed_alpha: Mapping[str, float] | None = None,
+    ) -> Prior:
         """α I, or one α per layer (``per_layer``; weight and bias together), all starting
-        at ``alpha``."""
+        at ``alpha`` but the layers named in ``fixed_alpha`` (see ``fixed_layers``)."""
         groups = np.asarray(self.features.groups())
         n_groups = int(groups.max()) + 1 if per_layer else 1
-        return Prior(np.full(n_groups, float(alpha)), groups if per_layer else 0 * groups)
+        alphas = np.full(n_groups, float(alpha))
+        for name, value in (fixed_alpha or {}).items():
+            alphas[self.features.group_names.index(name)] = value
+        return Prior(alphas, groups if per_layer else 0 * groups)
+
+    def fixed_layers(
+        self, fixed_alpha: Mapping[str, float] | None, per_layer: bool
+    ) -> np.ndarray | None:
+        """The mask over layers whose α is given, not fitted: ``fixed_alpha`` maps layer
+        names (``features.group_names``, e.g. ``".layers[2]"``) to a precision > 0, and
+        needs one α per layer (``per_layer``). None without it."""
+        if fixed_alpha is None:
+            return None
+        if not per_layer:
+            raise ValueError(
+                "fixed_alpha needs per_layer=True: it gives some layers' alpha and fits the others'"
+            )
+        if not isinstance(fixed_alpha, Mapping):
+            raise TypeError(
+                f"fixed_alpha must map layer names to alpha, got {type(fixed_alpha).__name__}"
+            )
+        names = self.features.group_names
+        for name, value in fixed_alpha.items():
+            if name not in names:
+                raise ValueError(
+                    f"fixed_alpha: no layer {name!r}; this network's layers are {list(names)}"
+                )
+            positive(value, f"fixed_alpha[{name!r}]")
+        return np.isin(np.asarray(names), list(fixed_alpha))
 
     def memory_estimate(self, n_samples: int, batch_size: int) -> MemoryEstimate:
         """The peak memory of ``fit`` with these sizes (``blm.memory``)."""
@@ -187,12 +221,16 @@ class LinearisedModel:
         memory_limit: int | None = None,
         init_samples=None,
         solver: str = "sgd",
+        fixed_alpha: Mapping[str, float] | None = None,
     ) -> LaplacePosterior:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
         ``em_steps=0`` fits no hyperparameter: the posterior at ``alpha_init`` (and
         ``beta_init``) as given, e.g. at the weight decay the network was trained with
-        (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve.
+        (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve. ``fixed_alpha``
+        (with ``per_layer``) gives some layers' α, ``{layer name: α > 0}`` with the names
+        of ``features.group_names`` (e.g. ``{".layers[2]": 10.0}``), and EM fits the
+        others': each fitted α_g is then MacKay's γ_g/‖θ̄_g‖² with the given ones held.
 
         ``solver="exact"`` forms the GGN densely instead, from the whitened Jacobian rows
         L_iᵀJ_i of every training input (reverse mode): where d ≤ n·m only the d × d Gram
@@ -269,7 +307,8 @@ class LinearisedModel:
                 resid = self.targets - np.asarray(self.offsets)
                 beta_init = 1.0 / max(float(np.mean(resid**2)), 1e-12)
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
-        prior = self.prior(alpha_init, per_layer)
+        fixed = self.fixed_layers(fixed_alpha, per_layer)
+        prior = self.prior(alpha_init, per_layer, fixed_alpha)
         bar = progress_bar(progress, em_steps, "EM")
         run = {
             "likelihood": likelihood,
@@ -281,6 +320,7 @@ class LinearisedModel:
             "centre": centre,
             "tick": None if bar is None else lambda it, change: _tick(bar, it, change),
             "memory_limit": memory_limit,
+            "fixed": fixed,
         }
         try:
             if solver == "exact":
@@ -396,6 +436,7 @@ class LinearisedModel:
         centre,
         tick,
         memory_limit,
+        fixed,
         *,
         solver,
         options,
@@ -470,13 +511,14 @@ class LinearisedModel:
             tol,
             tick,
             self.block_size,
+            fixed=fixed,
         )
         final_tol = config.tol if solver == "sgd" else settings["tol"]
         fit.warn_if_unsolved(final_tol, solver, f"{solver}_options")
         return fit
 
     def _fit_exact(
-        self, likelihood, prior, key, k, em_steps, tol, centre, tick, memory_limit
+        self, likelihood, prior, key, k, em_steps, tol, centre, tick, memory_limit, fixed
     ) -> tuple[HyperparameterFit, ExactPosterior]:
         """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
         with k exact draws."""
@@ -523,7 +565,7 @@ class LinearisedModel:
 
         beta0 = np.asarray(likelihood.beta) if gaussian else np.ones(1)
         alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
-            step, np.asarray(prior.alpha), beta0, em_steps, tol, tick
+            step, np.asarray(prior.alpha), beta0, em_steps, tol, tick, fixed=fixed
         )
         exact = model.posterior(
             prior.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)

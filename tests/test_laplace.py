@@ -680,6 +680,56 @@ def test_exact_classification_fit_is_mackays_fixed_point_on_the_dense_ggn(lik, c
 
 
 @EM_STOPPED_EARLY
+def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
+    """fixed_alpha with per_layer: the named layer keeps its α at every step (exact and
+    sgd), and the exact fit ends on the per-layer MacKay fixed point of the dense GGN
+    with that α held, α_g = (d_g − α_g Tr_g(H⁻¹))/‖w̄_g‖² for the other layers
+    (centre="map"), H = G + diag(α per weight), G = Σ_i J_iᵀB_iJ_i formed in NumPy."""
+    net = small_mlp(3)
+    X = inputs(30)
+    y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
+    lm = linearise(net, (X, y), Categorical(3))
+    assert lm.features.group_names == (".layers[0]", ".layers[1]", ".layers[2]")
+    fixed = {".layers[1]": 2.0}
+    post = lm.fit(
+        solver="exact", centre="map", per_layer=True, fixed_alpha=fixed, em_steps=1000, tol=1e-12
+    )
+    assert post.alpha[1] == 2.0 and np.all(np.asarray(post.trajectory.alpha)[:, 1] == 2.0)
+    J = np.asarray(jax.jacrev(lambda w: lm.features.forward(w, jnp.asarray(X)))(lm.features.w))
+    p = np.asarray(jax.nn.softmax(jax.vmap(net)(jnp.asarray(X))))
+    B = np.stack([np.diag(q) - np.outer(q, q) for q in p])
+    G = np.einsum("nkd,nkl,nle->de", J, B, J)
+    groups, w = np.asarray(post.groups), np.asarray(lm.features.w)
+    H_inv = np.linalg.inv(G + np.diag(post.alpha[groups]))
+    for g in (0, 2):
+        in_g = groups == g
+        gamma = in_g.sum() - post.alpha[g] * np.trace(H_inv[np.ix_(in_g, in_g)])
+        np.testing.assert_allclose(post.alpha[g], gamma / (w[in_g] @ w[in_g]), rtol=1e-8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # two EM steps: not converged
+        sampled = lm.fit(
+            n_samples=4,
+            per_layer=True,
+            fixed_alpha={".layers[2]": 5.0},
+            em_steps=2,
+            sgd_options={"n_steps": 200},
+        )
+    steps = np.asarray(sampled.trajectory.alpha)
+    assert np.all(steps[:, 2] == 5.0) and sampled.alpha[2] == 5.0
+    assert np.all(sampled.alpha[:2] != 1.0)  # the others moved from alpha_init
+    for bad, error, match in [
+        ({".layers[1]": 2.0, "per_layer": False}, ValueError, "needs per_layer=True"),
+        ({".layers[9]": 2.0}, ValueError, r"no layer '.layers\[9\]'.*'.layers\[0\]'"),
+        ({".layers[1]": 0.0}, ValueError, r"fixed_alpha\['.layers\[1\]'\] must be strictly"),
+        ({".layers[1]": np.nan}, ValueError, r"fixed_alpha\['.layers\[1\]'\]"),
+    ]:
+        per_layer = bad.pop("per_layer", True)
+        with pytest.raises(error, match=match):
+            lm.fit(per_layer=per_layer, fixed_alpha=bad, solver="exact", em_steps=0)
+    with pytest.raises(TypeError, match="fixed_alpha must map layer names"):
+        lm.fit(per_layer=True, fixed_alpha=[2.0], solver="exact", em_steps=0)
+
+
 def test_exact_fit_draws_exact_samples_and_round_trips(tmp_path):
     """The exact posterior's k draws have the exact output variances (k = 4 000: relative
     sd √(2/k) ≈ 2 % per point; a factor 2 in the covariance fails by 100 %), with per-layer
