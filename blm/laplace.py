@@ -230,7 +230,8 @@ class LinearisedModel:
         (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve. ``fixed_alpha``
         (with ``per_layer``) gives some layers' α, ``{layer name: α > 0}`` with the names
         of ``features.group_names`` (e.g. ``{".layers[2]": 10.0}``), and EM fits the
-        others': each fitted α_g is then MacKay's γ_g/‖θ̄_g‖² with the given ones held.
+        others' (MacKay's γ_g/‖θ̄_g‖², or γ_g/‖w̄_g‖² with ``centre="map"``, with the given
+        ones held in H).
 
         ``solver="exact"`` forms the GGN densely instead, from the whitened Jacobian rows
         L_iᵀJ_i of every training input (reverse mode): where d ≤ n·m only the d × d Gram
