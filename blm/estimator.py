@@ -155,7 +155,8 @@ class BayesianLinearRegression:
             centred intercept is not counted in β's n − γ, as in scikit-learn). The
             flat columns must be linearly independent, and independent of the
             intercept with ``fit_intercept`` (a complete set of dummies is not: drop
-            one); the exact solver checks, sgd/cg assume it. Flat groups need
+            one); every solver checks (sgd/cg by one pass over the data with the d_f
+            flat unit vectors, where d_f·d ≤ 2²⁵; beyond, they assume it). Flat groups need
             ``hyper="mackay"``.
 
     Attributes (after ``fit``):
@@ -548,7 +549,11 @@ class BayesianLinearRegression:
         )
         model = DenseGaussianModel.from_data(features, dataset, "primal" if flat else "auto")
         if flat:
-            _check_flat_columns(model, template, beta0)
+            cols = np.flatnonzero(np.asarray(template.precision()) == 0)
+            gram = np.asarray(model.gram)
+            _check_flat_columns(
+                np.einsum("k,kde->de", beta0, gram[:, cols][:, :, cols]), gram.dtype
+            )
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
             ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
@@ -594,6 +599,8 @@ class BayesianLinearRegression:
         """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver
         (the α_g of the groups ``fixed`` kept)."""
         solve, schedule, final_tol = self._solver(features, dataset, key)
+        if template.has_flat:
+            self._check_flat_block(features, dataset, template, likelihood)
         progress = self._progress_callback()
         score = None
         if self.hyper == "mackay":
@@ -648,6 +655,20 @@ class BayesianLinearRegression:
                 likelihood.with_beta(jnp.asarray(fit.beta, dtype)),
             )
         return fit.alpha, fit.beta, info
+
+    def _check_flat_block(self, features, dataset, prior: Prior, likelihood) -> None:
+        """The exact solver's collinearity check of the flat columns (``_check_flat_columns``)
+        for sgd/cg, from one pass over the data: (ΦᵀBΦ)_ff = E_fᵀΦᵀBΦE_f with the unit
+        vectors E_f of the d_f flat coordinates (memory d_f·d). Skipped where that would
+        exceed ``FLAT_CHECK_NUMBERS`` (then the columns are assumed independent)."""
+        cols = np.flatnonzero(np.asarray(prior.precision()) == 0)
+        if cols.size * features.d > FLAT_CHECK_NUMBERS:
+            return
+        dtype = default_dtype()
+        units = jnp.zeros((cols.size, features.d), dtype).at[np.arange(cols.size), cols].set(1)
+        block_size = (self.solver_options or {}).get("block_size")
+        gram = ops.normal_matvec(features, likelihood, dataset, units, block_size)[:, cols]
+        _check_flat_columns(gram, dtype)
 
     def _exact_scorer(self, features, dataset, hyperprior):
         """(prior, likelihood) -> exact log evidence + log hyperprior from the dense
@@ -1072,17 +1093,20 @@ def _named(names, values) -> str:
     return "{" + ", ".join(text) + "}"
 
 
-def _check_flat_columns(model: DenseGaussianModel, prior: Prior, beta) -> None:
+FLAT_CHECK_NUMBERS = 2**25
+"""The largest d_f·d (flat coordinates × weights) whose flat block sgd/cg check for
+collinearity (256 MiB of float64 unit vectors)."""
+
+
+def _check_flat_columns(gram, dtype) -> None:
     """Refuse flat prior groups whose columns are collinear: a null vector v of
     H = ΦᵀBΦ + A has Av = 0, so it lives on the flat coordinates f, and H is singular
-    exactly where H_ff = (ΦᵀBΦ)_ff is. Its rank with ``numpy.linalg.matrix_rank``'s
-    tolerance, σ_max·d_f·eps in the precision the Gram was accumulated in (×10 for the
-    rounding of that accumulation)."""
-    flat = np.flatnonzero(np.asarray(prior.precision()) == 0)
-    gram = np.einsum("k,kde->de", np.asarray(beta), np.asarray(model.gram)[:, flat][:, :, flat])
+    exactly where ``gram`` = H_ff = (ΦᵀBΦ)_ff is. Its rank with ``numpy.linalg.matrix_rank``'s
+    tolerance, σ_max·d_f·eps in the precision ``dtype`` the Gram was accumulated in (×10
+    for the rounding of that accumulation)."""
+    gram = np.asarray(gram, np.float64)
     singular = np.linalg.svd(gram, compute_uv=False)
-    eps = np.finfo(np.asarray(model.gram).dtype).eps
-    if singular[-1] <= 10 * flat.size * eps * singular[0]:
+    if singular[-1] <= 10 * len(gram) * np.finfo(dtype).eps * singular[0]:
         raise ValueError(
             "fixed_alpha: H = XᵀBX + A is singular with these flat (alpha 0) groups: their "
             "columns are collinear, with each other or, with fit_intercept, with the "
