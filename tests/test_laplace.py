@@ -373,7 +373,7 @@ def test_bad_input_is_named(monkeypatch):
         post.predict_proba(np.ones((3, 5)))
     # EM running α away: the loop's reason, and what to do about it for a network
 
-    def runaway(*args):
+    def runaway(*args, **kwargs):
         step = lambda a, b: (1e6 * a, b, {})  # noqa: E731
         return iterate_hyperparameters(step, np.ones(1), np.ones(0), 200, 1e-3)
 
