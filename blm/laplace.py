@@ -161,6 +161,7 @@ class LinearisedModel:
     ) -> Prior:
         """α I, or one α per layer (``per_layer``; weight and bias together), all starting
         at ``alpha`` but the layers named in ``fixed_alpha`` (see ``fixed_layers``)."""
+        self.fixed_layers(fixed_alpha, per_layer)  # names and values checked
         groups = np.asarray(self.features.groups())
         n_groups = int(groups.max()) + 1 if per_layer else 1
         alphas = np.full(n_groups, float(alpha))

@@ -728,6 +728,9 @@ def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
             lm.fit(per_layer=per_layer, fixed_alpha=bad, solver="exact", em_steps=0)
     with pytest.raises(TypeError, match="fixed_alpha must map layer names"):
         lm.fit(per_layer=True, fixed_alpha=[2.0], solver="exact", em_steps=0)
+    np.testing.assert_array_equal(lm.prior(1.0, True, {".layers[2]": 4.0}).alpha, [1, 1, 4])
+    with pytest.raises(ValueError, match="needs per_layer=True"):  # the method itself checks
+        lm.prior(1.0, False, {".layers[2]": 4.0})
 
 
 def test_exact_fit_draws_exact_samples_and_round_trips(tmp_path):
