@@ -338,11 +338,14 @@ class LinearisedModel:
                     start=start,
                 )
         except HyperparameterRangeError as err:
+            if not err.runaway:
+                raise
             raise HyperparameterRangeError(
                 f"{err}. For a network (no hyperprior here): an alpha running away means it "
                 "was trained at an alpha the evidence rejects (per_layer=True shows it "
                 "soonest: ReLU layers trade scale): retrain it at the fitted alpha "
-                "(blm.train_with_evidence), or use centre='map', whose update has a fixed point"
+                "(blm.train_with_evidence), or use centre='map', whose update has a fixed point",
+                runaway=True,
             ) from err
         finally:
             close(bar)

@@ -381,6 +381,15 @@ def test_bad_input_is_named(monkeypatch):
     with pytest.raises(FloatingPointError, match="prunes that group.*train_with_evidence"):
         linearise(net, (X, y), Categorical(3)).fit(n_samples=2, em_steps=200)
 
+    def collapsing(*args, **kwargs):  # α reaching 0: the loop's reason, no runaway hint
+        step = lambda a, b: (0 * a, b, {})  # noqa: E731
+        return iterate_hyperparameters(step, np.ones(1), np.ones(0), 200, 1e-3)
+
+    monkeypatch.setattr(blm.laplace, "fit_mackay", collapsing)
+    with pytest.raises(FloatingPointError, match="alpha reaching 0") as caught:
+        linearise(net, (X, y), Categorical(3)).fit(n_samples=2, em_steps=200)
+    assert "train_with_evidence" not in str(caught.value)
+
 
 def test_metrics_against_hand_values_and_sklearn():
     from sklearn.metrics import roc_auc_score

@@ -174,7 +174,12 @@ def iterate_hyperparameters(
 
 
 class HyperparameterRangeError(FloatingPointError):
-    """A hyperparameter update left (0, ∞): the loop stops and says why."""
+    """A hyperparameter update left (0, ∞): the loop stops and says why. ``runaway``:
+    some fitted α grew past the bound (rather than reaching 0, or β leaving range)."""
+
+    def __init__(self, message: str, runaway: bool = False):
+        super().__init__(message)
+        self.runaway = runaway
 
 
 def _unbounded_above(alpha) -> float:
@@ -212,7 +217,8 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
                 "Gamma hyperprior with positive rate keeps it finite. An alpha reaching 0 means "
                 "that group's effective dimension came out 0: no direction the data determine, "
                 "or a sampled estimate too noisy (raise n_samples); a Gamma hyperprior with "
-                "positive shape keeps it above 0"
+                "positive shape keeps it above 0",
+                runaway=bool(np.any((new_alpha >= bound) & ~fixed)),
             )
         change = max(relative_change(alpha, new_alpha), relative_change(beta, new_beta))
         alpha, beta = new_alpha, new_beta
