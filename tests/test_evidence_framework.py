@@ -89,6 +89,40 @@ def test_exact_rounds_end_on_mackays_update_at_the_returned_network():
     np.testing.assert_allclose(fit.posterior.beta, [new_beta], rtol=1e-8)
 
 
+def test_only_the_last_round_solves_at_its_fitted_alpha(monkeypatch):
+    """A round that retrains skips the solve at its fitted α (the next round's first
+    E-step solves there around the new w̄): em_steps solves per such round, em_steps + 1
+    in the last, whose posterior (returned) is solved at the α it reports."""
+    import blm.laplace
+
+    fits, solves = [], []
+    fit_mackay, sgd = blm.laplace.fit_mackay, blm.laplace.sgd
+
+    def counted_fit(*args, **kwargs):
+        fits.append(fit_mackay(*args, **kwargs))
+        return fits[-1]
+
+    def counted_sgd(*args, **kwargs):
+        solves.append(1)
+        return sgd(*args, **kwargs)
+
+    monkeypatch.setattr(blm.laplace, "fit_mackay", counted_fit)
+    monkeypatch.setattr(blm.laplace, "sgd", counted_sgd)
+    with pytest.warns(UserWarning, match="rounds=3"):  # tol=1e-6: no round settles
+        fit, _, _ = _fit(
+            alpha=1e-2,
+            rounds=3,
+            tol=1e-6,
+            first_train_steps=500,
+            train_steps=200,
+            fit_options={"n_samples": 4, "sgd_options": {"n_steps": 200}},
+        )
+    assert [f.solved_at_final for f in fits] == [False, False, True]
+    assert len(solves) == sum(f.n_iter for f in fits) + 1 == 10
+    assert fit.posterior.samples is fits[-1].posterior.samples
+    np.testing.assert_array_equal(fit.posterior.alpha, fits[-1].alpha)
+
+
 def test_running_out_of_rounds_warns_and_says_so():
     with pytest.warns(UserWarning, match="rounds=1"):
         fit, _, _ = _fit(

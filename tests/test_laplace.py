@@ -257,6 +257,34 @@ def test_em_steps_zero_is_the_posterior_at_the_given_hyperparameters():
         lm.fit(em_steps=-1)
 
 
+@EM_STOPPED_EARLY
+@pytest.mark.parametrize("solver", ["sgd", "cg"])
+def test_final_solve_false_returns_the_last_e_step(solver):
+    """``final_solve=False``: α, β are em_steps=2's fitted ones, the mean and samples its
+    last E-step's, i.e. em_steps=1's final solve (common random numbers: the same solve
+    at the same α from the same start), not those solved at the fitted α. A function of
+    the fitted (α, β) decides the same way."""
+    net, X, y = _regression_problem()
+    lm = linearise(net, (X, y), Gaussian(1.0))
+    options = {"n_samples": 4, "solver": solver, "sgd_options": {"n_steps": 200}}
+    one, two = lm.fit(em_steps=1, **options), lm.fit(em_steps=2, **options)
+    seen = []
+    skipped = lm.fit(em_steps=2, final_solve=lambda a, b: seen.append((a, b)), **options)
+    np.testing.assert_array_equal(skipped.alpha, two.alpha)
+    np.testing.assert_array_equal(skipped.beta, two.beta)
+    assert len(seen) == 1 and np.array_equal(seen[0][0], two.alpha)
+    assert np.array_equal(seen[0][1], two.beta)
+    np.testing.assert_allclose(skipped.samples, one.samples, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(skipped.mean, one.mean, rtol=1e-10, atol=1e-12)
+    assert np.max(np.abs(skipped.samples - two.samples)) > 1e-3 * np.max(np.abs(two.samples))
+    assert np.array_equal(lm.fit(em_steps=2, final_solve=False, **options).samples, skipped.samples)
+    solved = lm.fit(em_steps=2, final_solve=lambda a, b: True, **options)
+    np.testing.assert_array_equal(solved.samples, two.samples)
+    # a fit without EM steps has no E-step to return: it solves whatever final_solve says
+    given = lm.fit(em_steps=0, final_solve=False, alpha_init=two.alpha[0], **options)
+    assert given.trajectory.alpha == [] and np.all(np.isfinite(given.samples))
+
+
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():
     """Sample-based EM on the linearised network against exact MacKay on its dense
     Jacobian (dual form), step for step from the same start."""

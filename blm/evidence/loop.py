@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 # solve(likelihood, prior, init) -> (posterior mean and samples, solver diagnostics); with a
 # ``SolveSchedule`` it is called as solve(likelihood, prior, init, tol=ε_t)
 Solve = Callable[..., tuple[SampledPosterior, object]]
+# whether to solve once more at the final (α, β): a bool, or a function of them
+FinalSolve = bool | Callable[[np.ndarray, np.ndarray], bool]
 
 
 @dataclass(frozen=True)
@@ -94,8 +96,10 @@ class LoopState:
 @dataclass
 class HyperparameterFit:
     """Result of a hyperparameter fit (``fit_mackay``, ``fit_evidence``): the final α, β,
-    the posterior solved at them, the steps taken, the trajectory and the solver's
-    diagnostics of the last solve."""
+    the posterior solved at them (where the final solve was declined, the last E-step's,
+    solved at ``trajectory.alpha[-1]``, ``trajectory.beta[-1]``; ``solved_at_final``
+    False), the steps taken, the trajectory and the solver's diagnostics of the last
+    solve."""
 
     alpha: np.ndarray
     beta: np.ndarray
@@ -103,6 +107,7 @@ class HyperparameterFit:
     n_iter: int
     trajectory: Trajectory
     diagnostics: object
+    solved_at_final: bool = True
 
     def warn_if_unsolved(self, tol: float | None, solver: str, options: str) -> None:
         """Warn where the final solve had a tolerance ``tol`` (cg; sgd with snapshots and
@@ -246,11 +251,15 @@ def solve_and_update(
     extra_state: Callable[[], dict] = dict,
     schedule: SolveSchedule | None = None,
     fixed: np.ndarray | None = None,
+    final_solve: FinalSolve = True,
 ) -> HyperparameterFit:
     """The loop every solver-based fit shares: at (α, β) solve for the posterior
     (warm-started from the previous step's solution, None at the first step), then
     ``update(posterior, likelihood, prior) -> (α, β, info)``; iterate until converged
-    and solve once more at the final (α, β). β (m,) is the Gaussian likelihood's noise
+    and solve once more at the final (α, β), unless ``final_solve`` is False or a
+    function of the final (α, β) returning False: then the last E-step's posterior is
+    returned as it is (a warm start for a caller that moves on, such as an outer loop
+    that retrains a network at the new α; a loop that took no step solves anyway). β (m,) is the Gaussian likelihood's noise
     precision, fitted from its starting value; other likelihoods have none (β empty).
     The warm start is part of the checkpointed state (with ``extra_state()``, the
     update rule's own). With a ``schedule`` each solve gets its tolerance from it
@@ -289,8 +298,8 @@ def solve_and_update(
                 change = max(relative_change(old_alpha, alpha), relative_change(old_beta, beta))
             tol_t = schedule.tol(change)
         previous["hyper"] = (alpha, beta)
-        post, _ = solve_at(lik, p, tol_t)
-        previous["posterior"] = post
+        post, diagnostics = solve_at(lik, p, tol_t)
+        previous["posterior"], previous["diagnostics"] = post, diagnostics
         new_alpha, new_beta, info = update(post, lik, p)
         if schedule is not None:
             info = {**info, "final_solve": tol_t <= schedule.final}
@@ -307,6 +316,10 @@ def solve_and_update(
         loop_state,
         fixed,
     )
+    solve_now = final_solve(alpha, beta) if callable(final_solve) else final_solve
+    if not solve_now and "diagnostics" in previous:
+        post, diagnostics = previous["posterior"], previous["diagnostics"]
+        return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics, False)
     final = None if schedule is None else schedule.final
     post, diagnostics = solve_at(*at(alpha, beta), final)
     return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics)

@@ -58,7 +58,13 @@ from jaxtyping import Array, Float
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.loop import HyperparameterFit, Solve, SolveSchedule, solve_and_update
+from blm.evidence.loop import (
+    FinalSolve,
+    HyperparameterFit,
+    Solve,
+    SolveSchedule,
+    solve_and_update,
+)
 
 if TYPE_CHECKING:
     from blm.checkpoint import Checkpointer
@@ -206,6 +212,7 @@ def fit_mackay(
     checkpointer: Checkpointer | None = None,
     schedule: SolveSchedule | None = None,
     fixed: np.ndarray | None = None,
+    final_solve: FinalSolve = True,
 ) -> HyperparameterFit:
     """Sample-based MacKay EM with any solver backend and likelihood.
 
@@ -225,6 +232,8 @@ def fit_mackay(
     it. A ``schedule`` (``SolveSchedule``) solves early E-steps loosely: ``solve`` is then
     called with ``tol=`` its tolerance for the step. ``fixed``: a boolean mask of the
     prior groups whose α_g is not fitted (kept at ``prior``'s; 0 for a flat group).
+    ``final_solve``: False, or a function of the final (α, β) returning False, skips the
+    solve at the final hyperparameters (``solve_and_update``).
     """
 
     def update(post, lik, p):
@@ -246,4 +255,5 @@ def fit_mackay(
         checkpointer,
         schedule=schedule,
         fixed=fixed,
+        final_solve=final_solve,
     )
