@@ -259,8 +259,9 @@ def solve_and_update(
     and solve once more at the final (α, β), unless ``final_solve`` is False or a
     function of the final (α, β) returning False: then the last E-step's posterior is
     returned as it is (a warm start for a caller that moves on, such as an outer loop
-    that retrains a network at the new α; a loop that took no step solves anyway). β (m,) is the Gaussian likelihood's noise
-    precision, fitted from its starting value; other likelihoods have none (β empty).
+    that retrains a network at the new α; a loop that took no step solves anyway).
+    β (m,) is the Gaussian likelihood's noise precision, fitted from its starting value;
+    other likelihoods have none (β empty).
     The warm start is part of the checkpointed state (with ``extra_state()``, the
     update rule's own). With a ``schedule`` each solve gets its tolerance from it
     (``SolveSchedule``; the previous step's change comes from the trajectory, so a
