@@ -74,12 +74,12 @@ def train_with_evidence(
     retrains skips the solve at its fitted α (``fit``'s ``final_solve``): the next
     round's first E-step solves at that α around the retrained w̄ anyway, and takes the
     last E-step's samples as its start (with the default 3 EM steps, a quarter less
-    solving in every round but the last). A scalar α
-    only: with one α per layer (EM per layer, trained at as per-weight decay through
-    ``train_map``) the rounds did not settle in our tests — on the digits MLP the first
-    layer's α rose 0.46 → 149 over 8 rounds while the output layer's fell to 0.01
-    (ReLU layers trade scale, and the evidence follows the trade), and on a 1-16-1 tanh
-    net the output layer's per-group γ̂ came out ≤ 0 in every round. ``progress`` shows
+    solving in every round but the last). A scalar α only: with one α per layer (EM per
+    layer, trained at as per-weight decay through ``train_map``) the rounds did not
+    settle in our tests — on the digits MLP the first layer's α rose 0.46 → 149 over 8
+    rounds while the output layer's fell to 0.01 (ReLU layers trade scale, and the
+    evidence follows the trade), and on a 1-16-1 tanh net the output layer's per-group
+    γ̂ came out ≤ 0 in every round. ``progress`` shows
     one bar over the rounds (with the latest α). Warns when ``rounds`` end before the
     fixed point."""
     positive(alpha, "alpha")
@@ -122,8 +122,6 @@ def train_with_evidence(
                 alpha_init=alpha,
                 beta_init=beta,
                 init_samples=None if post is None else post.samples,
-                # a round that retrains ends with the last E-step's samples: the next
-                # round's first E-step solves at the new α around the new w̄ anyway
                 final_solve=True if r == rounds - 1 else settled,
                 **fit_options,
             )

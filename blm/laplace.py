@@ -290,9 +290,9 @@ class LinearisedModel:
         point within 3 %, the data form with a tenth of the step-to-step jitter.
 
         ``final_solve`` (sgd, cg; the exact solver always factors at the fitted α): after
-        the last M-step the posterior is solved once
-        more at the fitted α (β), one solve of em_steps + 1. False, or a function of the
-        fitted (α, β) arrays returning False, skips it: ``alpha`` (``beta``) are then the
+        the last M-step the posterior is solved once more at the fitted α (β), one solve
+        of em_steps + 1. False, or a function of the fitted (α, β) arrays returning
+        False, skips it: ``alpha`` (``beta``) are then the
         fitted ones but ``mean`` and ``samples`` the last E-step's, solved at
         ``trajectory.alpha[-1]`` — a warm start for a fit that follows (an outer loop
         that retrains the network at the new α: ``blm.train_with_evidence`` solves only
