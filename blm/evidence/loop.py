@@ -230,7 +230,7 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
         if progress is not None:
             progress(it, change)
         # a step whose E-step was solved loosely (``SolveSchedule``) cannot end the loop
-        converged = change < tol and info.get("final_solve", True)
+        converged = change < tol and info.get("solved_to_final", True)
         if checkpointer is not None:
             extra = {**extra_state(), "converged": np.asarray(converged)}
             checkpointer.update(LoopState(it, alpha, beta, copy.deepcopy(trajectory), extra))
@@ -303,7 +303,7 @@ def solve_and_update(
         previous["posterior"], previous["diagnostics"] = post, diagnostics
         new_alpha, new_beta, info = update(post, lik, p)
         if schedule is not None:
-            info = {**info, "final_solve": tol_t <= schedule.final}
+            info = {**info, "solved_to_final": tol_t <= schedule.final}
         return new_alpha, new_beta, info
 
     alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
