@@ -79,9 +79,8 @@ def train_with_evidence(
     settle in our tests — on the digits MLP the first layer's α rose 0.46 → 149 over 8
     rounds while the output layer's fell to 0.01 (ReLU layers trade scale, and the
     evidence follows the trade), and on a 1-16-1 tanh net the output layer's per-group
-    γ̂ came out ≤ 0 in every round. ``progress`` shows
-    one bar over the rounds (with the latest α). Warns when ``rounds`` end before the
-    fixed point."""
+    γ̂ came out ≤ 0 in every round. ``progress`` shows one bar over the rounds (with the
+    latest α). Warns when ``rounds`` end before the fixed point."""
     positive(alpha, "alpha")
     positive_int(rounds, "rounds")
     positive(tol, "tol")

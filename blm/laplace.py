@@ -41,6 +41,7 @@ from blm.evidence.loop import (
     FinalSolve,
     HyperparameterFit,
     HyperparameterRangeError,
+    checked_final_solve,
     iterate_hyperparameters,
     relative_change,
 )
@@ -292,17 +293,18 @@ class LinearisedModel:
         ``final_solve`` (sgd, cg; the exact solver always factors at the fitted α): after
         the last M-step the posterior is solved once more at the fitted α (β), one solve
         of em_steps + 1. False, or a function of the fitted (α, β) arrays returning
-        False, skips it: ``alpha`` (``beta``) are then the
-        fitted ones but ``mean`` and ``samples`` the last E-step's, solved at
-        ``trajectory.alpha[-1]`` — a warm start for a fit that follows (an outer loop
-        that retrains the network at the new α: ``blm.train_with_evidence`` solves only
-        in the round that ends), not a posterior to predict with.
+        False, skips it: ``alpha`` (``beta``) are then the fitted ones but ``mean`` and
+        ``samples`` the last E-step's, solved at ``trajectory.alpha[-1]`` — a warm start
+        for a fit that follows (an outer loop that retrains the network at the new α:
+        ``blm.train_with_evidence`` solves only in the round that ends), not a posterior
+        to predict with.
         """
         one_of(centre, "centre", ("map", "linear"))
         one_of(solver, "solver", ("sgd", "cg", "exact"))
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps", minimum=0)
         positive(alpha_init, "alpha_init")
+        checked_final_solve(final_solve)
         start = w = self.features.w
         if init_samples is not None:  # warm start: the mean at w̄, the samples given
             init_samples = jnp.asarray(init_samples, w.dtype)

@@ -283,6 +283,8 @@ def test_final_solve_false_returns_the_last_e_step(solver):
     # a fit without EM steps has no E-step to return: it solves whatever final_solve says
     given = lm.fit(em_steps=0, final_solve=False, alpha_init=two.alpha[0], **options)
     assert given.trajectory.alpha == [] and np.all(np.isfinite(given.samples))
+    with pytest.raises(TypeError, match="final_solve must be True, False or a function"):
+        lm.fit(em_steps=2, final_solve="no", **options)
 
 
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():

@@ -32,6 +32,16 @@ Solve = Callable[..., tuple[SampledPosterior, object]]
 FinalSolve = bool | Callable[[np.ndarray, np.ndarray], bool]
 
 
+def checked_final_solve(final_solve) -> FinalSolve:
+    """``final_solve`` if it is a bool or a function, else a ``TypeError`` naming it."""
+    if isinstance(final_solve, bool | np.bool_) or callable(final_solve):
+        return final_solve
+    raise TypeError(
+        "final_solve must be True, False or a function of the fitted (alpha, beta), got "
+        f"{final_solve!r}"
+    )
+
+
 @dataclass(frozen=True)
 class SolveSchedule:
     """Inexact E-steps: each step's solve tolerance follows how far the hyperparameters
@@ -267,6 +277,7 @@ def solve_and_update(
     (``SolveSchedule``; the previous step's change comes from the trajectory, so a
     resumed loop solves as the uninterrupted one). ``fixed``: a boolean mask of the prior
     groups whose α_g stays at ``prior``'s (``iterate_hyperparameters``)."""
+    checked_final_solve(final_solve)  # before the steps, not after them
     previous: dict = {}
     gaussian = isinstance(likelihood, Gaussian)
     resumed = checkpointer.resumed if checkpointer is not None else None
