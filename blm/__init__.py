@@ -32,5 +32,14 @@ __all__ = [
     "linearise",
     "train_with_evidence",
     "data_parallel",
+    "ConvergenceWarning",  # noqa: F822 (built on first use: see blm.exceptions)
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "ConvergenceWarning":  # a subclass of scikit-learn's, imported when asked
+        from blm.exceptions import convergence_warning
+
+        return convergence_warning()
+    raise AttributeError(f"module 'blm' has no attribute {name!r}")

@@ -122,6 +122,13 @@ def add_commands(sub) -> None:
     p.set_defaults(func=info)
 
 
+def _converged_text(est) -> str:
+    """"converged", or "NOT converged (last change …)" for a fit that stopped at a cap."""
+    if est.converged_:
+        return "converged"
+    return f"NOT converged (last relative change {est.last_change_:.2e}; raise --max-iter)"
+
+
 def _fail(command: str, err: Exception) -> int:
     print(f"blm {command}: error: {err}", file=sys.stderr)
     return BAD_INPUT
@@ -200,7 +207,7 @@ def fit(args: argparse.Namespace) -> int:
         os.remove(checkpoint)
     print(
         f"blm fit: alpha = {est._alpha_text()}, beta = {np.round(est.beta_, 6)} after "
-        f"{est.n_iter_} steps; posterior written to {args.out}"
+        f"{est.n_iter_} steps ({_converged_text(est)}); posterior written to {args.out}"
     )
     return 0
 
@@ -410,7 +417,8 @@ def info(args: argparse.Namespace) -> int:
         given = ", ".join(f"{label}={value:g}" for label, value in est.fixed_alpha.items())
         print(f"alpha given:     {given} (not fitted; 0: flat, unpenalised)")
     print(f"beta:            {est.beta_}")
-    print(f"steps:           {est.n_iter_}; final score {est.scores_[-1]:.6g}")
+    print(f"steps:           {est.n_iter_}, {_converged_text(est)}")
+    print(f"log evidence:    {est.scores_[-1]:.6g} (+ log hyperprior; NaN where not computed)")
     print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")
     if hasattr(est, "coef_covariance_"):
         print(f"covariance of:   columns {list(est.covariance_columns)} (blm coef writes it)")

@@ -43,6 +43,7 @@ from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_
 from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
+from blm.exceptions import warn_not_converged
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
 from blm.memory import available_memory, check_exact_memory, estimate_exact_memory
@@ -180,6 +181,11 @@ class BayesianLinearRegression:
             (EM never needs the log-determinant).
         trajectory_: α, β, γ, data fit and score at each step.
         n_iter_: hyperparameter steps taken.
+        converged_: whether the hyperparameter loop met ``tol`` before ``max_iter`` and
+            the final solve (cg; sgd with a tol) its tolerance before its cap; where
+            either did not, ``fit`` warned with ``blm.ConvergenceWarning`` naming the
+            argument to raise.
+        last_change_: the largest relative change of any α_g, β_k at the last step.
         samples_: ``n_samples`` posterior draws of ``coef_`` (if ``n_samples > 0``).
     """
 
@@ -365,6 +371,17 @@ class BayesianLinearRegression:
                 features, dataset, template, Gaussian(beta0), hyperprior, key, fixed
             )
         post = info["posterior"]
+        loop_converged, self.last_change_, solved = self._loop_report
+        del self._loop_report
+        self.converged_ = bool(loop_converged and solved)
+        if not loop_converged:
+            warn_not_converged(
+                f"BayesianLinearRegression: the hyperparameter loop stopped at "
+                f"max_iter={self.max_iter} with the last relative change of alpha, beta "
+                f"{self.last_change_:.2e} above tol={self.tol:g}: not converged; raise "
+                "max_iter (or tol)",
+                stacklevel=2,
+            )
         self.scores_ = np.asarray([*self.trajectory_.score, float(info.get("score", np.nan))])
         self.posterior_ = post
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)
@@ -576,7 +593,7 @@ class BayesianLinearRegression:
             new_alpha, new_beta, info = step(alpha, beta)
             return new_alpha, new_beta, {k: v for k, v in info.items() if k != "posterior"}
 
-        alpha, beta, self.n_iter_, self.trajectory_, _ = iterate_hyperparameters(
+        alpha, beta, self.n_iter_, self.trajectory_, report = iterate_hyperparameters(
             step_summary,
             np.asarray(template.alpha),
             beta0,
@@ -587,6 +604,7 @@ class BayesianLinearRegression:
             ascent.state_arrays if self.hyper == "evidence" else dict,
             fixed,
         )
+        self._loop_report = (report["converged"], report["change"], True)
         if self.hyper == "mackay":
             return alpha, beta, step(alpha, beta)[2]  # the posterior at the final α, β
         value, _, _, post = _exact_evidence_and_grad(
@@ -646,7 +664,9 @@ class BayesianLinearRegression:
             fit.trajectory,
             fit.diagnostics,
         )
-        fit.warn_if_unsolved(final_tol, self.solver, "solver_options")
+        cap = "n_steps" if self.solver == "sgd" else "max_iter"
+        fit.warn_if_unsolved(final_tol, self.solver, f"solver_options['{cap}']")
+        self._loop_report = (fit.converged, fit.last_change, fit.solve_converged(final_tol))
         info = {"posterior": fit.posterior}
         if score is not None:
             dtype = default_dtype()

@@ -22,7 +22,6 @@ exact J(x)H⁻¹J(x)ᵀ.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -46,6 +45,7 @@ from blm.evidence.loop import (
     relative_change,
 )
 from blm.evidence.mackay import fit_mackay
+from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
 from blm.likelihoods import Gaussian, Likelihood
 from blm.memory import (
@@ -366,18 +366,17 @@ class LinearisedModel:
         steps = fit.trajectory.alpha
         last = relative_change(steps[-1], fit.alpha) if steps else 0.0
         if last > UNCONVERGED:
-            warnings.warn(
+            warn_not_converged(
                 f"MacKay EM has not converged: alpha changed by {last:.0%} in the last of "
                 f"em_steps={em_steps} steps (now {np.round(fit.alpha, 4).tolist()}). Run more "
                 "em_steps; if alpha keeps moving one way, the network was trained at an alpha "
                 "the evidence rejects: retrain it at the new alpha "
                 "(blm.train_with_evidence)",
-                UserWarning,
                 stacklevel=2,
             )
         if isinstance(likelihood, Gaussian):
             likelihood = likelihood.with_beta(jnp.asarray(fit.beta))
-        return LaplacePosterior(
+        post = LaplacePosterior(
             self.features,
             likelihood,
             np.asarray(fit.alpha),
@@ -390,6 +389,8 @@ class LinearisedModel:
             if exact is None
             else self._laplace_log_evidence(exact.prior, likelihood, exact.logdet()),
         )
+        post.converged, post.last_change = bool(fit.converged), float(fit.last_change)
+        return post
 
     def _laplace_log_evidence(self, prior: Prior, likelihood: Likelihood, logdet_h) -> float:
         """log p(y | α, β) ≈ log p(y | w̄) − ½ w̄ᵀAw̄ + ½ log det A − ½ log det H (Laplace's
@@ -536,7 +537,8 @@ class LinearisedModel:
         )
         if fit.solved_at_final:
             final_tol = config.tol if solver == "sgd" else settings["tol"]
-            fit.warn_if_unsolved(final_tol, solver, f"{solver}_options")
+            cap = "n_steps" if solver == "sgd" else "max_iter"
+            fit.warn_if_unsolved(final_tol, solver, f"{solver}_options['{cap}']")
         return fit
 
     def _fit_exact(
@@ -586,7 +588,7 @@ class LinearisedModel:
             return new_alpha, new_beta if gaussian else beta, summary
 
         beta0 = np.asarray(likelihood.beta) if gaussian else np.ones(1)
-        alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
+        alpha, beta, n_iter, trajectory, report = iterate_hyperparameters(
             step, np.asarray(prior.alpha), beta0, em_steps, tol, tick, fixed=fixed
         )
         exact = model.posterior(
@@ -594,7 +596,16 @@ class LinearisedModel:
         )
         mean = exact.mean if centre_w is None else centre_w
         posterior = SampledPosterior(mean=mean, samples=exact.sample(key, k))
-        fit = HyperparameterFit(alpha, beta, posterior, n_iter, trajectory, None)
+        fit = HyperparameterFit(
+            alpha,
+            beta,
+            posterior,
+            n_iter,
+            trajectory,
+            None,
+            converged=report["converged"],
+            last_change=report["change"],
+        )
         return fit, exact
 
 

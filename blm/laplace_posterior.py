@@ -50,7 +50,9 @@ class LaplacePosterior:
     ``diagnostics``; ``exact`` the Cholesky-factored posterior where it was fitted with
     ``solver="exact"`` (then variances are exact, the samples exact draws), else None,
     and ``log_evidence`` its Laplace log evidence (None without ``exact``:
-    ``LinearisedModel.log_evidence`` estimates it for any posterior).
+    ``LinearisedModel.log_evidence`` estimates it for any posterior); ``converged``
+    whether EM met its ``tol`` within ``em_steps`` (True for ``em_steps=0``) and
+    ``last_change`` the last step's largest relative change of α (β).
     Predictions need only this object (and can be saved with ``save``)."""
 
     def __init__(
@@ -74,6 +76,8 @@ class LaplacePosterior:
         self.diagnostics = diagnostics
         self.exact = exact
         self.log_evidence = log_evidence
+        self.converged = True  # set by LinearisedModel.fit: EM met its tol
+        self.last_change = 0.0  # the last EM step's largest relative change of α (β)
 
     @property
     def mean(self) -> jax.Array:

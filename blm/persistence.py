@@ -53,6 +53,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
         f.attrs["params"] = json.dumps(params)
         f.attrs["y_1d"] = est._y_1d
         f.attrs["n_iter"] = est.n_iter_
+        f.attrs["converged"] = bool(est.converged_)
+        f.attrs["last_change"] = float(est.last_change_)
         for name in ("X_offset_", "y_offset_", "scores_"):
             f[name.rstrip("_")] = np.asarray(getattr(est, name))
         f["alpha"], f["beta"] = np.atleast_1d(est.alpha_), np.atleast_1d(est.beta_)
@@ -109,6 +111,9 @@ def load_estimator(cls, path: str | os.PathLike):
         est = cls(**params)
         est._y_1d = bool(f.attrs["y_1d"])
         est.n_iter_ = int(f.attrs["n_iter"])
+        # files written before these were recorded: not known to have converged
+        est.converged_ = bool(f.attrs.get("converged", False))
+        est.last_change_ = float(f.attrs.get("last_change", np.nan))
         est.X_offset_, est.y_offset_ = f["X_offset"][()], f["y_offset"][()]
         est.scores_ = f["scores"][()]
         alpha, beta = f["alpha"][()], f["beta"][()]

@@ -9,7 +9,6 @@ their α_g (a known prior precision, or 0 for a flat prior) whatever the rule pr
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -18,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm._checks import positive
+from blm.exceptions import warn_not_converged
 from blm.likelihoods import Gaussian, Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
@@ -118,21 +118,39 @@ class HyperparameterFit:
     trajectory: Trajectory
     diagnostics: object
     solved_at_final: bool = True
+    converged: bool = True
+    last_change: float = 0.0
 
-    def warn_if_unsolved(self, tol: float | None, solver: str, options: str) -> None:
-        """Warn where the final solve had a tolerance ``tol`` (cg; sgd with snapshots and
-        tol) and stopped at its cap before every column reached it: α, β and the posterior
-        are then less accurate than asked. ``options`` names the argument to raise the cap
-        in (``solver_options``, ``cg_options``, …)."""
-        if tol is None or getattr(self.diagnostics, "converged", True):
+    def solve_converged(self, tol: float | None) -> bool:
+        """Whether the final solve reached its tolerance ``tol`` (True without one: plain
+        sgd runs its steps, the exact solver factors)."""
+        return tol is None or bool(getattr(self.diagnostics, "converged", True))
+
+    def warn_if_unsolved(self, tol: float | None, solver: str, cap: str) -> None:
+        """Warn (``ConvergenceWarning``) where the final solve had a tolerance ``tol`` (cg;
+        sgd with a tol) and stopped at its cap before every column reached it: α, β and
+        the posterior are then less accurate than asked. ``cap`` names the setting to
+        raise (e.g. ``CG(max_iter=...)``)."""
+        if self.solve_converged(tol):
             return
-        cap = "n_steps" if solver == "sgd" else "max_iter"
-        warnings.warn(
-            f"the final {solver} solve stopped at its cap ({cap}) before every column's "
-            f"relative residual reached tol = {tol:g}: the posterior and α, β are solved "
-            f"less accurately than asked; raise {options}['{cap}'] or the tol",
-            UserWarning,
-            stacklevel=4,
+        warn_not_converged(
+            f"the final {solver} solve stopped at its cap before every column's relative "
+            f"residual reached tol = {tol:g}: the posterior and α, β are solved less "
+            f"accurately than asked; raise {cap} or the tol",
+            stacklevel=3,
+        )
+
+    def warn_if_capped(self, tol: float, cap: str) -> None:
+        """Warn (``ConvergenceWarning``) where the hyperparameter loop stopped at its cap
+        (named ``cap``, e.g. ``max_iter=300``) with the last relative change of α, β still
+        above ``tol``."""
+        if self.converged:
+            return
+        warn_not_converged(
+            f"the hyperparameter loop stopped at {cap} with the last relative change of "
+            f"alpha, beta {self.last_change:.2e} above tol = {tol:g}: not converged; raise "
+            f"{cap.split('=')[0]}",
+            stacklevel=3,
         )
 
 
@@ -170,7 +188,9 @@ def iterate_hyperparameters(
     fixed: np.ndarray | None = None,
 ):
     """Run ``step`` from (α, β) until converged. Returns (α, β, n_iter, trajectory, info)
-    where α, β are the last update's output and info the last step's report. The α_g of
+    where α, β are the last update's output and info the last step's report, with
+    ``info["converged"]`` (whether the loop met ``tol`` rather than ``max_iter``) and
+    ``info["change"]`` (the last step's largest relative change; 0 with no step). The α_g of
     groups ``fixed`` (a boolean mask) stay at their starting values (≥ 0).
 
     With a ``checkpointer`` the state after each step (with ``extra_state()``, the
@@ -213,8 +233,9 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
         alpha, beta, trajectory = resumed.alpha, resumed.beta, resumed.trajectory
         first = resumed.iteration + 1
         if resumed.extra.get("converged", False):
-            return alpha, beta, resumed.iteration, trajectory, {}
+            return alpha, beta, resumed.iteration, trajectory, {"converged": True, "change": 0.0}
     info: dict = {}
+    change = 0.0
     for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
@@ -245,7 +266,11 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
             extra = {**extra_state(), "converged": np.asarray(converged)}
             checkpointer.update(LoopState(it, alpha, beta, copy.deepcopy(trajectory), extra))
         if converged:
-            return alpha, beta, it, trajectory, info
+            return alpha, beta, it, trajectory, {**info, "converged": True, "change": change}
+    if max_iter < first and trajectory.alpha:  # resumed at its cap: no step taken here
+        change = relative_change(trajectory.alpha[-1], alpha)
+    # no step asked for (max_iter 0: the posterior at the given α, β) has nothing to miss
+    info = {**info, "converged": max_iter == 0, "change": change}
     return alpha, beta, max_iter, trajectory, info
 
 
@@ -317,7 +342,7 @@ def solve_and_update(
             info = {**info, "solved_to_final": tol_t <= schedule.final}
         return new_alpha, new_beta, info
 
-    alpha, beta, n_iter, trajectory, _ = iterate_hyperparameters(
+    alpha, beta, n_iter, trajectory, report = iterate_hyperparameters(
         step,
         np.asarray(prior.alpha),
         np.asarray(likelihood.beta) if gaussian else np.zeros(0),
@@ -329,9 +354,12 @@ def solve_and_update(
         fixed,
     )
     solve_now = final_solve(alpha, beta) if callable(final_solve) else final_solve
+    record = {"converged": report["converged"], "last_change": report["change"]}
     if not solve_now and "diagnostics" in previous:
         post, diagnostics = previous["posterior"], previous["diagnostics"]
-        return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics, False)
+        return HyperparameterFit(
+            alpha, beta, post, n_iter, trajectory, diagnostics, False, **record
+        )
     final = None if schedule is None else schedule.final
     post, diagnostics = solve_at(*at(alpha, beta), final)
-    return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics)
+    return HyperparameterFit(alpha, beta, post, n_iter, trajectory, diagnostics, **record)
