@@ -230,8 +230,10 @@ class LinearisedModel:
         """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
         likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
         ``em_steps=0`` fits no hyperparameter: the posterior at ``alpha_init`` (and
-        ``beta_init``) as given, e.g. at the weight decay the network was trained with
-        (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve. ``fixed_alpha``
+        ``beta_init``, else the β of the ``Gaussian`` given to ``linearise``) as given,
+        e.g. at the weight decay the network was trained with (α = nλ for a loss
+        (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve; with EM steps, ``beta_init=None``
+        starts β at 1/mean of the network's squared residuals. ``fixed_alpha``
         (with ``per_layer``) gives some layers' α, ``{layer name: α > 0}`` with the names
         of ``features.group_names`` (e.g. ``{".layers[2]": 10.0}``), and EM fits the
         others' (MacKay's γ_g/‖θ̄_g‖², or γ_g/‖w̄_g‖² with ``centre="map"``, with the given
@@ -317,11 +319,13 @@ class LinearisedModel:
         one_of(gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
-        if isinstance(likelihood, Gaussian):
-            if beta_init is None:  # the MAP network's residuals: 1/β ≈ their mean square
-                resid = self.targets - np.asarray(self.offsets)
-                beta_init = 1.0 / max(float(np.mean(resid**2)), 1e-12)
+        if isinstance(likelihood, Gaussian) and beta_init is not None:
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
+        elif isinstance(likelihood, Gaussian) and em_steps > 0:
+            # EM's start: the MAP network's residuals, 1/β ≈ their mean square
+            resid = self.targets - np.asarray(self.offsets)
+            likelihood = likelihood.with_beta(1.0 / max(float(np.mean(resid**2)), 1e-12))
+        # em_steps=0 without beta_init: the β of the Gaussian given to linearise, as given
         fixed = self.fixed_layers(fixed_alpha, per_layer)
         prior = self.prior(alpha_init, per_layer, fixed_alpha)
         bar = progress_bar(progress, em_steps, "EM")

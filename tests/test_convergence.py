@@ -82,3 +82,25 @@ def test_blm_fit_and_info_say_whether_the_fit_converged(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "converged" in text and "NOT" not in text
     assert blm.BayesianLinearRegression.load(out).converged_ is True
+
+
+def test_laplace_em_steps_zero_keeps_the_gaussians_beta():
+    """``linearise(..., Gaussian(7.0)).fit(em_steps=0)``: the posterior at β = 7 as given
+    (it was replaced by 1/mean(residual²)), equal to the fit with ``beta_init=7``; with EM
+    steps β is fitted and recorded as converged or not."""
+    import equinox as eqx
+    import jax
+
+    from blm import Gaussian, linearise
+
+    key = jax.random.PRNGKey(0)
+    net = eqx.nn.MLP(1, 1, 8, 1, key=key)
+    X = np.linspace(-2, 2, 40)[:, None]
+    y = np.sin(2 * X[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
+    lm = linearise(net, (X, y), Gaussian(7.0))
+    kept = lm.fit(n_samples=2, solver="exact", em_steps=0, alpha_init=2.0)
+    given = lm.fit(n_samples=2, solver="exact", em_steps=0, alpha_init=2.0, beta_init=7.0)
+    assert kept.beta.tolist() == [7.0] and kept.converged is True
+    np.testing.assert_allclose(kept.mean, given.mean, rtol=1e-12)
+    fitted = lm.fit(n_samples=2, solver="exact", em_steps=1, alpha_init=2.0, tol=1e-12)
+    assert fitted.beta[0] != 7.0 and fitted.converged is False and fitted.last_change > 0
