@@ -664,8 +664,7 @@ class BayesianLinearRegression:
             fit.trajectory,
             fit.diagnostics,
         )
-        cap = "n_steps" if self.solver == "sgd" else "max_iter"
-        fit.warn_if_unsolved(final_tol, self.solver, f"solver_options['{cap}']")
+        fit.warn_if_unsolved(final_tol, self.solver, "solver_options")
         self._loop_report = (fit.converged, fit.last_change, fit.solve_converged(final_tol))
         info = {"posterior": fit.posterior}
         if score is not None:

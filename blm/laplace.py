@@ -541,8 +541,7 @@ class LinearisedModel:
         )
         if fit.solved_at_final:
             final_tol = config.tol if solver == "sgd" else settings["tol"]
-            cap = "n_steps" if solver == "sgd" else "max_iter"
-            fit.warn_if_unsolved(final_tol, solver, f"{solver}_options['{cap}']")
+            fit.warn_if_unsolved(final_tol, solver, f"{solver}_options")
         return fit
 
     def _fit_exact(

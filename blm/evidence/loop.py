@@ -126,17 +126,18 @@ class HyperparameterFit:
         sgd runs its steps, the exact solver factors)."""
         return tol is None or bool(getattr(self.diagnostics, "converged", True))
 
-    def warn_if_unsolved(self, tol: float | None, solver: str, cap: str) -> None:
+    def warn_if_unsolved(self, tol: float | None, solver: str, options: str) -> None:
         """Warn (``ConvergenceWarning``) where the final solve had a tolerance ``tol`` (cg;
         sgd with a tol) and stopped at its cap before every column reached it: α, β and
-        the posterior are then less accurate than asked. ``cap`` names the setting to
-        raise (e.g. ``CG(max_iter=...)``)."""
+        the posterior are then less accurate than asked. ``options`` names the argument
+        to raise the cap in (``solver_options``, ``cg_options``, …)."""
         if self.solve_converged(tol):
             return
+        cap = "n_steps" if solver == "sgd" else "max_iter"
         warn_not_converged(
-            f"the final {solver} solve stopped at its cap before every column's relative "
-            f"residual reached tol = {tol:g}: the posterior and α, β are solved less "
-            f"accurately than asked; raise {cap} or the tol",
+            f"the final {solver} solve stopped at its cap ({cap}) before every column's "
+            f"relative residual reached tol = {tol:g}: the posterior and α, β are solved "
+            f"less accurately than asked; raise {options}['{cap}'] or the tol",
             stacklevel=3,
         )
 
