@@ -38,7 +38,7 @@ from blm._checks import (
 from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
-from blm.evidence.ascent import EvidenceAscent, effective_dimension_from_gradient, fit_evidence
+from blm.evidence.ascent import AdamAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
 from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
@@ -48,6 +48,7 @@ from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Gaussian
 from blm.memory import available_memory, check_exact_memory, estimate_exact_memory
 from blm.persistence import load_estimator, save_estimator
+from blm.precision import computing_in, in_fitted_precision, input_dtype
 from blm.priors import Prior
 from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
 from blm.solvers.cg import cg, cg_solve, preconditioner_pass, resolve_blocks
@@ -335,10 +336,22 @@ class BayesianLinearRegression:
         ``checkpoint``: a file where the hyperparameter loop's state is written at most
         every ``checkpoint_every`` seconds and when the fit is interrupted (Ctrl-C);
         ``resume=True`` continues from it (same data and settings, else ValueError), and
-        gives the result an uninterrupted fit would have."""
+        gives the result an uninterrupted fit would have.
+
+        Precision follows X (``blm.precision``): float32 data are computed in float32
+        and give float32 attributes and predictions, anything else float64, inside
+        ``jax.enable_x64`` (JAX's global flag untouched); an ``HDF5Dataset`` in JAX's
+        current default."""
         self._validate()
+        self._dtype = input_dtype(X)
+        with computing_in(self._dtype):
+            return self._fit(X, y, sample_weight, checkpoint, resume, checkpoint_every)
+
+    def _fit(self, X, y, sample_weight, checkpoint, resume, checkpoint_every):
         names = X.feature_names if isinstance(X, HDF5Dataset) else feature_names(X)
         features, dataset = self._prepare(X, y, sample_weight)
+        self.X_offset_ = np.asarray(self.X_offset_, self._dtype)
+        self.y_offset_ = np.asarray(self.y_offset_, self._dtype)
         columns = self._covariance_columns(self.X_offset_.shape[0])
         self._checkpointer = None
         if checkpoint is not None:
@@ -486,12 +499,13 @@ class BayesianLinearRegression:
             return LinearFeatures(p, m), dataset
         sparse = scipy.sparse.issparse(X)
         X = as_csr(X, "X") if sparse else as_float_array(X, "X", ndim=2)
+        X = X.astype(self._dtype, copy=False)
         if y is None:
             raise ValueError(
                 "y: this estimator requires y to be passed, but the target y is None (only an "
                 "HDF5Dataset X holds its own targets)"
             )
-        y = as_float_array(y, "y", ndim=(1, 2))
+        y = as_float_array(y, "y", ndim=(1, 2)).astype(self._dtype, copy=False)
         same_length(X.shape[0], y.shape[0], "X", "y")
         self._y_1d = y.ndim == 1
         Y = y.reshape(y.shape[0], -1)
@@ -573,7 +587,7 @@ class BayesianLinearRegression:
             )
         if self.hyper == "evidence":
             learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
-            ascent = EvidenceAscent(template.alpha, beta0, hyperprior, learning_rate)
+            ascent = AdamAscent(template.alpha, beta0, hyperprior, learning_rate)
             resumed = self._checkpointer.resumed if self._checkpointer is not None else None
             if resumed is not None:
                 ascent.restore(resumed.extra)
@@ -796,6 +810,7 @@ class BayesianLinearRegression:
         return update
 
     @property
+    @in_fitted_precision
     def sigma_(self) -> np.ndarray:
         """Posterior covariance H⁻¹ of the weights (exact, or the samples' second moment):
         d² numbers, refused with ``MemoryError`` where they (twice: the device's array
@@ -813,6 +828,7 @@ class BayesianLinearRegression:
         return np.asarray(self.posterior_.covariance())
 
     @property
+    @in_fitted_precision
     def coef_std_(self) -> np.ndarray:
         """Marginal posterior standard deviation of each weight, √diag(H⁻¹), shaped as
         ``coef_`` (a 95 % credible interval is ``coef_ ± 1.96 coef_std_``). Exact for the
@@ -828,6 +844,7 @@ class BayesianLinearRegression:
         std = np.sqrt(np.asarray(self.posterior_.diag_covariance())).reshape(m, p)
         return std[0] if self._y_1d else std
 
+    @in_fitted_precision
     def _sd_error(self) -> float:
         """The median relative error of the sampled ``coef_std_``, in %: half the
         predicted relative sd of diag(H⁻¹)'s estimate (``diag_covariance_rel_sd``)."""
@@ -1005,9 +1022,10 @@ class BayesianLinearRegression:
         """(x_i − x̄) w_jkᵀ for the rows x_i of X (dense, or sparse and never densified)
         and n weight vectors w_j (n, m·p), output k's block w_jk: (t, m, n)."""
         p, m = self.X_offset_.shape[0], self.y_offset_.shape[0]
-        W = np.asarray(weights, np.float64).reshape(-1, m, p)
+        W = np.asarray(weights, self._dtype).reshape(-1, m, p)
         return np.stack([X @ W[:, k].T for k in range(m)], axis=1) - (W @ self.X_offset_).T
 
+    @in_fitted_precision
     def _predict(self, X, return_std: bool = False, return_cov: bool = False):
         """``predict`` without the column-name check (``blm predict`` checks a file's
         names once, then predicts its rows block by block)."""
@@ -1049,11 +1067,12 @@ class BayesianLinearRegression:
                 var = np.asarray(var).reshape(t, m).T
         noise = 1.0 / np.atleast_1d(self.beta_)  # (m,)
         if return_cov:
-            cov = cov + noise[:, None, None] * np.eye(t)
+            cov = (cov + noise[:, None, None] * np.eye(t)).astype(mean.dtype, copy=False)
             return mean, (cov[0] if self._y_1d else cov.transpose(1, 2, 0))
-        std = np.sqrt(var + noise[:, None]).T  # (t, m)
+        std = np.sqrt(var + noise[:, None]).T.astype(mean.dtype, copy=False)  # (t, m)
         return mean, (std[:, 0] if self._y_1d else std)
 
+    @in_fitted_precision
     def sample_y(self, X, n_samples: int = 1, random_state=0, noise: bool = True) -> np.ndarray:
         """Draws from the posterior predictive at the rows of X, as scikit-learn's
         ``GaussianProcessRegressor.sample_y``: y*_j = (x − x̄) θ_j + ȳ (+ ε_j, ε_j ~ N(0, 1/β)
@@ -1081,6 +1100,7 @@ class BayesianLinearRegression:
         if noise:
             scale = 1.0 / np.sqrt(np.atleast_1d(self.beta_))
             draws = draws + scale[None, :, None] * rng.standard_normal(draws.shape)
+        draws = draws.astype(np.result_type(X.dtype, self._dtype), copy=False)
         return draws[:, 0] if self._y_1d else draws
 
     def score(self, X, y, sample_weight=None) -> float:

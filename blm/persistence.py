@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm.checkpoint import atomic_h5, read_trajectory, write_trajectory
+from blm.precision import computing_in
 from blm.priors import Prior
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
@@ -121,19 +122,9 @@ def load_estimator(cls, path: str | os.PathLike):
         est.beta_ = float(beta[0]) if beta.size == 1 else beta
         est.trajectory_ = read_trajectory(f["trajectory"])
         g = f["posterior"]
-        mean = jnp.asarray(g["mean"][()])
-        if f.attrs["posterior"] == "exact":
-            prior = Prior(g["prior_alpha"][()], g["prior_groups"][()])
-            psi = jnp.asarray(g["psi"][()]) if "psi" in g else None
-            est.posterior_ = ExactPosterior(
-                mean, prior, jnp.asarray(g["chol"][()]), psi, str(f.attrs["form"])
-            )
-        else:
-            control = [
-                jnp.asarray(g[name][()]) if name in g else None
-                for name in ("precision_diagonal", "rhs_second_moment")
-            ]
-            est.posterior_ = SampledPosterior(mean, jnp.asarray(g["samples"][()]), *control)
+        est._dtype = np.dtype(g["mean"].dtype)
+        with computing_in(est._dtype):
+            est.posterior_ = _posterior(f, g)
         if "samples" in f:
             est.samples_ = f["samples"][()]
         if "coef_covariance" in f:
@@ -144,3 +135,17 @@ def load_estimator(cls, path: str | os.PathLike):
             est.prior_group_names_ = np.unique(est.prior_groups)
     est._set_coefficients()
     return est
+
+
+def _posterior(f: h5py.File, g: h5py.Group):
+    """The saved posterior (exact or sampled), as JAX arrays in the current precision."""
+    mean = jnp.asarray(g["mean"][()])
+    if f.attrs["posterior"] == "exact":
+        prior = Prior(g["prior_alpha"][()], g["prior_groups"][()])
+        psi = jnp.asarray(g["psi"][()]) if "psi" in g else None
+        return ExactPosterior(mean, prior, jnp.asarray(g["chol"][()]), psi, str(f.attrs["form"]))
+    control = [
+        jnp.asarray(g[name][()]) if name in g else None
+        for name in ("precision_diagonal", "rhs_second_moment")
+    ]
+    return SampledPosterior(mean, jnp.asarray(g["samples"][()]), *control)

@@ -361,9 +361,9 @@ def test_fit_evidence_refuses_a_likelihood_without_noise_precision(rng):
     feats, ds, prior, lik, model = _problem(rng)
     with pytest.raises(TypeError, match="likelihood: evidence ascent fits a Gaussian"):
         fit_evidence(None, feats, prior, Categorical(3), ds, jax.random.PRNGKey(0))
-    from blm.evidence.ascent import EvidenceAscent
+    from blm.evidence.ascent import AdamAscent
 
     with pytest.raises(ValueError, match="learning_rate"):
-        EvidenceAscent(np.ones(1), np.ones(1), learning_rate=0.0)
+        AdamAscent(np.ones(1), np.ones(1), learning_rate=0.0)
     with pytest.raises(ValueError, match="block_size"):
         ops.StackedBlocks.from_dataset(ds, 0)

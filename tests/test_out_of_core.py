@@ -156,21 +156,21 @@ def test_estimator_hdf5_input_errors(tmp_path, problem):
 
 
 def test_evidence_ascent_state_round_trip_continues_the_same_steps():
-    from blm.evidence.ascent import EvidenceAscent
+    from blm.evidence.ascent import AdamAscent
 
     args = (np.array([1.0, 2.0]), np.array([0.5]))
     grads = [(np.array([0.3, -0.1]), np.array([0.2])), (np.array([-0.2, 0.4]), np.array([-0.1]))]
-    whole = EvidenceAscent(*args, learning_rate=0.1)
+    whole = AdamAscent(*args, learning_rate=0.1)
     a1, b1, _ = whole.step(*args, 0.0, *grads[0])
     a2, b2, _ = whole.step(a1, b1, 0.0, *grads[1])
-    first = EvidenceAscent(*args, learning_rate=0.1)
+    first = AdamAscent(*args, learning_rate=0.1)
     first.step(*args, 0.0, *grads[0])
-    resumed = EvidenceAscent(*args, learning_rate=0.1)
+    resumed = AdamAscent(*args, learning_rate=0.1)
     resumed.restore(first.state_arrays())
     a2r, b2r, _ = resumed.step(a1, b1, 0.0, *grads[1])
     np.testing.assert_array_equal(a2r, a2)
     np.testing.assert_array_equal(b2r, b2)
-    fresh = EvidenceAscent(*args, learning_rate=0.1).step(a1, b1, 0.0, *grads[1])[0]
+    fresh = AdamAscent(*args, learning_rate=0.1).step(a1, b1, 0.0, *grads[1])[0]
     assert not np.allclose(fresh, a2)  # Adam's moments matter, so the state was carried
 
 

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 Objective = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray, dict]]
 
 
-class EvidenceAscent:
+class AdamAscent:
     """One Adam step per call on (log α, log β): ``step(α, β, value, ∂log α, ∂log β)``
     returns the new (α, β) and the score S(η) at the input. The optimiser state lives
     between calls."""
@@ -126,7 +126,7 @@ def fit_evidence(
         )
     probes = rademacher_probes(key, config.n_probes, prior.d)
     blocks = traced_blocks(features, dataset, config.block_size)
-    ascent = EvidenceAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
+    ascent = AdamAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
     if checkpointer is not None and checkpointer.resumed is not None:
         ascent.restore(checkpointer.resumed.extra)
 

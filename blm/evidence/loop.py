@@ -227,6 +227,21 @@ def _unbounded_above(alpha) -> float:
     return float(np.sqrt(np.finfo(dtype if np.issubdtype(dtype, np.floating) else float).max))
 
 
+def _nan_message(it: int, alpha, beta) -> str:
+    dtype = np.result_type(np.asarray(alpha), np.asarray(beta))
+    remedy = (
+        "In float32 a Cholesky factor or solve of H loses its precision where H is badly "
+        "conditioned: compute in float64 (pass float64 arrays, or blm fit --float64)"
+        if dtype == np.float32
+        else "A factorisation or solve of H failed; check the inputs for columns of wildly "
+        "different scale, or give a Gamma hyperprior"
+    )
+    return (
+        f"hyperparameter update {it} gave NaN (alpha={alpha}, beta={beta}) in {dtype}: "
+        f"not a value of alpha out of range but a numerical failure. {remedy}"
+    )
+
+
 def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_state, fixed):
     trajectory, first = Trajectory(), 1
     resumed = checkpointer.resumed if checkpointer is not None else None
@@ -243,6 +258,8 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
         bound = _unbounded_above(new_alpha)
         new_alpha = np.where(fixed, alpha, np.asarray(new_alpha))
         new_beta = np.asarray(new_beta)
+        if np.any(np.isnan(new_alpha)) or np.any(np.isnan(new_beta)):
+            raise HyperparameterRangeError(_nan_message(it, new_alpha, new_beta))
         if not (np.all((new_alpha < bound) | fixed) and np.all(np.isfinite(new_beta))) or (
             np.any((new_alpha <= 0) & ~fixed) or np.any(new_beta <= 0)
         ):
