@@ -5,7 +5,7 @@ rows, float32, one Rademacher probe), its log det H by Lanczos of depth K with f
 reorthogonalisation. For K ∈ {10, 50, 100, 200}, in one run:
 
   forward   value only (one Lanczos run: K matvecs + O(K²d) reorthogonalisation)
-  adjoint   value and gradient in (log α, log β) by the adjoint (``SLQConfig(adjoint=True)``)
+  adjoint   value and gradient in (log α, log β) by the adjoint (``SLQ(adjoint=True)``)
   backprop  value and gradient by reverse-mode through the iteration (``adjoint=False``)
 
 Time: median of 3 calls after compilation. Memory: XLA's peak of temporary buffers of
@@ -31,7 +31,7 @@ import numpy as np
 
 from blm import ArrayDataset, Gaussian, LinearFeatures, Prior
 from blm import operators as ops
-from blm.evidence.lanczos import SLQConfig, log_evidence_at, rademacher_probes
+from blm.evidence.lanczos import SLQ, log_evidence_at, rademacher_probes
 
 OUT = Path(__file__).parent / "results"
 
@@ -85,9 +85,9 @@ def main() -> None:
         f"{'basis':>7} {'fwd mem':>8} {'adj mem':>8} {'bp mem':>9} {'adj/basis':>9} {'bp/adj mem':>10}",
     ]
     for depth in args.depths:
-        fwd = value(SLQConfig(depth=depth, n_probes=1))
-        adj = value_and_grad(SLQConfig(depth=depth, n_probes=1, adjoint=True))
-        bp = value_and_grad(SLQConfig(depth=depth, n_probes=1, adjoint=False))
+        fwd = value(SLQ(depth=depth, n_probes=1))
+        adj = value_and_grad(SLQ(depth=depth, n_probes=1, adjoint=True))
+        bp = value_and_grad(SLQ(depth=depth, n_probes=1, adjoint=False))
         mem = [temp_bytes(f, log_hyper, *rest) / 2**20 for f in (fwd, adj, bp)]
         t = [timed(f, log_hyper, *rest) for f in (fwd, adj, bp)]
         g_adj, g_bp = adj(log_hyper, *rest)[1], bp(log_hyper, *rest)[1]

@@ -68,6 +68,7 @@ def worker(method: str, n: int, d: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
+    import blm
     from blm import ArrayDataset, BayesianLinearRegression, Gaussian, Prior, RandomFourierFeatures
     from blm.evidence.mackay import fit_mackay
     from blm.solvers.sgd import SGDConfig, sgd
@@ -99,16 +100,13 @@ def worker(method: str, n: int, d: int) -> dict:
         else:
             options_for = {
                 "ours-exact": {"tol": 1e-4},
-                "ours-cg": {"solver_options": {"tol": 1e-5}, "tol": 1e-4},
-                "ours-sgd": {
-                    "solver_options": {"n_steps": 1000, "batch_size": 512, "polyak": 0.5},
-                    "tol": 1e-3,
-                },
+                "ours-cg": {"solver": {"tol": 1e-5}, "tol": 1e-4},
+                "ours-sgd": {"solver": {"n_steps": 1000, "batch_size": 512}, "tol": 1e-3},
                 "ours-svrg": {
-                    "solver_options": {
+                    "solver": {
                         "n_steps": 20_000,
                         "batch_size": 128,
-                        "snapshot_every": n // 256,
+                        "svrg": blm.SVRG(snapshot_every=n // 256),
                         "momentum": 0.5,
                         "tol": 1e-4,
                     },
@@ -118,10 +116,10 @@ def worker(method: str, n: int, d: int) -> dict:
             base = method.removesuffix("-fixed")
             options = options_for[base]
             if base != method:  # every EM step solved to tol
-                options["solver_options"] = {**options["solver_options"], "adaptive_tol": False}
+                options["solver"] = {**options["solver"], "adaptive_tol": False}
             if base != "ours-exact":
-                solver = "sgd" if base == "ours-svrg" else base[5:]
-                options.update(solver=solver, n_samples=16, random_state=0)
+                kind = blm.CG if base == "ours-cg" else blm.SGD
+                options.update(solver=kind(**options["solver"]), n_samples=16, random_state=0)
             est = BayesianLinearRegression(max_iter=300, exact_evidence=False, **options).fit(X, y)
             alpha, beta = est.alpha_, est.beta_
     seconds = time.perf_counter() - t0

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import blm
 from blm.datasets import digits_split
 from blm.laplace import linearise
 from blm.likelihoods import Categorical
@@ -90,7 +91,7 @@ def main() -> None:
         alpha_init=1.0,
         em_steps=5,
         tol=1e-12,
-        sgd_options={"n_steps": args.steps, "batch_size": 256},
+        solver=blm.SGD(n_steps=args.steps, batch_size=256),
     )
     fit_s = time.perf_counter() - t0
     lines = [

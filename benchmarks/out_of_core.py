@@ -56,6 +56,7 @@ def worker(task: dict) -> dict:
     import h5py
     import numpy as np
 
+    import blm
     from blm import BayesianLinearRegression
     from blm.data import open_hdf5
 
@@ -65,9 +66,9 @@ def worker(task: dict) -> dict:
             groups = f["groups"][()]
         n = len(f["y"])
     solver = task.get("solver", "sgd")
-    options = {"n_steps": task.get("steps", 2000), "batch_size": min(task.get("batch", 512), n)}
+    options = blm.SGD(n_steps=task.get("steps", 2000), batch_size=min(task.get("batch", 512), n))
     if solver == "cg":
-        options = {"tol": 1e-4, "max_iter": 200}
+        options = blm.CG(tol=1e-4, max_iter=200)
     t0, steps = time.perf_counter(), None
     if task["how"] == "sklearn":
         from sklearn.linear_model import BayesianRidge
@@ -79,13 +80,12 @@ def worker(task: dict) -> dict:
         alpha, beta = float(ref.lambda_), float(ref.alpha_)
     else:
         est = BayesianLinearRegression(
-            solver="exact" if task["how"] == "memory-exact" else solver,
+            solver="exact" if task["how"] == "memory-exact" else options,
             n_samples=8,
             random_state=0,
             max_iter=3,
             tol=1e-6,
             prior_groups=groups,
-            solver_options=None if task["how"] == "memory-exact" else options,
         )
         if task["how"] == "streamed":
             est.fit(open_hdf5(task["path"], block_size=65_536))

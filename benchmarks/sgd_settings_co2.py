@@ -29,6 +29,7 @@ import warnings
 
 import numpy as np
 
+import blm
 from blm import BayesianLinearRegression
 from blm.datasets import co2_design
 
@@ -49,7 +50,7 @@ def main() -> None:
             {
                 "n_steps": args.svrg_steps,
                 "batch_size": 256,
-                "snapshot_every": -(-n // 512),
+                "svrg": blm.SVRG(snapshot_every=-(-n // 512)),
                 "momentum": 0.5,
                 "tol": 1e-4,
             },
@@ -62,12 +63,11 @@ def main() -> None:
 
         def fit(solver=solver, options=options):
             est = BayesianLinearRegression(
-                solver=solver,
+                solver=(blm.SGD if solver == "sgd" else blm.CG)(**options),
                 n_samples=64,
                 random_state=0,
                 max_iter=20,
                 tol=1e-3,
-                solver_options=options,
             )
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")

@@ -2,17 +2,29 @@
 
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset
 from blm.estimator import BayesianLinearRegression
+from blm.evidence.lanczos import SLQ
 from blm.evidence_framework import EvidenceFit, train_with_evidence
 from blm.features import Features, LinearFeatures, RandomFourierFeatures, SparseLinearFeatures
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.network import NetworkFeatures
 from blm.priors import Prior
+from blm.rules import EvidenceAscent, MacKay, Rule
 from blm.sharding import data_parallel
+from blm.solvers.config import CG, SGD, SVRG, Exact, Solver
 from blm.solvers.exact import ExactPosterior
 
 __all__ = [
     "ArrayDataset",
+    "CG",
+    "EvidenceAscent",
+    "Exact",
+    "MacKay",
+    "Rule",
+    "SGD",
+    "SLQ",
+    "SVRG",
+    "Solver",
     "BayesianLinearRegression",
     "Bernoulli",
     "Categorical",

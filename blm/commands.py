@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from blm.checkpoint import atomic_h5
-from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
+from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 
 INTERRUPTED = 130
 BAD_INPUT = 2
@@ -62,13 +62,24 @@ def add_commands(sub) -> None:
         help="comma-separated column indices, e.g. 0,3: their joint posterior covariance, "
         "solved exactly (blm coef writes it)",
     )
-    p.add_argument("--solver", choices=("sgd", "cg", "exact"), default="sgd")
-    p.add_argument("--samples", type=int, default=16, help="posterior samples k")
-    p.add_argument("--hyper", choices=("mackay", "evidence"), default="mackay")
+    p.add_argument("--solver", choices=("sgd", "cg", "exact"), default=DEFAULTS["solver"])
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULTS["n_samples"],
+        help="posterior samples k (default 16 for sgd/cg, none for exact)",
+    )
+    p.add_argument("--hyper", choices=("mackay", "evidence"), default=DEFAULTS["hyper"])
     p.add_argument("--out", required=True, help="posterior file to write")
-    p.add_argument("--max-iter", type=int, default=30, help="hyperparameter steps at most")
-    p.add_argument("--tol", type=float, default=1e-3, help="relative change to stop at")
-    p.add_argument("--steps", type=int, default=2000, help="sgd steps per solve (at most)")
+    p.add_argument(
+        "--max-iter", type=int, default=DEFAULTS["max_iter"], help="hyperparameter steps at most"
+    )
+    p.add_argument(
+        "--tol", type=float, default=DEFAULTS["tol"], help="relative change to stop at"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help="sgd steps per solve (at most; default 2000)"
+    )
     p.add_argument(
         "--solver-tol",
         type=float,
@@ -88,7 +99,9 @@ def add_commands(sub) -> None:
         default=None,
         help="sgd steps between SVRG snapshots (default half an epoch with --solver-tol)",
     )
-    p.add_argument("--batch-size", type=int, default=256, help="sgd rows per step")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="sgd rows per step (default min(256, n))"
+    )
     p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
     p.add_argument("--seed", type=int, default=0, help="samples and minibatches")
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default OUT.ckpt)")
@@ -171,17 +184,16 @@ def fit(args: argparse.Namespace) -> int:
         groups = _group_labels(_read_dataset(args.data, args.groups, "--groups"), args)
         fixed_alpha = _fixed_alpha(args.fixed_alpha, groups)
         weights = _read_dataset(args.data, args.weights, "--weights")
-        options = _solver_options(args, dataset.n)
+        solver = _solver(args, dataset.n)
         columns = _columns(args.covariance_columns)
         est = BayesianLinearRegression(
-            solver=args.solver,
+            solver=solver,
             n_samples=args.samples,
             random_state=args.seed,
             max_iter=args.max_iter,
             tol=args.tol,
             prior_groups=groups,
             fixed_alpha=fixed_alpha,
-            solver_options=options,
             hyper=args.hyper,
             progress=not args.quiet,
             covariance_columns=columns,
@@ -285,18 +297,25 @@ def _group_labels(groups: np.ndarray | None, args: argparse.Namespace) -> np.nda
     return names[groups]
 
 
-def _solver_options(args: argparse.Namespace, n: int) -> dict:
-    """The estimator's ``solver_options`` from the solver flags.
+def _solver(args: argparse.Namespace, n: int):
+    """The estimator's solver from the solver flags: its name where they leave its
+    defaults, else the object they configure.
 
     ``--solver-tol`` ε solves the posteriors (mean and samples) until
     ‖r_j − Hx_j‖/‖r_j‖ ≤ ε for every column (early EM steps to a looser tolerance, see
-    ``SolveSchedule``, unless ``--fixed-solver-tol``): cg's own criterion (default 1e-6), and for sgd SVRG (snapshots
-    every ``--snapshot-every`` steps, default half an epoch ⌈n/(2·batch)⌉, momentum 0.5),
-    which checks it exactly at each snapshot; ``--steps`` then caps each solve. Without
-    it sgd runs ``--steps`` plain minibatch steps."""
+    ``SolveSchedule``, unless ``--fixed-solver-tol``): cg's own criterion (default 1e-6),
+    and for sgd SVRG (snapshots every ``--snapshot-every`` steps, default half an epoch
+    ⌈n/(2·batch)⌉, momentum 0.5), which checks it exactly at each snapshot; ``--steps``
+    then caps each solve. Without it sgd runs ``--steps`` plain minibatch steps."""
+    from blm.solvers.config import CG, SGD, SVRG
+
     tol, every = args.solver_tol, args.snapshot_every
-    if args.solver != "sgd" and every is not None:
-        raise ValueError(f"--snapshot-every applies to --solver sgd, not {args.solver}")
+    if args.solver != "sgd":
+        for flag, value in (("--snapshot-every", every), ("--steps", args.steps)):
+            if value is not None:
+                raise ValueError(f"{flag} applies to --solver sgd, not {args.solver}")
+        if args.batch_size is not None:
+            raise ValueError(f"--batch-size applies to --solver sgd, not {args.solver}")
     if tol is not None and args.solver == "exact":
         raise ValueError("--solver-tol applies to --solver sgd or cg (exact solves directly)")
     if tol is not None and not (np.isfinite(tol) and tol > 0):
@@ -308,22 +327,25 @@ def _solver_options(args: argparse.Namespace, n: int) -> dict:
             "--fixed-solver-tol applies where a solve has a tolerance: --solver cg, or sgd with "
             "--solver-tol"
         )
-    fixed = {"adaptive_tol": False} if args.fixed_solver_tol else {}
-    if args.solver == "cg":
-        return {"tol": CG_DEFAULT_TOL if tol is None else tol, **fixed}
+    adaptive = None if not args.fixed_solver_tol else False
     if args.solver == "exact":
-        return {}
-    batch = min(args.batch_size, n)
-    options = {
-        "n_steps": args.steps,
-        "batch_size": batch,
-        "block_size": args.block_size,
-        "progress": not args.quiet,
-    }
-    if tol is not None or every is not None:
-        every = every or max(1, -(-n // (2 * batch)))
-        options.update(snapshot_every=every, momentum=0.5, tol=tol, **fixed)
-    return options
+        return "exact"
+    if args.solver == "cg":
+        cg = CG(tol=tol, adaptive_tol=adaptive)
+        return "cg" if cg == CG() else cg  # by name where the flags leave the defaults
+    batch = None if args.batch_size is None else min(args.batch_size, n)
+    svrg = None
+    if tol is not None or every is not None:  # the interval written out, for blm info
+        every = every or max(1, -(-n // (2 * (batch or min(256, n)))))
+        svrg = SVRG(snapshot_every=every)
+    return SGD(
+        n_steps=args.steps,
+        batch_size=batch,
+        block_size=args.block_size,
+        svrg=svrg,
+        tol=tol,
+        adaptive_tol=adaptive,
+    )  # by object: the file's read size is the CLI's own setting
 
 
 def predict(args: argparse.Namespace) -> int:
@@ -406,10 +428,8 @@ def info(args: argparse.Namespace) -> int:
     post = est.posterior_
     k = post.samples.shape[0] if hasattr(post, "samples") else 0
     print(f"posterior file:  {args.posterior}")
-    print(f"solver, hyper:   {est.solver}, {est.hyper}")
-    options = {k: v for k, v in (est.solver_options or {}).items() if k != "progress"}
-    if options:
-        print("solver options:  " + ", ".join(f"{k}={v}" for k, v in options.items()))
+    one_line = " ".join(f"{est.solver}, {est.hyper}".split()).replace("( ", "(").replace(" )", ")")
+    print(f"solver, hyper:   {one_line}")
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"precision:       {np.asarray(post.mean).dtype}")
     print(f"alpha:           {est._alpha_text()}")

@@ -28,6 +28,7 @@ from blm.datasets import digits_split, rotate_digits
 from blm.evidence_framework import train_with_evidence
 from blm.laplace import LaplacePosterior
 from blm.likelihoods import Categorical
+from blm.solvers.config import SGD
 from blm.solvers.sampled import SampledPosterior
 from blm.uncertainty.metrics import auroc, classification_report
 
@@ -120,7 +121,7 @@ def run_digits(
         fit_options={
             "n_samples": n_samples,
             "em_steps": em_steps,
-            "sgd_options": {"n_steps": sgd_steps},
+            "solver": SGD(n_steps=sgd_steps),
         },
         progress=progress,
     )

@@ -8,11 +8,9 @@ weights (scikit-learn's ``lambda_``) and ``beta_`` the noise precision (scikit-l
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import inspect
 import os
-import warnings
 from statistics import NormalDist
 
 import equinox as eqx
@@ -30,7 +28,6 @@ from blm._checks import (
     frequency_weights,
     non_negative,
     not_fitted_error,
-    one_of,
     positive,
     positive_int,
     same_length,
@@ -38,9 +35,9 @@ from blm._checks import (
 from blm._progress import progress_bar
 from blm.checkpoint import Checkpointer
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
+from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 from blm.evidence.ascent import AdamAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
-from blm.evidence.lanczos import SLQConfig
 from blm.evidence.loop import SolveSchedule, iterate_hyperparameters
 from blm.evidence.mackay import fit_mackay
 from blm.exceptions import warn_not_converged
@@ -50,17 +47,13 @@ from blm.memory import available_memory, check_exact_memory, estimate_exact_memo
 from blm.persistence import load_estimator, save_estimator
 from blm.precision import computing_in, in_fitted_precision, input_dtype
 from blm.priors import Prior
-from blm.solvers.cg import DEFAULT_TOL as CG_DEFAULT_TOL
-from blm.solvers.cg import cg, cg_solve, preconditioner_pass, resolve_blocks
+from blm.rules import EvidenceAscent, MacKay, Rule, as_rule
+from blm.solvers.cg import cg_solve
+from blm.solvers.config import CG, DESIGN_DEFAULTS, Exact, Problem, Solver, as_solver
 from blm.solvers.sampled import SampledPosterior
-from blm.solvers.sgd import SGDConfig, sgd
-from blm.solvers.targets import targets_pass
 
-SOLVERS = ("exact", "sgd", "cg")
 SAMPLED_DEFAULT_K = 16
 """Posterior samples an sgd/cg fit draws unless ``n_samples`` says otherwise."""
-HYPERS = ("mackay", "evidence")
-EVIDENCE_OPTIONS = ("learning_rate", *SLQConfig.__dataclass_fields__)
 
 
 @eqx.filter_jit
@@ -99,7 +92,6 @@ class BayesianLinearRegression:
     each step warm-starts from the previous solution.
 
     Parameters:
-        solver: ``"exact"``, ``"sgd"`` or ``"cg"``.
         n_samples: posterior samples: kept in ``samples_``, and used by ``sgd``/``cg``
             for γ̂ and for predictive variances (at least 1 there). None (default): 16
             for sgd/cg, none for exact.
@@ -113,28 +105,24 @@ class BayesianLinearRegression:
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
         prior_groups: optional group label per input column (non-negative integers, or
             strings such as "unit", "period") for one α_g per group.
-        solver_options: keyword arguments of the solver: ``SGDConfig`` fields for
-            ``"sgd"`` (n_steps, batch_size, learning_rate, polyak, snapshot_every,
-            tol, ...; defaults here: batch_size = min(256, n), polyak = 0.5; with
-            snapshot_every, ``tol`` stops each solve at cg's residual criterion and
-            n_steps is a cap), ``tol``, ``max_iter``, ``precondition``, ``coarse_blocks``
-            for ``"cg"`` (its preconditioner: Jacobi plus a coarse correction deflating
-            each prior group within each output, which removes the isolated eigenvalues
-            of complete one-hot groups, with two prior groups or more;
-            ``coarse_blocks=False``: Jacobi alone). Where a solve has a
-            tolerance (cg; sgd with tol), early EM steps are solved loosely, to
-            clip(0.01·Δ, tol, 1e-2) with Δ the previous step's relative change of α, β,
-            and the fit stops only after a step solved to ``tol`` (``SolveSchedule``;
-            the same fixed point, about half the solver work):
-            ``adaptive_tol=False`` solves every step to ``tol``. A final solve that
-            stops at its cap (n_steps, max_iter) before ``tol`` warns.
-        gamma_estimator: ``"combined"`` (default), ``"data"`` or ``"prior"`` form of γ̂
-            (see ``blm.evidence.mackay``).
+        solver: the posterior solver: ``"exact"`` (dense Cholesky), ``"cg"`` or ``"sgd"``
+            (matrix-free) for their default objects, or a configured one:
+            ``blm.Exact()``, ``blm.CG(tol, max_iter, preconditioner, ...)``,
+            ``blm.SGD(n_steps, batch_size, ..., svrg=blm.SVRG(), tol)`` (see
+            ``blm.solvers.config``; their ``None`` fields take the design-matrix defaults
+            ``DESIGN_DEFAULTS``: cg tol 1e-6, sgd 2 000 steps with Jacobi preconditioning).
+            Where a solve has a tolerance (cg; sgd with svrg and tol), early EM steps are
+            solved loosely, to clip(0.01·Δ, tol, 1e-2) with Δ the previous step's
+            relative change of α, β, and the fit stops only after a step solved to
+            ``tol`` (``SolveSchedule``; the same fixed point, about half the solver
+            work): ``adaptive_tol=False`` on the solver solves every step to ``tol``. A
+            final solve that stops at its cap before ``tol`` warns.
         progress: show a progress bar over the EM steps.
-        hyper: ``"mackay"`` (fixed-point EM, default) or ``"evidence"`` (gradient ascent).
-        evidence_options: for ``hyper="evidence"``: ``learning_rate`` of Adam (default
-            0.1) and ``SLQConfig`` fields for sgd/cg (``depth`` K = 50, ``n_probes`` = 8,
-            ``probe_batch``, ``block_size``).
+        hyper: the hyperparameter rule: ``"mackay"`` (fixed-point EM, default) or
+            ``"evidence"`` (gradient ascent) for their default objects, or a configured
+            ``blm.MacKay(gamma=...)`` (the form of the sampled γ̂: ``"combined"`` by
+            default here, ``"data"`` or ``"prior"``; see ``blm.evidence.mackay``) or
+            ``blm.EvidenceAscent(learning_rate=0.1, slq=blm.SLQ(depth=50, n_probes=8))``.
         exact_evidence: for sgd/cg with MacKay EM, also score every step by the exact
             evidence (forms Φ and its d × d Gram densely: memory n·m·d + d², a Cholesky per
             step). None (default): only where that is cheap, d·m ≤ 2 048 and
@@ -192,11 +180,11 @@ class BayesianLinearRegression:
 
     def __init__(
         self,
-        solver: str = "exact",
-        n_samples: int | None = None,
+        solver: str | Solver = DEFAULTS["solver"],
+        n_samples: int | None = DEFAULTS["n_samples"],
         random_state: int | None = None,
-        max_iter: int = 300,
-        tol: float = 1e-6,
+        max_iter: int = DEFAULTS["max_iter"],
+        tol: float = DEFAULTS["tol"],
         fit_intercept: bool = True,
         alpha_1: float = 1e-6,
         alpha_2: float = 1e-6,
@@ -205,11 +193,8 @@ class BayesianLinearRegression:
         alpha_init: float | None = None,
         beta_init: float | None = None,
         prior_groups=None,
-        solver_options: dict | None = None,
-        gamma_estimator: str = "combined",
         progress: bool = False,
-        hyper: str = "mackay",
-        evidence_options: dict | None = None,
+        hyper: str | Rule = DEFAULTS["hyper"],
         exact_evidence: bool | None = None,
         covariance_columns=None,
         fixed_alpha: dict | None = None,
@@ -227,11 +212,8 @@ class BayesianLinearRegression:
         self.alpha_init = alpha_init
         self.beta_init = beta_init
         self.prior_groups = prior_groups
-        self.solver_options = solver_options
-        self.gamma_estimator = gamma_estimator
         self.progress = progress
         self.hyper = hyper
-        self.evidence_options = evidence_options
         self.exact_evidence = exact_evidence
         self.covariance_columns = covariance_columns
         self.fixed_alpha = fixed_alpha
@@ -280,23 +262,33 @@ class BayesianLinearRegression:
         """``n_samples``, or its default: 16 for sgd/cg, 0 for exact."""
         if self.n_samples is not None:
             return int(self.n_samples)
-        return 0 if self.solver == "exact" else SAMPLED_DEFAULT_K
+        return 0 if self._exact() else SAMPLED_DEFAULT_K
+
+    def _solver_object(self) -> Solver:
+        """``solver`` as an object, its ``None`` fields set for a design matrix."""
+        return as_solver(self.solver).resolved(DESIGN_DEFAULTS)
+
+    def _rule(self) -> Rule:
+        """``hyper`` as an object, its ``None`` fields set for a design matrix."""
+        return as_rule(self.hyper).resolved(DESIGN_DEFAULTS)
+
+    def _exact(self) -> bool:
+        return isinstance(self._solver_object(), Exact)
+
+    def _evidence(self) -> bool:
+        return isinstance(self._rule(), EvidenceAscent)
+
+    def _solver_name(self) -> str:
+        return self.solver if isinstance(self.solver, str) else type(self.solver).__name__
 
     def _validate(self) -> None:
-        one_of(self.solver, "solver", SOLVERS)
-        one_of(self.gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
-        one_of(self.hyper, "hyper", HYPERS)
-        unknown = set(self.evidence_options or {}) - set(EVIDENCE_OPTIONS)
-        if unknown:
-            raise ValueError(
-                f"evidence_options: unknown key(s) {sorted(unknown)}; valid: {list(EVIDENCE_OPTIONS)}"
-            )
+        self._solver_object(), self._rule()  # TypeError naming solver / hyper
         if self.exact_evidence not in (None, True, False):
             raise ValueError(
                 f"exact_evidence must be None, True or False, got {self.exact_evidence!r}"
             )
         if self.n_samples is not None:
-            minimum = 0 if self.solver == "exact" else 1
+            minimum = 0 if self._exact() else 1
             positive_int(self.n_samples, "n_samples", minimum=minimum)
         positive_int(self.max_iter, "max_iter")
         positive(self.tol, "tol")
@@ -375,7 +367,7 @@ class BayesianLinearRegression:
         hyperprior = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         template = Prior(alpha0, groups)
         key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
-        if self.solver == "exact":
+        if self._exact():
             alpha, beta, info = self._fit_exact(
                 features, dataset, template, beta0, hyperprior, fixed
             )
@@ -418,7 +410,7 @@ class BayesianLinearRegression:
         elif hasattr(self, "coef_covariance_"):
             del self.coef_covariance_  # from an earlier fit with other columns
         if self._k() > 0:
-            if self.solver == "exact":
+            if self._exact():
                 z = post.sample(jax.random.fold_in(key, 1), self._k())
             else:
                 z = post.samples
@@ -458,9 +450,11 @@ class BayesianLinearRegression:
         if groups is not None:
             labels, codes = np.unique(np.asarray(groups), return_inverse=True)
             params["prior_groups"] = (labels.tolist(), hashlib.sha256(codes.tobytes()).hexdigest())
-        options = dict(params["solver_options"] or {})
-        options.pop("progress", None)
-        params["solver_options"] = options
+        for name in ("solver", "hyper"):  # objects by their fields, arrays whole
+            params[name] = repr(jax.tree.map(np.asarray, params[name]))
+            leaves = jax.tree.leaves(as_solver(self.solver) if name == "solver" else 0)
+            for leaf in leaves:
+                params[name] += hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest()
         h = hashlib.sha256(repr(sorted(params.items())).encode())
         arrays = [] if sample_weight is None else [sample_weight]
         if isinstance(X, HDF5Dataset):
@@ -554,7 +548,7 @@ class BayesianLinearRegression:
                 )
             g = labels.index(label)
             mask[g], values[g] = True, float(non_negative(value, f"fixed_alpha[{label!r}]"))
-        if self.hyper == "evidence" and np.any(mask & (values == 0)):
+        if self._evidence() and np.any(mask & (values == 0)):
             raise ValueError(
                 "fixed_alpha: a flat group (alpha 0) needs hyper='mackay' (the evidence "
                 "ascent works on log alpha)"
@@ -585,8 +579,8 @@ class BayesianLinearRegression:
             _check_flat_columns(
                 np.einsum("k,kde->de", beta0, gram[:, cols][:, :, cols]), gram.dtype
             )
-        if self.hyper == "evidence":
-            learning_rate = dict(self.evidence_options or {}).get("learning_rate", 0.1)
+        if self._evidence():
+            learning_rate = self._rule().learning_rate
             ascent = AdamAscent(template.alpha, beta0, hyperprior, learning_rate)
             resumed = self._checkpointer.resumed if self._checkpointer is not None else None
             if resumed is not None:
@@ -594,7 +588,7 @@ class BayesianLinearRegression:
 
         def step(alpha, beta):
             p, b = template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
-            if self.hyper == "mackay":
+            if not self._evidence():
                 return exact_mackay_step(model, p, b, hyperprior)
             value, g_alpha, g_beta, post = _exact_evidence_and_grad(model, p, b)
             new_alpha, new_beta, score = ascent.step(alpha, beta, float(value), g_alpha, g_beta)
@@ -615,11 +609,11 @@ class BayesianLinearRegression:
             self.tol,
             self._progress_callback(),
             self._checkpointer,
-            ascent.state_arrays if self.hyper == "evidence" else dict,
+            ascent.state_arrays if self._evidence() else dict,
             fixed,
         )
         self._loop_report = (report["converged"], report["change"], True)
-        if self.hyper == "mackay":
+        if not self._evidence():
             return alpha, beta, step(alpha, beta)[2]  # the posterior at the final α, β
         value, _, _, post = _exact_evidence_and_grad(
             model, template.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
@@ -630,12 +624,13 @@ class BayesianLinearRegression:
     def _fit_sampled(self, features, dataset, template: Prior, likelihood, hyperprior, key, fixed):
         """α, β by sample-based MacKay EM or SLQ evidence ascent around an sgd/cg solver
         (the α_g of the groups ``fixed`` kept)."""
-        solve, schedule, final_tol = self._solver(features, dataset, key)
+        solve, schedule, final_tol = self._solver(features, dataset, template, key)
         if template.has_flat:
             self._check_flat_block(features, dataset, template, likelihood)
         progress = self._progress_callback()
         score = None
-        if self.hyper == "mackay":
+        rule = self._rule()
+        if isinstance(rule, MacKay):
             score = self._exact_scorer(features, dataset, hyperprior)
             fit = fit_mackay(
                 solve,
@@ -644,7 +639,7 @@ class BayesianLinearRegression:
                 likelihood,
                 dataset,
                 hyperprior,
-                self.gamma_estimator,
+                rule.gamma,
                 self.max_iter,
                 self.tol,
                 progress,
@@ -654,8 +649,6 @@ class BayesianLinearRegression:
                 fixed=fixed,
             )
         else:
-            options = dict(self.evidence_options or {})
-            learning_rate = options.pop("learning_rate", 0.1)
             fit = fit_evidence(
                 solve,
                 features,
@@ -663,9 +656,9 @@ class BayesianLinearRegression:
                 likelihood,
                 dataset,
                 jax.random.fold_in(key, 2),
-                SLQConfig(**options),
+                rule.slq,
                 hyperprior,
-                learning_rate,
+                rule.learning_rate,
                 self.max_iter,
                 self.tol,
                 progress,
@@ -678,7 +671,7 @@ class BayesianLinearRegression:
             fit.trajectory,
             fit.diagnostics,
         )
-        fit.warn_if_unsolved(final_tol, self.solver, "solver_options")
+        fit.warn_if_unsolved(final_tol, self._solver_object())
         self._loop_report = (fit.converged, fit.last_change, fit.solve_converged(final_tol))
         info = {"posterior": fit.posterior}
         if score is not None:
@@ -699,7 +692,7 @@ class BayesianLinearRegression:
             return
         dtype = default_dtype()
         units = jnp.zeros((cols.size, features.d), dtype).at[np.arange(cols.size), cols].set(1)
-        block_size = (self.solver_options or {}).get("block_size")
+        block_size = self._solver_object().block_size
         gram = ops.normal_matvec(features, likelihood, dataset, units, block_size)[:, cols]
         _check_flat_columns(gram, dtype)
 
@@ -718,82 +711,22 @@ class BayesianLinearRegression:
             _exact_score(model, prior, likelihood.beta, hyperprior)
         )
 
-    def _solver(self, features, dataset, key):
+    def _solver(self, features, dataset, prior: Prior, key):
         """(solve, schedule, tol): solve(likelihood, prior, init, tol=None) -> (posterior,
-        diagnostics) for sgd or cg, with one key for every call (common random numbers
-        across EM steps) and the first call's passes carried to the next, rescaled to its
-        β: the Jacobi diagonal (``data_diagonal``) and the targets' [ΦᵀBY; ΦᵀLξ_j]
-        (``noise_rhs``); ``tol`` overrides the solver's tolerance for one call. schedule:
-        the ``SolveSchedule`` to the solver's tolerance, None with ``adaptive_tol=False``
-        or without a tolerance (plain sgd). tol: the final solves' tolerance (cg's; sgd's
-        with snapshots), None for plain sgd."""
-        options = dict(self.solver_options or {})
-        adaptive = options.pop("adaptive_tol", None)
-        if adaptive is not None and not isinstance(adaptive, bool):
-            raise ValueError(
-                f"solver_options: adaptive_tol must be True, False or None, got {adaptive!r}"
-            )
-        if self.solver == "sgd":
-            config = SGDConfig(**{"batch_size": min(256, dataset.n), "polyak": 0.5, **options})
-            solver, settings = sgd, {"config": config}
-            block_size, precondition = config.block_size, config.precondition
-            final = config.tol
-        else:
-            settings = {**options, "coarse_blocks": self._coarse_blocks(features, options)}
-            solver, block_size = cg, options.get("block_size")
-            precondition = options.get("precondition", True)
-            final = options.get("tol", CG_DEFAULT_TOL)
-        if adaptive and final is None:
-            raise ValueError(
-                "solver_options: adaptive_tol loosens the solver's tolerance early, so it "
-                "needs one: sgd with snapshot_every and tol, or cg"
-            )
-        # by default wherever there is a tolerance to loosen (cg; sgd with tol)
-        schedule = SolveSchedule(final) if final is not None and adaptive is not False else None
-        k = self._k()
-        blocks = settings["coarse_blocks"] if solver is cg and precondition else False
-        if blocks is False:
-            diagonal = _RescaledPass(
-                features, lambda lik: ops.normal_diagonal(features, lik, dataset, block_size)
-            )
-        else:  # diag(ΦᵀBΦ) and ΦᵀBΦZ, one pass: rows [diagonal; Y_data]
-            both = _RescaledPass(
-                features,
-                lambda lik: jnp.vstack(
-                    preconditioner_pass(features, lik, dataset, blocks, block_size)
-                ),
-            )
-        targets = _RescaledPass(
-            features,
-            lambda lik: targets_pass(features, lik, dataset, key, k, block_size),
-            (1.0,) + (0.5,) * k,
-        )
+        diagnostics) by the sgd/cg solver object, with one key for every call (common
+        random numbers across EM steps) and its state's passes carried from call to call
+        (rescaled to each β); schedule: the ``SolveSchedule`` to the solver's tolerance,
+        None with ``adaptive_tol=False`` or without a tolerance (plain sgd); tol: the final
+        solves' tolerance."""
+        solver = self._solver_object()
+        problem = Problem(features, None, prior, dataset, outputs=features.m)
+        state = solver.init(problem, key, self._k())
+        final = solver.final_tol
+        adaptive = final is not None and solver.adaptive_tol is not False
+        schedule = SolveSchedule(final) if adaptive else None
 
         def solve(lik, prior, init, tol=None):
-            at_tol = settings
-            if tol is not None and solver is sgd:
-                at_tol = {"config": dataclasses.replace(config, tol=tol)}
-            elif tol is not None:
-                at_tol = {**settings, "tol": tol}
-            if not precondition:
-                passes = {}
-            elif blocks is False:
-                passes = {"data_diagonal": diagonal(lik)}
-            else:
-                rows = both(lik)
-                passes = {"data_diagonal": rows[0], "data_coarse": rows[1:]}
-            return solver(
-                features,
-                lik,
-                prior,
-                dataset,
-                key,
-                k,
-                init=init,
-                noise_rhs=targets(lik),
-                **passes,
-                **at_tol,
-            )
+            return solver.solve(state, lik, prior, init, tol)
 
         return solve, schedule, final
 
@@ -801,7 +734,7 @@ class BayesianLinearRegression:
         if not self.progress:
             return None
         name = "EM" if self.hyper == "mackay" else "evidence ascent"
-        bar = progress_bar(True, self.max_iter, f"{name} ({self.solver})")
+        bar = progress_bar(True, self.max_iter, f"{name} ({self._solver_name()})")
 
         def update(it, change):
             bar.update(1)
@@ -880,7 +813,7 @@ class BayesianLinearRegression:
         k = getattr(self.posterior_, "k", 0)
         head = f"{'':<16}{'coef':>11}{'sd':>9} {f'[{level:.0%} credible interval]':>28}"
         lines = [
-            f"BayesianLinearRegression(solver={self.solver!r}): {self.n_iter_} steps, "
+            f"BayesianLinearRegression(solver={self._solver_name()!r}): {self.n_iter_} steps, "
             f"alpha = {self._alpha_text()}, beta = {_short(self.beta_)}, "
             f"gamma = {self.trajectory_.gamma[-1]:.1f}",
             "sd: exact"
@@ -931,22 +864,25 @@ class BayesianLinearRegression:
         index = (np.arange(m)[:, None] * p + columns).ravel()  # (m·s,) places in θ
         unit = jnp.zeros((m * s, m * p), default_dtype()).at[np.arange(m * s), index].set(1.0)
         if isinstance(self.posterior_, SampledPosterior):
-            options = dict(self.solver_options or {}) if self.solver == "cg" else {}
-            chosen = {k: options[k] for k in ("tol", "max_iter", "block_size") if k in options}
+            solver = self._solver_object()
+            solver = solver if isinstance(solver, CG) else CG().resolved(DESIGN_DEFAULTS)
+            blocks = solver.blocks(prior, features.m)
             solved, diagnostics = cg_solve(
                 features,
                 likelihood,
                 prior,
                 dataset,
                 unit,
+                tol=solver.tol,
+                max_iter=solver.max_iter,
+                block_size=solver.block_size,
                 progress=self.progress,
-                coarse_blocks=self._coarse_blocks(features, options),
-                **chosen,
+                coarse_blocks=False if blocks is None else blocks,
             )
             if not diagnostics.converged:
-                warnings.warn(
+                warn_not_converged(
                     "coef_covariance_: cg stopped at max_iter with relative residual "
-                    f"{diagnostics.rel_change[-1]:.2e}; raise solver_options['max_iter']",
+                    f"{diagnostics.rel_change[-1]:.2e}; raise blm.CG(max_iter=...)",
                     stacklevel=3,
                 )
         else:
@@ -955,15 +891,6 @@ class BayesianLinearRegression:
         cov = np.stack([blocks[k, :, k, :] for k in range(m)])
         cov = 0.5 * (cov + cov.transpose(0, 2, 1))  # cg's solves are symmetric to its tol
         return cov[0] if self._y_1d else cov
-
-    def _coarse_blocks(self, features: LinearFeatures, options: dict) -> jax.Array | bool:
-        """cg's two-level preconditioner blocks: each prior group within each output
-        (the coefficients of output k are θ[k·p:(k + 1)·p]; H has no coupling between
-        outputs, so a group's indicator deflates per output); ``solver_options``'
-        ``coarse_blocks`` False or an array overrides. False: Jacobi alone."""
-        groups = self._groups(features.n_inputs, features.m)
-        blocks = resolve_blocks(options.get("coarse_blocks", True), groups, features.m)
-        return False if blocks is None else blocks
 
     def _groups(self, p: int, m: int) -> np.ndarray:
         """Each coefficient's group index (p·m,), the groups numbered in the order of
@@ -1090,7 +1017,7 @@ class BayesianLinearRegression:
         if isinstance(post, SampledPosterior):
             if n_samples > post.k:
                 raise ValueError(
-                    f"n_samples must be at most the {post.k} draws stored by the {self.solver} "
+                    f"n_samples must be at most the {post.k} draws stored by the {self._solver_name()} "
                     f"fit, got {n_samples}; refit with n_samples={n_samples}"
                 )
             z = post.samples[:n_samples]
@@ -1167,25 +1094,3 @@ def _short(values) -> str:
 def _row_scaled(a: np.ndarray, root: np.ndarray | None) -> np.ndarray:
     """Rows of ``a`` times √w_i (``root``), or ``a`` itself without weights (no copy)."""
     return a if root is None else root[:, None] * a
-
-
-class _RescaledPass:
-    """A full pass made at the first noise precisions β⁰ it is asked for, rescaled to any
-    later β: ``compute(likelihood)`` is a (d,) or (r, d) array whose row j, in output k's
-    block, scales like (β_k/β⁰_k)^powers[j].
-
-    For the estimator's design-matrix features (θ the row-major ravel of the (m, p)
-    coefficients) and B = diag(β): diag(ΦᵀBΦ) and ΦᵀBY scale by β_k/β⁰_k, ΦᵀLξ
-    (L = diag(√β)) by √(β_k/β⁰_k) with the same ξ: EM steps that move β with one key
-    (common random numbers) need no further Jacobi or targets pass."""
-
-    def __init__(self, features: LinearFeatures, compute, powers: float | tuple = 1.0):
-        self.features, self.compute, self.powers = features, compute, jnp.asarray(powers)
-        self.first: tuple[jax.Array, jax.Array] | None = None
-
-    def __call__(self, likelihood: Gaussian) -> jax.Array:
-        if self.first is None:
-            self.first = (self.compute(likelihood), likelihood.beta)
-        values, beta0 = self.first
-        ratio = (likelihood.beta / beta0) ** self.powers[..., None]  # (m,) or (r, m)
-        return values * jnp.repeat(ratio, self.features.n_inputs, axis=-1)

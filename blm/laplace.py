@@ -23,7 +23,6 @@ exact J(x)H⁻¹J(x)ᵀ.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 
 import equinox as eqx
 import jax
@@ -57,10 +56,10 @@ from blm.memory import (
 )
 from blm.network import NetworkFeatures
 from blm.priors import Prior
-from blm.solvers.cg import cg
+from blm.rules import MacKay, as_rule
+from blm.solvers.config import NETWORK_DEFAULTS, SGD, Exact, Problem, Solver, as_solver
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
-from blm.solvers.sgd import SGDConfig, sgd
 
 # a last EM step that moved α by more than this is a loop still travelling, not the jitter
 # of a sample-based γ̂ (within ±10 % at k = 16 on the digits MLP once converged)
@@ -216,14 +215,12 @@ class LinearisedModel:
         beta_init: float | None = None,
         em_steps: int = 5,
         tol: float = 1e-3,
-        sgd_options: dict | None = None,
-        cg_options: dict | None = None,
-        gamma_estimator: str = "data",
         centre: str = "linear",
         progress: bool = False,
         memory_limit: int | None = None,
         init_samples=None,
-        solver: str = "sgd",
+        solver: str | Solver = "sgd",
+        hyper: str | MacKay = "mackay",
         fixed_alpha: Mapping[str, float] | None = None,
         final_solve: FinalSolve = True,
     ) -> LaplacePosterior:
@@ -252,19 +249,17 @@ class LinearisedModel:
         (``filter_spec`` selecting the last layer) and networks up to some 10⁴ weights; it
         refuses at once (``MemoryError`` naming solver='sgd') where the dense form would
         not fit, and works in float64 under ``jax_enable_x64`` whatever the network's
-        precision. ``sgd_options`` and ``init_samples`` are ignored by it.
+        precision. ``init_samples`` is ignored by it.
 
-        ``solver="cg"`` solves the same E-steps as the sampler by batched conjugate
-        gradients (full passes, one per iteration for the mean and all samples;
-        ``cg_options``: ``tol`` relative residual, default 1e-4, ``max_iter`` 1 000,
-        ``precondition`` Jacobi with a coarse correction over the prior's groups, on by
-        default; ``coarse_blocks=False`` Jacobi alone), warm-started like the sampler.
-
-        ``sgd_options`` are ``SGDConfig`` fields (defaults here: n_steps 1000,
-        batch_size min(256, n), Polyak averaging over the last half, no Jacobi
-        preconditioning: a network's Jacobian columns are strongly correlated across
-        layers, and diag(H) scaling slowed convergence of the predictive variance in our
-        tests, e.g. 0.89 vs 0.98 of the exact value after 3 000 full-batch steps). Before anything
+        ``solver="cg"`` (or ``blm.CG(tol, max_iter, preconditioner)``) solves the same
+        E-steps as the sampler by batched conjugate gradients (full passes, one per
+        iteration for the mean and all samples; tol 1e-4 here unless given, Jacobi with a
+        coarse correction over the prior's groups), warm-started like the sampler.
+        ``solver="sgd"`` or ``blm.SGD(...)``: its ``None`` fields take the network
+        defaults (``NETWORK_DEFAULTS``: 1 000 steps, no Jacobi preconditioning, since a
+        network's Jacobian columns are strongly correlated across layers and diag(H)
+        scaling slows convergence there; batch_size min(256, n), Polyak averaging over
+        the last half). ``solver=blm.Exact()`` is ``"exact"``. Before anything
         runs, the peak memory is estimated and a fit that cannot fit in
         ``memory_limit`` bytes (default: what is available) raises ``MemoryError``
         naming the argument to lower.
@@ -282,7 +277,8 @@ class LinearisedModel:
         ``UserWarning`` saying so. ``init_samples`` (n_samples, d) warm-starts the samples,
         e.g. from a fit at nearby weights (otherwise they start at 0).
 
-        ``gamma_estimator`` defaults to the data form γ̂ = mean_j z_jᵀΦᵀBΦz_j (see
+        ``hyper``: ``"mackay"`` or ``blm.MacKay(gamma=...)`` (EM is the rule here); its
+        γ̂ form defaults to the data form γ̂ = mean_j z_jᵀΦᵀBΦz_j (see
         ``blm.evidence.mackay``): plain SGD hardly moves a sample in the directions the
         prior dominates (most of a network's), and the combined form's control variate
         zᵀHz − d then biases γ̂ upwards, while the data form does not see those directions.
@@ -302,7 +298,12 @@ class LinearisedModel:
         to predict with.
         """
         one_of(centre, "centre", ("map", "linear"))
-        one_of(solver, "solver", ("sgd", "cg", "exact"))
+        solver = as_solver(solver).resolved(NETWORK_DEFAULTS)
+        rule = as_rule(hyper).resolved(NETWORK_DEFAULTS)
+        if not isinstance(rule, MacKay):
+            raise ValueError(
+                f"hyper: LinearisedModel.fit fits by MacKay EM (blm.MacKay(...)), got {hyper!r}"
+            )
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps", minimum=0)
         positive(alpha_init, "alpha_init")
@@ -316,7 +317,6 @@ class LinearisedModel:
                     f"got {init_samples.shape}"
                 )
             start = jnp.concatenate([w[None], init_samples])
-        one_of(gamma_estimator, "gamma_estimator", ("combined", "data", "prior"))
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
         if isinstance(likelihood, Gaussian) and beta_init is not None:
@@ -342,15 +342,14 @@ class LinearisedModel:
             "fixed": fixed,
         }
         try:
-            if solver == "exact":
+            if isinstance(solver, Exact):
                 fit, exact = self._fit_exact(**run)
             else:
                 exact = None
                 fit = self._fit_sampled(
                     **run,
                     solver=solver,
-                    options=sgd_options if solver == "sgd" else cg_options,
-                    gamma_estimator=gamma_estimator,
+                    gamma_estimator=rule.gamma,
                     progress=progress,
                     start=start,
                     final_solve=final_solve,
@@ -463,7 +462,6 @@ class LinearisedModel:
         fixed,
         *,
         solver,
-        options,
         gamma_estimator,
         progress,
         start,
@@ -472,51 +470,18 @@ class LinearisedModel:
         """Sample-based MacKay EM around the SGD sampler (``fit``'s default) or CG, both
         warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone)."""
         w = self.features.w
-        n = self.dataset.n
-        if solver == "sgd":
-            config = SGDConfig(
-                **{
-                    "n_steps": 1000,
-                    "batch_size": min(256, n),
-                    "polyak": 0.5,
-                    "precondition": False,
-                    "block_size": self.block_size,
-                    "log_every": 100,
-                    **(options or {}),
-                }
-            )
-            config.validate(n)
-            check_memory(self.memory_estimate(k, config.batch_size), memory_limit)
-
-            def run(lik, prior, init):
-                config_now = replace(config, progress=progress)
-                init = start if init is None else init
-                return sgd(self.features, lik, prior, self.dataset, key, k, config_now, init)
+        problem = Problem(self.features, likelihood, prior, self.dataset, self.block_size, None)
+        state = solver.init(problem, key, k, progress)
+        batch = state.settings.batch_size if isinstance(solver, SGD) else self.block_size
+        check_memory(self.memory_estimate(k, batch), memory_limit)
+        if isinstance(solver, SGD):
+            first = start
         else:
-            settings = {"tol": 1e-4, "max_iter": 1000, **(options or {})}
-            expected = {"tol", "max_iter", "precondition", "coarse_blocks"}
-            if unknown := sorted(set(settings) - expected):
-                raise ValueError(
-                    f"cg_options: unknown {unknown}; expected {', '.join(sorted(expected))}"
-                )
-            check_memory(self.memory_estimate(k, self.block_size), memory_limit)
             samples = start[1:] if start.ndim == 2 else jnp.zeros((k, w.shape[0]), w.dtype)
             first = SampledPosterior(mean=w, samples=samples)
 
-            def run(lik, prior, init):
-                init = first if init is None else init
-                return cg(
-                    self.features,
-                    lik,
-                    prior,
-                    self.dataset,
-                    key,
-                    k,
-                    init=init,
-                    block_size=self.block_size,
-                    progress=progress,
-                    **settings,
-                )
+        def run(lik, prior, init):
+            return solver.solve(state, lik, prior, first if init is None else init)
 
         def solve(lik, prior, init):
             post, diagnostics = run(lik, prior, init)
@@ -540,8 +505,7 @@ class LinearisedModel:
             final_solve=final_solve,
         )
         if fit.solved_at_final:
-            final_tol = config.tol if solver == "sgd" else settings["tol"]
-            fit.warn_if_unsolved(final_tol, solver, f"{solver}_options")
+            fit.warn_if_unsolved(solver.final_tol, solver)
         return fit
 
     def _fit_exact(

@@ -20,10 +20,12 @@ Files are written under a temporary name and renamed into place (``atomic_h5``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
 import h5py
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,6 +50,7 @@ def save_estimator(est, path: str | os.PathLike) -> None:
             [label.item() if isinstance(label, np.generic) else label, float(value)]
             for label, value in params["fixed_alpha"].items()
         ]
+    params["solver"], params["hyper"] = _encoded(params["solver"]), _encoded(params["hyper"])
     post = est.posterior_
     with atomic_h5(path) as f:
         f.attrs["format"] = FORMAT
@@ -87,6 +90,32 @@ def save_estimator(est, path: str | os.PathLike) -> None:
             f["feature_names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
 
 
+def _configs() -> dict:
+    from blm.evidence.lanczos import SLQ
+    from blm.rules import EvidenceAscent, MacKay
+    from blm.solvers.config import CG, SGD, SVRG, Exact
+
+    return {c.__name__: c for c in (Exact, CG, SGD, SVRG, MacKay, EvidenceAscent, SLQ)}
+
+
+def _encoded(value):
+    """A solver or rule object (or a name) as JSON-ready data: {"class": name, fields}."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {f.name: _encoded(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {"class": type(value).__name__, **fields}
+    if isinstance(value, np.ndarray | jax.Array):
+        return np.asarray(value).tolist()
+    return value
+
+
+def _decoded(value):
+    """The object ``_encoded`` wrote."""
+    if not isinstance(value, dict):
+        return value
+    fields = {k: _decoded(v) for k, v in value.items() if k != "class"}
+    return _configs()[value["class"]](**fields)
+
+
 def load_estimator(cls, path: str | os.PathLike):
     """Read an estimator written by ``save_estimator``; it predicts as the saved one."""
     path = os.fspath(path)
@@ -109,6 +138,7 @@ def load_estimator(cls, path: str | os.PathLike):
             d = f["prior_groups"]
             strings = h5py.check_string_dtype(d.dtype) is not None
             params["prior_groups"] = d.asstr()[()].astype(str) if strings else d[()]
+        params["solver"], params["hyper"] = _decoded(params["solver"]), _decoded(params["hyper"])
         est = cls(**params)
         est._y_1d = bool(f.attrs["y_1d"])
         est.n_iter_ = int(f.attrs["n_iter"])

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import blm
 from blm.datasets import digits_split, rotate_digits
 from blm.evidence_framework import train_with_evidence
 from blm.likelihoods import Categorical
@@ -75,7 +76,7 @@ def main() -> None:
         lik,
         k_train,
         alpha=1e-2,
-        fit_options={"n_samples": 16, "em_steps": 3, "sgd_options": {"n_steps": 600}},
+        fit_options={"n_samples": 16, "em_steps": 3, "solver": blm.SGD(n_steps=600)},
     )
     post, feats = fit.posterior, fit.linearised.features
     alpha = float(post.alpha[0])

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import blm
 from blm.datasets import digits_split, rotate_digits
 from blm.laplace import linearise
 from blm.likelihoods import Categorical
@@ -70,7 +71,7 @@ def run_seed(seed: int, em_steps: int) -> tuple[dict, list[dict], dict]:
         probs = [np.asarray(post.predict_proba(X, method="probit")) for X in (Xte, Xshift)]
         return {"alpha": float(post.alpha[0]), **score(probs[0], yte, probs[1])}
 
-    options = {"n_samples": 16, "sgd_options": {"n_steps": 600}}
+    options = {"n_samples": 16, "solver": blm.SGD(n_steps=600)}
     steps, alpha, samples = [], ALPHA_TRAINED, None
     with warnings.catch_warnings():  # each single step warns that EM has not converged
         warnings.simplefilter("ignore", UserWarning)

@@ -40,6 +40,7 @@ from scipy.optimize import minimize
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+import blm
 from blm import BayesianLinearRegression, LinearFeatures, Prior
 from blm.datasets import co2_design
 from blm.evidence.closed_form import DenseGaussianModel
@@ -105,20 +106,19 @@ def main() -> None:
     t0 = time.perf_counter()
     exact = BayesianLinearRegression(max_iter=args.steps, tol=1e-12, **FLAT).fit(X, y)
     runs["exact MacKay"] = ([exact], time.perf_counter() - t0)
-    options = {"tol": 1e-6} if args.solver == "cg" else {"n_steps": 2000, "batch_size": 512}
+    solver = blm.CG(tol=1e-6) if args.solver == "cg" else blm.SGD(n_steps=2000, batch_size=512)
     for estimator in ("combined", "data"):
         for k in (1, 4, 16):
             fits, t0 = [], time.perf_counter()
             for seed in range(args.seeds):
                 fits.append(
                     BayesianLinearRegression(
-                        solver=args.solver,
+                        solver=solver,
                         n_samples=k,
                         random_state=seed,
                         max_iter=args.steps,
                         tol=1e-12,
-                        solver_options=options,
-                        gamma_estimator=estimator,
+                        hyper=blm.MacKay(gamma=estimator),
                         **FLAT,
                     ).fit(X, y)
                 )

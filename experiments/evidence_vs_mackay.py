@@ -40,7 +40,7 @@ import matplotlib.pyplot as plt
 from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
 from blm.datasets import co2_design
 from blm.evidence.ascent import fit_evidence
-from blm.evidence.lanczos import SLQConfig
+from blm.evidence.lanczos import SLQ
 from blm.evidence.mackay import fit_mackay
 from blm.solvers.cg import cg
 
@@ -94,7 +94,7 @@ def main() -> None:
         )
     for depth in (10, 50):
         solve, t0 = CountingCG(feats, ds, 1), time.perf_counter()
-        config = SLQConfig(depth=depth, n_probes=args.probes)
+        config = SLQ(depth=depth, n_probes=args.probes)
         fit = fit_evidence(
             solve,
             feats,

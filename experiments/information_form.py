@@ -36,6 +36,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+import blm
 from blm.datasets import co2_series
 from blm.laplace import linearise
 from blm.likelihoods import Gaussian
@@ -103,7 +104,7 @@ def run(name, X, y, seed):
     net = eqx.nn.MLP(X.shape[1], 1, 50, 1, activation=jnp.tanh, key=k_init)
     net = train_map(net, X[tr], y[tr], Gaussian(1.0), k_train, alpha=1.0, n_steps=4000)
     lm = linearise(net, (X[tr], y[tr]), Gaussian(1.0))
-    post = lm.fit(n_samples=64, key=k_post, em_steps=5, sgd_options={"n_steps": 2000})
+    post = lm.fit(n_samples=64, key=k_post, em_steps=5, solver=blm.SGD(n_steps=2000))
     alpha, beta = float(np.ravel(post.alpha)[0]), float(np.ravel(post.beta)[0])
     feats, lik = lm.features, Gaussian(beta)
     rows = np.asarray(jacobian_rows(feats, lik, X[tr]))

@@ -27,7 +27,7 @@ import os
 import matplotlib.pyplot as plt
 import numpy as np
 
-from blm import BayesianLinearRegression
+from blm import SGD, BayesianLinearRegression
 from blm.datasets import co2_design
 
 small = os.environ.get("BLM_NOTEBOOK_SMALL") == "1"
@@ -44,12 +44,11 @@ print(f"{X.shape[0]} weeks, {X.shape[1]} features; {train.sum()} weeks to fit")
 
 # %%
 est = BayesianLinearRegression(
-    solver="sgd",
+    solver=SGD(n_steps=300 if small else 3000, batch_size=256),
     n_samples=16 if small else 64,
     random_state=0,
     max_iter=5 if small else 20,
     tol=1e-3,
-    solver_options={"n_steps": 300 if small else 3000, "batch_size": 256},
 )
 est.fit(X[train], y[train])
 print(f"alpha = {est.alpha_:.4g}, beta = {est.beta_:.4g} (noise sd {est.beta_**-0.5:.3f} ppm)")

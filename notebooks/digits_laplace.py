@@ -61,7 +61,7 @@ fit = blm.train_with_evidence(
     fit_options={
         "n_samples": 8 if small else 32,
         "em_steps": 2 if small else 3,
-        "sgd_options": {"n_steps": 200 if small else 600},
+        "solver": blm.SGD(n_steps=200 if small else 600),
     },
 )
 net, lm, post = fit.model, fit.linearised, fit.posterior

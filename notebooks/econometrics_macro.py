@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.linear_model import BayesianRidge
 from sklearn.model_selection import TimeSeriesSplit, cross_val_score
 
-from blm import BayesianLinearRegression
+from blm import SGD, BayesianLinearRegression
 from blm.datasets import MACRO_INDICATORS, macro_design
 
 small = os.environ.get("BLM_NOTEBOOK_SMALL") == "1"
@@ -44,13 +44,12 @@ print(
 # %%
 exact = BayesianLinearRegression(prior_groups=groups, max_iter=500, tol=1e-6).fit(X[:cut], y[:cut])
 sampled = BayesianLinearRegression(
-    solver="sgd",
+    solver=SGD(n_steps=500 if small else 3000, batch_size=64),
     prior_groups=groups,
     n_samples=16 if small else 64,
     random_state=0,
     max_iter=10 if small else 40,
     tol=1e-3,
-    solver_options={"n_steps": 500 if small else 3000, "batch_size": 64},
     covariance_columns=[6, 7],  # the current T-bill rate and unemployment (see below)
 ).fit(X[:cut], y[:cut])
 print(f"{'indicator':<10}{'alpha exact':>13}{'alpha sgd':>11}{'|coef|':>9}")

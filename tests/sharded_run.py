@@ -25,9 +25,9 @@ def main(folder: str) -> None:
     with h5py.File(path, "w") as f:
         f["X"], f["y"] = X, y
     runs = {
-        "sgd": (dict(solver="sgd", solver_options={"n_steps": 300, "batch_size": 64}), False),
-        "cg-hdf5": (dict(solver="cg", solver_options={"tol": 1e-10}), True),
-        "sgd-hdf5": (dict(solver="sgd", solver_options={"n_steps": 300, "batch_size": 64}), True),
+        "sgd": (dict(solver=blm.SGD(n_steps=300, batch_size=64)), False),
+        "cg-hdf5": (dict(solver=blm.CG(tol=1e-10)), True),
+        "sgd-hdf5": (dict(solver=blm.SGD(n_steps=300, batch_size=64)), True),
     }
     out = {}
     for name, (options, streamed) in runs.items():

@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+import blm
 from blm import BayesianLinearRegression, commands
 
 BLM = [sys.executable, "-m", "blm"]
@@ -175,8 +176,8 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
         assert out.returncode == 0, out.stderr
         runs[name] = BayesianLinearRegression.load(tmp_path / f"{name}.h5")
     est, ref = runs["svrg"], runs["cg"]
-    assert est.solver_options["snapshot_every"] == 10 and est.solver_options["tol"] == 1e-5
-    assert ref.solver_options == {"tol": 1e-6}
+    assert est.solver.svrg.snapshot_every == 10 and est.solver.tol == 1e-5
+    assert ref.solver == blm.CG(tol=1e-6)
     assert est.n_iter_ == ref.n_iter_
     np.testing.assert_allclose(est.alpha_, ref.alpha_, rtol=1e-4)
     np.testing.assert_allclose(est.beta_, ref.beta_, rtol=1e-5)
@@ -185,10 +186,7 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     fixed = tmp_path / "fixed.h5"
     out = _run("fit", path, *common, "--solver", "cg", "--fixed-solver-tol", "--out", fixed)
     assert out.returncode == 0, out.stderr
-    assert BayesianLinearRegression.load(fixed).solver_options == {
-        "tol": 1e-6,
-        "adaptive_tol": False,
-    }
+    assert BayesianLinearRegression.load(fixed).solver == blm.CG(adaptive_tol=False)
     out = _run("coef", tmp_path / "cg.h5", "--out", tmp_path / "coef.h5")
     # the sds' median relative error, from diag(H)'s control variate: on these nearly
     # orthogonal columns far below the plain 16 samples' 1/√32 = 18 %

@@ -50,12 +50,12 @@ def test_capped_cg_solve_warns_with_the_cap_named():
     max_iter; the loop itself (max_iter 1) is capped too."""
     X, y = load_diabetes(return_X_y=True)
     est = blm.BayesianLinearRegression(
-        solver="cg", max_iter=1, n_samples=2, solver_options={"max_iter": 2, "tol": 1e-10}
+        solver=blm.CG(max_iter=2, tol=1e-10), max_iter=1, n_samples=2
     )
     with pytest.warns(blm.ConvergenceWarning) as caught:
         est.fit(X, y)
     text = " ".join(str(w.message) for w in caught)
-    assert "solver_options['max_iter']" in text and "max_iter=1" in text
+    assert "blm.CG(max_iter=...)" in text and "max_iter=1" in text
     assert est.converged_ is False
 
 

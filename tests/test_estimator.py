@@ -8,6 +8,7 @@ import scipy.sparse
 from sklearn.datasets import load_diabetes
 from sklearn.linear_model import BayesianRidge
 
+import blm
 from blm import BayesianLinearRegression, LinearFeatures
 from blm.datasets import co2_design, macro_design
 from blm.evidence.closed_form import DenseGaussianModel
@@ -226,18 +227,18 @@ def test_cg_deflates_each_prior_group_within_each_output():
     Y = Y + 0.3 * rng.standard_normal(Y.shape)
     groups = np.r_[np.zeros(150), np.ones(8), [2, 2]].astype(int)
     est = BayesianLinearRegression(solver="cg", n_samples=4, prior_groups=groups, random_state=0)
-    blocks = est._coarse_blocks(LinearFeatures(160, 2), {})
+    blocks = blm.CG().blocks(blm.Prior(np.ones(3), np.tile(groups, 2)), 2)
     np.testing.assert_array_equal(blocks, np.r_[groups, groups + 3])
-    settings = dict(max_iter=3, tol=1e-12, solver_options={"tol": 1e-6, "adaptive_tol": False})
+    settings = dict(max_iter=3, tol=1e-12, solver=blm.CG(tol=1e-6, adaptive_tol=False))
     fit = est.set_params(**settings).fit(X, Y)
     jacobi = BayesianLinearRegression(**{**est.get_params(), **settings})
-    jacobi.solver_options = {**settings["solver_options"], "coarse_blocks": False}
+    jacobi.solver = blm.CG(tol=1e-6, adaptive_tol=False, preconditioner="jacobi")
     jacobi.fit(X, Y)
     np.testing.assert_allclose(fit.alpha_, jacobi.alpha_, rtol=1e-4)
     np.testing.assert_allclose(fit.coef_, jacobi.coef_, atol=1e-5 * np.abs(fit.coef_).max())
     assert fit.diagnostics_.step[-1] <= 0.65 * jacobi.diagnostics_.step[-1]
     with pytest.raises(ValueError, match=r"coarse_blocks must be True, False or \(320,\)"):
-        est.set_params(solver_options={"coarse_blocks": groups}).fit(X, Y)
+        est.set_params(solver=blm.CG(coarse_blocks=groups)).fit(X, Y)
 
 
 def test_refits_reuse_compiled_code(monkeypatch):
@@ -299,7 +300,7 @@ def test_coef_covariance_round_trips_warns_and_names_bad_columns(tmp_path):
     np.testing.assert_allclose(est.coef_covariance_, est.sigma_[np.ix_([3, 1], [3, 1])])
     assert not hasattr(est.set_params(covariance_columns=None).fit(X, y), "coef_covariance_")
     sampled = BayesianLinearRegression(
-        solver="cg", n_samples=2, max_iter=2, covariance_columns=[0], solver_options={"max_iter": 2}
+        solver=blm.CG(max_iter=2), n_samples=2, max_iter=2, covariance_columns=[0]
     )
     with pytest.warns(UserWarning) as caught:
         sampled.fit(X, y)
@@ -551,16 +552,14 @@ def test_sampled_fits_count_the_weights(hyper):
     y = X @ rng.standard_normal(20) + 0.5 * rng.standard_normal(600)
     w = rng.uniform(0.5, 2.5, 600)
     exact = BayesianLinearRegression(tol=1e-10, max_iter=10_000).fit(X, y, sample_weight=w)
-    options = {"evidence_options": {"depth": 20, "n_probes": 64, "learning_rate": 0.3}}
+    rule = blm.EvidenceAscent(learning_rate=0.3, slq=blm.SLQ(depth=20, n_probes=64))
     est = BayesianLinearRegression(
-        solver="cg",
+        solver=blm.CG(tol=1e-10),
         n_samples=64,
         random_state=0,
-        hyper=hyper,
+        hyper=rule if hyper == "evidence" else hyper,
         max_iter=300,
         tol=1e-5,
-        solver_options={"tol": 1e-10},
-        **(options if hyper == "evidence" else {}),
     ).fit(X, y, sample_weight=w)
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
     np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.1)

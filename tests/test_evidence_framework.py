@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import blm
 from blm.evidence_framework import train_with_evidence
 from blm.laplace import linearise
 from blm.likelihoods import Categorical, Gaussian
@@ -52,7 +53,7 @@ def test_rounds_reach_the_exact_joint_fixed_point():
         first_train_steps=3000,
         train_steps=1500,
         train_options={"batch_size": 60, "learning_rate": 1e-2},
-        fit_options={"n_samples": 32, "sgd_options": {"n_steps": 3000, "batch_size": 30}},
+        fit_options={"n_samples": 32, "solver": blm.SGD(n_steps=3000, batch_size=30)},
     )
     assert fit.converged and len(fit.alphas) >= 2 and fit.alphas[0] == 1e-2
     alpha_t = fit.alphas[-1]
@@ -115,7 +116,7 @@ def test_only_the_last_round_solves_at_its_fitted_alpha(monkeypatch):
             tol=1e-6,
             first_train_steps=500,
             train_steps=200,
-            fit_options={"n_samples": 4, "sgd_options": {"n_steps": 200}},
+            fit_options={"n_samples": 4, "solver": blm.SGD(n_steps=200)},
         )
     assert [f.solved_at_final for f in fits] == [False, False, True]
     assert len(solves) == sum(f.n_iter for f in fits) + 1 == 10
@@ -129,7 +130,7 @@ def test_running_out_of_rounds_warns_and_says_so():
             alpha=1e-4,
             rounds=1,
             first_train_steps=500,
-            fit_options={"n_samples": 4, "sgd_options": {"n_steps": 200}},
+            fit_options={"n_samples": 4, "solver": blm.SGD(n_steps=200)},
         )
     assert not fit.converged and fit.alphas == [1e-4]
 
@@ -161,7 +162,7 @@ def test_fit_warm_start_is_used_and_its_shape_checked():
         n_samples=4,
         em_steps=1,
         init_samples=given,
-        sgd_options={"n_steps": 2, "learning_rate": 1e-30},
+        solver=blm.SGD(n_steps=2, learning_rate=1e-30),
     )
     np.testing.assert_allclose(post.samples, given, atol=1e-12)
     with pytest.raises(ValueError, match="init_samples"):
@@ -176,4 +177,4 @@ def test_fit_warns_when_em_is_still_travelling():
     net = eqx.nn.MLP(4, 3, 16, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
     lm = linearise(net, (X, y), Categorical(3))
     with pytest.warns(UserWarning, match="em_steps=1"):
-        lm.fit(n_samples=4, alpha_init=1e-5, em_steps=1, sgd_options={"n_steps": 100})
+        lm.fit(n_samples=4, alpha_init=1e-5, em_steps=1, solver=blm.SGD(n_steps=100))

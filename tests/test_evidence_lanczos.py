@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from matfree import funm
 
+import blm
 from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
 from blm import operators as ops
 from blm.data import HDF5Dataset
 from blm.evidence.ascent import fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.evidence.lanczos import (
-    SLQConfig,
+    SLQ,
     basis_probes,
     logm_sym,
     rademacher_probes,
@@ -91,7 +92,7 @@ def test_evidence_gradients_match_dense_autodiff_and_finite_differences(
     feats, ds, prior, lik, model = _problem(rng, m=m, groups=groups, alpha=alpha, beta=beta)
     value, g_alpha, g_beta, mean = _dense_grad(model, prior, lik)
     # the output blocks of H decouple, so each basis probe's Krylov space has dimension p
-    config = SLQConfig(depth=14, block_size=16)
+    config = SLQ(depth=14, block_size=16)
     v, ga, gb, info = slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(14 * m), config)
     np.testing.assert_allclose(v, value, rtol=1e-10)
     np.testing.assert_allclose(ga, g_alpha, rtol=1e-7, atol=1e-8)
@@ -120,7 +121,7 @@ def test_adjoint_equals_backprop_through_the_same_lanczos_run(rng):
     *_, mean = _dense_grad(model, prior, lik)
     probes = rademacher_probes(jax.random.PRNGKey(3), 5, 30)
     out = [
-        slq_log_evidence(feats, lik, prior, ds, mean, probes, SLQConfig(depth=8, adjoint=a))
+        slq_log_evidence(feats, lik, prior, ds, mean, probes, SLQ(depth=8, adjoint=a))
         for a in (True, False)
     ]
     np.testing.assert_allclose(out[0][0], out[1][0], rtol=1e-12)
@@ -187,7 +188,7 @@ def test_breakdown_is_reported_not_returned(rng):
     feats, ds, prior, lik, model = _problem(rng, m=2, alpha=(0.5,), beta=(1.3, 0.4))
     *_, mean = _dense_grad(model, prior, lik)
     with pytest.raises(FloatingPointError, match="depth: Lanczos broke down at Krylov depth 28"):
-        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(28), SLQConfig(depth=28))
+        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(28), SLQ(depth=28))
 
 
 def test_normal_operator_and_its_vjp_for_a_network_and_for_gaussian_beta(rng):
@@ -243,10 +244,9 @@ def test_estimator_evidence_ascent_reaches_mackays_fixed_point(rng):
 
     slq = BayesianLinearRegression(
         solver="cg",
-        hyper="evidence",
+        hyper=blm.EvidenceAscent(learning_rate=0.3, slq=blm.SLQ(depth=30, n_probes=64)),
         n_samples=1,
         random_state=0,
-        evidence_options={"depth": 30, "n_probes": 64, "learning_rate": 0.3},
         max_iter=300,
         tol=1e-4,
     ).fit(X, y)
@@ -290,7 +290,7 @@ def test_fit_evidence_with_random_features_and_grouped_prior():
         Gaussian(1.0),
         ds,
         jax.random.PRNGKey(5),
-        SLQConfig(depth=40, n_probes=64),
+        SLQ(depth=40, n_probes=64),
         learning_rate=0.2,
         max_iter=1000,
         tol=1e-4,
@@ -310,16 +310,18 @@ def test_bad_input_is_named(rng):
     with pytest.raises(TypeError, match="likelihood: the evidence"):
         slq_log_evidence(feats, Categorical(3), prior, ds, mean, basis_probes(14))
     with pytest.raises(ValueError, match="depth: Krylov depth 20 exceeds d=14"):
-        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(14), SLQConfig(depth=20))
+        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(14), SLQ(depth=20))
     with pytest.raises(ValueError, match="probes must have d=14"):
-        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(5), SLQConfig(depth=5))
+        slq_log_evidence(feats, lik, prior, ds, mean, basis_probes(5), SLQ(depth=5))
     with pytest.raises(ValueError, match="n_probes"):
-        SLQConfig(n_probes=0)
+        SLQ(n_probes=0)
     X, y = np.asarray(ds.X), np.asarray(ds.y)[:, 0]
     with pytest.raises(ValueError, match="hyper must be one of"):
         BayesianLinearRegression(hyper="laplace").fit(X, y)
-    with pytest.raises(ValueError, match="evidence_options: unknown key"):
-        BayesianLinearRegression(hyper="evidence", evidence_options={"steps": 3}).fit(X, y)
+    with pytest.raises(TypeError, match="EvidenceAscent.__init__.. got an unexpected keyword"):
+        blm.EvidenceAscent(steps=3)
+    with pytest.raises(ValueError, match="EvidenceAscent.slq must be blm.SLQ"):
+        blm.EvidenceAscent(slq={"depth": 3})
 
 
 def test_slq_evidence_streams_an_hdf5_file_inside_its_traced_loop(rng, tmp_path):
@@ -335,7 +337,7 @@ def test_slq_evidence_streams_an_hdf5_file_inside_its_traced_loop(rng, tmp_path)
     assert isinstance(blocks, ops.StreamedBlocks) and blocks.n_blocks == 4
     assert not jax.tree_util.tree_leaves(blocks)  # no rows held
     value, g_alpha, g_beta, post = _dense_grad(model, prior, lik)
-    config = SLQConfig(depth=14, block_size=16)
+    config = SLQ(depth=14, block_size=16)
     streamed = slq_log_evidence(feats, lik, prior, disk, post, basis_probes(14), config)
     in_memory = slq_log_evidence(feats, lik, prior, ds, post, basis_probes(14), config)
     for a, b in zip(streamed[:3], in_memory[:3], strict=True):

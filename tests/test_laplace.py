@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import blm
 import blm.laplace
 from blm import operators as ops
 from blm.evidence.loop import iterate_hyperparameters
@@ -120,7 +121,7 @@ def test_a_cnn_with_batch_norm_state_and_a_frozen_leaf(tmp_path):
     initial = eqx.nn.make_with_state(SmallCNN)(jax.random.PRNGKey(0))[1]
     at_initial = jax.vmap(lambda x: model(x, initial)[0])(X)
     assert not np.allclose(at_initial, lm.offsets, atol=1e-3)  # the trained state matters
-    post = lm.fit(n_samples=4, em_steps=1, sgd_options={"n_steps": 50})
+    post = lm.fit(n_samples=4, em_steps=1, solver=blm.SGD(n_steps=50))
     probs = post.predict_proba(X[:5])
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-10)
     post.save(tmp_path / "cnn.h5")
@@ -187,7 +188,7 @@ def test_sgd_predictive_variance_matches_the_exact_dual_form():
         alpha_init=2.0,
         beta_init=25.0,
         em_steps=0,
-        sgd_options={"n_steps": 3000, "batch_size": 30},
+        solver=blm.SGD(n_steps=3000, batch_size=30),
     )
     assert post.alpha.tolist() == [2.0] and post.beta.tolist() == [25.0]
     assert post.trajectory.alpha == []
@@ -216,7 +217,7 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(1.0))
     start = {"alpha_init": 1.0, "beta_init": 4.0, "em_steps": 1}
-    post = lm.fit(n_samples=256, key=0, solver="cg", cg_options={"tol": 1e-10}, **start)
+    post = lm.fit(n_samples=256, key=0, solver=blm.CG(tol=1e-10), **start)
     exact_step = lm.fit(n_samples=1, solver="exact", **start)
     np.testing.assert_allclose(post.alpha, exact_step.alpha, rtol=0.1)
     np.testing.assert_allclose(post.beta, exact_step.beta, rtol=0.05)
@@ -228,13 +229,13 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     v_exact = np.asarray(exact.predictive_variance(lm.features.dense(jnp.asarray(Xt))[:, 0]))
     ratio = (post.predict(Xt)[1][:, 0] - 1 / post.beta[0]) / v_exact
     assert abs(np.mean(ratio) - 1) < 0.1 and np.median(np.abs(ratio - 1)) < 0.15
-    with pytest.raises(ValueError, match="cg_options.*n_steps.*coarse_blocks, max_iter"):
-        lm.fit(solver="cg", cg_options={"n_steps": 10})
-    jacobi = lm.fit(n_samples=4, key=0, solver="cg", cg_options={"coarse_blocks": False}, **start)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'n_steps'"):
+        lm.fit(solver=blm.CG(n_steps=10))
+    jacobi = lm.fit(n_samples=4, key=0, solver=blm.CG(preconditioner="jacobi"), **start)
     coarse = lm.fit(n_samples=4, key=0, solver="cg", **start)  # the same solves, to 1e-4
     np.testing.assert_allclose(jacobi.mean, coarse.mean, atol=1e-3 * np.abs(coarse.mean).max())
-    with pytest.warns(UserWarning, match=r"final cg solve stopped .* cg_options\['max_iter'\]"):
-        lm.fit(n_samples=4, key=0, solver="cg", cg_options={"max_iter": 5}, **start)
+    with pytest.warns(UserWarning, match=r"final cg solve stopped .* blm.CG\(max_iter=...\)"):
+        lm.fit(n_samples=4, key=0, solver=blm.CG(max_iter=5), **start)
 
 
 def test_em_steps_zero_is_the_posterior_at_the_given_hyperparameters():
@@ -248,7 +249,7 @@ def test_em_steps_zero_is_the_posterior_at_the_given_hyperparameters():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         exact = lm.fit(n_samples=2, solver="exact", **given)
-        cg = lm.fit(n_samples=2, solver="cg", cg_options={"tol": 1e-10}, **given)
+        cg = lm.fit(n_samples=2, solver=blm.CG(tol=1e-10), **given)
     for post in (exact, cg):
         assert post.alpha.tolist() == [3.0] * 3 and post.beta.tolist() == [4.0]
         assert post.trajectory.alpha == []
@@ -266,7 +267,7 @@ def test_final_solve_false_returns_the_last_e_step(solver):
     the fitted (α, β) decides the same way."""
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(1.0))
-    options = {"n_samples": 4, "solver": solver, "sgd_options": {"n_steps": 200}}
+    options = {"n_samples": 4, "solver": blm.SGD(n_steps=200) if solver == "sgd" else solver}
     one, two = lm.fit(em_steps=1, **options), lm.fit(em_steps=2, **options)
     seen = []
     skipped = lm.fit(em_steps=2, final_solve=lambda a, b: seen.append((a, b)), **options)
@@ -302,7 +303,7 @@ def test_em_fits_noise_and_prior_precision_like_exact_mackay():
         beta_init=4.0,
         em_steps=steps,
         tol=1e-9,
-        sgd_options={"n_steps": 2000, "batch_size": 30},
+        solver=blm.SGD(n_steps=2000, batch_size=30),
     )
     model = DenseGaussianModel.from_arrays(lm.features.dense(jnp.asarray(X)), lm.dataset.y, "dual")
     alpha, beta = jnp.ones(1), jnp.asarray([4.0])
@@ -323,7 +324,7 @@ def test_classification_predictive_and_per_layer_prior():
     X = inputs(90)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
     lm = linearise(net, (X, y), Categorical(3))
-    post = lm.fit(n_samples=16, key=1, per_layer=True, em_steps=2, sgd_options={"n_steps": 300})
+    post = lm.fit(n_samples=16, key=1, per_layer=True, em_steps=2, solver=blm.SGD(n_steps=300))
     assert post.alpha.shape == (3,) and post.beta is None
     p_mc = post.predict_proba(X[:10])
     p_probit = post.predict_proba(X[:10], method="probit")
@@ -350,7 +351,7 @@ def test_save_load_round_trip_and_wrong_model(tmp_path):
     X = inputs(30)
     y = np.arange(30) % 3
     post = linearise(net, (X, y), Categorical(3)).fit(
-        n_samples=4, em_steps=1, sgd_options={"n_steps": 50}
+        n_samples=4, em_steps=1, solver=blm.SGD(n_steps=50)
     )
     path = tmp_path / "post.h5"
     post.save(path)
@@ -372,11 +373,11 @@ def test_memory_check_fails_at_once_naming_the_argument():
     est = lm.memory_estimate(16, 1)
     assert est.state == 9 * 17 * lm.features.d * 8 and est.state > est.batch
     with pytest.raises(MemoryError, match="n_samples"):
-        lm.fit(n_samples=16, sgd_options={"batch_size": 1}, memory_limit=est.state // 2)
+        lm.fit(n_samples=16, solver=blm.SGD(batch_size=1), memory_limit=est.state // 2)
     big = lm.memory_estimate(1, 30)
     assert big.batch > big.state
     with pytest.raises(MemoryError, match="batch_size"):
-        lm.fit(n_samples=1, sgd_options={"batch_size": 30}, memory_limit=big.batch // 2)
+        lm.fit(n_samples=1, solver=blm.SGD(batch_size=30), memory_limit=big.batch // 2)
 
 
 @EM_STOPPED_EARLY
@@ -397,7 +398,7 @@ def test_bad_input_is_named(monkeypatch):
     with pytest.raises(ValueError, match="class labels"):
         linearise(net, (X, y + 0.5), Categorical(3))
     post = linearise(net, (X, y), Categorical(3)).fit(
-        n_samples=2, em_steps=1, sgd_options={"n_steps": 10}
+        n_samples=2, em_steps=1, solver=blm.SGD(n_steps=10)
     )
     with pytest.raises(ValueError, match="rows of shape"):
         post.predict_proba(np.ones((3, 5)))
@@ -568,7 +569,7 @@ def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
         em_steps=1,
         tol=1e-9,
         # the file read in blocks of 60 rows per pass, minibatches of 30 drawn within each
-        sgd_options={"n_steps": 2000, "batch_size": 30, "block_size": 60},
+        solver=blm.SGD(n_steps=2000, batch_size=30, block_size=60),
     )
     model = DenseGaussianModel.from_arrays(
         in_memory.features.dense(jnp.asarray(X)), in_memory.dataset.y, "dual"
@@ -751,7 +752,7 @@ def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
             per_layer=True,
             fixed_alpha={".layers[2]": 5.0},
             em_steps=2,
-            sgd_options={"n_steps": 200},
+            solver=blm.SGD(n_steps=200),
         )
     steps = np.asarray(sampled.trajectory.alpha)
     assert np.all(steps[:, 2] == 5.0) and sampled.alpha[2] == 5.0
@@ -802,7 +803,7 @@ def test_exact_fit_draws_exact_samples_and_round_trips(tmp_path):
     cls_net = small_mlp(3)
     labels = np.arange(60) % 3
     sampled_post = linearise(cls_net, (X, labels), Categorical(3)).fit(
-        n_samples=8, em_steps=1, sgd_options={"n_steps": 50}
+        n_samples=8, em_steps=1, solver=blm.SGD(n_steps=50)
     )
     assert sampled_post.exact is None
     f0, fz = sampled_post.outputs(X[:5])

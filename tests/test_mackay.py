@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import blm
 from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.mackay import (
@@ -102,12 +103,11 @@ def test_sample_em_reaches_exact_fixed_point_with_16_samples(grouped):
     groups = np.arange(X.shape[1]) % 3 if grouped else None
     exact = BayesianLinearRegression(prior_groups=groups, tol=1e-10, max_iter=5000).fit(X, y)
     est = BayesianLinearRegression(
-        solver="cg",
+        solver=blm.CG(tol=1e-8),
         n_samples=16,
         random_state=1,
         prior_groups=groups,
         tol=1e-5,
-        solver_options={"tol": 1e-8},
     ).fit(X, y)
     np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.05)
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
@@ -136,11 +136,10 @@ def test_sgd_estimator_fits_hyperparameters_and_predicts():
     X, y = X[:600, :120], y[:600]
     exact = BayesianLinearRegression(tol=1e-10, max_iter=5000).fit(X, y)
     est = BayesianLinearRegression(
-        solver="sgd",
+        solver=blm.SGD(n_steps=600, batch_size=600),
         n_samples=64,
         random_state=0,
         tol=1e-4,
-        solver_options={"n_steps": 600, "batch_size": 600},
     ).fit(X, y)
     np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.1)
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=0.02)
@@ -151,7 +150,8 @@ def test_sgd_estimator_fits_hyperparameters_and_predicts():
     assert est.samples_.shape == (64, 120)
 
 
-SVRG_TO_TOL = {"snapshot_every": 4, "momentum": 0.5, "tol": 1e-4}
+SVRG_TO_TOL = {"svrg": blm.SVRG(snapshot_every=4), "momentum": 0.5, "tol": 1e-4}
+SOLVERS = {"sgd": blm.SGD, "cg": blm.CG}
 
 
 @pytest.mark.parametrize(
@@ -170,14 +170,14 @@ def test_a_final_solve_stopped_at_its_cap_warns(solver, options, recwarn):
     X, y = _problem()
     X, y = X[:600, :120], y[:600]
     cap = "n_steps" if solver == "sgd" else "max_iter"
-    kw = {"solver": solver, "n_samples": 4, "random_state": 0, "max_iter": 1}
+    kw = {"n_samples": 4, "random_state": 0, "max_iter": 1}
     with pytest.warns(UserWarning, match=rf"final {solver} solve stopped at its cap \({cap}\)"):
-        est = BayesianLinearRegression(**kw, solver_options=options).fit(X, y)
+        est = BayesianLinearRegression(**kw, solver=SOLVERS[solver](**options)).fit(X, y)
     assert not est.diagnostics_.converged
     recwarn.clear()
-    enough = BayesianLinearRegression(**kw, solver_options={**options, cap: 5000}).fit(X, y)
-    assert enough.diagnostics_.converged
-    BayesianLinearRegression(**{**kw, "solver": "sgd"}, solver_options={"n_steps": 3}).fit(X, y)
+    enough = BayesianLinearRegression(**kw, solver=SOLVERS[solver](**{**options, cap: 5000}))
+    assert enough.fit(X, y).diagnostics_.converged
+    BayesianLinearRegression(**kw, solver=blm.SGD(n_steps=3)).fit(X, y)
     assert not [w for w in recwarn if "stopped at its cap" in str(w.message)]
 
 
@@ -190,9 +190,9 @@ def test_sgd_with_snapshots_reaches_the_exact_hyperparameters():
     X = rng.standard_normal((4000, 100)) * np.arange(1, 101) ** -0.5
     y = X @ rng.standard_normal(100) * 0.5 + rng.standard_normal(4000)
     exact = BayesianLinearRegression(tol=1e-10, max_iter=5000).fit(X, y)
-    options = {"n_steps": 400, "batch_size": 128, "snapshot_every": 16, "momentum": 0.5}
+    options = {"n_steps": 400, "batch_size": 128, "svrg": blm.SVRG(snapshot_every=16)}
     est = BayesianLinearRegression(
-        solver="sgd", n_samples=16, random_state=0, tol=1e-4, solver_options=options
+        solver=blm.SGD(**options, momentum=0.5), n_samples=16, random_state=0, tol=1e-4
     ).fit(X, y)
     np.testing.assert_allclose(est.alpha_, exact.alpha_, rtol=0.01)
     np.testing.assert_allclose(est.beta_, exact.beta_, rtol=1e-3)
@@ -206,14 +206,13 @@ def test_sgd_solved_to_tol_follows_the_exact_em_path():
     X = rng.standard_normal((4000, 100)) * np.arange(1, 101) ** -0.5
     y = X @ rng.standard_normal(100) * 0.5 + rng.standard_normal(4000)
     exact = BayesianLinearRegression(tol=1e-4).fit(X, y)
-    options = {"n_steps": 20_000, "batch_size": 128, "snapshot_every": 16, "momentum": 0.5}
+    options = {"n_steps": 20_000, "batch_size": 128, "svrg": blm.SVRG(snapshot_every=16)}
     options["adaptive_tol"] = False  # every step solved to tol: exact's path, step by step
     est = BayesianLinearRegression(
-        solver="sgd",
+        solver=blm.SGD(**options, momentum=0.5, tol=1e-5),
         n_samples=16,
         random_state=0,
         tol=1e-4,
-        solver_options={**options, "tol": 1e-5},
     ).fit(X, y)
     assert est.diagnostics_.converged and est.diagnostics_.step[-1] < 20_000
     assert est.n_iter_ == exact.n_iter_
@@ -229,10 +228,10 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     (every later step's are rescaled, not re-read), and lands exactly where re-reading
     them every step lands; the rescaled passes equal fresh ones at a new β, per output
     (2 outputs whose β move differently)."""
-    import blm.estimator
+    import blm.solvers.config
     from blm import operators as ops
-    from blm.estimator import _RescaledPass
     from blm.solvers.cg import preconditioner_pass
+    from blm.solvers.config import Problem, _Passes
     from blm.solvers.targets import targets_pass
 
     X, y = random_problem(rng, 200, 10, 1, decay=0.5)
@@ -249,20 +248,20 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     monkeypatch.setattr(ops, "normal_diagonal", counted("diagonal", real_diagonal))
     monkeypatch.setattr(ops, "noise_rhs", counted("targets", real_noise))
     monkeypatch.setattr(
-        blm.estimator, "preconditioner_pass", counted("coarse", preconditioner_pass)
+        blm.solvers.config, "preconditioner_pass", counted("coarse", preconditioner_pass)
     )
-    options = {"n_steps": 50, "batch_size": 50} if solver == "sgd" else {"max_iter": 5}
-    settings = dict(solver=solver, n_samples=4, random_state=0, max_iter=3, tol=1e-12)
+    options = blm.SGD(n_steps=50, batch_size=50) if solver == "sgd" else blm.CG(max_iter=5)
+    settings = dict(solver=options, n_samples=4, random_state=0, max_iter=3, tol=1e-12)
     groups = np.arange(10) % 2  # two prior groups: two coarse blocks for cg
-    est = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
+    est = BayesianLinearRegression(**settings, prior_groups=groups)
     est.fit(X, y[:, 0])
     coarse = int(solver == "cg")  # cg's Jacobi pass carries the coarse blocks
     assert est.n_iter_ == 3
     assert calls == {"diagonal": 1 - coarse, "targets": 1, "coarse": coarse}
 
     # the same fit re-reading both every step (the carried passes forget their first β)
-    monkeypatch.setattr(_RescaledPass, "__call__", lambda self, lik: self.compute(lik))
-    fresh = BayesianLinearRegression(**settings, prior_groups=groups, solver_options=options)
+    monkeypatch.setattr(_Passes, "__call__", lambda self, lik: self.compute(lik))
+    fresh = BayesianLinearRegression(**settings, prior_groups=groups)
     fresh.fit(X, y[:, 0])
     assert calls == {"diagonal": 5 * (1 - coarse), "targets": 1 + 4, "coarse": 5 * coarse}
     np.testing.assert_allclose(est.alpha_, fresh.alpha_, rtol=1e-9)
@@ -273,19 +272,19 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     X2, Y2 = random_problem(rng, 50, 6, 2, decay=0.5)
     feats, ds = LinearFeatures(6, 2), ArrayDataset(X2, Y2)
     first, later = Gaussian([4.0, 0.5]), Gaussian([1.0, 2.0])
-    diagonal = _RescaledPass(feats, lambda lik: ops.normal_diagonal(feats, lik, ds))
+    diagonal = _Passes(Problem(feats, None, None, ds, outputs=2), lambda lik: ops.normal_diagonal(feats, lik, ds))
     diagonal(first)
     np.testing.assert_allclose(diagonal(later), ops.normal_diagonal(feats, later, ds), rtol=1e-12)
     key = jax.random.PRNGKey(3)
-    targets = _RescaledPass(
-        feats, lambda lik: targets_pass(feats, lik, ds, key, 5), (1.0,) + (0.5,) * 5
+    targets = _Passes(
+        Problem(feats, None, None, ds, outputs=2), lambda lik: targets_pass(feats, lik, ds, key, 5), (1.0,) + (0.5,) * 5
     )
     targets(first)
     np.testing.assert_allclose(
         targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
     )
     blocks = jnp.asarray(np.arange(12) % 3)
-    both = _RescaledPass(feats, lambda lik: jnp.vstack(preconditioner_pass(feats, lik, ds, blocks)))
+    both = _Passes(Problem(feats, None, None, ds, outputs=2), lambda lik: jnp.vstack(preconditioner_pass(feats, lik, ds, blocks)))
     both(first)
     np.testing.assert_allclose(
         both(later), jnp.vstack(preconditioner_pass(feats, later, ds, blocks)), rtol=1e-10
@@ -303,8 +302,8 @@ def test_sampled_solver_needs_samples():
     assert not hasattr(BayesianLinearRegression().fit(X, y), "samples_")
     with pytest.raises(ValueError, match="n_samples must be >= 1"):
         BayesianLinearRegression(solver="sgd", n_samples=0).fit(np.ones((4, 2)), np.arange(4.0))
-    with pytest.raises(ValueError, match="gamma_estimator must be one of"):
-        BayesianLinearRegression(solver="cg", gamma_estimator="x").fit(
+    with pytest.raises(ValueError, match="MacKay.gamma must be one of"):
+        BayesianLinearRegression(solver="cg", hyper=blm.MacKay(gamma="x")).fit(
             np.ones((4, 2)), np.arange(4.0)
         )
 
@@ -516,23 +515,22 @@ def test_estimator_adaptive_tol():
     X, Y = random_problem(rng, 1000, 30, 1, decay=0.5)
     y = Y[:, 0]
     kw = {"n_samples": 8, "random_state": 0, "tol": 1e-8, "max_iter": 500}
+    svrg = blm.SVRG(snapshot_every=10)
     for solver, options in [
-        ("cg", {"tol": 1e-10}),
-        ("sgd", {"snapshot_every": 10, "momentum": 0.5, "tol": 1e-7, "n_steps": 50_000}),
+        (blm.CG, {"tol": 1e-10}),
+        (blm.SGD, {"svrg": svrg, "momentum": 0.5, "tol": 1e-7, "n_steps": 50_000}),
     ]:
         fixed = BayesianLinearRegression(
-            solver=solver, solver_options={**options, "adaptive_tol": False}, **kw
+            solver=solver(**options, adaptive_tol=False), **kw
         ).fit(X, y)
-        adaptive = BayesianLinearRegression(solver=solver, solver_options=options, **kw).fit(X, y)
+        adaptive = BayesianLinearRegression(solver=solver(**options), **kw).fit(X, y)
         assert adaptive.trajectory_.alpha[2] != fixed.trajectory_.alpha[2]  # another path
         np.testing.assert_allclose(adaptive.alpha_, fixed.alpha_, rtol=1e-5)
         np.testing.assert_allclose(adaptive.beta_, fixed.beta_, rtol=1e-6)
     with pytest.raises(ValueError, match="adaptive_tol loosens the solver's tolerance"):
-        BayesianLinearRegression(solver="sgd", solver_options={"adaptive_tol": True}, **kw).fit(
-            X, y
-        )
+        BayesianLinearRegression(solver=blm.SGD(adaptive_tol=True), **kw).fit(X, y)
     with pytest.raises(ValueError, match="adaptive_tol must be True, False or None"):
-        BayesianLinearRegression(solver="cg", solver_options={"adaptive_tol": 1}, **kw).fit(X, y)
+        BayesianLinearRegression(solver=blm.CG(adaptive_tol=1), **kw).fit(X, y)
 
 
 def test_combined_gamma_per_group_survives_directions_across_groups():

@@ -4,6 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
+import blm
 from blm import BayesianLinearRegression, HDF5Dataset
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.features import LinearFeatures
@@ -66,18 +67,16 @@ def test_streamed_dense_model_keeps_no_rows(tmp_path, problem):
     [
         ({"solver": "exact"}, 1e-8),
         (
-            {"solver": "cg", "n_samples": 4, "random_state": 0, "solver_options": {"tol": 1e-10}},
+            {"solver": blm.CG(tol=1e-10), "n_samples": 4, "random_state": 0},
             1e-6,
         ),
         (  # SLQ evidence ascent: Lanczos reads the file block by block inside its loop
             {
-                "solver": "cg",
+                "solver": blm.CG(tol=1e-10),
                 "n_samples": 4,
                 "random_state": 0,
-                "solver_options": {"tol": 1e-10},
-                "hyper": "evidence",
+                "hyper": blm.EvidenceAscent(slq=blm.SLQ(depth=10, n_probes=2, block_size=64)),
                 "max_iter": 4,
-                "evidence_options": {"depth": 10, "n_probes": 2, "block_size": 64},
             },
             1e-6,
         ),
@@ -110,11 +109,10 @@ def test_sgd_estimator_on_hdf5_reaches_the_exact_hyperparameters(tmp_path, probl
     X, y = problem
     exact = BayesianLinearRegression(tol=1e-10).fit(X, y)
     disk = BayesianLinearRegression(
-        solver="sgd",
+        solver=blm.SGD(n_steps=800, batch_size=100, block_size=200),
         n_samples=32,
         random_state=0,
         tol=1e-3,
-        solver_options={"n_steps": 800, "batch_size": 100, "block_size": 200},
     ).fit(HDF5Dataset(_file(tmp_path, X, y)))
     np.testing.assert_allclose(disk.alpha_, exact.alpha_, rtol=0.15)
     np.testing.assert_allclose(disk.beta_, exact.beta_, rtol=0.03)

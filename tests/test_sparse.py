@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
+import blm
 from blm import BayesianLinearRegression, LinearFeatures, SparseHDF5Dataset, SparseLinearFeatures
 from blm.data import _scaled_values, padded_rows, with_offset_pair
 
@@ -129,7 +130,7 @@ def test_sparse_dataset_errors_name_the_problem(tmp_path):
     [
         ({"solver": "exact"}, 1e-8),
         (
-            {"solver": "cg", "n_samples": 8, "random_state": 0, "solver_options": {"tol": 1e-10}},
+            {"solver": blm.CG(tol=1e-10), "n_samples": 8, "random_state": 0},
             1e-6,
         ),
     ],
@@ -179,13 +180,11 @@ def test_sparse_counts_with_an_intercept_agree_with_bayesian_ridge(solver):
     X = rng.poisson(0.3, (n, p)).astype(float)
     y = 5.0 + X @ rng.standard_normal(p) + 0.5 * rng.standard_normal(n)
     ref = BayesianRidge(tol=1e-10).fit(X, y)
-    options = {"cg": {"solver_options": {"tol": 1e-8}}}.get(solver, {})
     est = BayesianLinearRegression(
-        solver=solver,
+        solver=blm.CG(tol=1e-8) if solver == "cg" else solver,
         n_samples=0 if solver == "exact" else 32,
         random_state=0,
         tol=1e-8,
-        **options,
     ).fit(scipy.sparse.csr_array(X), y)
     # rtol of α, β; atol of the intercept and coefficients
     alpha, beta, intercept, coef = {

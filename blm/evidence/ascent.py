@@ -25,7 +25,7 @@ import optax
 
 from blm._checks import positive
 from blm.evidence.closed_form import GammaHyperprior
-from blm.evidence.lanczos import SLQConfig, rademacher_probes, slq_log_evidence
+from blm.evidence.lanczos import SLQ, rademacher_probes, slq_log_evidence
 from blm.evidence.loop import HyperparameterFit, Solve, SolveSchedule, solve_and_update
 from blm.features import Features
 from blm.likelihoods import Gaussian
@@ -92,7 +92,7 @@ def fit_evidence(
     likelihood: Gaussian,
     dataset,
     key: jax.Array,
-    config: SLQConfig = SLQConfig(),
+    config: SLQ = SLQ(),
     hyper: GammaHyperprior = GammaHyperprior(),
     learning_rate: float = 0.1,
     max_iter: int = 200,

@@ -124,7 +124,7 @@ def slq_logdet(
 
 
 @dataclass(frozen=True)
-class SLQConfig:
+class SLQ:
     """Settings of the SLQ evidence: Krylov ``depth`` K, ``n_probes`` P Rademacher probes
     (fixed across calls: common random numbers), ``probe_batch`` probes at a time,
     ``adjoint`` (False: backpropagate through Lanczos), ``block_size`` rows per block."""
@@ -152,7 +152,7 @@ def log_evidence_at(
     blocks: ops.StackedBlocks | ops.StreamedBlocks,
     probes: Float[Array, "P d"],
     n: int,
-    config: SLQConfig,
+    config: SLQ,
 ) -> tuple[Float[Array, ""], Float[Array, ""]]:
     """(log p(Y | α, β), SLQ log det H) as a traceable function of η = (log α, log β), for
     jax transformations (``jax.grad`` gives the adjoint gradient; jit with
@@ -201,7 +201,7 @@ def slq_log_evidence(
     dataset,
     mean: Float[Array, " d"],
     probes: Float[Array, "P d"],
-    config: SLQConfig = SLQConfig(),
+    config: SLQ = SLQ(),
     blocks: ops.StackedBlocks | ops.StreamedBlocks | None = None,
 ) -> tuple[float, np.ndarray, np.ndarray, dict]:
     """log p(Y | α, β) at the prior's α and the likelihood's β, with θ̄ = ``mean`` (from

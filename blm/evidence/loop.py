@@ -126,18 +126,19 @@ class HyperparameterFit:
         sgd runs its steps, the exact solver factors)."""
         return tol is None or bool(getattr(self.diagnostics, "converged", True))
 
-    def warn_if_unsolved(self, tol: float | None, solver: str, options: str) -> None:
+    def warn_if_unsolved(self, tol: float | None, solver) -> None:
         """Warn (``ConvergenceWarning``) where the final solve had a tolerance ``tol`` (cg;
         sgd with a tol) and stopped at its cap before every column reached it: α, β and
-        the posterior are then less accurate than asked. ``options`` names the argument
-        to raise the cap in (``solver_options``, ``cg_options``, …)."""
+        the posterior are then less accurate than asked. ``solver``: the solver object,
+        whose cap the message names (``blm.CG(max_iter=...)``, ``blm.SGD(n_steps=...)``)."""
         if self.solve_converged(tol):
             return
-        cap = "n_steps" if solver == "sgd" else "max_iter"
+        name = type(solver).__name__
+        cap = "n_steps" if name == "SGD" else "max_iter"
         warn_not_converged(
-            f"the final {solver} solve stopped at its cap ({cap}) before every column's "
+            f"the final {name.lower()} solve stopped at its cap ({cap}) before every column's "
             f"relative residual reached tol = {tol:g}: the posterior and α, β are solved "
-            f"less accurately than asked; raise {options}['{cap}'] or the tol",
+            f"less accurately than asked; raise blm.{name}({cap}=...) or its tol",
             stacklevel=3,
         )
 
