@@ -74,9 +74,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--max-iter", type=int, default=DEFAULTS["max_iter"], help="hyperparameter steps at most"
     )
-    p.add_argument(
-        "--tol", type=float, default=DEFAULTS["tol"], help="relative change to stop at"
-    )
+    p.add_argument("--tol", type=float, default=DEFAULTS["tol"], help="relative change to stop at")
     p.add_argument(
         "--steps", type=int, default=None, help="sgd steps per solve (at most; default 2000)"
     )
@@ -136,10 +134,23 @@ def add_commands(sub) -> None:
 
 
 def _converged_text(est) -> str:
-    """"converged", or "NOT converged (last change …)" for a fit that stopped at a cap."""
+    """ "converged", or "NOT converged (last change …)" for a fit that stopped at a cap."""
     if est.converged_:
         return "converged"
     return f"NOT converged (last relative change {est.last_change_:.2e}; raise --max-iter)"
+
+
+def _report():
+    """``blm.estimator_report`` (imported when needed: it loads JAX)."""
+    from blm import estimator_report
+
+    return estimator_report
+
+
+def _predict_rows(est, rows):
+    from blm.estimator_predict import predict
+
+    return predict(est, rows, return_std=True)
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -218,7 +229,7 @@ def fit(args: argparse.Namespace) -> int:
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     print(
-        f"blm fit: alpha = {est._alpha_text()}, beta = {np.round(est.beta_, 6)} after "
+        f"blm fit: alpha = {_report().alpha_text(est)}, beta = {np.round(est.beta_, 6)} after "
         f"{est.n_iter_} steps ({_converged_text(est)}); posterior written to {args.out}"
     )
     return 0
@@ -382,7 +393,7 @@ def predict(args: argparse.Namespace) -> int:
                 for start in range(0, n, args.block_size):
                     stop = min(start + args.block_size, n)
                     rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
-                    mean[start:stop], std[start:stop] = est._predict(rows, return_std=True)
+                    mean[start:stop], std[start:stop] = _predict_rows(est, rows)
     except (FileNotFoundError, ValueError) as err:
         return _fail("predict", err)
     print(f"blm predict: mean and std of {n} rows written to {args.out}")
@@ -410,7 +421,9 @@ def coef(args: argparse.Namespace) -> int:
         if hasattr(est, "feature_names_in_"):
             out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
     k = getattr(est.posterior_, "k", 0)
-    source = f"estimated from {k} samples, ±{est._sd_error():.0f} % median" if k else "exact"
+    source = (
+        f"estimated from {k} samples, ±{_report().sd_error(est):.0f} % median" if k else "exact"
+    )
     print(est.summary())
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0
@@ -432,7 +445,7 @@ def info(args: argparse.Namespace) -> int:
     print(f"solver, hyper:   {one_line}")
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"precision:       {np.asarray(post.mean).dtype}")
-    print(f"alpha:           {est._alpha_text()}")
+    print(f"alpha:           {_report().alpha_text(est)}")
     if est.fixed_alpha:
         given = ", ".join(f"{label}={value:g}" for label, value in est.fixed_alpha.items())
         print(f"alpha given:     {given} (not fitted; 0: flat, unpenalised)")

@@ -22,6 +22,7 @@ exact J(x)H⁻¹J(x)ᵀ.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import equinox as eqx
@@ -33,17 +34,15 @@ from blm import operators as ops
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
 from blm._progress import close, progress_bar
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
-from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
+from blm.evidence.closed_form import DenseGaussianModel
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
     FinalSolve,
     HyperparameterFit,
     HyperparameterRangeError,
     checked_final_solve,
-    iterate_hyperparameters,
     relative_change,
 )
-from blm.evidence.mackay import fit_mackay
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
 from blm.likelihoods import Gaussian, Likelihood
@@ -55,6 +54,7 @@ from blm.memory import (
     estimate_sgd_memory,
 )
 from blm.network import NetworkFeatures
+from blm.pipeline import FitSettings, fit_hyperparameters
 from blm.priors import Prior
 from blm.rules import MacKay, as_rule
 from blm.solvers.config import NETWORK_DEFAULTS, SGD, Exact, Problem, Solver, as_solver
@@ -343,17 +343,10 @@ class LinearisedModel:
         }
         try:
             if isinstance(solver, Exact):
-                fit, exact = self._fit_exact(**run)
+                fit, exact = self._fit_exact(run, rule)
             else:
                 exact = None
-                fit = self._fit_sampled(
-                    **run,
-                    solver=solver,
-                    gamma_estimator=rule.gamma,
-                    progress=progress,
-                    start=start,
-                    final_solve=final_solve,
-                )
+                fit = self._fit_sampled(run, solver, rule, progress, start, final_solve)
         except HyperparameterRangeError as err:
             if not err.runaway:
                 raise
@@ -448,71 +441,35 @@ class LinearisedModel:
             )
         return self._laplace_log_evidence(prior, post.likelihood, logdet_h)
 
-    def _fit_sampled(
-        self,
-        likelihood,
-        prior,
-        key,
-        k,
-        em_steps,
-        tol,
-        centre,
-        tick,
-        memory_limit,
-        fixed,
-        *,
-        solver,
-        gamma_estimator,
-        progress,
-        start,
-        final_solve,
-    ) -> HyperparameterFit:
+    def _fit_sampled(self, run: dict, solver, rule, progress, start, final_solve):
         """Sample-based MacKay EM around the SGD sampler (``fit``'s default) or CG, both
-        warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone)."""
-        w = self.features.w
-        problem = Problem(self.features, likelihood, prior, self.dataset, self.block_size, None)
-        state = solver.init(problem, key, k, progress)
-        batch = state.settings.batch_size if isinstance(solver, SGD) else self.block_size
-        check_memory(self.memory_estimate(k, batch), memory_limit)
+        warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone),
+        through the one pipeline (``blm.pipeline.fit_hyperparameters``)."""
+        w, k, n = self.features.w, run["k"], self.dataset.n
+        batch = solver.config(n).batch_size if isinstance(solver, SGD) else self.block_size
+        check_memory(self.memory_estimate(k, batch), run["memory_limit"])
         if isinstance(solver, SGD):
             first = start
         else:
             samples = start[1:] if start.ndim == 2 else jnp.zeros((k, w.shape[0]), w.dtype)
             first = SampledPosterior(mean=w, samples=samples)
-
-        def run(lik, prior, init):
-            return solver.solve(state, lik, prior, first if init is None else init)
-
-        def solve(lik, prior, init):
-            post, diagnostics = run(lik, prior, init)
-            if centre == "map":
-                post = eqx.tree_at(lambda p: p.mean, post, w)
-            return post, diagnostics
-
-        fit = fit_mackay(
-            solve,
-            self.features,
-            prior,
-            likelihood,
-            self.dataset,
-            GammaHyperprior(),
-            gamma_estimator,
-            em_steps,
-            tol,
-            tick,
-            self.block_size,
-            fixed=fixed,
-            final_solve=final_solve,
+        return fit_hyperparameters(
+            Problem(
+                self.features, run["likelihood"], run["prior"], self.dataset, self.block_size, None
+            ),
+            solver,
+            rule,
+            settings=_settings(run, final_solve=final_solve, solve_progress=progress),
+            key=run["key"],
+            n_samples=k,
+            centre=w if run["centre"] == "map" else None,
+            init=first,
         )
-        if fit.solved_at_final:
-            fit.warn_if_unsolved(solver.final_tol, solver)
-        return fit
 
-    def _fit_exact(
-        self, likelihood, prior, key, k, em_steps, tol, centre, tick, memory_limit, fixed
-    ) -> tuple[HyperparameterFit, ExactPosterior]:
+    def _fit_exact(self, run: dict, rule) -> tuple[HyperparameterFit, ExactPosterior]:
         """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
         with k exact draws."""
+        likelihood = run["likelihood"]
         gaussian = isinstance(likelihood, Gaussian)
         n, m, d = self.dataset.n, self.features.m, self.features.d
         dtype = jnp.result_type(float)
@@ -527,7 +484,7 @@ class LinearisedModel:
             f"n = {n} inputs, m = {m} outputs and d = {d} weights",
             "use solver='sgd' (memory of order (n_samples + 1)·d), or select fewer weights "
             "with filter_spec (e.g. the last layer)",
-            memory_limit,
+            run["memory_limit"],
         )
         model = DenseGaussianModel.from_data(
             self.features,
@@ -537,43 +494,36 @@ class LinearisedModel:
             rows=lambda xb, yb: _dense_block(self.features, likelihood, xb, yb, dtype),
             accumulate=primal,
         )
-        centre_w = jnp.asarray(self.features.w, dtype) if centre == "map" else None
+        centre_w = jnp.asarray(self.features.w, dtype) if run["centre"] == "map" else None
 
-        def step(alpha, beta):
-            p = prior.with_alpha(jnp.asarray(alpha, dtype))
-            new_alpha, new_beta, info = exact_mackay_step(
-                model, p, jnp.asarray(beta, dtype), GammaHyperprior(), centre_w
-            )
-            if not bool(jnp.all(jnp.isfinite(info["posterior"].mean))):
+        def check(posterior, alpha):
+            if not bool(jnp.all(jnp.isfinite(posterior.mean))):
                 raise FloatingPointError(
                     f"solver='exact': the Cholesky factor of H = GGN + A is not finite in "
                     f"{np.dtype(dtype).name} at alpha={[float(f'{a:.3g}') for a in np.ravel(alpha)]} "
                     "(H too ill-conditioned for this precision): enable float64 "
                     "(jax.config.update('jax_enable_x64', True)) or use solver='sgd'"
                 )
-            summary = {key: info[key] for key in ("gamma", "data_fit", "score")}
-            return new_alpha, new_beta if gaussian else beta, summary
 
-        beta0 = np.asarray(likelihood.beta) if gaussian else np.ones(1)
-        alpha, beta, n_iter, trajectory, report = iterate_hyperparameters(
-            step, np.asarray(prior.alpha), beta0, em_steps, tol, tick, fixed=fixed
+        fit = fit_hyperparameters(
+            Problem(self.features, likelihood, run["prior"], self.dataset, self.block_size, None),
+            Exact(),
+            rule,
+            settings=_settings(run, fit_beta=gaussian, check=check),
+            dense=model,
+            centre=centre_w,
         )
-        exact = model.posterior(
-            prior.with_alpha(jnp.asarray(alpha, dtype)), jnp.asarray(beta, dtype)
-        )
+        exact = fit.posterior
         mean = exact.mean if centre_w is None else centre_w
-        posterior = SampledPosterior(mean=mean, samples=exact.sample(key, k))
-        fit = HyperparameterFit(
-            alpha,
-            beta,
-            posterior,
-            n_iter,
-            trajectory,
-            None,
-            converged=report["converged"],
-            last_change=report["change"],
-        )
-        return fit, exact
+        posterior = SampledPosterior(mean=mean, samples=exact.sample(run["key"], run["k"]))
+        return dataclasses.replace(fit, posterior=posterior), exact
+
+
+def _settings(run: dict, **extra) -> FitSettings:
+    """The pipeline's settings from ``fit``'s ``run`` (no hyperprior on a network)."""
+    return FitSettings(
+        max_iter=run["em_steps"], tol=run["tol"], fixed=run["fixed"], progress=run["tick"], **extra
+    )
 
 
 @eqx.filter_jit

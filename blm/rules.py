@@ -25,7 +25,7 @@ import equinox as eqx
 import numpy as np
 
 from blm.evidence.lanczos import SLQ
-from blm.solvers.config import Defaults
+from blm.solvers.config import Defaults, as_config
 
 GAMMA_FORMS = ("combined", "data", "prior")
 
@@ -54,7 +54,9 @@ class MacKay(Rule):
 
     def __check_init__(self):
         if self.gamma is not None and self.gamma not in GAMMA_FORMS:
-            raise ValueError(f"MacKay.gamma must be one of {GAMMA_FORMS} or None, got {self.gamma!r}")
+            raise ValueError(
+                f"MacKay.gamma must be one of {GAMMA_FORMS} or None, got {self.gamma!r}"
+            )
 
     def resolved(self, defaults: Defaults) -> MacKay:
         return self if self.gamma is not None else MacKay(gamma=defaults.gamma)
@@ -93,17 +95,6 @@ RULE_NAMES = {"mackay": MacKay, "evidence": EvidenceAscent}
 
 def as_rule(rule: str | Rule, name: str = "hyper") -> Rule:
     """A rule object from ``rule``: one already, or 'mackay' / 'evidence' for the
-    default object.
-
-    Raises:
-        ValueError: for an unknown name; TypeError: for anything else; both naming
-            ``name``.
-    """
-    if isinstance(rule, Rule):
-        return rule
-    if isinstance(rule, str) and rule in RULE_NAMES:
-        return RULE_NAMES[rule]()
-    raise (ValueError if isinstance(rule, str) else TypeError)(
-        f"{name} must be one of 'mackay', 'evidence' or a rule object (blm.MacKay(...), "
-        f"blm.EvidenceAscent(...)), got {rule!r}"
-    )
+    default object (``as_config``; TypeError/ValueError naming ``name``)."""
+    described = "a rule object (blm.MacKay(...), blm.EvidenceAscent(...))"
+    return as_config(rule, RULE_NAMES, Rule, name, described)

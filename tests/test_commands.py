@@ -47,7 +47,7 @@ def test_fit_predict_info(tmp_path, data, precision):
     out = _run("fit", path, "--solver", "exact", "--groups", "g", "--out", post, "--quiet", *wide)
     assert out.returncode == 0, out.stderr
     assert not (tmp_path / "post.h5.ckpt").exists()  # removed once the result is written
-    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2, max_iter=30, tol=1e-3).fit(X, y)
+    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2).fit(X, y)  # the same defaults
     est = BayesianLinearRegression.load(post)
     assert np.asarray(est.posterior_.mean).dtype == precision
     close = 1e-5 if precision == "float32" else 1e-9
@@ -81,7 +81,7 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
     post = tmp_path / "post.h5"
     out = _run("fit", path, "--solver", "exact", "--groups", "g_named", "--out", post, "--quiet")
     assert out.returncode == 0, out.stderr
-    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2, max_iter=30, tol=1e-3).fit(X, y)
+    ref = BayesianLinearRegression(prior_groups=np.arange(30) % 2).fit(X, y)  # the same defaults
     est = BayesianLinearRegression.load(post)
     np.testing.assert_array_equal(est.prior_group_names_, ["early", "late"])
     np.testing.assert_allclose(est.alpha_, ref.alpha_[::-1], rtol=1e-5)
@@ -134,19 +134,25 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
             ["fit", "{data}", "--solver", "exact", "--solver-tol", "1e-4", "--out", "{dir}/p.h5"],
             "--solver-tol applies to --solver sgd or cg",
         ),
-        (["fit", "{data}", "--solver-tol", "0", "--out", "{dir}/p.h5"], "--solver-tol must be"),
+        (
+            ["fit", "{data}", "--solver", "sgd", "--solver-tol", "0", "--out", "{dir}/p.h5"],
+            "--solver-tol must be",
+        ),
         (["fit", "{data}", "--fixed-solver-tol", "--out", "{dir}/p.h5"], "--fixed-solver-tol"),
         (
             ["fit", "{data}", "--solver", "exact", "--fixed-solver-tol", "--out", "{dir}/p.h5"],
             "applies where a solve has a tolerance",
         ),
-        (["fit", "{data}", "--solver-tol", "nan", "--out", "{dir}/p.h5"], "--solver-tol must be"),
+        (
+            ["fit", "{data}", "--solver", "sgd", "--solver-tol", "nan", "--out", "{dir}/p.h5"],
+            "--solver-tol must be",
+        ),
         (
             ["fit", "{data}", "--solver", "cg", "--snapshot-every", "5", "--out", "{dir}/p.h5"],
             "--snapshot-every applies to --solver sgd",
         ),
         (
-            ["fit", "{data}", "--snapshot-every", "0", "--out", "{dir}/p.h5"],
+            ["fit", "{data}", "--solver", "sgd", "--snapshot-every", "0", "--out", "{dir}/p.h5"],
             "--snapshot-every must",
         ),
     ],
@@ -166,11 +172,12 @@ def test_solver_tol_solves_sgd_to_cgs_criterion(tmp_path, data):
     lands 1e-3 away."""
     path = data[0]
     runs = {}
-    common = ["--samples", 16, "--batch-size", 100, "--steps", 5000, "--quiet", "--seed", 3]
+    common = ["--samples", 16, "--max-iter", 30, "--tol", 1e-3, "--quiet", "--seed", 3]
+    sgd = ["--solver", "sgd", "--batch-size", 100, "--steps", 5000]
     for name, extra in [
-        ("svrg", ["--solver-tol", 1e-5]),
+        ("svrg", [*sgd, "--solver-tol", 1e-5]),
         ("cg", ["--solver", "cg", "--solver-tol", 1e-6]),
-        ("plain", []),
+        ("plain", sgd),
     ]:
         out = _run("fit", path, *common, *extra, "--out", tmp_path / f"{name}.h5")
         assert out.returncode == 0, out.stderr

@@ -9,7 +9,7 @@ from sklearn.datasets import load_diabetes
 from sklearn.linear_model import BayesianRidge
 
 import blm
-from blm import BayesianLinearRegression, LinearFeatures
+from blm import BayesianLinearRegression, LinearFeatures, estimator_data
 from blm.datasets import co2_design, macro_design
 from blm.evidence.closed_form import DenseGaussianModel
 
@@ -117,7 +117,7 @@ def test_checkpoint_fingerprint_sees_the_whole_grouping():
     other = groups.copy()
     other[1500] = 1
     prints = [
-        BayesianLinearRegression(prior_groups=g)._fingerprint(X, y)
+        estimator_data.fingerprint(BayesianLinearRegression(prior_groups=g), X, y)
         for g in (groups, groups.copy(), other, other.astype(str))
     ]
     assert prints[0] == prints[1] and len(set(prints)) == 3
@@ -651,12 +651,12 @@ def test_exact_solver_refuses_a_fit_that_cannot_fit(monkeypatch, tmp_path):
     before anything is formed: in memory 5·(n·d + d²) numbers, streamed 5·d² + 3·b·d."""
     import h5py
 
-    import blm.estimator
+    import blm.estimator_fit
     from blm import HDF5Dataset
 
     X, y = load_diabetes(return_X_y=True)
     need = 5 * (442 * 10 + 10 * 10) * 8
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: need - 1)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: need - 1)
     with pytest.raises(MemoryError, match="solver='exact' forms the posterior densely"):
         BayesianLinearRegression().fit(X, y)
     assert BayesianLinearRegression(solver="cg", n_samples=2).fit(X, y).coef_.shape == (10,)
@@ -665,29 +665,29 @@ def test_exact_solver_refuses_a_fit_that_cannot_fit(monkeypatch, tmp_path):
         f["X"], f["y"] = X, y
     data = HDF5Dataset(path, block_size=100)
     streamed = (5 * 10 * 10 + 3 * 100 * 10) * 8
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: streamed)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: streamed)
     BayesianLinearRegression().fit(data)  # fits: the file's rows are never all in memory
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: streamed - 1)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: streamed - 1)
     with pytest.raises(MemoryError, match="for n = 442 rows and d = 10 weights"):
         BayesianLinearRegression().fit(data)
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: need)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: need)
     BayesianLinearRegression().fit(X, y)
 
 
 def test_sigma_refuses_a_covariance_that_cannot_fit(monkeypatch):
     """d² numbers twice (device array and NumPy copy): 2·10²·8 = 1 600 bytes here."""
-    import blm.estimator
+    import blm.estimator_predict
 
     X, y = load_diabetes(return_X_y=True)
     est = BayesianLinearRegression(solver="cg", n_samples=4, random_state=0).fit(X, y)
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 1_599)
+    monkeypatch.setattr(blm.estimator_predict, "available_memory", lambda: 1_599)
     with pytest.raises(MemoryError, match="sigma_ is the 10 x 10 posterior covariance"):
         _ = est.sigma_
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 1_600)
+    monkeypatch.setattr(blm.estimator_predict, "available_memory", lambda: 1_600)
     assert est.sigma_.shape == (10, 10)
     # likewise predict's (t·m)² covariance: 2·5²·8 = 400 bytes for 5 rows
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 399)
+    monkeypatch.setattr(blm.estimator_predict, "available_memory", lambda: 399)
     with pytest.raises(MemoryError, match="return_cov: the covariance of 5 rows x 1 outputs"):
         est.predict(X[:5], return_cov=True)
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: 400)
+    monkeypatch.setattr(blm.estimator_predict, "available_memory", lambda: 400)
     assert est.predict(X[:5], return_cov=True)[1].shape == (5, 5)

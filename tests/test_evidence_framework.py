@@ -94,10 +94,11 @@ def test_only_the_last_round_solves_at_its_fitted_alpha(monkeypatch):
     """A round that retrains skips the solve at its fitted α (the next round's first
     E-step solves there around the new w̄): em_steps solves per such round, em_steps + 1
     in the last, whose posterior (returned) is solved at the α it reports."""
-    import blm.laplace
+    import blm.pipeline
+    import blm.solvers.config
 
     fits, solves = [], []
-    fit_mackay, sgd = blm.laplace.fit_mackay, blm.laplace.sgd
+    fit_mackay, sgd = blm.pipeline.fit_mackay, blm.solvers.config.sgd
 
     def counted_fit(*args, **kwargs):
         fits.append(fit_mackay(*args, **kwargs))
@@ -107,8 +108,8 @@ def test_only_the_last_round_solves_at_its_fitted_alpha(monkeypatch):
         solves.append(1)
         return sgd(*args, **kwargs)
 
-    monkeypatch.setattr(blm.laplace, "fit_mackay", counted_fit)
-    monkeypatch.setattr(blm.laplace, "sgd", counted_sgd)
+    monkeypatch.setattr(blm.pipeline, "fit_mackay", counted_fit)
+    monkeypatch.setattr(blm.solvers.config, "sgd", counted_sgd)
     with pytest.warns(UserWarning, match="rounds=3"):  # tol=1e-6: no round settles
         fit, _, _ = _fit(
             alpha=1e-2,

@@ -284,18 +284,18 @@ def test_fixed_alpha_survives_save_and_load(rng, tmp_path):
 def test_exact_memory_estimate_is_primal_with_a_flat_group(monkeypatch, rng):
     """d > n would take the dual form (A⁻¹ needed); a flat group forces the primal one, and
     the estimate before the fit follows: 5·(n·d + d²) numbers, not 12·n·d + 3·n²."""
-    import blm.estimator
+    import blm.estimator_fit
 
     X, y = rng.standard_normal((20, 40)), rng.standard_normal(20)
     labels = ["x"] * 2 + ["z"] * 38
     primal = 5 * (20 * 40 + 40 * 40) * 8
     assert (12 * 20 * 40 + 3 * 20**2) * 8 < primal
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: primal - 1)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: primal - 1)
     BayesianLinearRegression(prior_groups=labels).fit(X, y)  # dual: fits
     flat = BayesianLinearRegression(prior_groups=labels, fixed_alpha={"x": 0.0})
     with pytest.raises(MemoryError, match="forms the posterior densely"):
         flat.fit(X, y)
-    monkeypatch.setattr(blm.estimator, "available_memory", lambda: primal)
+    monkeypatch.setattr(blm.estimator_fit, "available_memory", lambda: primal)
     assert np.all(np.isfinite(flat.fit(X, y).coef_))
 
 

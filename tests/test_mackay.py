@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import blm
-from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
+from blm import (
+    ArrayDataset,
+    BayesianLinearRegression,
+    Gaussian,
+    LinearFeatures,
+    Prior,
+    estimator_data,
+)
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.mackay import (
     effective_dimension,
@@ -116,7 +123,7 @@ def test_sample_em_reaches_exact_fixed_point_with_16_samples(grouped):
     model = DenseGaussianModel.from_arrays(
         jnp.asarray(X - X.mean(0))[:, None, :], jnp.asarray(y - y.mean())[:, None]
     )
-    template = Prior(np.ones(3 if grouped else 1), est._groups(X.shape[1], 1))
+    template = Prior(np.ones(3 if grouped else 1), estimator_data.groups(est, X.shape[1], 1))
     for step in (0, -1):
         prior = template.with_alpha(jnp.asarray(est.trajectory_.alpha[step]))
         beta = jnp.asarray(est.trajectory_.beta[step])

@@ -120,6 +120,7 @@ class HyperparameterFit:
     solved_at_final: bool = True
     converged: bool = True
     last_change: float = 0.0
+    score: float = float("nan")  # exact fits: log evidence + log hyperprior at α, β
 
     def solve_converged(self, tol: float | None) -> bool:
         """Whether the final solve reached its tolerance ``tol`` (True without one: plain

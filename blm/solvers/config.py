@@ -66,17 +66,22 @@ class Problem:
 class Defaults:
     """The settings that depend on the kind of problem (``None`` fields of the solver
     and rule objects). Args: sgd_n_steps, sgd_precondition (Jacobi), cg_tol, gamma
-    (MacKay's γ̂ form)."""
+    (MacKay's γ̂ form), adaptive_tol (loose early solves where there is a tol)."""
 
     sgd_n_steps: int
     sgd_precondition: bool
     cg_tol: float
     gamma: str
+    adaptive_tol: bool
 
 
-DESIGN_DEFAULTS = Defaults(sgd_n_steps=2000, sgd_precondition=True, cg_tol=1e-6, gamma="combined")
+DESIGN_DEFAULTS = Defaults(
+    sgd_n_steps=2000, sgd_precondition=True, cg_tol=1e-6, gamma="combined", adaptive_tol=True
+)
 """A design matrix (``BayesianLinearRegression``, ``blm fit``)."""
-NETWORK_DEFAULTS = Defaults(sgd_n_steps=1000, sgd_precondition=False, cg_tol=1e-4, gamma="data")
+NETWORK_DEFAULTS = Defaults(
+    sgd_n_steps=1000, sgd_precondition=False, cg_tol=1e-4, gamma="data", adaptive_tol=False
+)
 """A linearised network (``LinearisedModel.fit``): its Jacobian columns are strongly
 correlated across layers and Jacobi scaling slows SGD there; the data form of γ̂ does
 not see the directions plain SGD hardly moves."""
@@ -96,6 +101,30 @@ def _positive(value, name: str) -> None:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def _filled(config, **defaults):
+    """``config`` with each field named in ``defaults`` that is None set to its default."""
+    changes = {k: v for k, v in defaults.items() if getattr(config, k) is None}
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def as_config(value, names: dict, base: type, name: str, described: str):
+    """A configuration object from ``value``: an instance of ``base`` already, or a key
+    of ``names`` for its default object.
+
+    Raises:
+        ValueError: for an unknown name; TypeError: for anything else; both naming
+            ``name``.
+    """
+    if isinstance(value, base):
+        return value
+    if isinstance(value, str) and value in names:
+        return names[value]()
+    choices = ", ".join(repr(k) for k in names)
+    raise (ValueError if isinstance(value, str) else TypeError)(
+        f"{name} must be one of {choices} or {described}, got {value!r}"
+    )
 
 
 def _adaptive(value, name: str) -> None:
@@ -243,8 +272,8 @@ class CG(Solver):
         coarse_blocks: an integer block per coordinate (d,) to deflate in place of the
             prior's groups (with ``"coarse"``).
         adaptive_tol: solve early EM steps loosely (``SolveSchedule``: the same fixed
-            point, about half the work); False solves every step to ``tol``; None
-            (default) as True.
+            point, about half the work); False solves every step to ``tol``; None: the
+            problem's (on for a design matrix, off for a network).
         block_size: rows per pass block (None: the features' own bound).
 
     Raises:
@@ -274,7 +303,7 @@ class CG(Solver):
         _integer(self.block_size, "CG.block_size")
 
     def resolved(self, defaults: Defaults) -> CG:
-        return self if self.tol is not None else dataclasses.replace(self, tol=defaults.cg_tol)
+        return _filled(self, tol=defaults.cg_tol, adaptive_tol=defaults.adaptive_tol)
 
     @property
     def final_tol(self) -> float | None:
@@ -352,7 +381,7 @@ class SGD(Solver):
         tol: with ``svrg``, stop at the first snapshot where every column's relative
             residual is ≤ tol (cg's criterion); None: run ``n_steps``.
         adaptive_tol: with ``tol``, solve early EM steps loosely (``SolveSchedule``);
-            None (default): wherever there is a ``tol``; True without one is refused.
+            None: the problem's where there is a ``tol``; True without one is refused.
         block_size: rows per pass block and per read of a streamed file.
         log_every: steps per logged diagnostic.
         objective: ``"low-variance"`` or ``"standard"``.
@@ -411,12 +440,10 @@ class SGD(Solver):
             )
 
     def resolved(self, defaults: Defaults) -> SGD:
-        changes = {}
-        if self.n_steps is None:
-            changes["n_steps"] = defaults.sgd_n_steps
-        if self.precondition is None:
-            changes["precondition"] = defaults.sgd_precondition
-        return dataclasses.replace(self, **changes) if changes else self
+        adaptive = {} if self.tol is None else {"adaptive_tol": defaults.adaptive_tol}
+        return _filled(
+            self, n_steps=defaults.sgd_n_steps, precondition=defaults.sgd_precondition, **adaptive
+        )
 
     @property
     def final_tol(self) -> float | None:
@@ -479,20 +506,9 @@ SOLVER_NAMES = {"exact": Exact, "cg": CG, "sgd": SGD}
 
 def as_solver(solver: str | Solver, name: str = "solver") -> Solver:
     """A solver object from ``solver``: one already, or its name ('exact', 'cg', 'sgd')
-    for the default object.
-
-    Raises:
-        ValueError: for an unknown name; TypeError: for anything else; both naming
-            ``name``.
-    """
-    if isinstance(solver, Solver):
-        return solver
-    if isinstance(solver, str) and solver in SOLVER_NAMES:
-        return SOLVER_NAMES[solver]()
-    raise (ValueError if isinstance(solver, str) else TypeError)(
-        f"{name} must be one of 'exact', 'cg', 'sgd' or a solver object (blm.Exact(), blm.CG(...), "
-        f"blm.SGD(...)), got {solver!r}"
-    )
+    for the default object (``as_config``; TypeError/ValueError naming ``name``)."""
+    described = "a solver object (blm.Exact(), blm.CG(...), blm.SGD(...))"
+    return as_config(solver, SOLVER_NAMES, Solver, name, described)
 
 
 __all__ = [

@@ -23,10 +23,7 @@ its fixed point whatever the minibatch. The first snapshot is the starting itera
 line-search step of preconditioned steepest descent from 0, x⁰ = (rᵀs / sᵀHs) s with
 r = −∇(0) = t + Ac and s = P⁻¹r, whose one pass (Hs) is also the first snapshot's: x⁰
 is never worse than 0 in the H-norm, ‖x⁰ − x*‖_H ≤ ‖x*‖_H, and the control variate's
-noise grows with ‖x − x̃‖. (A first snapshot at x̃ = 0, free, left the first period plain
-SGD, whose error rose from 0.14 to 0.28 on the benchmark; the Jacobi step P⁻¹r without
-the line search overshoots along correlated columns, where it was worse than 0 as a
-snapshot: CO₂'s random features at batch 1.)
+noise grows with ‖x − x̃‖.
 
 The optimiser is optax SGD with Nesterov momentum, applied to the Jacobi-preconditioned
 gradient P⁻¹g, P = diag(H) (on by default: it removes the spread of column scales,

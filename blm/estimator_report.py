@@ -1,0 +1,98 @@
+"""``BayesianLinearRegression.summary``: the coefficient table and the fit's line, and
+the short texts of hyperparameters that ``blm fit``, ``blm info`` and ``blm coef`` print.
+"""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+
+from blm._checks import positive_int
+from blm.precision import in_fitted_precision
+
+
+@in_fitted_precision
+def sd_error(est) -> float:
+    """The median relative error of the sampled ``coef_std_``, in %: half the
+    predicted relative sd of diag(H⁻¹)'s estimate (``diag_covariance_rel_sd``)."""
+    return 50 * float(np.median(np.asarray(est.posterior_.diag_covariance_rel_sd())))
+
+
+def alpha_text(est) -> str:
+    names = getattr(est, "prior_group_names_", None)
+    if names is None or np.ndim(est.alpha_) == 0:
+        return _short(est.alpha_)
+    return _named([str(n) for n in names], np.asarray(est.alpha_))
+
+
+def summary(est, level: float = 0.95, max_rows: int = 20) -> str:
+    """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
+    posterior mean, sd and the central ``level`` credible interval mean ± z·sd
+    (z = Φ⁻¹((1 + level)/2); the posterior is Gaussian), the ``covariance_columns``
+    first with their solved sds, then the largest |mean|/sd up to ``max_rows`` in all;
+    and the fit: solver, n_iter_, α, β, effective number of parameters γ."""
+    est._check_fitted()
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    max_rows = positive_int(max_rows, "max_rows")
+    p, m = est.X_offset_.shape[0], est.y_offset_.shape[0]
+    names = getattr(est, "feature_names_in_", None)
+    names = [f"x{j}" for j in range(p)] if names is None else [str(n) for n in names]
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    coef, std = np.atleast_2d(est.coef_), np.atleast_2d(est.coef_std_)
+    solved = np.full((m, p), False)
+    if hasattr(est, "coef_covariance_"):
+        cov = est.coef_covariance_.reshape(m, -1, len(est.covariance_columns))
+        cols = list(est.covariance_columns)
+        std[:, cols] = np.sqrt(np.diagonal(cov, axis1=1, axis2=2))
+        solved[:, cols] = True
+    k = getattr(est.posterior_, "k", 0)
+    head = f"{'':<16}{'coef':>11}{'sd':>9} {f'[{level:.0%} credible interval]':>28}"
+    lines = [
+        f"BayesianLinearRegression(solver={est._solver_name()!r}): {est.n_iter_} steps "
+        f"({'converged' if est.converged_ else 'NOT converged'}), "
+        f"alpha = {alpha_text(est)}, beta = {_short(est.beta_)}, "
+        f"gamma = {est.trajectory_.gamma[-1]:.1f}",
+        "sd: exact"
+        if not k
+        else f"sd: from {k} samples (±{sd_error(est):.0f} % median)"
+        + (", * solved exactly (covariance_columns)" if solved.any() else ""),
+    ]
+    for out in range(m):
+        if m > 1:
+            lines.append(f"output {out}:")
+        lines.append(head)
+        order = sorted(
+            range(p), key=lambda j: (not solved[out, j], -abs(coef[out, j]) / std[out, j])
+        )
+        for j in order[:max_rows]:
+            c, s = coef[out, j], std[out, j]
+            mark = "*" if solved[out, j] and k else " "
+            lines.append(
+                f"{names[j][:15]:<16}{c:>11.4g}{s:>9.4g}{mark}{c - z * s:>14.4g}{c + z * s:>14.4g}"
+            )
+        if p > max_rows:
+            lines.append(f"… {p - max_rows} more (max_rows)")
+    return "\n".join(lines)
+
+
+def _named(names, values) -> str:
+    """`name value, …` for up to 8 named hyperparameters (a flat prior's 0 as "flat"),
+    else ``_short``."""
+    if len(names) > 8:
+        return _short(values)
+    text = [
+        f"{name}: {'flat' if v == 0 else f'{v:.4g}'}" for name, v in zip(names, values, strict=True)
+    ]
+    return "{" + ", ".join(text) + "}"
+
+
+def _short(values) -> str:
+    """A hyperparameter for a summary line: 4 digits, a list up to 8 values, else a range."""
+    v = np.atleast_1d(np.asarray(values, np.float64))
+    if v.size == 1:
+        return f"{v[0]:.4g}"
+    if v.size <= 8:
+        return "[" + ", ".join(f"{x:.4g}" for x in v) + "]"
+    return f"{v.size} values in [{v.min():.4g}, {v.max():.4g}]"
