@@ -13,6 +13,7 @@ one of targets (default ``"y"``, shape ``(n,)`` or ``(n, m)``) in the same file.
 
 from __future__ import annotations
 
+import abc
 import copy
 import os
 from collections.abc import Iterator
@@ -42,13 +43,48 @@ def _row_order(n: int, block_size: int, key: jax.Array | None) -> list[np.ndarra
     return [order[i : i + block_size] for i in range(0, n, block_size)]
 
 
-class ArrayDataset:
+class Dataset(abc.ABC):
+    """What every dataset gives (abstract): its sizes, its rows in blocks, and whether
+    it is held in memory (solvers then slice it on the device) or streamed (read one
+    block at a time)."""
+
+    in_memory: bool = False
+    """True for rows held in memory (``ArrayDataset``), False for streamed ones."""
+
+    @property
+    @abc.abstractmethod
+    def n(self) -> int:
+        """Rows."""
+
+    @property
+    @abc.abstractmethod
+    def n_observations(self) -> float:
+        """Observations the likelihood counts (n, or Σw under frequency weights)."""
+
+    @property
+    @abc.abstractmethod
+    def m(self) -> int:
+        """Outputs per row."""
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input row."""
+
+    @abc.abstractmethod
+    def blocks(self, block_size: int | None = None, key: jax.Array | None = None) -> Iterator:
+        """(x_b, y_b, rows_b) covering every row once, shuffled with a ``key``."""
+
+
+class ArrayDataset(Dataset):
     """Inputs and targets held in memory.
 
     ``n_observations``: how many observations the Gaussian likelihood counts (its
     ½ n_obs log β term, so MacKay's β = (n_obs − γ)/‖y − Φθ̄‖²): the n rows by default;
     Σ_i w_i for rows already scaled by √w_i under frequency weights (a row of weight 2
     counts as two, as in scikit-learn's ``BayesianRidge(sample_weight=...)``)."""
+
+    in_memory = True
 
     def __init__(self, X, y, n_observations: float | None = None):
         X = as_float_array(X, "X")
@@ -110,7 +146,7 @@ def column_names(node: h5py.Dataset | h5py.Group) -> np.ndarray | None:
     return np.asarray([c.decode() if isinstance(c, bytes) else str(c) for c in columns], object)
 
 
-class HDF5Dataset:
+class HDF5Dataset(Dataset):
     """Inputs and targets streamed from an HDF5 file in row blocks (h5py).
 
     The file is opened for each pass and closed after it. Targets are checked for

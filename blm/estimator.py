@@ -306,10 +306,7 @@ class BayesianLinearRegression(RegressorParams):
         elif hasattr(self, "coef_covariance_"):
             del self.coef_covariance_  # from an earlier fit with other columns
         if self._k() > 0:
-            if self._exact():
-                z = post.sample(jax.random.fold_in(key, 1), self._k())
-            else:
-                z = post.samples
+            z = post.zero_mean_draws(jax.random.fold_in(key, 1), self._k())
             draws = np.asarray(post.mean + z).reshape(-1, m, p)
             self.samples_ = draws[:, 0] if self._y_1d else draws
         return self

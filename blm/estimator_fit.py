@@ -19,7 +19,7 @@ import numpy as np
 
 from blm import operators as ops
 from blm._progress import progress_bar
-from blm.data import HDF5Dataset, default_dtype
+from blm.data import default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.loop import HyperparameterFit
 from blm.exceptions import warn_not_converged
@@ -75,7 +75,7 @@ def fit_posterior(
 def _dense_model(features, dataset, prior: Prior, beta0) -> DenseGaussianModel:
     """The exact solver's dense model, after its memory check; primal with flat groups
     (whose columns are checked for collinearity on its Gram)."""
-    streamed = dataset.block_size if isinstance(dataset, HDF5Dataset) else None
+    streamed = None if dataset.in_memory else dataset.block_size
     itemsize = np.dtype(default_dtype()).itemsize
     flat = prior.has_flat  # the dual form needs A⁻¹: primal
     check_exact_memory(

@@ -27,7 +27,7 @@ import numpy as np
 from blm._checks import positive, positive_int
 from blm._progress import close, progress_bar
 from blm.laplace import LaplacePosterior, LinearisedModel, linearise
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 from blm.training import train_map
 
 # what each round sets itself in LinearisedModel.fit and train_map
@@ -135,7 +135,7 @@ def train_with_evidence(
             break
         alpha = new
         alphas.append(alpha)
-        if isinstance(likelihood, Gaussian):
+        if likelihood.noise_precision is not None:
             beta = float(np.mean(post.beta))
             likelihood = likelihood.with_beta(post.beta)
         net = train_map(

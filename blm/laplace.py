@@ -45,7 +45,7 @@ from blm.evidence.loop import (
 )
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 from blm.memory import (
     MemoryEstimate,
     check_exact_memory,
@@ -319,9 +319,9 @@ class LinearisedModel:
             start = jnp.concatenate([w[None], init_samples])
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
-        if isinstance(likelihood, Gaussian) and beta_init is not None:
+        if likelihood.noise_precision is not None and beta_init is not None:
             likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
-        elif isinstance(likelihood, Gaussian) and em_steps > 0:
+        elif likelihood.noise_precision is not None and em_steps > 0:
             # EM's start: the MAP network's residuals, 1/β ≈ their mean square
             resid = self.targets - np.asarray(self.offsets)
             likelihood = likelihood.with_beta(1.0 / max(float(np.mean(resid**2)), 1e-12))
@@ -370,7 +370,7 @@ class LinearisedModel:
                 "(blm.train_with_evidence)",
                 stacklevel=2,
             )
-        if isinstance(likelihood, Gaussian):
+        if likelihood.noise_precision is not None:
             likelihood = likelihood.with_beta(jnp.asarray(fit.beta))
         post = LaplacePosterior(
             self.features,
@@ -470,7 +470,7 @@ class LinearisedModel:
         """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
         with k exact draws."""
         likelihood = run["likelihood"]
-        gaussian = isinstance(likelihood, Gaussian)
+        gaussian = likelihood.noise_precision is not None
         n, m, d = self.dataset.n, self.features.m, self.features.d
         dtype = jnp.result_type(float)
         rows, outputs = (n, m) if gaussian else (n * m, 1)
@@ -529,7 +529,8 @@ def _settings(run: dict, **extra) -> FitSettings:
 @eqx.filter_jit
 def _slq_logdet_h(features, likelihood, prior: Prior, blocks, probes, depth: int):
     """SLQ estimate of log det (ΦᵀBΦ + A), H applied by ``operators.normal_operator``."""
-    beta = likelihood.beta if isinstance(likelihood, Gaussian) else jnp.zeros(0)
+    beta = likelihood.noise_precision
+    beta = jnp.zeros(0) if beta is None else beta
 
     def hmul(v):
         return ops.normal_operator((v, beta), features, likelihood, blocks) + prior.mul(v)
@@ -545,7 +546,7 @@ def _dense_block(features, likelihood, xb, yb, dtype):
     Ψ_i = L_iᵀJ_i and ỹ_i = L_iᵀỸ_i (B_i = L_iL_iᵀ at f(w̄, x_i)) as one output of b·m
     rows (β = 1)."""
     b, m = yb.shape
-    if isinstance(likelihood, Gaussian):
+    if likelihood.noise_precision is not None:
         return dense_jacobian(features, xb).astype(dtype), yb.astype(dtype)
     L = likelihood.sqrt_precision(features.offset(xb))
     rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)

@@ -89,7 +89,11 @@ class LaplacePosterior:
 
     @property
     def beta(self) -> np.ndarray | None:
-        return np.asarray(self.likelihood.beta) if isinstance(self.likelihood, Gaussian) else None
+        return (
+            np.asarray(self.likelihood.beta)
+            if self.likelihood.noise_precision is not None
+            else None
+        )
 
     # -- prediction ----------------------------------------------------------------
     def _inputs(self, X) -> jax.Array:
@@ -121,7 +125,7 @@ class LaplacePosterior:
     def predict(self, X, block_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
         """Regression: predictive mean f(w̄, x) and variance v(x) + 1/β, (t, m), with v the
         linearised output variance (``output_variance``: exact, or the samples')."""
-        if not isinstance(self.likelihood, Gaussian):
+        if self.likelihood.noise_precision is None:
             raise TypeError("predict is for a Gaussian likelihood; use predict_proba")
         f0, var = self.output_variance(X, block_size)
         return np.asarray(f0), np.asarray(var + 1.0 / self.likelihood.beta)
@@ -158,7 +162,7 @@ class LaplacePosterior:
                 if self.log_evidence is not None:
                     f["exact"].attrs["log_evidence"] = self.log_evidence
             f.attrs["likelihood"] = type(self.likelihood).__name__
-            if isinstance(self.likelihood, Gaussian):
+            if self.likelihood.noise_precision is not None:
                 f["beta"] = np.asarray(self.likelihood.beta)
             if isinstance(self.likelihood, Categorical):
                 f.attrs["n_classes"] = self.likelihood.n_classes

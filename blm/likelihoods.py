@@ -71,6 +71,29 @@ class Likelihood(eqx.Module):
     def encode_targets(self, y) -> np.ndarray:
         """User targets as a float (n, m) array, checked (e.g. labels in the class range)."""
 
+    @property
+    @abc.abstractmethod
+    def noise_precision(self) -> Float[Array, " m"] | None:
+        """The free noise precisions β (m,) that the evidence fits, or None where the
+        likelihood has none (its B_i is fixed by f_i, as a classifier's)."""
+
+    @abc.abstractmethod
+    def with_noise_precision(self, beta) -> Likelihood:
+        """The same likelihood with noise precisions ``beta`` (traceable); one without a
+        noise precision returns itself for ``beta`` None or empty.
+
+        Raises:
+            ValueError: ``beta`` given to a likelihood without a noise precision.
+        """
+
+
+def _without_noise_precision(likelihood: Likelihood, beta) -> Likelihood:
+    if beta is not None and np.size(beta) > 0:
+        raise ValueError(
+            f"beta: {type(likelihood).__name__} has no noise precision to set (got {beta!r})"
+        )
+    return likelihood
+
 
 class Gaussian(Likelihood):
     r"""y_i ~ N(f_i, diag(β)⁻¹): one noise precision β_k per output k.
@@ -94,6 +117,13 @@ class Gaussian(Likelihood):
         """The same likelihood with new noise precisions (traceable, no validation)."""
         beta = jnp.broadcast_to(jnp.asarray(beta, self.beta.dtype), self.beta.shape)
         return eqx.tree_at(lambda g: g.beta, self, beta)
+
+    @property
+    def noise_precision(self) -> Float[Array, " m"]:
+        return self.beta
+
+    def with_noise_precision(self, beta) -> Gaussian:
+        return self.with_beta(beta)
 
     @property
     def m(self) -> int:
@@ -194,6 +224,13 @@ class Bernoulli(Likelihood):
             y < 1, (1 - y) * (1 + jnp.exp(f)), 0.0
         )
 
+    @property
+    def noise_precision(self) -> None:
+        return None
+
+    def with_noise_precision(self, beta) -> Likelihood:
+        return _without_noise_precision(self, beta)
+
     def encode_targets(self, y) -> np.ndarray:
         return _labels(y, 2).astype(np.float64)[:, None]
 
@@ -250,6 +287,13 @@ class Categorical(Likelihood):
         # 1/p_k = exp(logsumexp(f) − f_k); classes with y_k = 0 contribute 0 (no 0·∞)
         inv_p = jnp.exp(jax.nn.logsumexp(f, axis=-1, keepdims=True) - f)
         return jnp.where(y > 0, y * inv_p, 0.0) - 1.0
+
+    @property
+    def noise_precision(self) -> None:
+        return None
+
+    def with_noise_precision(self, beta) -> Likelihood:
+        return _without_noise_precision(self, beta)
 
     def encode_targets(self, y) -> np.ndarray:
         return np.eye(self.n_classes)[_labels(y, self.n_classes)]

@@ -32,9 +32,9 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from blm._checks import positive_int
-from blm.data import ArrayDataset, default_dtype
+from blm.data import default_dtype
 from blm.features import Features
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 from blm.sharding import put_rows
 
 
@@ -53,7 +53,7 @@ def block_rows(features: Features, dataset, block_size: int | None = None) -> in
     if block_size is not None:
         return positive_int(block_size, "block_size")
     rows = features.block_rows()
-    if rows is None or isinstance(dataset, ArrayDataset):
+    if rows is None or dataset.in_memory:
         return rows
     return min(rows, dataset.block_size)
 
@@ -370,7 +370,7 @@ def traced_blocks(
     stacked in memory for an ``ArrayDataset``, read block by block from the file for an
     ``HDF5Dataset`` (``block_size`` default: ``block_rows``, for a file at most its own)."""
     block_size = block_rows(features, dataset, block_size)
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         return StackedBlocks.from_dataset(dataset, block_size)
     b = dataset.block_size if block_size is None else block_size
     return StreamedBlocks(dataset, min(b, dataset.n))
@@ -378,7 +378,7 @@ def traced_blocks(
 
 def _likelihood_at(likelihood: Likelihood, beta):
     """The likelihood with noise precisions β if it has any (Gaussian), else unchanged."""
-    return likelihood.with_beta(beta) if isinstance(likelihood, Gaussian) else likelihood
+    return likelihood if likelihood.noise_precision is None else likelihood.with_beta(beta)
 
 
 def _scan_blocks(features, blocks: StackedBlocks | StreamedBlocks, body, init):
@@ -417,7 +417,7 @@ def _normal_operator_bwd(residuals, ct, perturbed, vb, features, likelihood, blo
     v, beta = vb
     lik = _likelihood_at(likelihood, beta)
     # the β-cotangent costs a second jvp per block: only when β is differentiated
-    with_beta = bool(perturbed[1]) and isinstance(likelihood, Gaussian)
+    with_beta = bool(perturbed[1]) and likelihood.noise_precision is not None
 
     def body(lin, mask):
         f0, jvp, vjp = lin

@@ -109,3 +109,20 @@ def test_classification_likelihoods_against_explicit_formulas(rng):
         Categorical(1)
     with pytest.raises(ValueError, match="outside the class range"):
         ber.encode_targets([0, 1, 2])
+
+
+def test_a_likelihood_says_whether_it_has_a_noise_precision():
+    """``noise_precision`` / ``with_noise_precision`` stand in for type checks: a Gaussian's
+    is its β (set traceably), a classifier has none (None; setting one is refused)."""
+    from blm import Bernoulli, Categorical
+
+    g = Gaussian([2.0, 3.0])
+    np.testing.assert_array_equal(g.noise_precision, [2.0, 3.0])
+    moved = jax.jit(lambda b: g.with_noise_precision(b).noise_precision)(jnp.asarray([4.0, 5.0]))
+    np.testing.assert_array_equal(moved, [4.0, 5.0])
+    for lik in (Bernoulli(), Categorical(3)):
+        assert lik.noise_precision is None
+        assert lik.with_noise_precision(None) is lik
+        assert lik.with_noise_precision(np.ones(0)) is lik
+        with pytest.raises(ValueError, match="beta: .* has no noise precision"):
+            lik.with_noise_precision(np.ones(1))

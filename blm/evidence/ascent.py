@@ -114,7 +114,7 @@ def fit_evidence(
     (``SolveSchedule``, as in ``fit_mackay``). ``fixed``: a boolean mask of the prior
     groups whose α_g is not fitted (kept at ``prior``'s, which must be > 0 here: the
     ascent works on log α; a flat group needs ``fit_mackay``)."""
-    if not isinstance(likelihood, Gaussian):
+    if likelihood.noise_precision is None:
         raise TypeError(
             f"likelihood: evidence ascent fits a Gaussian noise precision, got "
             f"{type(likelihood).__name__}; use fit_mackay for other likelihoods"

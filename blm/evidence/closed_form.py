@@ -136,7 +136,7 @@ class DenseGaussianModel(eqx.Module):
             def rows(xb, yb):
                 return dense(xb), yb
 
-        accumulate = isinstance(dataset, HDF5Dataset) if accumulate is None else accumulate
+        accumulate = (not dataset.in_memory) if accumulate is None else accumulate
         if accumulate:
             if form == "dual":
                 raise ValueError(

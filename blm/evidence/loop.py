@@ -18,7 +18,7 @@ import numpy as np
 
 from blm._checks import positive
 from blm.exceptions import warn_not_converged
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
 
@@ -324,7 +324,7 @@ def solve_and_update(
     groups whose α_g stays at ``prior``'s (``iterate_hyperparameters``)."""
     checked_final_solve(final_solve)  # before the steps, not after them
     previous: dict = {}
-    gaussian = isinstance(likelihood, Gaussian)
+    gaussian = likelihood.noise_precision is not None
     resumed = checkpointer.resumed if checkpointer is not None else None
     if resumed is not None and "warm_mean" in resumed.extra:
         previous["posterior"] = SampledPosterior(

@@ -69,7 +69,7 @@ from blm.evidence.loop import (
 if TYPE_CHECKING:
     from blm.checkpoint import Checkpointer
 from blm.features import Features
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.sampled import SampledPosterior
 
@@ -98,7 +98,7 @@ def gamma_terms(
     (``ops.sample_statistics``; with several prior groups it also returns Mz)."""
     z = posterior.samples
     grouped = prior.n_groups > 1
-    mean = posterior.mean if isinstance(likelihood, Gaussian) else None
+    mean = posterior.mean if likelihood.noise_precision is not None else None
     stats = ops.sample_statistics(
         features, likelihood, dataset, z, mean, block_size, with_normal=grouped
     )
@@ -186,7 +186,7 @@ def sample_mackay_step(
         prior.group_sum(posterior.mean**2) + 2 * hyper.alpha_rate
     )
     info = {"gamma": jnp.sum(gamma_g)}
-    if not isinstance(likelihood, Gaussian):
+    if likelihood.noise_precision is None:
         return new_alpha, jnp.zeros(0), info
     sse = terms.residual_sq
     new_beta = (dataset.n_observations - gamma_k + 2 * hyper.beta_shape) / (

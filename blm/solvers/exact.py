@@ -26,6 +26,7 @@ from jaxtyping import Array, Float
 
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
+from blm.solvers.posterior import Posterior
 
 
 def whiten(
@@ -42,7 +43,7 @@ def whiten(
     return Psi, ytilde
 
 
-class ExactPosterior(eqx.Module):
+class ExactPosterior(Posterior):
     """N(θ̄, H⁻¹) held as a Cholesky factor, in primal or dual form."""
 
     mean: Float[Array, " d"]
@@ -132,6 +133,10 @@ class ExactPosterior(eqx.Module):
         """log det H."""
         logdet_chol = 2.0 * jnp.sum(jnp.log(jnp.diag(self.chol)))
         return logdet_chol if self.form == "primal" else logdet_chol + self.prior.logdet()
+
+    def zero_mean_draws(self, key: jax.Array, k: int) -> Float[Array, "k d"]:
+        """k fresh draws z ~ N(0, H⁻¹) from the factor (``sample``)."""
+        return self.sample(key, k)
 
     def sample(self, key: jax.Array, k: int) -> Float[Array, "k d"]:
         """k draws z ~ N(0, H⁻¹) (zero-mean; add ``mean`` for posterior draws).

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from blm.solvers.posterior import Posterior
 
-class SampledPosterior(eqx.Module):
+
+class SampledPosterior(Posterior):
     """N(θ̄, H⁻¹) known through θ̄ and k zero-mean draws z_j ~ N(0, H⁻¹).
 
     Posterior draws of θ are ``mean + samples``. Moments of linear functionals are
@@ -55,6 +56,13 @@ class SampledPosterior(eqx.Module):
     @property
     def k(self) -> int:
         return int(self.samples.shape[0])
+
+    def zero_mean_draws(self, key=None, k: int | None = None) -> Float[Array, "k d"]:
+        """The first k stored draws z_j (all with k None; ``key`` unused)."""
+        k = self.k if k is None else k
+        if k > self.k:
+            raise ValueError(f"n_samples: at most the {self.k} stored draws, asked for {k}")
+        return self.samples[:k]
 
     def draws(self) -> Float[Array, "k d"]:
         """Posterior draws θ̄ + z_j."""

@@ -327,7 +327,7 @@ def _blocks(dataset, block_size: int | None, batch_size: int, key):
     over a streamed dataset in reads of ``block_size`` (default 65 536) rows, at least
     one minibatch (minibatches are drawn within a read; a smaller one would silently
     shrink them)."""
-    if isinstance(dataset, ArrayDataset):
+    if dataset.in_memory:
         while True:
             yield dataset.X, dataset.y, jnp.arange(dataset.n)
     epoch, size = 0, max(block_size or 65_536, batch_size)
@@ -429,7 +429,7 @@ def sgd(
     while done < config.n_steps and not converged:
         xb, yb, rows = put_rows(next(blocks))
         per_block = config.log_every
-        if not isinstance(dataset, ArrayDataset):
+        if not dataset.in_memory:
             per_block = max(1, math.ceil(xb.shape[0] / config.batch_size))
         n_chunk = min(per_block, config.n_steps - done)
         if snapshot is not None:

@@ -44,7 +44,7 @@ from matfree import decomp
 from blm import operators as ops
 from blm._checks import positive_int
 from blm.features import Features
-from blm.likelihoods import Gaussian, Likelihood
+from blm.likelihoods import Likelihood
 
 
 class Sketch(eqx.Module):
@@ -331,7 +331,8 @@ def sketched_lanczos(
 
 def _ggn(features, likelihood, blocks):
     """v ↦ ΦᵀBΦv at the likelihood's own precisions (a Gaussian's β; none for others)."""
-    beta = likelihood.beta if isinstance(likelihood, Gaussian) else jnp.zeros(0, blocks.dtype)
+    beta = likelihood.noise_precision
+    beta = jnp.zeros(0, blocks.dtype) if beta is None else beta
     return lambda v: ops.normal_operator((v, beta), features, likelihood, blocks)
 
 
