@@ -184,7 +184,18 @@ def _labels(y, n_classes: int) -> np.ndarray:
     return y.astype(np.int64)
 
 
-class Bernoulli(Likelihood):
+class _Classifier(Likelihood):
+    """Abstract: a likelihood whose precision B_i is fixed by f_i (no noise precision)."""
+
+    @property
+    def noise_precision(self) -> None:
+        return None
+
+    def with_noise_precision(self, beta) -> Likelihood:
+        return _without_noise_precision(self, beta)
+
+
+class Bernoulli(_Classifier):
     r"""y_i ∈ {0, 1} with p(y_i = 1 | f_i) = σ(f_i), one logit per input (m = 1).
 
     B_i = p_i(1 − p_i), L_i = √B_i, and u_i = (y_i − p_i)/(p_i(1 − p_i)) (the working
@@ -224,13 +235,6 @@ class Bernoulli(Likelihood):
             y < 1, (1 - y) * (1 + jnp.exp(f)), 0.0
         )
 
-    @property
-    def noise_precision(self) -> None:
-        return None
-
-    def with_noise_precision(self, beta) -> Likelihood:
-        return _without_noise_precision(self, beta)
-
     def encode_targets(self, y) -> np.ndarray:
         return _labels(y, 2).astype(np.float64)[:, None]
 
@@ -240,7 +244,7 @@ class Bernoulli(Likelihood):
         return jnp.concatenate([1 - p, p], axis=-1)
 
 
-class Categorical(Likelihood):
+class Categorical(_Classifier):
     r"""y_i ∈ {0, …, m−1} with p(y_i | f_i) = softmax(f_i): m logits per input.
 
     B_i = diag(p_i) − p_i p_iᵀ (singular: the logits' common shift is free), with the
@@ -287,13 +291,6 @@ class Categorical(Likelihood):
         # 1/p_k = exp(logsumexp(f) − f_k); classes with y_k = 0 contribute 0 (no 0·∞)
         inv_p = jnp.exp(jax.nn.logsumexp(f, axis=-1, keepdims=True) - f)
         return jnp.where(y > 0, y * inv_p, 0.0) - 1.0
-
-    @property
-    def noise_precision(self) -> None:
-        return None
-
-    def with_noise_precision(self, beta) -> Likelihood:
-        return _without_noise_precision(self, beta)
 
     def encode_targets(self, y) -> np.ndarray:
         return np.eye(self.n_classes)[_labels(y, self.n_classes)]

@@ -249,6 +249,13 @@ def _sampled_state(problem, key, k, settings, precondition: bool, blocks) -> _Sa
     return _SampledState(problem, key, k, targets, diagonal, both, settings)
 
 
+def _leading(state: _SampledState, likelihood, prior) -> tuple:
+    """The arguments every sampled solver takes first: (features, likelihood, prior,
+    dataset, key, k)."""
+    p = state.problem
+    return p.features, likelihood, prior, p.dataset, state.key, state.n_samples
+
+
 def _passes(state: _SampledState, likelihood) -> dict:
     if state.diagonal is not None:
         return {"data_diagonal": state.diagonal(likelihood)}
@@ -332,15 +339,9 @@ class CG(Solver):
         )
 
     def solve(self, state, likelihood, prior, init=None, tol=None):
-        p = state.problem
         settings = state.settings if tol is None else {**state.settings, "tol": tol}
         return cg(
-            p.features,
-            likelihood,
-            prior,
-            p.dataset,
-            state.key,
-            state.n_samples,
+            *_leading(state, likelihood, prior),
             init=init,
             noise_rhs=state.targets(likelihood),
             **_passes(state, likelihood),
@@ -484,16 +485,10 @@ class SGD(Solver):
         return _sampled_state(problem, key, n_samples, config, config.precondition, None)
 
     def solve(self, state, likelihood, prior, init=None, tol=None):
-        p = state.problem
         config = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
         passes = _passes(state, likelihood)
         return sgd(
-            p.features,
-            likelihood,
-            prior,
-            p.dataset,
-            state.key,
-            state.n_samples,
+            *_leading(state, likelihood, prior),
             config,
             init,
             noise_rhs=state.targets(likelihood),
