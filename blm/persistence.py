@@ -116,6 +116,39 @@ def _decoded(value):
     return _configs()[value["class"]](**fields)
 
 
+def _upgraded(params: dict) -> dict:
+    """Settings of a file written before solvers and rules were objects: its
+    ``solver_options``, ``gamma_estimator`` and ``evidence_options`` dicts as the
+    ``solver`` and ``hyper`` objects they configured (``progress`` dropped; an sgd
+    ``snapshot_every`` as ``svrg=SVRG(...)``)."""
+    if not {"solver_options", "gamma_estimator", "evidence_options"} & set(params):
+        return params
+    from blm.evidence.lanczos import SLQ
+    from blm.rules import EvidenceAscent, MacKay
+    from blm.solvers.config import SOLVER_NAMES, SVRG
+
+    params = dict(params)
+    options = dict(params.pop("solver_options", None) or {})
+    options.pop("progress", None)
+    if options and params.get("solver") == "sgd" and "snapshot_every" in options:
+        options["svrg"] = SVRG(snapshot_every=options.pop("snapshot_every"))
+    if params.get("solver") == "cg":
+        if options.pop("coarse_blocks", True) is False:
+            options["preconditioner"] = "jacobi"
+        if options.pop("precondition", True) is False:
+            options["preconditioner"] = "none"
+    if options and isinstance(params.get("solver"), str):
+        params["solver"] = SOLVER_NAMES[params["solver"]](**options)
+    gamma = params.pop("gamma_estimator", None)
+    evidence = dict(params.pop("evidence_options", None) or {})
+    if params.get("hyper") == "evidence" and evidence:
+        rate = evidence.pop("learning_rate", 0.1)
+        params["hyper"] = EvidenceAscent(learning_rate=rate, slq=SLQ(**evidence))
+    elif params.get("hyper") == "mackay" and gamma not in (None, "combined"):
+        params["hyper"] = MacKay(gamma=gamma)
+    return params
+
+
 def load_estimator(cls, path: str | os.PathLike):
     """Read an estimator written by ``save_estimator``; it predicts as the saved one."""
     path = os.fspath(path)
@@ -131,7 +164,7 @@ def load_estimator(cls, path: str | os.PathLike):
                 f"path: {path!r} is not a blm regression posterior (format attribute "
                 f"{f.attrs.get('format')!r}, expected {FORMAT!r})"
             )
-        params = json.loads(f.attrs["params"])
+        params = _upgraded(json.loads(f.attrs["params"]))
         if params.get("fixed_alpha") is not None:
             params["fixed_alpha"] = {label: value for label, value in params["fixed_alpha"]}
         if "prior_groups" in f:

@@ -6,6 +6,7 @@ fits as the Python API does with the same defaults."""
 
 import subprocess
 import sys
+import warnings
 
 import equinox as eqx
 import h5py
@@ -130,3 +131,55 @@ def test_blm_fit_without_options_is_the_estimators_default_fit(tmp_path):
     np.testing.assert_allclose(cli.alpha_, ref.alpha_, rtol=1e-6)
     np.testing.assert_allclose(cli.beta_, ref.beta_, rtol=1e-6)
     np.testing.assert_allclose(cli.coef_, ref.coef_, rtol=1e-5, atol=1e-5 * abs(ref.coef_).max())
+
+
+def test_a_file_saved_with_the_old_option_dicts_loads_as_objects(tmp_path):
+    """Posterior files written before solvers and rules were objects kept
+    ``solver_options``, ``gamma_estimator`` and ``evidence_options`` in their settings:
+    they load, as the objects those dicts configured."""
+    import json
+
+    X, y = _diabetes()
+    est = blm.BayesianLinearRegression(solver="sgd", n_samples=2, max_iter=2, random_state=0)
+    with warnings.catch_warnings():  # two steps: not converged, and it says so
+        warnings.simplefilter("ignore")
+        est.fit(X, y)
+    for old, solver, hyper in [
+        (
+            {
+                "solver": "sgd",
+                "solver_options": {
+                    "n_steps": 50,
+                    "snapshot_every": 5,
+                    "tol": 1e-3,
+                    "progress": True,
+                },
+                "gamma_estimator": "data",
+                "hyper": "mackay",
+            },
+            blm.SGD(n_steps=50, svrg=blm.SVRG(snapshot_every=5), tol=1e-3),
+            blm.MacKay(gamma="data"),
+        ),
+        (
+            {
+                "solver": "cg",
+                "solver_options": {"tol": 1e-8, "coarse_blocks": False},
+                "gamma_estimator": "combined",
+                "hyper": "evidence",
+                "evidence_options": {"depth": 20, "learning_rate": 0.3},
+            },
+            blm.CG(tol=1e-8, preconditioner="jacobi"),
+            blm.EvidenceAscent(learning_rate=0.3, slq=blm.SLQ(depth=20)),
+        ),
+        ({"solver": "cg", "solver_options": None, "gamma_estimator": "combined"}, "cg", "mackay"),
+    ]:
+        path = tmp_path / "old.h5"
+        est.save(path)
+        with h5py.File(path, "r+") as f:
+            params = json.loads(f.attrs["params"])
+            params.update(old)
+            params.setdefault("hyper", "mackay")
+            f.attrs["params"] = json.dumps(params)
+        back = blm.BayesianLinearRegression.load(path)
+        assert back.solver == solver and back.hyper == hyper
+        np.testing.assert_array_equal(back.coef_, est.coef_)
