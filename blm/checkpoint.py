@@ -1,8 +1,7 @@
 """Files that are never left half-written, and checkpoints of a hyperparameter fit.
 
-``atomic_h5(path)`` writes an HDF5 file under a temporary name in the same folder and
-renames it into place only when the writing finished: a killed process leaves the old
-file (or none), never a truncated one.
+Checkpoints are written by ``blm.h5io.atomic_h5`` (a killed process leaves the old file,
+never a truncated one).
 
 A fit's loop (``blm.evidence.loop.iterate_hyperparameters``) hands a ``Checkpointer``
 its state after every completed step: the step count, α, β, the trajectory so far and
@@ -16,32 +15,16 @@ and data guards against resuming a different fit.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 import h5py
 import numpy as np
 
 from blm.evidence.loop import LoopState, Trajectory
+from blm.h5io import atomic_h5, open_h5
 
 _TRAJECTORY = ("alpha", "beta", "gamma", "data_fit", "score")
-
-
-@contextlib.contextmanager
-def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
-    """An HDF5 file opened for writing under a temporary name, renamed to ``path`` when
-    the block ends without an error (removed if it raises)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def write_trajectory(group: h5py.Group, trajectory: Trajectory) -> None:
@@ -108,7 +91,7 @@ class Checkpointer:
     def _read(self) -> LoopState:
         if not os.path.exists(self.path):
             raise FileNotFoundError(f"resume: no checkpoint at {self.path!r} to resume from")
-        with h5py.File(self.path, "r") as f:
+        with open_h5(self.path, "resume") as f:
             if f.attrs.get("fingerprint") != self.fingerprint:
                 raise ValueError(
                     f"resume: the checkpoint {self.path!r} belongs to another fit (different "

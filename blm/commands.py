@@ -6,7 +6,7 @@
             [--fixed-solver-tol] [--snapshot-every S] [--covariance-columns I,J]
             [--checkpoint C] [--resume] [--float64]
     blm predict POSTERIOR.h5 DATA.h5 --x X --out PREDICTIONS.h5
-    blm coef POSTERIOR.h5 --out COEFFICIENTS.h5
+    blm coef POSTERIOR.h5 [--rows N] [--sort signal|abs|column] [--out COEFFICIENTS.h5]
     blm info POSTERIOR.h5
 
 ``fit`` streams DATA.h5 in row blocks (``HDF5Dataset``), writes the hyperparameter
@@ -14,8 +14,11 @@ loop's state to a checkpoint (default ``OUT.ckpt``) every ``--checkpoint-every``
 seconds and on Ctrl-C (exit status 130); ``--resume`` continues from it. Outputs are
 written under a temporary name and renamed, so a killed run never leaves a truncated
 file in place of a good one; the checkpoint is removed once the output is written.
-Bad input (a missing file or dataset, mismatched shapes) exits with status 2 and a
-message naming it. ``fit`` computes in JAX's default float32 unless ``--float64``
+Bad input (a missing, truncated or non-HDF5 file, a missing dataset, mismatched shapes)
+exits with status 2 and a message naming the option. No command overwrites data: an
+``--out`` that is one of its inputs is refused, an existing ``--out`` needs ``--force``,
+and the output's folder is checked before any work. Progress bars are drawn only when
+stderr is a terminal (``--progress``/``--no-progress`` to choose). ``fit`` computes in JAX's default float32 unless ``--float64``
 (``jax_enable_x64``: twice the memory, the exact solver then agrees with scikit-learn
 to float64 precision); ``predict``, ``coef`` and ``info`` compute in the precision the
 posterior was fitted in.
@@ -30,16 +33,28 @@ import sys
 
 import numpy as np
 
-from blm.checkpoint import atomic_h5
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
+from blm.h5io import atomic_h5, check_writable, open_h5
 
 INTERRUPTED = 130
 BAD_INPUT = 2
 
 
+def parser(sub, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows every option's default."""
+    return sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
+def _add_out(p, required: bool, help: str) -> None:
+    p.add_argument("--out", required=required, default=None, help=help)
+    p.add_argument(
+        "--force", action="store_true", help="replace --out if it exists (never an input)"
+    )
+
+
 def add_commands(sub) -> None:
     """Register fit, predict, coef and info on an argparse subparsers object."""
-    p = sub.add_parser("fit", help="fit a Bayesian linear regression to an HDF5 file")
+    p = parser(sub, "fit", "fit a Bayesian linear regression to an HDF5 file")
     p.add_argument("data", help="HDF5 file with inputs and targets")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
     p.add_argument("--y", default="y", help="dataset of targets, shape (n,) or (n, m)")
@@ -70,7 +85,7 @@ def add_commands(sub) -> None:
         help="posterior samples k (default 16 for sgd/cg, none for exact)",
     )
     p.add_argument("--hyper", choices=("mackay", "evidence"), default=DEFAULTS["hyper"])
-    p.add_argument("--out", required=True, help="posterior file to write")
+    _add_out(p, True, "posterior file to write")
     p.add_argument(
         "--max-iter", type=int, default=DEFAULTS["max_iter"], help="hyperparameter steps at most"
     )
@@ -105,32 +120,73 @@ def add_commands(sub) -> None:
     p.add_argument("--checkpoint", default=None, help="checkpoint file (default OUT.ckpt)")
     p.add_argument("--checkpoint-every", type=float, default=60.0, help="seconds")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: only when stderr is a terminal)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars (= --no-progress)")
     p.add_argument(
         "--float64",
         action="store_true",
         help="compute in float64 (jax_enable_x64; default float32): twice the memory",
     )
     p.set_defaults(func=fit)
-    p = sub.add_parser("predict", help="predictive mean and sd for the rows of an HDF5 file")
+    p = parser(sub, "predict", "predictive mean and sd for the rows of an HDF5 file")
     p.add_argument("posterior", help="file written by blm fit")
     p.add_argument("data", help="HDF5 file with inputs")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
-    p.add_argument("--out", required=True, help="file to write: datasets mean and std")
+    _add_out(p, True, "file to write: datasets mean and std")
     p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
     p.set_defaults(func=predict)
-    p = sub.add_parser("coef", help="posterior mean and sd of every weight, and the intercept")
+    p = parser(sub, "coef", "print (and write) the posterior mean and sd of every weight")
     p.add_argument("posterior", help="file written by blm fit")
+    p.add_argument("--rows", type=int, default=None, help="print at most this many rows (all)")
     p.add_argument(
-        "--out",
-        required=True,
-        help="file to write: datasets coef, std, intercept (names: the data's column names; "
+        "--sort",
+        choices=("signal", "abs", "column"),
+        default="signal",
+        help="row order: largest |mean|/sd, largest |mean|, or column order",
+    )
+    _add_out(
+        p,
+        False,
+        "also write a file: datasets coef, std, intercept (names: the data's column names; "
         "covariance, covariance_columns: if fitted with --covariance-columns)",
     )
     p.set_defaults(func=coef)
-    p = sub.add_parser("info", help="what a posterior file holds")
+    p = parser(sub, "info", "what a posterior file holds")
     p.add_argument("posterior", help="file written by blm fit")
     p.set_defaults(func=info)
+
+
+def check_out(out: str, inputs: list[str], force: bool) -> None:
+    """Refuse an ``--out`` that would destroy data: one of the command's inputs (always),
+    an existing file (unless ``force``), or a file in a missing or read-only folder;
+    checked before any work is done.
+
+    Raises:
+        ValueError, FileNotFoundError, PermissionError, IsADirectoryError: naming --out.
+    """
+    for path in inputs:
+        if path and os.path.exists(path) and os.path.exists(out) and os.path.samefile(out, path):
+            raise ValueError(
+                f"--out: {out!r} is an input of this command ({path!r}); writing it would "
+                "replace that input: choose another file"
+            )
+    if os.path.exists(out) and not force:
+        raise ValueError(f"--out: {out!r} exists; pass --force to replace it")
+    check_writable(out, "--out")
+
+
+def _load(posterior: str):
+    """The fitted estimator in ``posterior``; errors name the argument ``posterior``."""
+    from blm import BayesianLinearRegression
+
+    with open_h5(posterior, "posterior"):
+        pass
+    return BayesianLinearRegression.load(posterior)
 
 
 def _converged_text(est) -> str:
@@ -167,12 +223,11 @@ def _enable_float64() -> None:
 def _precision_of(posterior: str) -> None:
     """Compute in float64 where the posterior file was fitted in float64 (a file that
     is not a posterior is left to ``BayesianLinearRegression.load`` to name)."""
-    import h5py
 
     try:
-        with h5py.File(posterior, "r") as f:
+        with open_h5(posterior, "posterior") as f:
             float64 = f["posterior/mean"].dtype == np.float64
-    except (OSError, KeyError):
+    except (OSError, KeyError, ValueError):
         return
     if float64:
         _enable_float64()
@@ -186,6 +241,13 @@ def fit(args: argparse.Namespace) -> int:
     from blm.data import open_hdf5
 
     checkpoint = args.checkpoint or args.out + ".ckpt"
+    try:
+        check_out(args.out, [args.data, checkpoint], args.force)
+        if args.checkpoint is not None:
+            check_out(checkpoint, [args.data, args.out], True)
+    except (OSError, ValueError) as err:
+        return _fail("fit", err)
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     # Ctrl-C must reach the fit as KeyboardInterrupt even when this process inherited
     # SIGINT as ignored (a background job of a non-interactive shell): Python then
     # leaves it ignored, and the checkpoint-on-interrupt promise would silently fail
@@ -206,7 +268,7 @@ def fit(args: argparse.Namespace) -> int:
             prior_groups=groups,
             fixed_alpha=fixed_alpha,
             hyper=args.hyper,
-            progress=not args.quiet,
+            progress=progress and not args.quiet,
             covariance_columns=columns,
         )
         est.fit(
@@ -223,7 +285,7 @@ def fit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return INTERRUPTED
-    except (FileNotFoundError, ValueError, TypeError, MemoryError) as err:
+    except (OSError, ValueError, TypeError, MemoryError) as err:
         return _fail("fit", err)
     est.save(args.out)
     if os.path.exists(checkpoint):
@@ -274,11 +336,10 @@ def _fixed_alpha(texts: list[str] | None, groups: np.ndarray | None) -> dict | N
 def _read_dataset(path: str, name: str | None, flag: str) -> np.ndarray | None:
     """The whole dataset ``name`` of the HDF5 file (p groups or n weights: a vector), or
     None without a name."""
-    import h5py
 
     if name is None:
         return None
-    with h5py.File(path, "r") as f:
+    with open_h5(path, "data") as f:
         if name not in f:
             raise ValueError(f"{flag}: no dataset named {name!r} in {path!r}")
         return f[name][()]
@@ -327,6 +388,8 @@ def _solver(args: argparse.Namespace, n: int):
                 raise ValueError(f"{flag} applies to --solver sgd, not {args.solver}")
         if args.batch_size is not None:
             raise ValueError(f"--batch-size applies to --solver sgd, not {args.solver}")
+    if args.solver == "exact" and args.samples is not None:
+        raise ValueError("--samples applies to --solver sgd or cg (exact keeps no samples)")
     if tol is not None and args.solver == "exact":
         raise ValueError("--solver-tol applies to --solver sgd or cg (exact solves directly)")
     if tol is not None and not (np.isfinite(tol) and tol > 0):
@@ -363,16 +426,14 @@ def predict(args: argparse.Namespace) -> int:
     """Write the predictive mean and standard deviation of every row of DATA.h5."""
     import h5py
 
-    from blm import BayesianLinearRegression
     from blm._checks import check_feature_names
     from blm.data import column_names, csr_block
 
     _precision_of(args.posterior)
     try:
-        est = BayesianLinearRegression.load(args.posterior)
-        if not os.path.exists(args.data):
-            raise FileNotFoundError(f"data: no HDF5 file at {args.data!r}")
-        with h5py.File(args.data, "r") as f:
+        check_out(args.out, [args.posterior, args.data], args.force)
+        est = _load(args.posterior)
+        with open_h5(args.data, "data") as f:
             if args.x not in f:
                 raise ValueError(f"--x: no dataset named {args.x!r} in {args.data!r}")
             xd = f[args.x]
@@ -388,32 +449,39 @@ def predict(args: argparse.Namespace) -> int:
             check_feature_names(fitted, column_names(xd), "the posterior")
             n, m = shape[0], est.y_offset_.shape[0]
             shape = (n,) if est._y_1d else (n, m)
-            with atomic_h5(args.out) as out:
+            with atomic_h5(args.out, "--out") as out:
                 mean, std = (out.create_dataset(name, shape, "f8") for name in ("mean", "std"))
                 for start in range(0, n, args.block_size):
                     stop = min(start + args.block_size, n)
                     rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
                     mean[start:stop], std[start:stop] = _predict_rows(est, rows)
-    except (FileNotFoundError, ValueError) as err:
+    except (OSError, ValueError) as err:
         return _fail("predict", err)
     print(f"blm predict: mean and std of {n} rows written to {args.out}")
     return 0
 
 
 def coef(args: argparse.Namespace) -> int:
-    """Write the posterior mean ``coef`` and marginal standard deviation ``std`` of every
-    weight ((p,), or (m, p) for m outputs), the ``intercept``, and the columns' ``names``
-    when the data file had them."""
+    """Print the coefficient table (``summary``: every weight unless ``--rows``, the
+    intercept and the noise sd); with ``--out``, also write the posterior mean ``coef``
+    and marginal standard deviation ``std`` of every weight ((p,), or (m, p) for m
+    outputs), the ``intercept``, and the columns' ``names`` when the data file had them."""
     import h5py
 
-    from blm import BayesianLinearRegression
 
     _precision_of(args.posterior)
     try:
-        est = BayesianLinearRegression.load(args.posterior)
-    except (FileNotFoundError, ValueError) as err:
+        if args.out is not None:
+            check_out(args.out, [args.posterior], args.force)
+        if args.rows is not None and args.rows < 1:
+            raise ValueError(f"--rows: expected a positive number of rows, got {args.rows}")
+        est = _load(args.posterior)
+    except (OSError, ValueError) as err:
         return _fail("coef", err)
-    with atomic_h5(args.out) as out:
+    print(est.summary(max_rows=args.rows, sort=args.sort))
+    if args.out is None:
+        return 0
+    with atomic_h5(args.out, "--out") as out:
         out["coef"], out["std"], out["intercept"] = est.coef_, est.coef_std_, est.intercept_
         if hasattr(est, "coef_covariance_"):
             out["covariance"] = est.coef_covariance_
@@ -424,19 +492,17 @@ def coef(args: argparse.Namespace) -> int:
     source = (
         f"estimated from {k} samples, ±{_report().sd_error(est):.0f} % median" if k else "exact"
     )
-    print(est.summary())
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0
 
 
 def info(args: argparse.Namespace) -> int:
     """Print what a posterior file holds."""
-    from blm import BayesianLinearRegression
 
     _precision_of(args.posterior)
     try:
-        est = BayesianLinearRegression.load(args.posterior)
-    except (FileNotFoundError, ValueError) as err:
+        est = _load(args.posterior)
+    except (OSError, ValueError) as err:
         return _fail("info", err)
     post = est.posterior_
     k = post.samples.shape[0] if hasattr(post, "samples") else 0
@@ -451,7 +517,10 @@ def info(args: argparse.Namespace) -> int:
         print(f"alpha given:     {given} (not fitted; 0: flat, unpenalised)")
     print(f"beta:            {est.beta_}")
     print(f"steps:           {est.n_iter_}, {_converged_text(est)}")
-    print(f"log evidence:    {est.scores_[-1]:.6g} (+ log hyperprior; NaN where not computed)")
+    print(
+        f"final score:     {est.scores_[-1]:.6g} (log evidence + log hyperprior at the fitted "
+        "alpha, beta; NaN where not computed)"
+    )
     print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")
     if hasattr(est, "coef_covariance_"):
         print(f"covariance of:   columns {list(est.covariance_columns)} (blm coef writes it)")

@@ -31,6 +31,7 @@ from blm._checks import (
     positive_int,
     same_length,
 )
+from blm.h5io import open_h5
 
 
 def default_dtype() -> np.dtype:
@@ -161,13 +162,7 @@ class HDF5Dataset(Dataset):
         self.x_offset = self.y_offset = self._targets = None
         self.row_scale: np.ndarray | None = None  # √w_i of frequency weights (``shifted``)
         self._weight_sum: float | None = None  # Σ w_i, with row_scale
-        if not os.path.exists(self.path):
-            raise FileNotFoundError(f"path: no HDF5 file at {self.path!r}")
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as err:
-            raise ValueError(f"path: {self.path!r} is not a readable HDF5 file ({err})") from err
-        with f:
+        with open_h5(self.path, "path") as f:
             n_x, self._input_shape = self._x_layout(f)
             if y not in f or not isinstance(f[y], h5py.Dataset):
                 raise ValueError(
@@ -509,10 +504,8 @@ def open_hdf5(
 ) -> HDF5Dataset:
     """An ``HDF5Dataset``, or a ``SparseHDF5Dataset`` when ``x`` names a CSR group."""
     path = os.fspath(path)
-    sparse = False
-    if os.path.exists(path) and h5py.is_hdf5(path):
-        with h5py.File(path, "r") as f:
-            sparse = isinstance(f.get(x), h5py.Group)
+    with open_h5(path, "path") as f:
+        sparse = isinstance(f.get(x), h5py.Group)
     return (SparseHDF5Dataset if sparse else HDF5Dataset)(path, x, y, block_size)
 
 

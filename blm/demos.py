@@ -42,6 +42,7 @@ class DigitsResult:
 
     reports: dict[str, dict[str, float]] = field(default_factory=dict)
     probs: dict[str, np.ndarray] = field(default_factory=dict)
+    probs_shift: dict[str, np.ndarray] = field(default_factory=dict)
     labels: np.ndarray | None = None
     alpha: np.ndarray | None = None
     alpha_diag: float = float("nan")
@@ -156,6 +157,7 @@ def run_digits(
         out.seconds["diagonal Laplace"] = time.perf_counter() - t0
     for name, (p_in, p_ood, p_shift) in probs.items():
         out.probs[name] = np.asarray(p_in)
+        out.probs_shift[name] = np.asarray(p_shift)
         out.reports[name] = classification_report(np.asarray(p_in), yte, np.asarray(p_ood))
         shifted = classification_report(np.asarray(p_shift), yte)
         out.reports[name].update({f"{k}_shift": shifted[k] for k in SHIFT_KEYS})
@@ -173,7 +175,9 @@ def logit_variance(posterior: LaplacePosterior, X) -> np.ndarray:
 
 
 def reliability_plot(result: DigitsResult, path: str, n_bins: int = 10) -> None:
-    """Reliability diagram (accuracy against confidence per bin) of every method, as PNG."""
+    """Reliability diagrams (accuracy against confidence per bin) of every method on the
+    held-out digits and on the shifted (rotated) ones, with each bin's count of digits
+    beneath, as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,19 +185,51 @@ def reliability_plot(result: DigitsResult, path: str, n_bins: int = 10) -> None:
 
     from blm.uncertainty.metrics import reliability
 
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
-    for name, probs in result.probs.items():
-        conf, acc, count = reliability(probs, result.labels, n_bins)
-        used = count > 0
-        ax.plot(conf[used], acc[used], marker="o", ms=3, label=name)
-    ax.set_xlabel("confidence")
-    ax.set_ylabel("accuracy")
-    ax.set_title("held-out digits")
-    ax.legend(fontsize=8)
+    panels = (("held-out digits", result.probs), ("shifted: rotated by 30°", result.probs_shift))
+    fig, axes = plt.subplots(
+        2, 2, figsize=(9, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    width = 1.0 / n_bins / (len(result.probs) + 1)
+    for col, (title, probs) in enumerate(panels):
+        ax, counts = axes[0, col], axes[1, col]
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="calibrated")
+        for i, (name, p) in enumerate(probs.items()):
+            conf, acc, count = reliability(p, result.labels, n_bins)
+            used = count > 0
+            line = ax.plot(conf[used], acc[used], marker="o", ms=3, label=name)[0]
+            edges = np.arange(n_bins) / n_bins + (i + 0.5) * width
+            counts.bar(edges, count, width=width, color=line.get_color())
+        ax.set_title(title)
+        ax.set_ylabel("accuracy")
+        counts.set_xlabel("confidence")
+        counts.set_ylabel("digits per bin")
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+COLUMNS = (
+    ("NLL", "held-out negative log likelihood per digit (lower is better)"),
+    ("acc", "held-out accuracy (higher is better)"),
+    ("ECE", "expected calibration error, |accuracy - confidence| over 10 bins (lower)"),
+    ("Brier", "squared error of the predicted probabilities (lower)"),
+    (
+        "AUROC H",
+        "telling digits rotated by 90° (out of distribution) from held-out ones by "
+        "predictive entropy (higher; 0.5 is chance)",
+    ),
+    ("AUROC V", "the same by the logit variance, Laplace methods only (higher)"),
+    ("shift NLL, ECE, acc", "the held-out digits rotated by 30°, labels kept (as above)"),
+)
+
+VERDICT = (
+    "What linearised Laplace buys here: its logit variance finds the out-of-distribution "
+    "digits (AUROC V) and it is better calibrated than the MAP network under shift; what "
+    "it costs: in distribution its predictive is wider than this already calibrated MAP "
+    "network's, so held-out NLL is higher at the evidence's alpha (the method, not a bug: "
+    "the same numbers as laplace-torch's full-network GGN Laplace)."
+)
 
 
 def format_table(reports: dict[str, dict[str, float]]) -> str:

@@ -334,11 +334,20 @@ class BayesianLinearRegression(RegressorParams):
         return load_estimator(cls, path)
 
     # -- the pieces in their own modules ---------------------------------------------
-    def summary(self, level: float = 0.95, max_rows: int = 20) -> str:
+    def summary(
+        self, level: float = 0.95, max_rows: int | None = 20, *, sort: str = "signal"
+    ) -> str:
         """The coefficient table and the fit (``blm.estimator_report.summary``): name,
-        posterior mean, sd and the central ``level`` credible interval of the largest
-        |mean|/sd up to ``max_rows``; solver, steps, converged or not, α, β, γ."""
-        return estimator_report.summary(self, level, max_rows)
+        posterior mean, sd and the central ``level`` credible interval, ordered by
+        ``sort`` ("signal": largest |mean|/sd first, "abs", "column") up to ``max_rows``
+        (None: all); the intercept and noise sd; solver, steps, converged or not, α by
+        group, β, γ.
+
+        Example:
+            >>> est = BayesianLinearRegression().fit(X, y)  # doctest: +SKIP
+            >>> print(est.summary(max_rows=None, sort="column"))  # doctest: +SKIP
+        """
+        return estimator_report.summary(self, level, max_rows, sort=sort)
 
     def sample_y(self, X, n_samples: int = 1, random_state=0, noise: bool = True) -> np.ndarray:
         """Draws from the posterior predictive at the rows of X, as scikit-learn's

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm import operators as ops
-from blm._progress import progress_bar
+from blm._progress import StepBar
 from blm.data import default_dtype
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.loop import HyperparameterFit
@@ -44,32 +44,35 @@ def fit_posterior(
     the starting α, the ``fixed`` groups' given) and ``beta0``: a ``HyperparameterFit``
     (its ``score`` the exact log evidence + log hyperprior at the end where known)."""
     solver, rule = est._solver_object(), est._rule()
-    settings = FitSettings(
-        max_iter=est.max_iter,
-        tol=est.tol,
-        hyperprior=hyperprior,
-        fixed=fixed,
-        progress=_progress_callback(est),
-        checkpointer=est._checkpointer,
-    )
-    problem = Problem(features, Gaussian(beta0), prior, dataset, outputs=features.m)
-    if isinstance(solver, Exact):
-        dense = _dense_model(features, dataset, prior, beta0)
-        return fit_hyperparameters(problem, solver, rule, settings=settings, dense=dense)
-    if prior.has_flat:
-        _check_flat_block(features, dataset, prior, Gaussian(beta0), solver.block_size)
-    scorer = _exact_scorer(est, features, dataset, hyperprior) if isinstance(rule, MacKay) else None
-    fit = fit_hyperparameters(
-        problem, solver, rule, settings=settings, key=key, n_samples=est._k(), evidence=scorer
-    )
-    if scorer is not None:
-        dtype = default_dtype()
-        score = scorer(
-            prior.with_alpha(jnp.asarray(fit.alpha, dtype)),
-            Gaussian(jnp.asarray(fit.beta, dtype)),
+    with _step_bar(est) as bar:
+        settings = FitSettings(
+            max_iter=est.max_iter,
+            tol=est.tol,
+            hyperprior=hyperprior,
+            fixed=fixed,
+            progress=bar.callback,
+            checkpointer=est._checkpointer,
         )
-        fit = dataclasses.replace(fit, score=score)
-    return fit
+        problem = Problem(features, Gaussian(beta0), prior, dataset, outputs=features.m)
+        if isinstance(solver, Exact):
+            dense = _dense_model(features, dataset, prior, beta0)
+            return fit_hyperparameters(problem, solver, rule, settings=settings, dense=dense)
+        if prior.has_flat:
+            _check_flat_block(features, dataset, prior, Gaussian(beta0), solver.block_size)
+        scorer = (
+            _exact_scorer(est, features, dataset, hyperprior) if isinstance(rule, MacKay) else None
+        )
+        fit = fit_hyperparameters(
+            problem, solver, rule, settings=settings, key=key, n_samples=est._k(), evidence=scorer
+        )
+        if scorer is not None:
+            dtype = default_dtype()
+            score = scorer(
+                prior.with_alpha(jnp.asarray(fit.alpha, dtype)),
+                Gaussian(jnp.asarray(fit.beta, dtype)),
+            )
+            fit = dataclasses.replace(fit, score=score)
+        return fit
 
 
 def _dense_model(features, dataset, prior: Prior, beta0) -> DenseGaussianModel:
@@ -139,17 +142,9 @@ def _exact_scorer(est, features, dataset, hyperprior):
     return lambda prior, likelihood: float(exact_score(model, prior, likelihood.beta, hyperprior))
 
 
-def _progress_callback(est):
-    if not est.progress:
-        return None
+def _step_bar(est) -> StepBar:
     name = "evidence ascent" if est._evidence() else "EM"
-    bar = progress_bar(True, est.max_iter, f"{name} ({est._solver_name()})")
-
-    def update(it, change):
-        bar.update(1)
-        bar.set_postfix(change=f"{change:.2e}")
-
-    return update
+    return StepBar(est.progress, est.max_iter, f"{name} ({est._solver_name()})")
 
 
 def coef_covariance(est, columns, features, dataset, prior, likelihood) -> np.ndarray:

@@ -26,17 +26,30 @@ def alpha_text(est) -> str:
     return _named([str(n) for n in names], np.asarray(est.alpha_))
 
 
-def summary(est, level: float = 0.95, max_rows: int = 20) -> str:
+SORTS = ("signal", "abs", "column")
+
+
+def summary(est, level: float = 0.95, max_rows: int | None = 20, *, sort: str = "signal") -> str:
     """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
     posterior mean, sd and the central ``level`` credible interval mean ± z·sd
     (z = Φ⁻¹((1 + level)/2); the posterior is Gaussian), the ``covariance_columns``
-    first with their solved sds, then the largest |mean|/sd up to ``max_rows`` in all;
-    and the fit: solver, n_iter_, α, β, effective number of parameters γ."""
+    first with their solved sds, then the others in ``sort`` order ("signal": largest
+    |mean|/sd first, "abs": largest |mean| first, "column": as the columns come) up to
+    ``max_rows`` in all (None: every row); then the intercept and the noise sd 1/√β per
+    output; and the fit: solver, n_iter_, converged or not, α by group, β, effective
+    number of parameters γ.
+
+    Raises:
+        ValueError: ``level`` outside (0, 1), ``sort`` not one of ``SORTS``, or
+            ``max_rows`` not a positive integer or None.
+    """
     est._check_fitted()
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
-    max_rows = positive_int(max_rows, "max_rows")
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
     p, m = est.X_offset_.shape[0], est.y_offset_.shape[0]
+    max_rows = p if max_rows is None else positive_int(max_rows, "max_rows")
     names = getattr(est, "feature_names_in_", None)
     names = [f"x{j}" for j in range(p)] if names is None else [str(n) for n in names]
     z = NormalDist().inv_cdf(0.5 + level / 2)
@@ -59,29 +72,37 @@ def summary(est, level: float = 0.95, max_rows: int = 20) -> str:
         else f"sd: from {k} samples (±{sd_error(est):.0f} % median)"
         + (", * solved exactly (covariance_columns)" if solved.any() else ""),
     ]
+    intercept = np.broadcast_to(np.asarray(est.intercept_, np.float64), (m,))
+    noise_sd = 1.0 / np.sqrt(np.broadcast_to(np.asarray(est.beta_, np.float64), (m,)))
     for out in range(m):
         if m > 1:
             lines.append(f"output {out}:")
         lines.append(head)
-        order = sorted(
-            range(p), key=lambda j: (not solved[out, j], -abs(coef[out, j]) / std[out, j])
-        )
-        for j in order[:max_rows]:
+        for j in _order(coef[out], std[out], solved[out], sort)[:max_rows]:
             c, s = coef[out, j], std[out, j]
             mark = "*" if solved[out, j] and k else " "
             lines.append(
                 f"{names[j][:15]:<16}{c:>11.4g}{s:>9.4g}{mark}{c - z * s:>14.4g}{c + z * s:>14.4g}"
             )
         if p > max_rows:
-            lines.append(f"… {p - max_rows} more (max_rows)")
+            lines.append(f"… {p - max_rows} more (max_rows; blm coef --rows)")
+        lines.append(f"{'intercept':<16}{intercept[out]:>11.4g}   (centred: not a random weight)")
+        lines.append(f"{'noise sd':<16}{noise_sd[out]:>11.4g}   (1/√beta)")
     return "\n".join(lines)
 
 
+def _order(coef, std, solved, sort: str) -> list[int]:
+    """Row order of one output's table: solved columns first, then by ``sort``."""
+    key = {
+        "signal": lambda j: -abs(coef[j]) / std[j],
+        "abs": lambda j: -abs(coef[j]),
+        "column": lambda j: j,
+    }[sort]
+    return sorted(range(coef.size), key=lambda j: (not solved[j], key(j)))
+
+
 def _named(names, values) -> str:
-    """`name value, …` for up to 8 named hyperparameters (a flat prior's 0 as "flat"),
-    else ``_short``."""
-    if len(names) > 8:
-        return _short(values)
+    """`name: value, …` for every named hyperparameter (a flat prior's 0 as "flat")."""
     text = [
         f"{name}: {'flat' if v == 0 else f'{v:.4g}'}" for name, v in zip(names, values, strict=True)
     ]

@@ -32,7 +32,7 @@ import numpy as np
 
 from blm import operators as ops
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
-from blm._progress import close, progress_bar
+from blm._progress import StepBar
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
@@ -328,7 +328,7 @@ class LinearisedModel:
         # em_steps=0 without beta_init: the β of the Gaussian given to linearise, as given
         fixed = self.fixed_layers(fixed_alpha, per_layer)
         prior = self.prior(alpha_init, per_layer, fixed_alpha)
-        bar = progress_bar(progress, em_steps, "EM")
+        bar = StepBar(progress, em_steps, "EM")
         run = {
             "likelihood": likelihood,
             "prior": prior,
@@ -337,7 +337,7 @@ class LinearisedModel:
             "em_steps": em_steps,
             "tol": tol,
             "centre": centre,
-            "tick": None if bar is None else lambda it, change: _tick(bar, it, change),
+            "tick": bar.callback,
             "memory_limit": memory_limit,
             "fixed": fixed,
         }
@@ -358,7 +358,7 @@ class LinearisedModel:
                 runaway=True,
             ) from err
         finally:
-            close(bar)
+            bar.close()
         steps = fit.trajectory.alpha
         last = relative_change(steps[-1], fit.alpha) if steps else 0.0
         if last > UNCONVERGED:
@@ -551,8 +551,3 @@ def _dense_block(features, likelihood, xb, yb, dtype):
     L = likelihood.sqrt_precision(features.offset(xb))
     rows = features.factor_rows(xb, L).reshape(b * m, 1, features.d)
     return rows.astype(dtype), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1).astype(dtype)
-
-
-def _tick(bar, it, change):
-    bar.update(1)
-    bar.set_postfix(change=f"{change:.2e}")

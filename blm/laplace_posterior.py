@@ -11,15 +11,14 @@ from __future__ import annotations
 import os
 
 import equinox as eqx
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
 from blm._checks import as_float_array, one_of, positive_int
-from blm.checkpoint import atomic_h5
 from blm.evidence.loop import Trajectory
+from blm.h5io import atomic_h5, open_h5
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.network import NetworkFeatures
 from blm.priors import Prior
@@ -181,9 +180,7 @@ class LaplacePosterior:
         """Read a posterior saved by ``save`` for ``model`` (the network it was fitted
         around); a file fitted for another architecture or other weights raises."""
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"path: no posterior file at {path!r}")
-        with h5py.File(path, "r") as f:
+        with open_h5(path, "path") as f:
             missing = [k for k in ("mean", "samples", "alpha", "groups") if k not in f]
             if missing or "structure_hash" not in f.attrs:
                 raise ValueError(f"path: {path!r} is not a blm posterior file (lacks {missing})")

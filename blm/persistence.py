@@ -29,7 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blm.checkpoint import atomic_h5, read_trajectory, write_trajectory
+from blm.checkpoint import read_trajectory, write_trajectory
+from blm.h5io import atomic_h5, open_h5
 from blm.precision import computing_in
 from blm.priors import Prior
 from blm.solvers.exact import ExactPosterior
@@ -152,13 +153,7 @@ def _upgraded(params: dict) -> dict:
 def load_estimator(cls, path: str | os.PathLike):
     """Read an estimator written by ``save_estimator``; it predicts as the saved one."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"path: no posterior file at {path!r}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"path: {path!r} is not a readable HDF5 file ({err})") from err
-    with f:
+    with open_h5(path, "path") as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(
                 f"path: {path!r} is not a blm regression posterior (format attribute "

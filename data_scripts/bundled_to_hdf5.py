@@ -28,8 +28,8 @@ import argparse
 import h5py
 import numpy as np
 
-from blm.checkpoint import atomic_h5
 from blm.datasets import MACRO_INDICATORS, co2_design, macro_design
+from blm.h5io import atomic_h5
 
 
 def co2(features: int) -> dict:

@@ -24,7 +24,7 @@ import argparse
 import h5py
 import numpy as np
 
-from blm.checkpoint import atomic_h5
+from blm.h5io import atomic_h5
 
 BLOCK = 50_000
 

@@ -5,12 +5,12 @@ import sys
 
 
 def test_blm_demo_runs_and_writes_the_reliability_diagram(tmp_path):
-    plot = tmp_path / "rel.png"
     out = subprocess.run(
-        [sys.executable, "-m", "blm", "demo", "--plot", str(plot)],
+        [sys.executable, "-m", "blm", "demo", "--out-dir", "demo-out"],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {
@@ -24,7 +24,13 @@ def test_blm_demo_runs_and_writes_the_reliability_diagram(tmp_path):
     assert rows["LLA (probit)"][-3] < 0.85 * rows["MAP"][-3]
     assert rows["LLA (probit)"][-2] < 0.6 * rows["MAP"][-2]
     assert "EM-fitted alpha" in out.stdout
+    plot = tmp_path / "demo-out" / "reliability.png"
     assert plot.exists() and plot.stat().st_size > 1000
+    assert (tmp_path / "demo-out" / "table.txt").read_text().startswith("method")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-out"]  # nothing else written
+    # the table explains itself, and stderr (not a terminal here) holds no progress bars
+    assert "lower is better" in out.stdout and "What linearised Laplace buys" in out.stdout
+    assert len(out.stderr) < 10_000, out.stderr[-2000:]
 
 
 def test_importing_blm_leaves_out_what_only_some_commands_need():
