@@ -468,7 +468,6 @@ def coef(args: argparse.Namespace) -> int:
     outputs), the ``intercept``, and the columns' ``names`` when the data file had them."""
     import h5py
 
-
     _precision_of(args.posterior)
     try:
         if args.out is not None:

@@ -4,7 +4,7 @@
     python data_scripts/bundled_to_hdf5.py macro OUT.h5 [--lags 4]
     python data_scripts/bundled_to_hdf5.py diabetes OUT.h5
 
-Layout of every file (see data_scripts/README.md):
+Layout of every file (data_scripts/README.md):
 
 - ``X`` (n, p) float64: the design, one row per observation;
 - ``y`` (n,) float64: the target;

@@ -128,7 +128,10 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
         (["fit", "{data}", "--weights", "W", "--out", "{dir}/p.h5"], "--weights: no dataset"),
         (["fit", "{data}", "--weights", "w_neg", "--out", "{dir}/p.h5"], "sample_weight must be"),
         (["fit", "{data}", "--out", "{dir}/p.h5", "--resume"], "no checkpoint at"),
-        (["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"], "posterior: no HDF5 file"),
+        (
+            ["predict", "{dir}/missing.h5", "{data}", "--out", "{dir}/q.h5"],
+            "posterior: no HDF5 file",
+        ),
         (["predict", "{data}", "{data}", "--out", "{dir}/q.h5"], "not a blm regression posterior"),
         (["info", "{dir}/missing.h5"], "posterior: no HDF5 file"),
         (["coef", "{data}", "--out", "{dir}/c.h5"], "not a blm regression posterior"),

@@ -279,19 +279,26 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     X2, Y2 = random_problem(rng, 50, 6, 2, decay=0.5)
     feats, ds = LinearFeatures(6, 2), ArrayDataset(X2, Y2)
     first, later = Gaussian([4.0, 0.5]), Gaussian([1.0, 2.0])
-    diagonal = _Passes(Problem(feats, None, None, ds, outputs=2), lambda lik: ops.normal_diagonal(feats, lik, ds))
+    diagonal = _Passes(
+        Problem(feats, None, None, ds, outputs=2), lambda lik: ops.normal_diagonal(feats, lik, ds)
+    )
     diagonal(first)
     np.testing.assert_allclose(diagonal(later), ops.normal_diagonal(feats, later, ds), rtol=1e-12)
     key = jax.random.PRNGKey(3)
     targets = _Passes(
-        Problem(feats, None, None, ds, outputs=2), lambda lik: targets_pass(feats, lik, ds, key, 5), (1.0,) + (0.5,) * 5
+        Problem(feats, None, None, ds, outputs=2),
+        lambda lik: targets_pass(feats, lik, ds, key, 5),
+        (1.0,) + (0.5,) * 5,
     )
     targets(first)
     np.testing.assert_allclose(
         targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
     )
     blocks = jnp.asarray(np.arange(12) % 3)
-    both = _Passes(Problem(feats, None, None, ds, outputs=2), lambda lik: jnp.vstack(preconditioner_pass(feats, lik, ds, blocks)))
+    both = _Passes(
+        Problem(feats, None, None, ds, outputs=2),
+        lambda lik: jnp.vstack(preconditioner_pass(feats, lik, ds, blocks)),
+    )
     both(first)
     np.testing.assert_allclose(
         both(later), jnp.vstack(preconditioner_pass(feats, later, ds, blocks)), rtol=1e-10
@@ -527,9 +534,9 @@ def test_estimator_adaptive_tol():
         (blm.CG, {"tol": 1e-10}),
         (blm.SGD, {"svrg": svrg, "momentum": 0.5, "tol": 1e-7, "n_steps": 50_000}),
     ]:
-        fixed = BayesianLinearRegression(
-            solver=solver(**options, adaptive_tol=False), **kw
-        ).fit(X, y)
+        fixed = BayesianLinearRegression(solver=solver(**options, adaptive_tol=False), **kw).fit(
+            X, y
+        )
         adaptive = BayesianLinearRegression(solver=solver(**options), **kw).fit(X, y)
         assert adaptive.trajectory_.alpha[2] != fixed.trajectory_.alpha[2]  # another path
         np.testing.assert_allclose(adaptive.alpha_, fixed.alpha_, rtol=1e-5)
