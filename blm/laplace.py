@@ -29,6 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PyTree
 
 from blm import operators as ops
 from blm._checks import as_float_array, one_of, positive, positive_int, same_length
@@ -74,7 +75,7 @@ def _block_pseudo_targets(features, likelihood, xb, yb):
 
 
 def linearise(
-    model: eqx.Module,
+    model: eqx.Module | PyTree,
     data,
     likelihood: Likelihood,
     *,
@@ -82,18 +83,44 @@ def linearise(
     apply=None,
     block_size: int = 256,
 ) -> LinearisedModel:
-    """The Bayesian linear model of ``model`` linearised at its current weights.
+    """The Bayesian linear model of ``model`` linearised at its current weights w̄:
+    f(w, x) ≈ f(w̄, x) + J(x)(w − w̄), J(x) = ∂f/∂w at w̄, with the likelihood's
+    curvature B in f, so that the posterior precision is JᵀBJ + A (the GGN plus the
+    prior). J is applied by Jacobian-vector products, never formed.
 
-    ``data``: ``(X, y)`` with X of shape (n, *input_shape) and y the targets (n,) or
-    (n, m) for ``Gaussian``, integer labels (n,) for ``Categorical``/``Bernoulli``; or an
-    ``HDF5Dataset`` holding both: then the inputs are read in blocks at every pass and
-    only n·m numbers (targets, pseudo-targets, f(w̄, x_i)) are kept in memory.
-    ``filter_spec`` selects the parameters (default: every floating-point array; pass
-    one to freeze leaves); ``apply(model, x)`` maps one input to its output (default
-    ``model(x)``); ``block_size`` rows are pushed through the network at a time in full
-    passes. Raises ``ValueError``/``TypeError`` naming the argument for empty data, an
-    output size the likelihood does not expect, labels outside the class range, or
-    non-floating parameters.
+    Args:
+        model: an Equinox module (called as ``model(x)``), or any pytree of parameters
+            with ``apply(params, x)`` — a Flax linen model's ``variables`` with
+            ``apply=module.apply``, a Flax NNX model's ``nnx.split`` state with
+            ``apply=lambda state, x: nnx.merge(graphdef, state)(x)``, a dict of arrays.
+        data: ``(X, y)`` with X of shape (n, *input_shape) and y the targets (n,) or
+            (n, m) for ``Gaussian``, integer labels (n,) for ``Categorical``/``Bernoulli``;
+            or an ``HDF5Dataset`` holding both: then the inputs are read in blocks at
+            every pass and only n·m numbers (targets, pseudo-targets, f(w̄, x_i)) are kept
+            in memory.
+        likelihood: ``Gaussian(β)``, ``Bernoulli()`` or ``Categorical(m)``.
+        filter_spec: the parameters to linearise (default every floating-point array;
+            a pytree of booleans freezes leaves, as in ``eqx.partition``).
+        apply: ``apply(model, x)`` maps one input to its output (default ``model(x)``).
+        block_size: rows pushed through the network at a time in full passes.
+
+    Returns:
+        A ``LinearisedModel``; its ``fit`` gives the ``LaplacePosterior``. Each layer (the
+        leaves sharing a parent path, e.g. a layer's weight and bias) is one prior group.
+
+    Raises:
+        ValueError, TypeError: naming the argument, for empty data, an output size the
+            likelihood does not expect, labels outside the class range, or non-floating
+            parameters.
+
+    Example:
+        >>> import blm, equinox as eqx, jax, numpy as np
+        >>> net = eqx.nn.MLP(2, 1, 8, 1, key=jax.random.PRNGKey(0))
+        >>> X = np.random.default_rng(0).standard_normal((40, 2)); y = X[:, 0]
+        >>> lm = blm.linearise(net, (X, y), blm.Gaussian(4.0))
+        >>> post = lm.fit(solver="exact", em_steps=50)
+        >>> post.alpha.shape
+        (1,)
     """
     if not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a blm Likelihood, got {type(likelihood).__name__}")

@@ -50,8 +50,10 @@ def _reject_integer_parameters(model) -> None:
 
 
 def _layer(leaf_name: str) -> str:
-    """The parent path of a leaf: ``.layers[0].weight`` → ``.layers[0]``."""
-    return leaf_name[: max(leaf_name.rfind("."), leaf_name.rfind("["))] or leaf_name
+    """The parent path of a leaf: ``.layers[0].weight`` → ``.layers[0]``; a Flax NNX
+    variable's payload ``['l1']['kernel'].value`` → ``['l1']``."""
+    name = leaf_name.removesuffix(".value")
+    return name[: max(name.rfind("."), name.rfind("["))] or name
 
 
 class NetworkFeatures(Features):

@@ -1,12 +1,16 @@
 """blm fit / predict / info as a user runs them, bad input, and checkpoint/resume."""
 
+import contextlib
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+from unittest import mock
 
 import h5py
+import jax
 import numpy as np
 import pytest
 
@@ -16,8 +20,26 @@ from blm import BayesianLinearRegression, cli, commands
 BLM = [sys.executable, "-m", "blm"]
 
 
-def _run(*args, timeout=300):
+def _run_process(*args, timeout=300):
+    """``blm ARGS`` in a process of its own (for what needs one: signals, a kill)."""
     return subprocess.run([*BLM, *map(str, args)], capture_output=True, text=True, timeout=timeout)
+
+
+def _run(*args):
+    """``blm ARGS`` in this process, as the shell runs it: in JAX's default float32
+    unless ``--float64`` (or a float64 posterior), stdout and stderr captured (not a
+    terminal: no progress bars), no persistent compilation cache of the user's."""
+    argv = list(map(str, args))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    precision = contextlib.nullcontext() if "--float64" in argv else jax.enable_x64(False)
+    with (
+        mock.patch.object(cli, "keep_compiled_programs", lambda: None),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+        precision,
+    ):
+        code = cli.main(argv)
+    return subprocess.CompletedProcess(argv, code, stdout.getvalue(), stderr.getvalue())
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +112,13 @@ def test_fit_names_the_groups_from_the_files_names(tmp_path, data):
     text = f"{{early: {est.alpha_[0]:.4g}, late: {est.alpha_[1]:.4g}}}"
     assert f"alpha = {text}" in out.stdout
     assert f"alpha:           {text}" in _run("info", post).stdout
-    out = _run("fit", path, "--groups", "g_short_names", "--out", post, "--quiet")
+    out = _run("fit", path, "--groups", "g_short_names", "--out", post, "--force")
     assert out.returncode != 0 and "must number its 1 names from 0" in out.stderr
     # --fixed-alpha names a group: its α is kept (0: flat, printed so), the other fitted
     fixed = ("--fixed-alpha", "late=0")
-    out = _run("fit", path, "--solver", "exact", "--groups", "g_named", *fixed, "--out", post)
+    out = _run(
+        "fit", path, "--solver", "exact", "--groups", "g_named", *fixed, "--out", post, "--force"
+    )
     assert out.returncode == 0, out.stderr
     est = BayesianLinearRegression.load(post)
     assert est.alpha_[1] == 0 and est.get_params()["fixed_alpha"] == {"late": 0.0}
@@ -454,7 +478,7 @@ def test_data_scripts_feed_blm_fit(tmp_path):
     assert out.returncode == 0 and "feature names" not in out.stderr, out.stderr
     with h5py.File(macro, "a") as f:  # the same file with its columns in another order
         f["X"].attrs["columns"] = np.asarray(columns[::-1], dtype=h5py.string_dtype())
-    out = _run("predict", tmp_path / "m.h5", macro, "--out", tmp_path / "p.h5")
+    out = _run("predict", tmp_path / "m.h5", macro, "--out", tmp_path / "p.h5", "--force")
     assert out.returncode == 2 and "must be in the same order as they were in fit" in out.stderr
     script = [
         sys.executable,
@@ -465,7 +489,7 @@ def test_data_scripts_feed_blm_fit(tmp_path):
         "300",
     ]
     assert subprocess.run(script, capture_output=True, timeout=120).returncode == 0
-    post = tmp_path / "p.h5"
+    post = tmp_path / "panel_post.h5"
     out = _run(
         "fit",
         panel,
