@@ -179,14 +179,11 @@ def check_feature_names(
     """Column names at predict time (``feature_names(X)``) against those at fit
     (scikit-learn's checks and wording): a ValueError listing unseen and missing names or
     a changed order; a UserWarning when only one of the two has names."""
-    import warnings
+    from blm.exceptions import warn
 
     if (fitted is None) != (names is None):
         has, had = ("has", "without") if fitted is None else ("does not have valid", "with")
-        warnings.warn(
-            f"X {has} feature names, but {estimator} was fitted {had} feature names",
-            stacklevel=3,
-        )
+        warn(f"X {has} feature names, but {estimator} was fitted {had} feature names")
     if fitted is None or names is None:
         return
     if len(names) == len(fitted) and np.array_equal(names, fitted):

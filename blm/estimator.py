@@ -280,7 +280,6 @@ class BayesianLinearRegression(RegressorParams):
                 f"max_iter={self.max_iter} with the last relative change of alpha, beta "
                 f"{self.last_change_:.2e} above tol={self.tol:g}: not converged; raise "
                 "max_iter (or tol)",
-                stacklevel=2,
             )
         self.scores_ = np.asarray([*self.trajectory_.score, float(fit.score)])
         self.posterior_ = post

@@ -175,7 +175,6 @@ def coef_covariance(est, columns, features, dataset, prior, likelihood) -> np.nd
             warn_not_converged(
                 "coef_covariance_: cg stopped at max_iter with relative residual "
                 f"{diagnostics.rel_change[-1]:.2e}; raise blm.CG(max_iter=...)",
-                stacklevel=4,
             )
     else:
         solved = est.posterior_.cov_mul(unit)

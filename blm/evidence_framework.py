@@ -26,6 +26,7 @@ import numpy as np
 
 from blm._checks import positive, positive_int
 from blm._progress import close, progress_bar
+from blm.exceptions import warn
 from blm.laplace import LaplacePosterior, LinearisedModel, linearise
 from blm.likelihoods import Likelihood
 from blm.training import train_map
@@ -149,10 +150,8 @@ def train_with_evidence(
             **train_options,
         )
     close(bar)
-    warnings.warn(
+    warn(
         f"the evidence framework did not reach its fixed point in rounds={rounds}: the last "
-        f"round trained at alpha {alpha:.4g} and EM asked for {new:.4g}; raise rounds",
-        UserWarning,
-        stacklevel=2,
+        f"round trained at alpha {alpha:.4g} and EM asked for {new:.4g}; raise rounds"
     )
     return EvidenceFit(net, lm, post, alphas, False)

@@ -41,12 +41,30 @@ def convergence_warning() -> type[UserWarning]:
     )
 
 
-def warn_not_converged(message: str, stacklevel: int = 3) -> None:
-    """Warn ``message`` with ``ConvergenceWarning`` (``stacklevel`` counted from the
-    caller of this function)."""
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` in the caller of this function
+    point at the first frame outside the blm package: the user's line, not blm's."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    frame, level = sys._getframe(1), 1  # the warning's own frame is level 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the user's code (``user_stacklevel``)."""
     import warnings
 
-    warnings.warn(message, convergence_warning(), stacklevel=stacklevel + 1)
+    warnings.warn(message, category, stacklevel=user_stacklevel())
+
+
+def warn_not_converged(message: str, stacklevel: int | None = None) -> None:
+    """Warn ``message`` with ``ConvergenceWarning``, pointing at the user's code (the
+    first frame outside blm; ``stacklevel`` is accepted for old callers and ignored)."""
+    warn(message, convergence_warning())
 
 
 def __getattr__(name: str):

@@ -395,7 +395,6 @@ class LinearisedModel:
                 "em_steps; if alpha keeps moving one way, the network was trained at an alpha "
                 "the evidence rejects: retrain it at the new alpha "
                 "(blm.train_with_evidence)",
-                stacklevel=2,
             )
         if likelihood.noise_precision is not None:
             likelihood = likelihood.with_beta(jnp.asarray(fit.beta))

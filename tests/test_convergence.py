@@ -76,7 +76,7 @@ def test_blm_fit_and_info_say_whether_the_fit_converged(tmp_path, capsys):
     assert "NOT converged" in capsys.readouterr().out
     loaded = blm.BayesianLinearRegression.load(out)
     assert loaded.converged_ is False and loaded.last_change_ > 0
-    assert main([*args, "--max-iter", "300"]) == 0
+    assert main([*args, "--max-iter", "300", "--force"]) == 0
     assert "(converged)" in capsys.readouterr().out
     assert main(["info", str(out)]) == 0
     text = capsys.readouterr().out

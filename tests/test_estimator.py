@@ -420,7 +420,13 @@ def test_summary_lists_intervals_from_coef_and_sd():
     names = [f"v{j}" for j in range(10)]
     est = BayesianLinearRegression().fit(pd.DataFrame(X, columns=names), y)
     rows = est.summary(max_rows=3).splitlines()
-    assert rows[1] == "sd: exact" and rows[-1] == "… 7 more (max_rows)"
+    assert rows[1] == "sd: exact" and rows[6].startswith("… 7 more (max_rows")
+    assert rows[7].split()[:2] == ["intercept", f"{est.intercept_:.4g}"]
+    assert rows[8].split()[:3] == ["noise", "sd", f"{1 / np.sqrt(est.beta_):.4g}"]
+    every = est.summary(max_rows=None, sort="column").splitlines()
+    assert [row.split()[0] for row in every[3:13]] == names  # all, in column order
+    with pytest.raises(ValueError, match="sort must be one of"):
+        est.summary(sort="size")
     top = np.argsort(-np.abs(est.coef_) / est.coef_std_)[:3]
     for row, j in zip(rows[3:6], top, strict=True):
         name, c, sd, lo, hi = row.split()

@@ -140,7 +140,6 @@ class HyperparameterFit:
             f"the final {name.lower()} solve stopped at its cap ({cap}) before every column's "
             f"relative residual reached tol = {tol:g}: the posterior and α, β are solved "
             f"less accurately than asked; raise blm.{name}({cap}=...) or its tol",
-            stacklevel=3,
         )
 
     def warn_if_capped(self, tol: float, cap: str) -> None:
@@ -153,7 +152,6 @@ class HyperparameterFit:
             f"the hyperparameter loop stopped at {cap} with the last relative change of "
             f"alpha, beta {self.last_change:.2e} above tol = {tol:g}: not converged; raise "
             f"{cap.split('=')[0]}",
-            stacklevel=3,
         )
 
 
