@@ -143,7 +143,8 @@ def linearise(
     else:
         same_length(X.shape[0], targets.shape[0], "X", "y")
         source = ArrayDataset(X, targets)
-    features = NetworkFeatures(model, input_shape, filter_spec, apply)
+    input_dtype = None if X is None else X.dtype
+    features = NetworkFeatures(model, input_shape, filter_spec, apply, input_dtype)
     if features.m != likelihood.m:
         raise ValueError(
             f"model outputs shape {features.output_shape} per input ({features.m} numbers) but "

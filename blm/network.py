@@ -74,9 +74,13 @@ class NetworkFeatures(Features):
         input_shape: tuple[int, ...],
         filter_spec=eqx.is_inexact_array,
         apply: Callable | None = None,
+        input_dtype=None,
     ):
         """``input_shape``: the shape of one input; ``apply(model, x)`` (default
-        ``model(x)``) maps one input to the output whose size is m."""
+        ``model(x)``) maps one input to the output whose size is m; ``input_dtype``: the
+        inputs' dtype, which the parameters are promoted to where it is wider (float32
+        weights with float64 inputs are linearised in float64, as precision follows the
+        input)."""
         if filter_spec is eqx.is_inexact_array:
             _reject_integer_parameters(model)
         params, static = eqx.partition(model, filter_spec)
@@ -93,6 +97,8 @@ class NetworkFeatures(Features):
                     "only floating-point leaves can be linearised (exclude it with filter_spec)"
                 )
         dtype = jnp.result_type(*leaves)
+        if input_dtype is not None:
+            dtype = jnp.result_type(dtype, input_dtype)
         self.w = jnp.concatenate([jnp.ravel(leaf).astype(dtype) for leaf in leaves])
         self.static = static
         self.treedef = treedef

@@ -90,3 +90,21 @@ def test_a_dict_of_arrays_with_apply_and_a_wrong_apply_is_named(problem):
     _same(ref, _fit(params, X, y, apply=apply), X)
     with pytest.raises(ValueError, match="model cannot be applied"):
         blm.linearise(params, (X, y), blm.Gaussian(4.0), apply=lambda p, x: p["missing"])
+
+
+def test_float32_weights_with_float64_inputs_are_linearised_in_float64(problem):
+    """A model initialised in float32 (Flax's default) fitted to float64 data: its weights
+    are promoted, not the data cut, and the fit is the float64 network's with the same
+    (float32-representable) weights."""
+    X, y, mlp, _ = problem
+
+    def cast(tree, dtype):
+        return jax.tree_util.tree_map(
+            lambda a: a.astype(dtype) if eqx.is_inexact_array(a) else a, tree
+        )
+
+    as32 = cast(mlp, np.float32)
+    same64 = cast(as32, np.float64)
+    lm, post = _fit(as32, X, y)
+    assert lm.features.w.dtype == np.float64
+    _same(_fit(same64, X, y), (lm, post), X)
