@@ -18,12 +18,18 @@ of the posterior N(θ̄, H⁻¹), H = ΦᵀBΦ + A, and returns a ``Hyperparamet
 Example:
     >>> import numpy as np, jax, blm
     >>> from blm.pipeline import FitSettings, fit_hyperparameters
-    >>> from blm.solvers.config import Problem
-    >>> X = np.random.default_rng(0).normal(size=(50, 3)); y = X @ [1.0, -2.0, 0.5]
-    >>> problem = Problem(blm.LinearFeatures(3), blm.Gaussian(1.0), blm.Prior(1.0),
+    >>> from blm.solvers.config import DESIGN_DEFAULTS, Problem
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(50, 3)); y = X @ np.array([1.0, -2.0, 0.5]) + rng.normal(size=50)
+    >>> problem = Problem(blm.LinearFeatures(3), blm.Gaussian(1.0), blm.Prior.scalar(1.0, 3),
     ...                   blm.ArrayDataset(X, y))
-    >>> fit = fit_hyperparameters(problem, blm.Exact(), blm.MacKay(),
-    ...                           settings=FitSettings(max_iter=50, tol=1e-6))
+    >>> solver = blm.SGD(n_steps=500).resolved(DESIGN_DEFAULTS)  # the front doors' defaults
+    >>> rule = blm.MacKay().resolved(DESIGN_DEFAULTS)
+    >>> fit = fit_hyperparameters(problem, solver, rule,
+    ...                           settings=FitSettings(max_iter=5, tol=1e-3),
+    ...                           key=jax.random.PRNGKey(0), n_samples=8)
+    >>> fit.alpha.shape, fit.posterior.samples.shape
+    ((1,), (8, 3))
 """
 
 from __future__ import annotations

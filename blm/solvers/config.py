@@ -19,7 +19,7 @@ network): ``resolved(defaults)`` fills them in.
 Example:
     >>> import blm
     >>> blm.CG(tol=1e-8, max_iter=500)
-    CG(tol=1e-08, max_iter=500, ...)
+    CG(tol=1e-08, max_iter=500)
     >>> blm.SGD(n_steps=0)
     Traceback (most recent call last):
     ValueError: SGD.n_steps must be an integer >= 1, got 0

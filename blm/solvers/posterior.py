@@ -5,8 +5,8 @@ Example:
     >>> import jax.numpy as jnp
     >>> from blm.solvers.sampled import SampledPosterior
     >>> post = SampledPosterior(mean=jnp.zeros(2), samples=jnp.eye(2))
-    >>> post.predictive_variance(jnp.ones((1, 2)))  # (1/k) Σ_j (J z_j)²
-    Array([1.], dtype=float32)
+    >>> print(post.predictive_variance(jnp.ones((1, 2))))  # (1/k) Σ_j (J z_j)²
+    [1.]
 """
 
 from __future__ import annotations
