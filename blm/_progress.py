@@ -4,14 +4,14 @@ silent by default; ``blm``'s commands ask only when stderr is a terminal)."""
 from __future__ import annotations
 
 
-def progress_bar(enabled: bool, total: int, desc: str, unit: str = "step", initial: int = 0):
-    """A ``tqdm.auto`` bar of ``total`` ``unit``s labelled ``desc`` starting at
-    ``initial``, or None if not ``enabled``."""
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "step"):
+    """A ``tqdm.auto`` bar of ``total`` ``unit``s labelled ``desc``, or None if not
+    ``enabled``."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    return tqdm(total=total, desc=desc, unit=unit)
 
 
 def advance(bar, to: int, **postfix) -> None:

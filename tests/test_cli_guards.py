@@ -160,3 +160,21 @@ def test_a_step_bar_starts_at_a_resumed_step_and_ends_full(capsys):
     off = StepBar(False, 10, "EM")
     assert off.callback is None
     off.close()
+
+
+def test_a_demo_out_dir_that_is_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "taken"
+    target.write_text("keep")
+    assert cli.main(["demo", "--out-dir", str(target)]) == 2
+    assert "--out-dir" in capsys.readouterr().err and target.read_text() == "keep"
+
+
+def test_a_convergence_warning_points_at_the_callers_line():
+    import warnings
+
+    X = np.random.default_rng(0).standard_normal((40, 3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        BayesianLinearRegression(max_iter=1).fit(X, X[:, 0])
+    (warning,) = [w for w in caught if "not converged" in str(w.message)]
+    assert warning.filename == __file__  # this file's line, not one inside blm

@@ -20,11 +20,6 @@ from blm import BayesianLinearRegression, cli, commands
 BLM = [sys.executable, "-m", "blm"]
 
 
-def _run_process(*args, timeout=300):
-    """``blm ARGS`` in a process of its own (for what needs one: signals, a kill)."""
-    return subprocess.run([*BLM, *map(str, args)], capture_output=True, text=True, timeout=timeout)
-
-
 def _run(*args):
     """``blm ARGS`` in this process, as the shell runs it: in JAX's default float32
     unless ``--float64`` (or a float64 posterior), stdout and stderr captured (not a
