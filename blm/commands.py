@@ -1,7 +1,7 @@
 """``blm fit``, ``predict``, ``coef`` and ``info``: regression on HDF5 files from the shell.
 
     blm fit DATA.h5 --x X --y y [--groups G [--fixed-alpha GROUP=ALPHA ...]] [--weights W]
-            --solver sgd|cg|exact --samples K
+            --solver auto|exact|cg|sgd --samples K
             --hyper mackay|evidence --out POSTERIOR.h5 [--solver-tol EPS]
             [--fixed-solver-tol] [--snapshot-every S] [--covariance-columns I,J]
             [--checkpoint C] [--resume] [--float64]
@@ -77,7 +77,12 @@ def add_commands(sub) -> None:
         help="comma-separated column indices, e.g. 0,3: their joint posterior covariance, "
         "solved exactly (blm coef writes it)",
     )
-    p.add_argument("--solver", choices=("sgd", "cg", "exact"), default=DEFAULTS["solver"])
+    p.add_argument(
+        "--solver",
+        choices=("auto", "exact", "cg", "sgd"),
+        default=DEFAULTS["solver"],
+        help="auto: exact where the dense model is cheap, else sgd (the rows come from a file)",
+    )
     p.add_argument(
         "--samples",
         type=int,
@@ -90,6 +95,12 @@ def add_commands(sub) -> None:
         "--max-iter", type=int, default=DEFAULTS["max_iter"], help="hyperparameter steps at most"
     )
     p.add_argument("--tol", type=float, default=DEFAULTS["tol"], help="relative change to stop at")
+    p.add_argument(
+        "--evidence-tol",
+        type=float,
+        default=DEFAULTS["evidence_tol"],
+        help="or the evidence's predicted further gain (nats) to stop at; 0: --tol alone",
+    )
     p.add_argument(
         "--steps", type=int, default=None, help="sgd steps per solve (at most; default 2000)"
     )
@@ -265,6 +276,7 @@ def fit(args: argparse.Namespace) -> int:
             random_state=args.seed,
             max_iter=args.max_iter,
             tol=args.tol,
+            evidence_tol=args.evidence_tol or None,
             prior_groups=groups,
             fixed_alpha=fixed_alpha,
             hyper=args.hyper,
@@ -382,6 +394,21 @@ def _solver(args: argparse.Namespace, n: int):
     from blm.solvers.config import CG, SGD, SVRG
 
     tol, every = args.solver_tol, args.snapshot_every
+    if args.solver == "auto":
+        flags = {
+            "--solver-tol": tol,
+            "--snapshot-every": every,
+            "--steps": args.steps,
+            "--batch-size": args.batch_size,
+            "--fixed-solver-tol": args.fixed_solver_tol or None,
+        }
+        for flag, value in flags.items():
+            if value is not None:
+                raise ValueError(
+                    f"{flag} configures a sampled solver: name it (--solver cg or --solver sgd) "
+                    "rather than --solver auto"
+                )
+        return "auto"
     if args.solver != "sgd":
         for flag, value in (("--snapshot-every", every), ("--steps", args.steps)):
             if value is not None:
@@ -508,6 +535,9 @@ def info(args: argparse.Namespace) -> int:
     print(f"posterior file:  {args.posterior}")
     one_line = " ".join(f"{est.solver}, {est.hyper}".split()).replace("( ", "(").replace(" )", ")")
     print(f"solver, hyper:   {one_line}")
+    if est.solver_reason_ != "given":
+        print(f"auto chose:      {type(est.solver_).__name__}: {est.solver_reason_}")
+    print(f"solves:          {est.n_solves_}")
     print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
     print(f"precision:       {np.asarray(post.mean).dtype}")
     print(f"alpha:           {_report().alpha_text(est)}")

@@ -24,6 +24,7 @@ from blm._params import RegressorParams
 from blm.checkpoint import Checkpointer
 from blm.data import HDF5Dataset, default_dtype
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
+from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.estimator_fit import coef_covariance, fit_posterior
 from blm.evidence.closed_form import GammaHyperprior
 from blm.exceptions import warn_not_converged
@@ -34,9 +35,6 @@ from blm.precision import computing_in, input_dtype
 from blm.priors import Prior
 from blm.rules import EvidenceAscent, Rule, as_rule
 from blm.solvers.config import DESIGN_DEFAULTS, Exact, Solver, as_solver
-
-SAMPLED_DEFAULT_K = 16
-"""Posterior samples an sgd/cg fit draws unless ``n_samples`` says otherwise."""
 
 
 class BayesianLinearRegression(RegressorParams):
@@ -65,6 +63,11 @@ class BayesianLinearRegression(RegressorParams):
         random_state: seed of the samples (and of SGD's minibatches).
         max_iter, tol: stop the hyperparameter iteration after ``max_iter`` steps or
             when no α_g, β_k changes by more than ``tol`` relative.
+        evidence_tol: or when the log evidence (+ hyperprior) is predicted to gain less
+            than ``evidence_tol`` nats from all further MacKay steps (where they are scored:
+            the exact solver, and sgd/cg MacKay with ``exact_evidence``;
+            ``blm.evidence.loop.StoppingRule``), so that an α_g the data barely determine
+            (flat evidence along it) does not keep the fit running. None: ``tol`` alone.
         fit_intercept: centre X and y before fitting, as scikit-learn does (the
             intercept gets no prior and no posterior variance).
         alpha_1, alpha_2: Gamma(shape, rate) hyperprior on the noise precision β.
@@ -72,8 +75,12 @@ class BayesianLinearRegression(RegressorParams):
         alpha_init, beta_init: starting α (default 1) and β (default 1/Var(y)).
         prior_groups: optional group label per input column (non-negative integers, or
             strings such as "unit", "period") for one α_g per group.
-        solver: the posterior solver: ``"exact"`` (dense Cholesky), ``"cg"`` or ``"sgd"``
-            (matrix-free) for their default objects, or a configured one:
+        solver: the posterior solver: ``"auto"`` (default: exact where the dense model
+            fits in memory and costs at most about 30 passes over the data per step, else
+            sgd for rows streamed from a file, else cg; ``blm.solvers.auto``; the choice
+            and the reason in ``solver_`` and ``solver_reason_``), ``"exact"`` (dense
+            Cholesky), ``"cg"`` or ``"sgd"`` (matrix-free) for their default objects, or a
+            configured one:
             ``blm.Exact()``, ``blm.CG(tol, max_iter, preconditioner, ...)``,
             ``blm.SGD(n_steps, batch_size, ..., svrg=blm.SVRG(), tol)``, whose ``None``
             fields take the design-matrix defaults (``blm.solvers.config``: cg tol 1e-6,
@@ -121,6 +128,9 @@ class BayesianLinearRegression(RegressorParams):
             (exact solver, or sgd/cg MacKay with ``exact_evidence``), the SLQ estimate
             (sgd/cg evidence ascent; NaN at the end), else NaN.
         trajectory_: α, β, γ, data fit and score at each step.
+        solver_: the solver the fit ran (the object; ``"auto"``'s choice).
+        solver_reason_: why ``"auto"`` chose it (or "given").
+        n_solves_: posterior solves (dense factorisations, or sgd/cg solves) the fit ran.
         n_iter_: hyperparameter steps taken.
         converged_: whether the hyperparameter loop met ``tol`` before ``max_iter`` and
             the final solve (cg; sgd with a tol) its tolerance before its cap; where
@@ -150,6 +160,7 @@ class BayesianLinearRegression(RegressorParams):
         exact_evidence: bool | None = None,
         covariance_columns=None,
         fixed_alpha: dict | None = None,
+        evidence_tol: float | None = DEFAULTS["evidence_tol"],
     ):
         self.solver = solver
         self.n_samples = n_samples
@@ -169,6 +180,7 @@ class BayesianLinearRegression(RegressorParams):
         self.exact_evidence = exact_evidence
         self.covariance_columns = covariance_columns
         self.fixed_alpha = fixed_alpha
+        self.evidence_tol = evidence_tol
 
     # -- fitting -------------------------------------------------------------------
     def _k(self) -> int:
@@ -178,7 +190,13 @@ class BayesianLinearRegression(RegressorParams):
         return 0 if self._exact() else SAMPLED_DEFAULT_K
 
     def _solver_object(self) -> Solver:
-        """``solver`` as an object, its ``None`` fields set for a design matrix."""
+        """``solver`` as an object, its ``None`` fields set for a design matrix (for
+        ``"auto"``: the one chosen for the data being fitted, or fitted)."""
+        if isinstance(self.solver, str) and self.solver == "auto":
+            chosen = getattr(self, "_auto", None)
+            if chosen is None:
+                raise RuntimeError("solver='auto' is chosen when fit sees the data")
+            return as_solver(chosen.name).resolved(DESIGN_DEFAULTS)
         return as_solver(self.solver).resolved(DESIGN_DEFAULTS)
 
     def _rule(self) -> Rule:
@@ -192,6 +210,9 @@ class BayesianLinearRegression(RegressorParams):
         return isinstance(self._rule(), EvidenceAscent)
 
     def _solver_name(self) -> str:
+        if isinstance(self.solver, str) and self.solver == "auto":
+            chosen = getattr(self, "_auto", None)
+            return "auto" if chosen is None else f"auto: {chosen.name}"
         return self.solver if isinstance(self.solver, str) else type(self.solver).__name__
 
     def fit(
@@ -249,6 +270,8 @@ class BayesianLinearRegression(RegressorParams):
         elif resume:
             raise ValueError("resume: needs a checkpoint file to resume from")
         p, m = self.X_offset_.shape[0], dataset.m
+        self._auto = estimator_data.choose(self, features, dataset)
+        self.solver_, self.solver_reason_ = self._solver_object(), self._auto.reason
         groups = estimator_data.groups(self, p, m)
         n_groups = int(groups.max()) + 1
         alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))
@@ -270,6 +293,7 @@ class BayesianLinearRegression(RegressorParams):
             fit.trajectory,
             fit.last_change,
         )
+        self.n_solves_ = fit.n_solves
         if not self._exact():
             self.diagnostics_ = fit.diagnostics
         solved = fit.solve_converged(self._solver_object().final_tol)

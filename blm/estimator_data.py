@@ -26,26 +26,58 @@ from blm._checks import (
     same_length,
 )
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
+from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.features import LinearFeatures, SparseLinearFeatures
+from blm.solvers.auto import SolverChoice, choose_solver
 from blm.solvers.config import as_solver
 
 
 def validate(est) -> None:
     """Check the settings of ``est``, naming the one that is wrong."""
-    est._solver_object(), est._rule()  # TypeError naming solver / hyper
+    auto = isinstance(est.solver, str) and est.solver == "auto"
+    if not auto:
+        est._solver_object()  # TypeError naming solver
+    est._rule()  # TypeError naming hyper
     if est.exact_evidence not in (None, True, False):
         raise ValueError(f"exact_evidence must be None, True or False, got {est.exact_evidence!r}")
     if est.n_samples is not None:
-        minimum = 0 if est._exact() else 1
+        minimum = 0 if auto or est._exact() else 1
         positive_int(est.n_samples, "n_samples", minimum=minimum)
     positive_int(est.max_iter, "max_iter")
     positive(est.tol, "tol")
+    if est.evidence_tol is not None:
+        positive(est.evidence_tol, "evidence_tol")
     for name in ("alpha_1", "alpha_2", "lambda_1", "lambda_2"):
         if not np.isfinite(getattr(est, name)) or getattr(est, name) < 0:
             raise ValueError(f"{name} must be a finite number >= 0, got {getattr(est, name)!r}")
     for name in ("alpha_init", "beta_init"):
         if getattr(est, name) is not None:
             positive(getattr(est, name), name)
+
+
+def choose(est, features, dataset) -> SolverChoice:
+    """``est``'s solver for (features, dataset): ``"auto"``'s choice (``choose_solver``),
+    else the given solver with the reason "given". Raises ValueError where ``"auto"``
+    chose a sampled solver and ``n_samples`` is 0."""
+    if not (isinstance(est.solver, str) and est.solver == "auto"):
+        return SolverChoice(type(est._solver_object()).__name__.lower(), "given")
+    p = est.X_offset_.shape[0]
+    sparse = isinstance(features, SparseLinearFeatures)
+    choice = choose_solver(
+        n=dataset.n,
+        m=dataset.m,
+        p=p,
+        row_entries=dataset.input_shape[0] if sparse else p,
+        n_samples=SAMPLED_DEFAULT_K if est.n_samples in (None, 0) else int(est.n_samples),
+        streamed=not dataset.in_memory,
+        itemsize=np.dtype(default_dtype()).itemsize,
+    )
+    if choice.name != "exact" and est.n_samples == 0:
+        raise ValueError(
+            f"n_samples: solver='auto' chose {choice.name!r} ({choice.reason}), which needs "
+            "n_samples >= 1; give n_samples >= 1 or solver='exact'"
+        )
+    return choice
 
 
 def fingerprint(est, X, y, sample_weight=None) -> str:
@@ -60,7 +92,8 @@ def fingerprint(est, X, y, sample_weight=None) -> str:
         params["prior_groups"] = (labels.tolist(), hashlib.sha256(codes.tobytes()).hexdigest())
     for name in ("solver", "hyper"):  # objects by their fields, arrays whole
         params[name] = repr(jax.tree.map(np.asarray, params[name]))
-        leaves = jax.tree.leaves(as_solver(est.solver) if name == "solver" else 0)
+        named = isinstance(est.solver, str) and est.solver == "auto"
+        leaves = jax.tree.leaves(as_solver(est.solver) if name == "solver" and not named else 0)
         for leaf in leaves:
             params[name] += hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest()
     h = hashlib.sha256(repr(sorted(params.items())).encode())

@@ -13,10 +13,14 @@ from types import MappingProxyType
 
 ESTIMATOR_DEFAULTS = MappingProxyType(
     {
-        "solver": "exact",  # the dense closed form; "cg"/"sgd" for data too large to form
+        "solver": "auto",  # exact where the dense model is cheap, else cg (sgd for files)
         "n_samples": None,  # 16 for sgd/cg, none for exact
         "max_iter": 300,  # hyperparameter steps at most
         "tol": 1e-6,  # the largest relative change of any alpha_g, beta_k to stop at
+        "evidence_tol": 1e-9,  # or the evidence's predicted further gain, in nats
         "hyper": "mackay",  # MacKay's fixed point
     }
 )
+
+SAMPLED_DEFAULT_K = 16
+"""Posterior samples an sgd/cg fit draws unless ``n_samples`` says otherwise."""

@@ -48,6 +48,7 @@ def fit_posterior(
         settings = FitSettings(
             max_iter=est.max_iter,
             tol=est.tol,
+            evidence_tol=est.evidence_tol,
             hyperprior=hyperprior,
             fixed=fixed,
             progress=bar.callback,

@@ -8,6 +8,7 @@ from statistics import NormalDist
 
 import numpy as np
 
+from blm import estimator_data
 from blm._checks import positive_int
 from blm.precision import in_fitted_precision
 
@@ -28,6 +29,36 @@ def alpha_text(est) -> str:
 
 SORTS = ("signal", "abs", "column")
 
+WEAK_GAMMA = 2.0
+"""Groups whose effective number of parameters γ_g is below this are reported as weakly
+determined: MacKay's error bar on log α_g, √(2/γ_g), exceeds 1 (α_g uncertain by more
+than a factor e; the evidence is flat along it)."""
+
+
+def group_gamma(est) -> np.ndarray:
+    """γ_g = |g| − α_g Σ_{i∈g} Var(θ_i) per prior group (G,), from ``coef_std_`` (exact,
+    or from the samples; each projected onto [0, |g|]); NaN for flat (α_g = 0) groups."""
+    p, m = est.X_offset_.shape[0], est.y_offset_.shape[0]
+    groups = estimator_data.groups(est, p, m)
+    alpha = np.atleast_1d(np.asarray(est.alpha_, np.float64))
+    var = np.ravel(np.atleast_2d(np.asarray(est.coef_std_, np.float64)) ** 2)
+    sizes = np.bincount(groups, minlength=alpha.size).astype(float)
+    gamma = sizes - alpha * np.bincount(groups, var, minlength=alpha.size)
+    return np.where(alpha > 0, np.clip(gamma, 0.0, sizes), np.nan)
+
+
+def weak_groups(est) -> list[str]:
+    """The fitted (not ``fixed_alpha``) groups with γ_g < ``WEAK_GAMMA``, by name."""
+    gamma = group_gamma(est)
+    names = getattr(est, "prior_group_names_", None)
+    names = [str(n) for n in names] if names is not None else [str(g) for g in range(gamma.size)]
+    given = {str(label) for label in (est.fixed_alpha or {})}
+    return [
+        f"{name} (gamma {g:.2g})"
+        for name, g in zip(names, gamma, strict=True)
+        if np.isfinite(g) and g < WEAK_GAMMA and name not in given
+    ]
+
 
 def summary(est, level: float = 0.95, max_rows: int | None = 20, *, sort: str = "signal") -> str:
     """A table of the coefficients: name (``feature_names_in_``, else x0, x1, …),
@@ -37,7 +68,8 @@ def summary(est, level: float = 0.95, max_rows: int | None = 20, *, sort: str = 
     |mean|/sd first, "abs": largest |mean| first, "column": as the columns come) up to
     ``max_rows`` in all (None: every row); then the intercept and the noise sd 1/√β per
     output; and the fit: solver, n_iter_, converged or not, α by group, β, effective
-    number of parameters γ.
+    number of parameters γ, and the groups whose α the data barely determine
+    (``weak_groups``: γ_g < 2).
 
     Raises:
         ValueError: ``level`` outside (0, 1), ``sort`` not one of ``SORTS``, or
@@ -72,6 +104,13 @@ def summary(est, level: float = 0.95, max_rows: int | None = 20, *, sort: str = 
         else f"sd: from {k} samples (±{sd_error(est):.0f} % median)"
         + (", * solved exactly (covariance_columns)" if solved.any() else ""),
     ]
+    weak = weak_groups(est)
+    if weak:
+        shown = ", ".join(weak[:8]) + (f" and {len(weak) - 8} more" if len(weak) > 8 else "")
+        lines.append(
+            f"weakly determined alpha (gamma_g < {WEAK_GAMMA:g}, log-alpha error bar "
+            f"sqrt(2/gamma_g) > 1; the evidence is flat along it): {shown}"
+        )
     intercept = np.broadcast_to(np.asarray(est.intercept_, np.float64), (m,))
     noise_sd = 1.0 / np.sqrt(np.broadcast_to(np.asarray(est.beta_, np.float64), (m,)))
     for out in range(m):

@@ -33,6 +33,7 @@ from blm.checkpoint import read_trajectory, write_trajectory
 from blm.h5io import atomic_h5, open_h5
 from blm.precision import computing_in
 from blm.priors import Prior
+from blm.solvers.auto import SolverChoice
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
 
@@ -58,6 +59,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
         f.attrs["params"] = json.dumps(params)
         f.attrs["y_1d"] = est._y_1d
         f.attrs["n_iter"] = est.n_iter_
+        f.attrs["n_solves"] = est.n_solves_
+        f.attrs["solver_choice"], f.attrs["solver_reason"] = est._auto.name, est._auto.reason
         f.attrs["converged"] = bool(est.converged_)
         f.attrs["last_change"] = float(est.last_change_)
         for name in ("X_offset_", "y_offset_", "scores_"):
@@ -170,6 +173,12 @@ def load_estimator(cls, path: str | os.PathLike):
         est = cls(**params)
         est._y_1d = bool(f.attrs["y_1d"])
         est.n_iter_ = int(f.attrs["n_iter"])
+        est.n_solves_ = int(f.attrs.get("n_solves", est.n_iter_ + 1))  # older files: plain
+        if "solver_choice" in f.attrs:
+            est._auto = SolverChoice(str(f.attrs["solver_choice"]), str(f.attrs["solver_reason"]))
+        else:  # written before solver="auto": the solver given
+            est._auto = SolverChoice(type(est._solver_object()).__name__.lower(), "given")
+        est.solver_, est.solver_reason_ = est._solver_object(), est._auto.reason
         # files written before these were recorded: not known to have converged
         est.converged_ = bool(f.attrs.get("converged", False))
         est.last_change_ = float(f.attrs.get("last_change", np.nan))

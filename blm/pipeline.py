@@ -44,12 +44,15 @@ import numpy as np
 
 from blm.checkpoint import Checkpointer
 from blm.data import default_dtype
+from blm.evidence.acceleration import Anderson
 from blm.evidence.ascent import AdamAscent, effective_dimension_from_gradient, fit_evidence
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_mackay_step
 from blm.evidence.loop import (
     FinalSolve,
     HyperparameterFit,
     SolveSchedule,
+    StoppingRule,
+    fixed_mask,
     iterate_hyperparameters,
 )
 from blm.evidence.mackay import fit_mackay
@@ -64,6 +67,9 @@ class FitSettings:
     Args:
         max_iter: hyperparameter steps at most (0: the posterior at the given α, β).
         tol: stop when no α_g, β_k changes by more than ``tol`` relative.
+        evidence_tol: or (MacKay's rule) when the evidence's predicted gain from further
+            steps is below ``evidence_tol`` nats (``StoppingRule``; steps that score their
+            input), or None.
         hyperprior: Gamma hyperpriors on α and β (none by default).
         fixed: mask (G,) of the groups whose α is given, not fitted.
         progress: ``progress(step, change)`` after each step, or None.
@@ -77,6 +83,7 @@ class FitSettings:
 
     max_iter: int
     tol: float
+    evidence_tol: float | None = None
     hyperprior: GammaHyperprior = GammaHyperprior()
     fixed: np.ndarray | None = None
     progress: Callable[[int, float], None] | None = None
@@ -85,6 +92,12 @@ class FitSettings:
     solve_progress: bool = False
     fit_beta: bool = True
     check: Callable | None = None
+
+    def stopping(self, rule: Rule) -> StoppingRule:
+        """The loop's ``StoppingRule``: ``tol``, and ``evidence_tol`` for MacKay's rule
+        (a fixed-point iteration, whose linear rate the predicted gain assumes; Adam's
+        steps are not)."""
+        return StoppingRule(self.tol, self.evidence_tol if isinstance(rule, MacKay) else None)
 
 
 @eqx.filter_jit
@@ -167,12 +180,22 @@ def _fit_exact(model, problem: Problem, rule, settings: FitSettings, centre):
         summary = {k: v for k, v in info.items() if k != "posterior"}
         return new_alpha, new_beta if settings.fit_beta else beta, summary
 
+    run, evaluations = step, [0]
+    if isinstance(rule, MacKay) and rule.accelerate:
+        free = ~fixed_mask(settings.fixed, np.size(prior.alpha)) & (np.asarray(prior.alpha) > 0)
+        run = Anderson(step, free=free, fit_beta=settings.fit_beta).step
+
+    def counted(alpha, beta):
+        new_alpha, new_beta, info = run(alpha, beta)
+        evaluations[0] += info.get("evaluations", 1)
+        return new_alpha, new_beta, info
+
     alpha, beta, n_iter, trajectory, report = iterate_hyperparameters(
-        step,
+        counted,
         np.asarray(prior.alpha),
         beta0,
         settings.max_iter,
-        settings.tol,
+        settings.stopping(rule),
         settings.progress,
         settings.checkpointer,
         dict if ascent is None else ascent.state_arrays,
@@ -195,6 +218,7 @@ def _fit_exact(model, problem: Problem, rule, settings: FitSettings, centre):
         converged=report["converged"],
         last_change=report["change"],
         score=score,
+        n_solves=evaluations[0] + 1,
     )
 
 
@@ -219,7 +243,7 @@ def _fit_sampled(problem, solver, rule, settings: FitSettings, key, k, centre, i
             settings.hyperprior,
             rule.gamma,
             settings.max_iter,
-            settings.tol,
+            settings.stopping(rule),
             settings.progress,
             problem.block_size,
             evidence=evidence,
@@ -236,7 +260,7 @@ def _fit_sampled(problem, solver, rule, settings: FitSettings, key, k, centre, i
             settings.hyperprior,
             rule.learning_rate,
             settings.max_iter,
-            settings.tol,
+            settings.stopping(rule),
             settings.progress,
             settings.checkpointer,
             schedule,

@@ -45,21 +45,31 @@ class MacKay(Rule):
         gamma: the form of the sampled effective dimension γ̂: ``"combined"``, ``"data"``
             or ``"prior"``; None: the problem's (combined for a design matrix, data for a
             network). The exact solver computes γ exactly and ignores it.
+        accelerate: with the exact solver, extrapolate the fixed-point iteration
+            (Anderson in (log α, log β), ``blm.evidence.acceleration``), moving only where
+            the exact evidence does not decrease: MacKay's fixed points in fewer solves.
+            False: plain MacKay steps. Sampled solvers take plain steps (their γ̂ is
+            noisy) whatever it says.
 
     Raises:
-        ValueError: for another ``gamma``.
+        ValueError: for another ``gamma``, or an ``accelerate`` that is not a bool.
     """
 
     gamma: str | None = eqx.field(default=None, static=True)
+    accelerate: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.gamma is not None and self.gamma not in GAMMA_FORMS:
             raise ValueError(
                 f"MacKay.gamma must be one of {GAMMA_FORMS} or None, got {self.gamma!r}"
             )
+        if not isinstance(self.accelerate, bool | np.bool_):
+            raise ValueError(f"MacKay.accelerate must be True or False, got {self.accelerate!r}")
 
     def resolved(self, defaults: Defaults) -> MacKay:
-        return self if self.gamma is not None else MacKay(gamma=defaults.gamma)
+        if self.gamma is not None:
+            return self
+        return MacKay(gamma=defaults.gamma, accelerate=self.accelerate)
 
 
 class EvidenceAscent(Rule):

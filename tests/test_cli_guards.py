@@ -147,7 +147,7 @@ def test_progress_goes_to_a_file_only_when_asked(files, tmp_path, capfd):
     assert cli.main(["fit", str(data), "--out", str(tmp_path / "a.h5")]) == 0
     assert "EM" not in capfd.readouterr().err
     assert cli.main(["fit", str(data), "--out", str(tmp_path / "b.h5"), "--progress"]) == 0
-    assert "EM (exact)" in capfd.readouterr().err
+    assert "EM (auto: exact)" in capfd.readouterr().err
 
 
 def test_a_step_bar_starts_at_a_resumed_step_and_ends_full(capsys):

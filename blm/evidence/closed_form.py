@@ -264,7 +264,9 @@ class DenseGaussianModel(eqx.Module):
 
         α_g = (γ_g + 2a)/(‖c_g‖² + 2b) and β_k = (n − γ_k + 2a')/(‖y_k − Φ_kc‖² + 2b') with
         c the posterior mean θ̄, or ``centre`` where given (the MAP weights w̄ of a network:
-        MacKay's Laplace update around the mode, ``LinearisedModel.fit(centre="map")``)."""
+        MacKay's Laplace update around the mode, ``LinearisedModel.fit(centre="map")``).
+        The evidence in info is taken at the same c: at ``centre``, Laplace's evidence
+        around the mode, the objective that update ascends."""
         post = self.posterior(prior, beta)
         c = post.mean if centre is None else centre
         gamma_g = prior.group_sizes - prior.group_sum(prior.precision() * post.diag_covariance())
@@ -274,7 +276,7 @@ class DenseGaussianModel(eqx.Module):
         )
         residual_sq = self.residual_sq(c)
         new_beta = (self.n - gamma_k + 2 * hyper.beta_shape) / (residual_sq + 2 * hyper.beta_rate)
-        evidence = self.log_evidence(post, beta)
+        evidence = log_evidence_from_terms(prior, beta, c, residual_sq, post.logdet(), self.n)
         info = {
             "posterior": post,
             "gamma": jnp.sum(gamma_g),

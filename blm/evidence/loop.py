@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import positive
+from blm._checks import non_negative, positive
 from blm.exceptions import warn_not_converged
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
@@ -121,6 +121,11 @@ class HyperparameterFit:
     converged: bool = True
     last_change: float = 0.0
     score: float = float("nan")  # exact fits: log evidence + log hyperprior at α, β
+    n_solves: int | None = None  # posterior solves in all (None: one per step and the final)
+
+    def __post_init__(self) -> None:
+        if self.n_solves is None:
+            self.n_solves = self.n_iter + int(self.solved_at_final)
 
     def solve_converged(self, tol: float | None) -> bool:
         """Whether the final solve reached its tolerance ``tol`` (True without one: plain
@@ -153,6 +158,75 @@ class HyperparameterFit:
             f"alpha, beta {self.last_change:.2e} above tol = {tol:g}: not converged; raise "
             f"{cap.split('=')[0]}",
         )
+
+
+@dataclass(frozen=True)
+class StoppingRule:
+    r"""When a hyperparameter loop has settled: the largest relative change of any α_g,
+    β_k below ``tol``, or (where the steps score their input, exact fits and sampled fits
+    with an exact scorer) the evidence's predicted gain from all further steps below
+    ``evidence_tol`` nats.
+
+    The predicted gain: with s_t the score (log evidence + log hyperprior) at step t's
+    input, g_t = s_t − s_{t−1} and ρ_t = g_t/g_{t−1}, an iteration converging at a rate
+    ρ ∈ (0, 1) gains g_t ρ + g_t ρ² + … = g_t ρ/(1 − ρ) more. The rate is trusted only
+    once the last three ratios are positive, below 1 and none more than twice the one
+    before (a linear rate that has settled, or a faster one: a fit's first steps gain
+    orders of magnitude more than its tail and would predict too little), and ρ is the
+    largest of them. Steps whose gains are within rounding of the score (|g| below
+    ``evidence_tol`` or 16·eps·|s_t|, eps of the hyperparameters' precision) are settled
+    too. So an α_g along which the evidence is flat (a group the data do not determine)
+    no longer keeps a fit running once the evidence has stopped moving.
+
+    Args:
+        tol: relative change of α, β to stop at (≥ 0).
+        evidence_tol: nats of predicted evidence gain to stop at (> 0), or None (only
+            ``tol``).
+
+    Raises:
+        ValueError: for a tolerance that is not a positive number.
+
+    Example:
+        >>> rule = StoppingRule(tol=1e-6, evidence_tol=1e-3)
+        >>> rule.evidence_settled([-111.0, -101.0, -100.0, -99.9, -99.89, -99.889], np.float64)
+        True
+        >>> rule.evidence_settled([-110.0, -105.0, -102.0, -100.5, -99.8], np.float64)
+        False
+    """
+
+    tol: float
+    evidence_tol: float | None = None
+
+    def __post_init__(self) -> None:
+        non_negative(self.tol, "tol")
+        if self.evidence_tol is not None:
+            positive(self.evidence_tol, "evidence_tol")
+
+    def evidence_settled(self, scores, dtype) -> bool:
+        """Whether the scores so far (at the steps' inputs) predict less than
+        ``evidence_tol`` nats of further gain (False without it or with < 5 scores)."""
+        if self.evidence_tol is None or len(scores) < 5:
+            return False
+        s = np.asarray(scores[-5:], float)
+        if not np.all(np.isfinite(s)):
+            return False
+        eps = np.finfo(dtype if np.issubdtype(dtype, np.floating) else float).eps
+        floor = max(self.evidence_tol, 16 * eps * abs(s[-1]))
+        gains = np.diff(s)
+        if np.all(np.abs(gains[-2:]) <= floor):
+            return True
+        if np.any(gains <= 0):
+            return False
+        rho = gains[1:] / gains[:-1]
+        if np.any(rho >= 1) or np.any(rho[1:] > 2 * rho[:-1]):
+            return False
+        rate = float(np.max(rho))
+        return bool(gains[-1] * rate / (1 - rate) <= floor)
+
+
+def as_stopping(tol: float | StoppingRule) -> StoppingRule:
+    """``tol`` as a ``StoppingRule`` (a number: the relative change alone)."""
+    return tol if isinstance(tol, StoppingRule) else StoppingRule(float(tol))
 
 
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
@@ -252,6 +326,8 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
             return alpha, beta, resumed.iteration, trajectory, {"converged": True, "change": 0.0}
     info: dict = {}
     change = 0.0
+    stop = as_stopping(tol)
+    dtype = np.result_type(np.asarray(alpha))
     for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
@@ -271,7 +347,14 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
                 "Gamma hyperprior with positive rate keeps it finite. An alpha reaching 0 means "
                 "that group's effective dimension came out 0: no direction the data determine, "
                 "or a sampled estimate too noisy (raise n_samples); a Gamma hyperprior with "
-                "positive shape keeps it above 0",
+                "positive shape keeps it above 0"
+                + (
+                    ". In float32 an effective dimension near 0 or near its group's size "
+                    "(gamma_g = |g| - alpha_g tr_g(H^-1)) loses its digits to rounding: "
+                    "compute in float64 (float64 arrays, or blm fit --float64)"
+                    if np.result_type(new_alpha) == np.float32
+                    else ""
+                ),
                 runaway=bool(np.any((new_alpha >= bound) & ~fixed)),
             )
         change = max(relative_change(alpha, new_alpha), relative_change(beta, new_beta))
@@ -279,7 +362,8 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
         if progress is not None:
             progress(it, change)
         # a step whose E-step was solved loosely (``SolveSchedule``) cannot end the loop
-        converged = change < tol and info.get("solved_to_final", True)
+        settled = change < stop.tol or stop.evidence_settled(trajectory.score, dtype)
+        converged = settled and info.get("solved_to_final", True)
         if checkpointer is not None:
             extra = {**extra_state(), "converged": np.asarray(converged)}
             checkpointer.update(LoopState(it, alpha, beta, copy.deepcopy(trajectory), extra))
