@@ -83,6 +83,15 @@ class Anderson:
             beta = np.exp(u[n_free:]).astype(beta.dtype)
         return alpha, beta
 
+    def _in_range(self, alpha, beta) -> bool:
+        """Whether a MacKay step's output is a valid next point: finite, and positive in
+        the fitted coordinates (a candidate whose step leaves the range is refused, so the
+        loop never sees an out-of-range update the plain iteration would not make)."""
+        alpha, beta = np.asarray(alpha), np.asarray(beta)
+        if not (np.all(np.isfinite(alpha)) and np.all(np.isfinite(beta))):
+            return False
+        return bool(np.all(alpha[self._free] > 0) and (not self._fit_beta or np.all(beta > 0)))
+
     def _evaluate(self, alpha, beta):
         cached = self._cache
         if (
@@ -123,8 +132,8 @@ class Anderson:
         report["evaluations"] = evaluations + 1
         score = float(info.get("score", np.nan))
         score_c = np.nan if out is None else float(out[2].get("score", np.nan))
-        finite = out is not None and all(np.all(np.isfinite(v)) for v in out[:2])
-        if finite and np.isfinite(score_c) and score_c >= score - 1e-12 * abs(score):
+        valid = out is not None and self._in_range(out[0], out[1])
+        if valid and np.isfinite(score_c) and score_c >= score - 1e-12 * abs(score):
             self._cache = ((ac, bc), out)
             return ac, bc, report
         self._points, self._residuals = [u], [f]  # restart from the plain step
