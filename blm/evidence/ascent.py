@@ -26,7 +26,13 @@ import optax
 from blm._checks import positive
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.lanczos import SLQ, rademacher_probes, slq_log_evidence
-from blm.evidence.loop import HyperparameterFit, Solve, SolveSchedule, solve_and_update
+from blm.evidence.loop import (
+    HyperparameterFit,
+    Solve,
+    SolveSchedule,
+    StoppingRule,
+    solve_and_update,
+)
 from blm.features import Features
 from blm.likelihoods import Gaussian
 from blm.operators import traced_blocks
@@ -96,7 +102,7 @@ def fit_evidence(
     hyper: GammaHyperprior = GammaHyperprior(),
     learning_rate: float = 0.1,
     max_iter: int = 200,
-    tol: float = 1e-4,
+    tol: float | StoppingRule = 1e-4,
     progress: Callable[[int, float], None] | None = None,
     checkpointer: Checkpointer | None = None,
     schedule: SolveSchedule | None = None,

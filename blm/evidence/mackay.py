@@ -63,6 +63,7 @@ from blm.evidence.loop import (
     HyperparameterFit,
     Solve,
     SolveSchedule,
+    StoppingRule,
     solve_and_update,
 )
 
@@ -205,7 +206,7 @@ def fit_mackay(
     hyper: GammaHyperprior = GammaHyperprior(),
     estimator: GammaEstimator = "combined",
     max_iter: int = 100,
-    tol: float = 1e-4,
+    tol: float | StoppingRule = 1e-4,
     progress: Callable[[int, float], None] | None = None,
     block_size: int | None = None,
     evidence: Callable[[Prior, Likelihood], float] | None = None,
