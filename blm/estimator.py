@@ -192,11 +192,10 @@ class BayesianLinearRegression(RegressorParams):
     def _solver_object(self) -> Solver:
         """``solver`` as an object, its ``None`` fields set for a design matrix (for
         ``"auto"``: the one chosen for the data being fitted, or fitted)."""
-        if isinstance(self.solver, str) and self.solver == "auto":
-            chosen = getattr(self, "_auto", None)
-            if chosen is None:
+        if estimator_data.is_auto(self.solver):
+            if not hasattr(self, "solver_"):
                 raise RuntimeError("solver='auto' is chosen when fit sees the data")
-            return as_solver(chosen.name).resolved(DESIGN_DEFAULTS)
+            return self.solver_
         return as_solver(self.solver).resolved(DESIGN_DEFAULTS)
 
     def _rule(self) -> Rule:
@@ -210,9 +209,9 @@ class BayesianLinearRegression(RegressorParams):
         return isinstance(self._rule(), EvidenceAscent)
 
     def _solver_name(self) -> str:
-        if isinstance(self.solver, str) and self.solver == "auto":
-            chosen = getattr(self, "_auto", None)
-            return "auto" if chosen is None else f"auto: {chosen.name}"
+        if estimator_data.is_auto(self.solver):
+            chosen = getattr(self, "solver_", None)
+            return "auto" if chosen is None else f"auto: {type(chosen).__name__.lower()}"
         return self.solver if isinstance(self.solver, str) else type(self.solver).__name__
 
     def fit(
@@ -270,8 +269,7 @@ class BayesianLinearRegression(RegressorParams):
         elif resume:
             raise ValueError("resume: needs a checkpoint file to resume from")
         p, m = self.X_offset_.shape[0], dataset.m
-        self._auto = estimator_data.choose(self, features, dataset)
-        self.solver_, self.solver_reason_ = self._solver_object(), self._auto.reason
+        self.solver_, self.solver_reason_ = estimator_data.choose(self, features, dataset)
         groups = estimator_data.groups(self, p, m)
         n_groups = int(groups.max()) + 1
         alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))

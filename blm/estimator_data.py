@@ -28,13 +28,18 @@ from blm._checks import (
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
 from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.features import LinearFeatures, SparseLinearFeatures
-from blm.solvers.auto import SolverChoice, choose_solver
-from blm.solvers.config import as_solver
+from blm.solvers.auto import choose_solver
+from blm.solvers.config import DESIGN_DEFAULTS, Solver, as_solver
+
+
+def is_auto(solver) -> bool:
+    """Whether ``solver`` is ``"auto"`` (chosen when fit sees the data)."""
+    return isinstance(solver, str) and solver == "auto"
 
 
 def validate(est) -> None:
     """Check the settings of ``est``, naming the one that is wrong."""
-    auto = isinstance(est.solver, str) and est.solver == "auto"
+    auto = is_auto(est.solver)
     if not auto:
         est._solver_object()  # TypeError naming solver
     est._rule()  # TypeError naming hyper
@@ -55,12 +60,12 @@ def validate(est) -> None:
             positive(getattr(est, name), name)
 
 
-def choose(est, features, dataset) -> SolverChoice:
-    """``est``'s solver for (features, dataset): ``"auto"``'s choice (``choose_solver``),
-    else the given solver with the reason "given". Raises ValueError where ``"auto"``
-    chose a sampled solver and ``n_samples`` is 0."""
-    if not (isinstance(est.solver, str) and est.solver == "auto"):
-        return SolverChoice(type(est._solver_object()).__name__.lower(), "given")
+def choose(est, features, dataset) -> tuple[Solver, str]:
+    """``est``'s solver object for (features, dataset) and why: ``"auto"``'s choice
+    (``choose_solver``) and its reason, else the solver given and "given". Raises
+    ValueError where ``"auto"`` chose a sampled solver and ``n_samples`` is 0."""
+    if not is_auto(est.solver):
+        return as_solver(est.solver).resolved(DESIGN_DEFAULTS), "given"
     p = est.X_offset_.shape[0]
     sparse = isinstance(features, SparseLinearFeatures)
     choice = choose_solver(
@@ -77,7 +82,7 @@ def choose(est, features, dataset) -> SolverChoice:
             f"n_samples: solver='auto' chose {choice.name!r} ({choice.reason}), which needs "
             "n_samples >= 1; give n_samples >= 1 or solver='exact'"
         )
-    return choice
+    return as_solver(choice.name).resolved(DESIGN_DEFAULTS), choice.reason
 
 
 def fingerprint(est, X, y, sample_weight=None) -> str:
@@ -92,8 +97,8 @@ def fingerprint(est, X, y, sample_weight=None) -> str:
         params["prior_groups"] = (labels.tolist(), hashlib.sha256(codes.tobytes()).hexdigest())
     for name in ("solver", "hyper"):  # objects by their fields, arrays whole
         params[name] = repr(jax.tree.map(np.asarray, params[name]))
-        named = isinstance(est.solver, str) and est.solver == "auto"
-        leaves = jax.tree.leaves(as_solver(est.solver) if name == "solver" and not named else 0)
+        solver = name == "solver" and not is_auto(est.solver)
+        leaves = jax.tree.leaves(as_solver(est.solver) if solver else 0)
         for leaf in leaves:
             params[name] += hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest()
     h = hashlib.sha256(repr(sorted(params.items())).encode())

@@ -30,10 +30,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from blm.checkpoint import read_trajectory, write_trajectory
+from blm.estimator_data import is_auto
 from blm.h5io import atomic_h5, open_h5
 from blm.precision import computing_in
 from blm.priors import Prior
-from blm.solvers.auto import SolverChoice
+from blm.solvers.config import DESIGN_DEFAULTS, as_solver
 from blm.solvers.exact import ExactPosterior
 from blm.solvers.sampled import SampledPosterior
 
@@ -60,7 +61,8 @@ def save_estimator(est, path: str | os.PathLike) -> None:
         f.attrs["y_1d"] = est._y_1d
         f.attrs["n_iter"] = est.n_iter_
         f.attrs["n_solves"] = est.n_solves_
-        f.attrs["solver_choice"], f.attrs["solver_reason"] = est._auto.name, est._auto.reason
+        f.attrs["solver_choice"] = type(est.solver_).__name__.lower()
+        f.attrs["solver_reason"] = est.solver_reason_
         f.attrs["converged"] = bool(est.converged_)
         f.attrs["last_change"] = float(est.last_change_)
         for name in ("X_offset_", "y_offset_", "scores_"):
@@ -174,11 +176,10 @@ def load_estimator(cls, path: str | os.PathLike):
         est._y_1d = bool(f.attrs["y_1d"])
         est.n_iter_ = int(f.attrs["n_iter"])
         est.n_solves_ = int(f.attrs.get("n_solves", est.n_iter_ + 1))  # older files: plain
-        if "solver_choice" in f.attrs:
-            est._auto = SolverChoice(str(f.attrs["solver_choice"]), str(f.attrs["solver_reason"]))
-        else:  # written before solver="auto": the solver given
-            est._auto = SolverChoice(type(est._solver_object()).__name__.lower(), "given")
-        est.solver_, est.solver_reason_ = est._solver_object(), est._auto.reason
+        # files written before solver="auto" ran the solver given
+        chosen = str(f.attrs.get("solver_choice", "")) if is_auto(est.solver) else None
+        est.solver_ = as_solver(chosen or est.solver).resolved(DESIGN_DEFAULTS)
+        est.solver_reason_ = str(f.attrs.get("solver_reason", "given"))
         # files written before these were recorded: not known to have converged
         est.converged_ = bool(f.attrs.get("converged", False))
         est.last_change_ = float(f.attrs.get("last_change", np.nan))

@@ -183,3 +183,21 @@ def test_evidence_tol_is_checked(bad):
         blm.BayesianLinearRegression(evidence_tol=bad).fit(X, y)
     with pytest.raises(ValueError, match="evidence_tol"):
         StoppingRule(1e-6, evidence_tol=bad)
+
+
+def test_group_gamma_is_the_exact_effective_dimension_and_summary_names_weak_groups():
+    """gamma_g = |g| - alpha_g tr_g(Sigma) from the dense posterior covariance (oracle), and
+    summary() names the group whose columns the data barely see (gamma_g < 2) and only it."""
+    from blm.estimator_report import group_gamma, weak_groups
+
+    X, y, groups = _weak_group_problem(3)
+    est = _fit(X, y, groups.astype(str), max_iter=3000)
+    sigma = np.diag(est.sigma_)
+    oracle = np.array([5 - est.alpha_[g] * sigma[groups == g].sum() for g in range(3)])
+    np.testing.assert_allclose(group_gamma(est), oracle, rtol=1e-10)
+    np.testing.assert_allclose(group_gamma(est).sum(), 15 - np.sum(est.alpha_[groups] * sigma))
+    assert oracle[2] < 2 < min(oracle[:2])
+    assert [name.split()[0] for name in weak_groups(est)] == ["2"]
+    assert "weakly determined alpha" in est.summary() and "2 (gamma" in est.summary()
+    given = _fit(X, y, groups.astype(str), fixed_alpha={"2": 300.0}, max_iter=3000)
+    assert weak_groups(given) == []  # a given alpha is not reported

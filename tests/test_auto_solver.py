@@ -96,3 +96,18 @@ def test_cli_auto_refuses_sampled_solver_flags(tmp_path, capsys, monkeypatch):
     assert cli.main(["fit", str(path), "--out", str(out), "--no-progress"]) == 0
     assert cli.main(["info", str(out)]) == 0
     assert "auto chose:      Exact" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "bad, error, match",
+    [
+        ({"n": 0}, ValueError, "n must be >= 1"),
+        ({"p": 2.5}, TypeError, "p must be an integer"),
+        ({"row_entries": -1}, ValueError, "row_entries must be >= 1"),
+        ({"n_samples": -1}, ValueError, "n_samples must be >= 0"),
+    ],
+)
+def test_choose_solver_names_a_bad_size(bad, error, match):
+    sizes = dict(n=100, m=1, p=10, row_entries=10, n_samples=16, streamed=False)
+    with pytest.raises(error, match=match):
+        choose_solver(**{**sizes, **bad})

@@ -12,9 +12,10 @@ and the last ``memory`` differences ΔU, ΔF of points and residuals,
 (no history: u' = F(u_k), plain MacKay), its move from u_k shortened to at most
 ``STEP_FACTOR`` times the plain step's largest coordinate move (the evidence can have
 several maxima — a design with fewer rows than columns has one at noise-free
-interpolation — and an unbounded extrapolation jumps between them). u' is evaluated — its MacKay step, which scores
-its input by the exact evidence — and accepted when its evidence is no lower than at u_k;
-otherwise the history restarts and the plain step F(u_k) is taken. An iteration costs
+interpolation — and an unbounded extrapolation jumps between them). u' is evaluated (its
+MacKay step scores its input by the exact evidence) and accepted when its evidence is no
+lower than at u_k and its own step stays in range; otherwise the history restarts and the
+plain step F(u_k) is taken. An iteration costs
 one dense solve, two where the candidate is refused; the fixed points are MacKay's
 (f = 0 there), and the evidence never decreases across an accepted extrapolation.
 (SQUAREM, measured beside it, took more solves on every problem of
@@ -36,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
+from blm.evidence.loop import unbounded_above
 
 STEP_FACTOR = 10.0
 """An extrapolated step moves no coordinate of u further than this many times the plain
@@ -73,7 +76,7 @@ class Anderson:
         return np.concatenate(parts)
 
     def _unpack(self, u: np.ndarray, alpha, beta):
-        limit = np.log(np.finfo(np.asarray(alpha).dtype).max) / 2  # √max: squares stay finite
+        limit = np.log(unbounded_above(alpha))  # the loop's bound: squares stay finite
         u = np.clip(u, -limit, limit)
         alpha = np.array(alpha, copy=True)
         n_free = int(self._free.sum())

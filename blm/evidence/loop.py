@@ -210,8 +210,7 @@ class StoppingRule:
         s = np.asarray(scores[-5:], float)
         if not np.all(np.isfinite(s)):
             return False
-        eps = np.finfo(dtype if np.issubdtype(dtype, np.floating) else float).eps
-        floor = max(self.evidence_tol, 16 * eps * abs(s[-1]))
+        floor = max(self.evidence_tol, 16 * float_info(np.zeros(0, dtype)).eps * abs(s[-1]))
         gains = np.diff(s)
         if np.all(np.abs(gains[-2:]) <= floor):
             return True
@@ -292,13 +291,18 @@ class HyperparameterRangeError(FloatingPointError):
         self.runaway = runaway
 
 
-def _unbounded_above(alpha) -> float:
+def float_info(values) -> np.finfo:
+    """``np.finfo`` of the precision of ``values`` (float64 for non-float values)."""
+    dtype = np.result_type(np.asarray(values))
+    return np.finfo(dtype if np.issubdtype(dtype, np.floating) else np.float64)
+
+
+def unbounded_above(alpha) -> float:
     """The α treated as infinite: √(largest float) of the update's precision (1.8e19 in
     float32, 1.3e154 in float64). A precision past it cannot be squared, so a power
     iteration or a quadratic form on H overflows (a per-layer α of a network running away
     to 9e22 in float32 made sgd's learning rate NaN before the loop saw an inf)."""
-    dtype = np.asarray(alpha).dtype
-    return float(np.sqrt(np.finfo(dtype if np.issubdtype(dtype, np.floating) else float).max))
+    return float(np.sqrt(float_info(alpha).max))
 
 
 def _nan_message(it: int, alpha, beta) -> str:
@@ -331,7 +335,7 @@ def _iterate(step, alpha, beta, max_iter, tol, progress, checkpointer, extra_sta
     for it in range(first, max_iter + 1):
         new_alpha, new_beta, info = step(alpha, beta)
         trajectory.append(alpha, beta, info)
-        bound = _unbounded_above(new_alpha)
+        bound = unbounded_above(new_alpha)
         new_alpha = np.where(fixed, alpha, np.asarray(new_alpha))
         new_beta = np.asarray(new_beta)
         if np.any(np.isnan(new_alpha)) or np.any(np.isnan(new_beta)):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from blm._checks import positive_int
 from blm.memory import available_memory, estimate_exact_memory
 
 STEPS = 10
@@ -68,7 +69,14 @@ def choose_solver(
 
     Returns:
         A ``SolverChoice``.
+
+    Raises:
+        TypeError, ValueError: a size that is not an integer ≥ 1 (``n_samples`` ≥ 0),
+            naming it.
     """
+    for name, value in (("n", n), ("m", m), ("p", p), ("row_entries", row_entries)):
+        positive_int(value, name)
+    positive_int(n_samples, "n_samples", minimum=0)
     d = m * p
     rows = n * m
     if p <= n or streamed:
