@@ -7,6 +7,7 @@ from blm.evidence_framework import EvidenceFit, train_with_evidence
 from blm.features import Features, LinearFeatures, RandomFourierFeatures, SparseLinearFeatures
 from blm.laplace import LaplacePosterior, linearise
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from blm.logistic import BayesianLogisticRegression
 from blm.network import NetworkFeatures
 from blm.priors import Prior
 from blm.rules import EvidenceAscent, MacKay, Rule
@@ -26,6 +27,7 @@ __all__ = [
     "SVRG",
     "Solver",
     "BayesianLinearRegression",
+    "BayesianLogisticRegression",
     "Bernoulli",
     "Categorical",
     "EvidenceFit",

@@ -518,6 +518,3 @@ def csr_block(group: h5py.Group, start: int, stop: int):
     indices = group["indices"][ptr[0] : ptr[-1]]
     shape = (stop - start, int(group.attrs["shape"][1]))
     return scipy.sparse.csr_array((data, indices, ptr - ptr[0]), shape=shape)
-
-
-Dataset = ArrayDataset | HDF5Dataset

@@ -90,7 +90,7 @@ def _resolve_form(form: str, n: int, m: int, d: int) -> Literal["primal", "dual"
     return form
 
 
-def _padding(n: int) -> int:
+def row_padding(n: int) -> int:
     """Zero rows that take n to the next multiple of 2^(⌊log₂ n⌋ − 3) (< n/8)."""
     return -n % (1 << max(n.bit_length() - 4, 0))
 
@@ -157,7 +157,7 @@ class DenseGaussianModel(eqx.Module):
         n = sum(len(y_b) for y_b in ys)
         form = _resolve_form(form, n, *phis[0].shape[1:])
         if form == "primal":  # pad here, or from_arrays copies the concatenated Φ to pad it
-            pad = _padding(n)
+            pad = row_padding(n)
             phis.append(jnp.zeros((pad, *phis[0].shape[1:]), phis[0].dtype))
             ys.append(jnp.zeros((pad, ys[0].shape[1]), ys[0].dtype))
         return cls.from_arrays(
@@ -184,7 +184,7 @@ class DenseGaussianModel(eqx.Module):
         form = _resolve_form(form, n, m, d)
         gram = cross = None
         if form == "primal":
-            pad = _padding(n)
+            pad = row_padding(n)
             if pad:
                 Phi = jnp.pad(Phi, ((0, pad), (0, 0), (0, 0)))
                 Y = jnp.pad(Y, ((0, pad), (0, 0)))

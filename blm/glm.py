@@ -1,0 +1,442 @@
+r"""Laplace-approximate Bayesian GLMs with evidence-tuned priors (the evidence framework).
+
+For a canonical-link GLM (``Bernoulli``: logistic, ``Categorical``: multinomial) with
+design rows x_i, frequency weights w_i and θ ~ N(0, A⁻¹):
+
+    log p(θ | y, α) = Σ_i w_i log p(y_i | f_i) − ½ θᵀAθ + const,   f_i = φ(x_i) θ
+    H(θ) = Σ_i w_i φ_iᵀ B_i(θ) φ_i + A                            (the exact Hessian)
+    MAP θ̂ by Newton's method: θ ← θ + t H⁻¹(Σ_i w_i φ_iᵀ(y_i − p_i) − Aθ), t by backtracking
+    Laplace: p(θ | y) ≈ N(θ̂, H(θ̂)⁻¹),  log p(y | α) ≈ log p(y, θ̂) + ½ log det A − ½ log det H
+    MacKay:  α_g ← γ_g / ‖θ̂_g‖²,  γ_g = d_g − α_g Tr_g(H⁻¹)
+
+Each Newton step is one solve of the linear model linearised at θ (``GLMFeatures``, its
+output offset f_i and curvature B_i at θ; pseudo-targets f_i + u_i, B_i u_i = y_i − p_i),
+by the chosen solver through the one pipeline (``blm.pipeline.fit_hyperparameters``,
+one MacKay step per Newton step): α and θ move together to the joint fixed point (the
+MAP at α and α MacKay's at that MAP), where the loop stops.
+
+The design carries one more column, p, holding s_i = √w_i (the rows are s_i x_i): it is
+the intercept's column, and it lets ``GLMFeatures`` evaluate B_i at the unscaled f_i. The
+intercept is flat (α = 0, unpenalised, as scikit-learn's); with K > 2 classes it lives in
+the K − 1 sum-to-zero directions (``basis``), since a common shift of every class's
+intercept leaves the softmax unchanged and would make H singular.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from blm.evidence.closed_form import DenseGaussianModel
+from blm.evidence.loop import fixed_mask
+from blm.features import Features, LinearFeatures, SparseLinearFeatures
+from blm.likelihoods import Bernoulli, Likelihood
+from blm.pipeline import FitSettings, fit_hyperparameters
+from blm.priors import Prior
+from blm.rules import MacKay
+from blm.solvers.config import Exact, Problem, Solver
+from blm.solvers.sampled import SampledPosterior
+
+
+def intercept_basis(n_classes_out: int, fit_intercept: bool) -> np.ndarray:
+    """The intercept's basis Q (K, q): none (q = 0), [[1]] for one logit, or an
+    orthonormal basis of the sum-zero vectors (q = K − 1) for K softmax logits."""
+    if not fit_intercept:
+        return np.zeros((n_classes_out, 0))
+    if n_classes_out == 1:
+        return np.ones((1, 1))
+    centred = np.eye(n_classes_out) - 1.0 / n_classes_out
+    u, _, _ = np.linalg.svd(centred)
+    return u[:, : n_classes_out - 1]
+
+
+class GLMFeatures(Features):
+    r"""The linear predictor of a GLM, linearised at θ₀: f = φ(x)θ with
+    θ = [vec(W) (K·p, row-major as ``coef_``), c (q)], and the full coefficients
+    Θ = [W, Qc] (K, p + 1) applied to rows [s_i x_i, s_i] by ``base``
+    (``LinearFeatures(p + 1, K)`` or ``SparseLinearFeatures(p + 1, K)``).
+    ``offset`` is the unscaled predictor f_i(θ₀) = (row_i Θ₀ᵀ)/s_i, where the likelihood
+    evaluates B_i (0 on zero-weight padding rows)."""
+
+    base: LinearFeatures
+    theta0: Float[Array, " d"]
+    basis: Float[Array, "K q"]
+
+    def __init__(self, base: LinearFeatures, theta0, basis):
+        self.base = base
+        self.basis = jnp.asarray(basis, jnp.result_type(float))
+        self.theta0 = jnp.asarray(theta0, jnp.result_type(float))
+        if self.theta0.shape != (self.d,):
+            raise ValueError(f"theta0 must have shape ({self.d},), got {self.theta0.shape}")
+
+    @property
+    def p(self) -> int:
+        return self.base.n_inputs - 1
+
+    @property
+    def m(self) -> int:
+        return self.base.n_outputs
+
+    @property
+    def d(self) -> int:
+        return self.m * self.p + int(self.basis.shape[1])
+
+    def full(self, theta: Float[Array, "... d"]) -> Float[Array, "... D"]:
+        """Θ = [W, Qc] raveled (…, K·(p + 1)) from θ (…, d)."""
+        lead = theta.shape[:-1]
+        W = theta[..., : self.m * self.p].reshape(*lead, self.m, self.p)
+        b = theta[..., self.m * self.p :] @ self.basis.T  # (…, K)
+        return jnp.concatenate([W, b[..., None]], axis=-1).reshape(*lead, -1)
+
+    def reduce(self, g: Float[Array, "... D"]) -> Float[Array, "... d"]:
+        """The transpose of ``full``: [vec(G[:, :p]), Qᵀ G[:, p]]."""
+        lead = g.shape[:-1]
+        G = g.reshape(*lead, self.m, self.p + 1)
+        W = G[..., : self.p].reshape(*lead, -1)
+        return jnp.concatenate([W, G[..., self.p] @ self.basis], axis=-1)
+
+    def row_scale(self, inputs) -> Float[Array, " b"]:
+        """s_i, the constant column's value in each row."""
+        if isinstance(self.base, SparseLinearFeatures):
+            cols, vals = inputs[..., 0], inputs[..., 1]
+            return jnp.sum(jnp.where(cols == self.p, vals, 0.0), axis=-1)
+        return inputs[:, self.p]
+
+    def _unscaled(self, inputs, scaled_f):
+        s = self.row_scale(inputs)[:, None]
+        return jnp.where(s > 0, scaled_f / jnp.where(s > 0, s, 1.0), 0.0)
+
+    def offset(self, inputs):
+        return self._unscaled(inputs, self.base.jvp(inputs, self.full(self.theta0)))
+
+    def jvp(self, inputs, z):
+        return self.base.jvp(inputs, self.full(z))
+
+    def vjp(self, inputs, v):
+        return self.reduce(self.base.vjp(inputs, v))
+
+    def linearize(self, inputs):
+        _, jvp, vjp = self.base.linearize(inputs)
+        f0 = self._unscaled(inputs, jvp(self.full(self.theta0)))
+        return f0, lambda z: jvp(self.full(z)), lambda v: self.reduce(vjp(v))
+
+    def linearize_many(self, inputs):
+        _, jvps, vjps = self.base.linearize_many(inputs)
+        f0 = self._unscaled(inputs, self.base.jvp(inputs, self.full(self.theta0)))
+        return f0, lambda Z: jvps(self.full(Z)), lambda V: self.reduce(vjps(V))
+
+    def block_rows(self) -> int | None:
+        return self.base.block_rows()
+
+    def sq_rows(self, inputs, factor):
+        full = self.base.sq_rows(inputs, factor).reshape(self.m, self.p + 1)
+        s = self.row_scale(inputs)
+        rotated = jnp.einsum("kq,bkl->bql", self.basis, factor)  # Qᵀ L_i
+        intercept = jnp.einsum("b,bql->q", s**2, rotated**2)
+        return jnp.concatenate([full[:, : self.p].ravel(), intercept])
+
+    def dense(self, inputs):
+        D = self.base.dense(inputs)  # (b, K, K·(p + 1))
+        b = D.shape[0]
+        D = D.reshape(b, self.m, self.m, self.p + 1)
+        W = D[..., : self.p].reshape(b, self.m, -1)
+        return jnp.concatenate([W, D[..., self.p] @ self.basis], axis=-1)
+
+
+@eqx.filter_jit
+def _block_pseudo(features: GLMFeatures, likelihood, xb, yb):
+    """(s_i(f_i + u_i) (b, m), Σ_i w_i log p(y_i | f_i)) at θ₀ for one block."""
+    f0 = features.offset(xb)
+    s = features.row_scale(xb)
+    u = likelihood.pseudo_targets(f0, yb)
+    per_row = jax.vmap(lambda f, y: likelihood.log_likelihood(f[None], y[None]))(f0, yb)
+    return s[:, None] * (f0 + u), jnp.sum(s**2 * per_row)
+
+
+def linearised_targets(features: GLMFeatures, likelihood, labels, block_size) -> tuple:
+    """(pseudo-targets (n, m), weighted log-likelihood at θ₀) in one pass over ``labels``,
+    a dataset of the rows and the encoded labels."""
+    parts, total = [], 0.0
+    for xb, yb, _ in labels.blocks(block_size):
+        pseudo, ll = _block_pseudo(features, likelihood, xb, yb)
+        parts.append(pseudo)
+        total = total + ll
+    return jnp.concatenate(parts), float(total)
+
+
+def log_posterior(features: GLMFeatures, likelihood, labels, prior: Prior, block_size) -> float:
+    """Σ_i w_i log p(y_i | f_i(θ₀)) − ½ θ₀ᵀAθ₀ (the penalised log-likelihood at θ₀)."""
+    _, ll = linearised_targets(features, likelihood, labels, block_size)
+    return ll - 0.5 * float(jnp.sum(prior.precision() * features.theta0**2))
+
+
+@eqx.filter_jit
+def _whitened_block(features: GLMFeatures, likelihood, xb, yb):
+    """Rows L_iᵀφ̃_i (b·m, 1, d) and targets L_iᵀỹ_i (b·m, 1) of the dense model."""
+    L = likelihood.sqrt_precision(features.offset(xb))  # (b, m, m)
+    rows = jnp.einsum("bkl,bkd->bld", L, features.dense(xb))
+    b, m = yb.shape
+    return rows.reshape(b * m, 1, features.d), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1)
+
+
+def dense_model(features: GLMFeatures, likelihood, dataset, block_size) -> DenseGaussianModel:
+    """The whitened dense linear model at θ₀ (its Gram accumulated block by block)."""
+    return DenseGaussianModel.from_data(
+        features,
+        dataset,
+        "primal",
+        block_size,
+        rows=lambda xb, yb: _whitened_block(features, likelihood, xb, yb),
+        accumulate=True,
+    )
+
+
+SEPARABLE_ALPHA = 1e-10
+"""A fitted α below this is the evidence driving the prior away: (nearly) separable data."""
+
+
+@dataclass(frozen=True)
+class NewtonSettings:
+    """The joint Newton–MacKay loop's settings.
+
+    Args:
+        max_iter: joint steps at most.
+        tol: stop when no α_g changes by more than ``tol`` relative and the Newton step
+            moves θ by less than ``tol`` relative (‖Δθ‖ ≤ tol·max(‖θ‖, 1)).
+        fit_alpha: tune α (False: the MAP and posterior at the given α).
+        fixed: mask (G,) of the groups whose α is given (the intercept's, flat).
+        max_halvings: backtracking halvings of a Newton step at most.
+    """
+
+    max_iter: int = 100
+    tol: float = 1e-5
+    fit_alpha: bool = True
+    fixed: np.ndarray | None = None
+    max_halvings: int = 30
+
+
+@dataclass
+class GLMFit:
+    """The fitted GLM: MAP ``theta`` and α, the Laplace posterior at them
+    (``posterior``: mean θ̂ and k zero-mean draws; ``exact`` the factored one or None),
+    the Laplace log evidence (NaN for sampled solvers), the steps and convergence."""
+
+    theta: np.ndarray
+    alpha: np.ndarray
+    posterior: SampledPosterior
+    exact: object
+    log_evidence: float
+    n_iter: int
+    converged: bool
+    last_change: float
+    trajectory: list = field(default_factory=list)
+
+
+class GLMModel:
+    """The pieces one linearisation needs: base features, likelihood, rows with labels."""
+
+    def __init__(self, base, likelihood: Likelihood, labels, basis, block_size):
+        self.base, self.likelihood, self.labels = base, likelihood, labels
+        self.basis, self.block_size = basis, block_size
+
+    def at(self, theta) -> tuple[GLMFeatures, object, float]:
+        """(features at θ, the dataset of pseudo-targets, log-likelihood at θ)."""
+        features = GLMFeatures(self.base, theta, self.basis)
+        pseudo, ll = linearised_targets(features, self.likelihood, self.labels, self.block_size)
+        return features, self.labels.with_targets(pseudo), ll
+
+
+def _relative(new, old) -> float:
+    new, old = np.asarray(new, float), np.asarray(old, float)
+    scale = np.where(old > 0, old, 1.0)
+    return float(np.max(np.abs(new - old) / scale, initial=0.0))
+
+
+def fit_glm(
+    model: GLMModel,
+    prior: Prior,
+    solver: Solver,
+    rule: MacKay,
+    *,
+    settings: NewtonSettings,
+    key: jax.Array,
+    n_samples: int,
+) -> GLMFit:
+    """The joint Newton–MacKay iteration of the module docstring, then the Laplace
+    posterior at the fixed point (``n_samples`` draws; the exact factor for ``Exact``)."""
+    m, p, q = model.base.n_outputs, model.base.n_inputs - 1, np.shape(model.basis)[1]
+    theta = jnp.zeros(m * p + q, jnp.result_type(float))
+    alpha = np.asarray(prior.alpha, float)
+    exact = isinstance(solver, Exact)
+    step_rule = MacKay(gamma=rule.gamma, accelerate=False)
+    warm, trajectory, converged, change = None, [], False, np.inf
+    n_iter = 0
+    for n_iter in range(1, settings.max_iter + 1):
+        features, pseudo, ll = model.at(theta)
+        p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
+        if exact:
+            post = dense_model(features, model.likelihood, pseudo, model.block_size).posterior(
+                p, jnp.ones(1, theta.dtype)
+            )
+            target = post.mean  # the Newton step from θ at α
+            new_alpha = alpha
+            if settings.fit_alpha:
+                new_alpha = _laplace_alpha(model, features, post, p, settings.fixed)
+        else:
+            fit = fit_hyperparameters(
+                Problem(features, model.likelihood, p, pseudo, model.block_size, None),
+                solver,
+                step_rule,
+                settings=FitSettings(
+                    max_iter=int(settings.fit_alpha),  # 0: the posterior at the given α
+                    tol=settings.tol,
+                    fixed=settings.fixed,
+                    fit_beta=False,
+                    final_solve=not settings.fit_alpha,
+                ),
+                key=key,
+                n_samples=n_samples,
+                init=warm,
+            )
+            new_alpha = np.asarray(fit.alpha, float) if settings.fit_alpha else alpha
+            target = jnp.asarray(fit.posterior.mean, theta.dtype)  # solved at the old α
+        p_at = p
+        theta_new = _backtrack(model, p_at, theta, target, settings.max_halvings)
+        if not exact:
+            warm = SampledPosterior(mean=theta_new, samples=fit.posterior.samples)
+        if settings.fit_alpha and np.any((new_alpha > 0) & (new_alpha < SEPARABLE_ALPHA)):
+            alpha, theta = new_alpha, theta_new
+            break  # the evidence drives α to 0: separable data (the caller says so)
+        step = float(jnp.linalg.norm(theta_new - theta)) / max(float(jnp.linalg.norm(theta)), 1.0)
+        change = max(_relative(new_alpha, alpha), step)
+        trajectory.append({"alpha": new_alpha, "step": step, "log_likelihood": ll})
+        theta, alpha = theta_new, new_alpha
+        if not np.all(np.isfinite(alpha)) or not bool(jnp.all(jnp.isfinite(theta))):
+            raise FloatingPointError(
+                f"the Newton–MacKay iteration left the finite range at step {n_iter} "
+                f"(alpha {np.round(alpha, 6).tolist()})"
+            )
+        if change <= settings.tol:
+            converged = True
+            break
+    return _laplace(
+        model,
+        prior,
+        alpha,
+        theta,
+        solver,
+        key,
+        n_samples,
+        warm,
+        n_iter,
+        converged,
+        change,
+        trajectory,
+    )
+
+
+@eqx.filter_jit
+def _block_logdet_gradient(features: GLMFeatures, likelihood, xb, cov):
+    """This block's share of ∂ log det H / ∂θ at fixed H⁻¹ (``cov``):
+    Σ_i φ_iᵀ ∇_f tr(B_i(f_i) S_i), S_i = φ̃_i H⁻¹ φ̃_iᵀ (φ̃ the scaled rows)."""
+    J = features.dense(xb)  # (b, m, d)
+    S = jnp.einsum("bkd,de,ble->bkl", J, cov, J)
+
+    def trace(f):  # Σ_i tr(B_i(f_i) S_i): row l of B_i S_i via precision_mul
+        BS = likelihood.precision_mul(f[:, None, :], jnp.swapaxes(S, 1, 2))
+        return jnp.sum(jnp.trace(BS, axis1=1, axis2=2))
+
+    s = features.row_scale(xb)[:, None]
+    g_f = jax.grad(trace)(features.offset(xb))
+    return features.vjp(xb, jnp.where(s > 0, g_f / jnp.where(s > 0, s, 1.0), 0.0))
+
+
+def _laplace_alpha(model: GLMModel, features: GLMFeatures, post, prior: Prior, fixed) -> np.ndarray:
+    r"""The fixed-point update of α for Laplace's evidence of a GLM,
+    α_g = γ_g / (‖θ_g‖² − u_gᵀθ_g), u = H⁻¹ ∂log det H/∂θ: MacKay's γ_g/‖θ_g‖² with the
+    curvature's dependence on the MAP (dθ̂/dα_g = −H⁻¹E_gθ̂) that MacKay's update drops;
+    it is the stationary point of the Laplace evidence itself (with B fixed it is
+    MacKay's). MacKay's where the corrected denominator is not positive."""
+    cov = post.covariance()
+    grad = None
+    for xb, _, _ in model.labels.blocks(model.block_size):
+        g = _block_logdet_gradient(features, model.likelihood, xb, cov)
+        grad = g if grad is None else grad + g
+    theta = post.mean
+    gamma = prior.group_sizes - prior.group_sum(prior.precision() * post.diag_covariance())
+    norm = prior.group_sum(theta**2)
+    corrected = norm - prior.group_sum(post.cov_mul(grad) * theta)
+    denominator = jnp.where(corrected > 0, corrected, norm)
+    new = np.asarray(gamma / denominator, float)
+    keep = fixed_mask(fixed, new.shape[0]) | (np.asarray(prior.alpha) == 0)
+    return np.where(keep, np.asarray(prior.alpha, float), new)
+
+
+def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int):
+    """θ + t(target − θ) with t = 1, ½, … the first that does not lower the penalised
+    log-likelihood at ``prior`` (a Newton step from θ is an ascent direction)."""
+    base = log_posterior(
+        GLMFeatures(model.base, theta, model.basis),
+        model.likelihood,
+        model.labels,
+        prior,
+        model.block_size,
+    )
+    direction, t = target - theta, 1.0
+    for _ in range(max_halvings):
+        candidate = theta + t * direction
+        value = log_posterior(
+            GLMFeatures(model.base, candidate, model.basis),
+            model.likelihood,
+            model.labels,
+            prior,
+            model.block_size,
+        )
+        if np.isfinite(value) and value >= base - 1e-12 * max(abs(base), 1.0):
+            return candidate
+        t *= 0.5
+    return theta
+
+
+def _laplace(
+    model, prior, alpha, theta, solver, key, k, warm, n_iter, converged, change, trajectory
+) -> GLMFit:
+    features, pseudo, ll = model.at(theta)
+    p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
+    penalty = 0.5 * float(jnp.sum(p.precision() * theta**2))
+    if isinstance(solver, Exact):
+        dense = dense_model(features, model.likelihood, pseudo, model.block_size)
+        exact = dense.posterior(p, jnp.ones(1, theta.dtype))
+        draws = exact.sample(key, k) if k > 0 else jnp.zeros((0, theta.shape[0]), theta.dtype)
+        evidence = ll - penalty + 0.5 * float(p.logdet()) - 0.5 * float(exact.logdet())
+        posterior = SampledPosterior(mean=theta, samples=draws)
+    else:
+        state = solver.init(
+            Problem(features, model.likelihood, p, pseudo, model.block_size, None), key, k
+        )
+        solved, _ = solver.solve(state, model.likelihood, p, warm)
+        exact, evidence = None, float("nan")
+        posterior = SampledPosterior(mean=theta, samples=solved.samples)
+    return GLMFit(
+        np.asarray(theta),
+        np.asarray(alpha),
+        posterior,
+        exact,
+        float(evidence),
+        n_iter,
+        converged,
+        change,
+        trajectory,
+    )
+
+
+def logistic_likelihood(n_classes: int) -> Likelihood:
+    """``Bernoulli()`` for two classes, ``Categorical(K)`` for more."""
+    from blm.likelihoods import Categorical
+
+    return Bernoulli() if n_classes == 2 else Categorical(n_classes)
