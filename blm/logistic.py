@@ -353,7 +353,8 @@ class BayesianLogisticRegression(RegressorParams):
         """Posterior predictive class probabilities (t, K) in the order of ``classes_``.
 
         ``"probit"``: softmax(f / √(1 + π v/8)) with v the logit variances
-        diag φ(x)H⁻¹φ(x)ᵀ (MacKay 1992); ``"mc"``: the mean over the posterior draws of
+        diag φ(x)H⁻¹φ(x)ᵀ (MacKay 1992; of the centred logits for K > 2 classes, which
+        softmax sees); ``"mc"``: the mean over the posterior draws of
         softmax(φ(x)(θ̂ + z_j)) (needs n_samples ≥ 1).
         """
         one_of(method, "method", ("probit", "mc"))
@@ -434,13 +435,21 @@ PREDICT_ROWS = 4096
 
 @eqx.filter_jit
 def _logit_moments(features: GLMFeatures, rows, exact, draws, with_draws: bool):
-    """(f (b, m), var (b, m), φz_j (k, b, m) or (0, b, m)) of one block of rows."""
+    """(f (b, m), var (b, m), φz_j (k, b, m) or (0, b, m)) of one block of rows. With
+    K > 2 softmax logits the variances are those of the centred logits f_k − mean_l f_l:
+    softmax ignores a common shift, and the shift's variance (the prior's, along
+    W_k += w for every k) would otherwise moderate every probability towards 1/K."""
+
+    def centred(a):
+        return a if a.shape[-1] == 1 else a - jnp.mean(a, axis=-1, keepdims=True)
+
     f = features.offset(rows)
     fz = jax.vmap(lambda z: features.jvp(rows, z))(draws)
     if exact is not None:
-        var = jax.vmap(exact.predictive_variance, in_axes=1, out_axes=1)(features.dense(rows))
+        J = jnp.swapaxes(centred(jnp.swapaxes(features.dense(rows), 1, 2)), 1, 2)
+        var = jax.vmap(exact.predictive_variance, in_axes=1, out_axes=1)(J)
     else:
-        var = jnp.mean(fz**2, axis=0)
+        var = jnp.mean(centred(fz) ** 2, axis=0)
     return f, var, fz if with_draws else fz[:0]
 
 
