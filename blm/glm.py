@@ -244,6 +244,11 @@ class GLMModel:
         self.base, self.likelihood, self.labels = base, likelihood, labels
         self.basis, self.block_size = basis, block_size
 
+    def log_posterior(self, theta, prior: Prior) -> float:
+        """The penalised log-likelihood at θ (``log_posterior``)."""
+        features = GLMFeatures(self.base, theta, self.basis)
+        return log_posterior(features, self.likelihood, self.labels, prior, self.block_size)
+
     def at(self, theta) -> tuple[GLMFeatures, object, float]:
         """(features at θ, the dataset of pseudo-targets, log-likelihood at θ)."""
         features = GLMFeatures(self.base, theta, self.basis)
@@ -463,23 +468,11 @@ def _laplace_alpha(model: GLMModel, features: GLMFeatures, post, prior: Prior, f
 def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int):
     """θ + t(target − θ) with t = 1, ½, … the first that does not lower the penalised
     log-likelihood at ``prior`` (a Newton step from θ is an ascent direction)."""
-    base = log_posterior(
-        GLMFeatures(model.base, theta, model.basis),
-        model.likelihood,
-        model.labels,
-        prior,
-        model.block_size,
-    )
+    base = model.log_posterior(theta, prior)
     direction, t = target - theta, 1.0
     for _ in range(max_halvings):
         candidate = theta + t * direction
-        value = log_posterior(
-            GLMFeatures(model.base, candidate, model.basis),
-            model.likelihood,
-            model.labels,
-            prior,
-            model.block_size,
-        )
+        value = model.log_posterior(candidate, prior)
         if np.isfinite(value) and value >= base - 1e-12 * max(abs(base), 1.0):
             return candidate
         t *= 0.5

@@ -5,7 +5,7 @@
 Example:
     >>> import numpy as np
     >>> from blm.glm_data import dense_rows
-    >>> dense_rows(np.array([[1.0, 2.0]]), np.array([4.0]))
+    >>> dense_rows(np.array([[1.0, 2.0]]), np.array([2.0]))  # s = √w for w = 4
     array([[2., 4., 2.]])
 """
 
