@@ -219,6 +219,14 @@ class NewtonSettings:
     fixed: np.ndarray | None = None
     max_halvings: int = 30
 
+    def __post_init__(self) -> None:
+        for name in ("max_iter", "max_halvings"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+                raise ValueError(f"NewtonSettings.{name} must be an integer >= 1, got {value!r}")
+        if not (np.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"NewtonSettings.tol must be a positive number, got {self.tol!r}")
+
 
 @dataclass
 class GLMFit:
@@ -235,6 +243,31 @@ class GLMFit:
     converged: bool
     last_change: float
     trajectory: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, theta, prior: Prior, posterior, exact, evidence: float, report) -> GLMFit:
+        """From the MAP, the fitted prior, the posteriors and the loop's ``_Report``."""
+        return cls(
+            np.asarray(theta),
+            np.asarray(prior.alpha),
+            posterior,
+            exact,
+            float(evidence),
+            report.n_iter,
+            report.converged,
+            report.last_change,
+            report.trajectory,
+        )
+
+
+@dataclass(frozen=True)
+class _Report:
+    """How the loop ended: steps, convergence, last relative change, the trajectory."""
+
+    n_iter: int
+    converged: bool
+    last_change: float
+    trajectory: list
 
 
 class GLMModel:
@@ -279,43 +312,32 @@ def fit_glm(
     alpha = np.asarray(prior.alpha, float)
     if isinstance(solver, Exact):
         return _fit_exact(model, prior, theta, settings, key, n_samples)
-    exact = False
     step_rule = MacKay(gamma=rule.gamma, accelerate=False)
     warm, trajectory, converged, change = None, [], False, np.inf
     n_iter = 0
     for n_iter in range(1, settings.max_iter + 1):
         features, pseudo, ll = model.at(theta)
         p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
-        if exact:
-            post = dense_model(features, model.likelihood, pseudo, model.block_size).posterior(
-                p, jnp.ones(1, theta.dtype)
-            )
-            target = post.mean  # the Newton step from θ at α
-            new_alpha = alpha
-            if settings.fit_alpha:
-                new_alpha = _laplace_alpha(model, features, post, p, settings.fixed)
-        else:
-            fit = fit_hyperparameters(
-                Problem(features, model.likelihood, p, pseudo, model.block_size, None),
-                solver,
-                step_rule,
-                settings=FitSettings(
-                    max_iter=int(settings.fit_alpha),  # 0: the posterior at the given α
-                    tol=settings.tol,
-                    fixed=settings.fixed,
-                    fit_beta=False,
-                    final_solve=not settings.fit_alpha,
-                ),
-                key=key,
-                n_samples=n_samples,
-                init=warm,
-            )
-            new_alpha = np.asarray(fit.alpha, float) if settings.fit_alpha else alpha
-            target = jnp.asarray(fit.posterior.mean, theta.dtype)  # solved at the old α
-        p_at = p
-        theta_new = _backtrack(model, p_at, theta, target, settings.max_halvings)
-        if not exact:
-            warm = SampledPosterior(mean=theta_new, samples=fit.posterior.samples)
+        fit = fit_hyperparameters(
+            Problem(features, model.likelihood, p, pseudo, model.block_size, None),
+            solver,
+            step_rule,
+            settings=FitSettings(
+                max_iter=int(settings.fit_alpha),  # 0: the posterior at the given α
+                tol=settings.tol,
+                fixed=settings.fixed,
+                fit_beta=False,
+                final_solve=not settings.fit_alpha,
+            ),
+            key=key,
+            n_samples=n_samples,
+            init=warm,
+        )
+        new_alpha = np.asarray(fit.alpha, float) if settings.fit_alpha else alpha
+        target = jnp.asarray(fit.posterior.mean, theta.dtype)  # solved at the old α
+        base = ll - _penalty(p, theta)
+        theta_new = _backtrack(model, p, theta, target, settings.max_halvings, base)
+        warm = SampledPosterior(mean=theta_new, samples=fit.posterior.samples)
         if settings.fit_alpha and np.any((new_alpha > 0) & (new_alpha < SEPARABLE_ALPHA)):
             alpha, theta = new_alpha, theta_new
             break  # the evidence drives α to 0: separable data (the caller says so)
@@ -331,20 +353,9 @@ def fit_glm(
         if change <= settings.tol:
             converged = True
             break
-    return _laplace(
-        model,
-        prior,
-        alpha,
-        theta,
-        solver,
-        key,
-        n_samples,
-        warm,
-        n_iter,
-        converged,
-        change,
-        trajectory,
-    )
+    report = _Report(n_iter, converged, change, trajectory)
+    p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
+    return _sampled_result(model, p, theta, solver, key=key, k=n_samples, warm=warm, report=report)
 
 
 class _ExactMap:
@@ -366,7 +377,8 @@ class _ExactMap:
             post = dense_model(
                 features, self.model.likelihood, pseudo, self.model.block_size
             ).posterior(p, jnp.ones(1, theta.dtype))
-            new = _backtrack(self.model, p, theta, post.mean, self.settings.max_halvings)
+            base = ll - _penalty(p, theta)
+            new = _backtrack(self.model, p, theta, post.mean, self.settings.max_halvings, base)
             self.newton_steps += 1
             moved = float(jnp.linalg.norm(new - theta))
             theta = new
@@ -378,9 +390,7 @@ class _ExactMap:
     def __call__(self, alpha, beta):
         theta, features, post, ll, p = self.map_at(alpha)
         new = _laplace_alpha(self.model, features, post, p, self.settings.fixed)
-        penalty = 0.5 * float(jnp.sum(p.precision() * theta**2))
-        score = ll - penalty + 0.5 * float(p.logdet()) - 0.5 * float(post.logdet())
-        return new, beta, {"score": score}
+        return new, beta, {"score": _laplace_evidence(ll, theta, p, post.logdet())}
 
 
 NEWTON_STEPS = 50
@@ -411,21 +421,16 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
             if np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)) or change <= settings.tol:
                 converged = change <= settings.tol
                 break
-    theta = plain.map_at(alpha)[0]
-    return _laplace(
-        model,
-        prior,
-        alpha,
-        theta,
-        Exact(),
-        key,
-        k,
-        None,
+    theta, _, post, ll, p = plain.map_at(alpha)
+    report = _Report(
         n_iter or 1,
         converged or not settings.fit_alpha,
         change if settings.fit_alpha else 0.0,
         trajectory,
     )
+    evidence = _laplace_evidence(ll, theta, p, post.logdet())
+    draws = post.sample(key, k) if k > 0 else jnp.zeros((0, theta.shape[0]), theta.dtype)
+    return GLMFit.of(theta, p, SampledPosterior(mean=theta, samples=draws), post, evidence, report)
 
 
 @eqx.filter_jit
@@ -465,10 +470,10 @@ def _laplace_alpha(model: GLMModel, features: GLMFeatures, post, prior: Prior, f
     return np.where(keep, np.asarray(prior.alpha, float), new)
 
 
-def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int):
+def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int, base: float):
     """θ + t(target − θ) with t = 1, ½, … the first that does not lower the penalised
-    log-likelihood at ``prior`` (a Newton step from θ is an ascent direction)."""
-    base = model.log_posterior(theta, prior)
+    log-likelihood at ``prior`` below ``base`` (its value at θ, known from the pass that
+    linearised there); a Newton step from θ is an ascent direction."""
     direction, t = target - theta, 1.0
     for _ in range(max_halvings):
         candidate = theta + t * direction
@@ -479,35 +484,27 @@ def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int):
     return theta
 
 
-def _laplace(
-    model, prior, alpha, theta, solver, key, k, warm, n_iter, converged, change, trajectory
-) -> GLMFit:
-    features, pseudo, ll = model.at(theta)
-    p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
-    penalty = 0.5 * float(jnp.sum(p.precision() * theta**2))
-    if isinstance(solver, Exact):
-        dense = dense_model(features, model.likelihood, pseudo, model.block_size)
-        exact = dense.posterior(p, jnp.ones(1, theta.dtype))
-        draws = exact.sample(key, k) if k > 0 else jnp.zeros((0, theta.shape[0]), theta.dtype)
-        evidence = ll - penalty + 0.5 * float(p.logdet()) - 0.5 * float(exact.logdet())
-        posterior = SampledPosterior(mean=theta, samples=draws)
-    else:
-        state = solver.init(
-            Problem(features, model.likelihood, p, pseudo, model.block_size, None), key, k
-        )
-        solved, _ = solver.solve(state, model.likelihood, p, warm)
-        exact, evidence = None, float("nan")
-        posterior = SampledPosterior(mean=theta, samples=solved.samples)
-    return GLMFit(
-        np.asarray(theta),
-        np.asarray(alpha),
-        posterior,
-        exact,
-        float(evidence),
-        n_iter,
-        converged,
-        change,
-        trajectory,
+def _sampled_result(model: GLMModel, prior: Prior, theta, solver, *, key, k, warm, report):
+    """The sampled posterior at θ̂ and the fitted ``prior``: k draws solved around it."""
+    features, pseudo, _ = model.at(theta)
+    problem = Problem(features, model.likelihood, prior, pseudo, model.block_size, None)
+    solved, _ = solver.solve(solver.init(problem, key, k), model.likelihood, prior, warm)
+    posterior = SampledPosterior(mean=theta, samples=solved.samples)
+    return GLMFit.of(theta, prior, posterior, None, float("nan"), report)
+
+
+def _penalty(prior: Prior, theta) -> float:
+    """½ θᵀAθ."""
+    return 0.5 * float(jnp.sum(prior.precision() * theta**2))
+
+
+def _laplace_evidence(log_likelihood: float, theta, prior: Prior, logdet_h) -> float:
+    """log p(y, θ̂) + ½ log det A − ½ log det H (Laplace; the flat intercept left out)."""
+    return (
+        log_likelihood
+        - _penalty(prior, theta)
+        + 0.5 * float(prior.logdet())
+        - 0.5 * float(logdet_h)
     )
 
 

@@ -266,3 +266,48 @@ def test_scikit_learn_estimator_checks(estimator, check):
     """scikit-learn's conformance suite for classifiers (labels of any type, one class,
     regression targets refused, sample weights as repeated rows, sparse input, …)."""
     check(estimator)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_glm_features_equal_their_dense_form(rng, sparse):
+    """GLMFeatures (weights in the rows, sum-zero intercept of 3 logits): jvp, vjp and
+    sq_rows against the dense (b, m, d) map, and the offset is the unscaled predictor."""
+    from blm.features import LinearFeatures, SparseLinearFeatures
+    from blm.glm import GLMFeatures, intercept_basis
+    from blm.glm_data import design_rows
+    from blm.likelihoods import Categorical
+
+    X = rng.normal(size=(12, 4))
+    X[X < 0] = 0.0
+    w = rng.uniform(0.5, 2.0, 12)
+    rows, p = design_rows(scipy.sparse.csr_array(X) if sparse else X, w, np.float64)
+    base = (SparseLinearFeatures if sparse else LinearFeatures)(p + 1, 3)
+    basis = intercept_basis(3, True)
+    theta0 = rng.normal(size=3 * p + 2)
+    feats = GLMFeatures(base, theta0, basis)
+    rows = jnp.asarray(rows)
+    D = np.asarray(feats.dense(rows))  # (12, 3, d)
+    W, b = theta0[: 3 * p].reshape(3, p), basis @ theta0[3 * p :]
+    scaled = np.einsum("ikd,d->ik", D, theta0)  # rows carry √w_i
+    np.testing.assert_allclose(scaled / np.sqrt(w)[:, None], X @ W.T + b, rtol=1e-12)
+    np.testing.assert_allclose(feats.offset(rows), X @ W.T + b, rtol=1e-12)
+    z, v = rng.normal(size=3 * p + 2), rng.normal(size=(12, 3))
+    np.testing.assert_allclose(feats.jvp(rows, z), np.einsum("ikd,d->ik", D, z), rtol=1e-12)
+    np.testing.assert_allclose(feats.vjp(rows, v), np.einsum("ikd,ik->d", D, v), rtol=1e-12)
+    lik = Categorical(3)
+    f = feats.offset(rows)
+    L = lik.sqrt_precision(f)
+    B = np.einsum("ikl,ijl->ikj", L, L)
+    expected = np.einsum("ikd,ikj,ijd->d", D, B, D)  # diag(Σ_i w_i φ_iᵀB_iφ_i)
+    np.testing.assert_allclose(feats.sq_rows(rows, L), expected, rtol=1e-10)
+
+
+def test_newton_settings_name_the_bad_field():
+    from blm.glm import NewtonSettings
+
+    with pytest.raises(ValueError, match="NewtonSettings.max_iter"):
+        NewtonSettings(max_iter=0)
+    with pytest.raises(ValueError, match="NewtonSettings.tol"):
+        NewtonSettings(tol=-1.0)
+    with pytest.raises(ValueError, match="NewtonSettings.max_halvings"):
+        NewtonSettings(max_halvings=0)
