@@ -33,6 +33,8 @@ import sys
 
 import numpy as np
 
+from blm.commands_classifier import LIKELIHOODS
+from blm.estimator_defaults import CLASSIFIER_DEFAULTS
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 from blm.h5io import atomic_h5, check_writable, open_h5
 
@@ -40,9 +42,19 @@ INTERRUPTED = 130
 BAD_INPUT = 2
 
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in --help, except None (an option whose help says what
+    its absence means, e.g. a default that depends on --likelihood)."""
+
+    def _get_help_string(self, action):
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parser(sub, name: str, help: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows every option's default."""
-    return sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return sub.add_parser(name, help=help, formatter_class=_DefaultsShown)
 
 
 def _add_out(p, required: bool, help: str) -> None:
@@ -54,7 +66,7 @@ def _add_out(p, required: bool, help: str) -> None:
 
 def add_commands(sub) -> None:
     """Register fit, predict, coef and info on an argparse subparsers object."""
-    p = parser(sub, "fit", "fit a Bayesian linear regression to an HDF5 file")
+    p = parser(sub, "fit", "fit a Bayesian linear (or logistic) regression to an HDF5 file")
     p.add_argument("data", help="HDF5 file with inputs and targets")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
     p.add_argument("--y", default="y", help="dataset of targets, shape (n,) or (n, m)")
@@ -90,16 +102,35 @@ def add_commands(sub) -> None:
         help="posterior samples k (default 16 for sgd/cg, none for exact)",
     )
     p.add_argument("--hyper", choices=("mackay", "evidence"), default=DEFAULTS["hyper"])
+    p.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        default="gaussian",
+        help="gaussian: Bayesian linear regression on numbers in --y; bernoulli (two "
+        "classes) or categorical (two or more): Bayesian logistic regression on the class "
+        "labels in --y (numbers or strings)",
+    )
     _add_out(p, True, "posterior file to write")
     p.add_argument(
-        "--max-iter", type=int, default=DEFAULTS["max_iter"], help="hyperparameter steps at most"
+        "--max-iter",
+        type=int,
+        default=None,
+        help=f"hyperparameter steps at most (default {DEFAULTS['max_iter']}; classifiers "
+        f"{CLASSIFIER_DEFAULTS['max_iter']})",
     )
-    p.add_argument("--tol", type=float, default=DEFAULTS["tol"], help="relative change to stop at")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help=f"relative change to stop at (default {DEFAULTS['tol']:g}; classifiers "
+        f"{CLASSIFIER_DEFAULTS['tol']:g})",
+    )
     p.add_argument(
         "--evidence-tol",
         type=float,
-        default=DEFAULTS["evidence_tol"],
-        help="or the evidence's predicted further gain (nats) to stop at; 0: --tol alone",
+        default=None,
+        help="or the evidence's predicted further gain (nats) to stop at; 0: --tol alone "
+        f"(default {DEFAULTS['evidence_tol']:g})",
     )
     p.add_argument(
         "--steps", type=int, default=None, help="sgd steps per solve (at most; default 2000)"
@@ -148,7 +179,11 @@ def add_commands(sub) -> None:
     p.add_argument("posterior", help="file written by blm fit")
     p.add_argument("data", help="HDF5 file with inputs")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
-    _add_out(p, True, "file to write: datasets mean and std")
+    _add_out(
+        p,
+        True,
+        "file to write: datasets mean and std (a classifier: proba (n, K), label, classes)",
+    )
     p.add_argument("--block-size", type=int, default=65_536, help="rows read at a time")
     p.set_defaults(func=predict)
     p = parser(sub, "coef", "print (and write) the posterior mean and sd of every weight")
@@ -192,12 +227,13 @@ def check_out(out: str, inputs: list[str], force: bool) -> None:
 
 
 def _load(posterior: str):
-    """The fitted estimator in ``posterior``; errors name the argument ``posterior``."""
-    from blm import BayesianLinearRegression
+    """The fitted estimator in ``posterior`` (a regression posterior or a classifier);
+    errors name the argument ``posterior``."""
+    from blm.persistence import load_any
 
     with open_h5(posterior, "posterior"):
         pass
-    return BayesianLinearRegression.load(posterior)
+    return load_any(posterior)
 
 
 def _converged_text(est) -> str:
@@ -214,10 +250,11 @@ def _report():
     return estimator_report
 
 
-def _predict_rows(est, rows):
+def _predict_rows(est, rows) -> dict:
     from blm.estimator_predict import predict
 
-    return predict(est, rows, return_std=True)
+    mean, std = predict(est, rows, return_std=True)
+    return {"mean": mean, "std": std}
 
 
 def _fail(command: str, err: Exception) -> int:
@@ -237,7 +274,8 @@ def _precision_of(posterior: str) -> None:
 
     try:
         with open_h5(posterior, "posterior") as f:
-            float64 = f["posterior/mean"].dtype == np.float64
+            mean = f["posterior/mean"] if "posterior/mean" in f else f["coef"]
+            float64 = mean.dtype == np.float64
     except (OSError, KeyError, ValueError):
         return
     if float64:
@@ -248,7 +286,7 @@ def fit(args: argparse.Namespace) -> int:
     """Fit α, β and the posterior to DATA.h5 and write POSTERIOR.h5."""
     if args.float64:
         _enable_float64()
-    from blm import BayesianLinearRegression
+    from blm import commands_classifier as classify
     from blm.data import open_hdf5
 
     checkpoint = args.checkpoint or args.out + ".ckpt"
@@ -269,28 +307,23 @@ def fit(args: argparse.Namespace) -> int:
         fixed_alpha = _fixed_alpha(args.fixed_alpha, groups)
         weights = _read_dataset(args.data, args.weights, "--weights")
         solver = _solver(args, dataset.n)
-        columns = _columns(args.covariance_columns)
-        est = BayesianLinearRegression(
-            solver=solver,
-            n_samples=args.samples,
-            random_state=args.seed,
-            max_iter=args.max_iter,
-            tol=args.tol,
-            evidence_tol=args.evidence_tol or None,
-            prior_groups=groups,
-            fixed_alpha=fixed_alpha,
-            hyper=args.hyper,
-            progress=progress and not args.quiet,
-            covariance_columns=columns,
-        )
-        est.fit(
-            dataset,
-            sample_weight=weights,
-            checkpoint=checkpoint,
-            resume=args.resume,
-            checkpoint_every=args.checkpoint_every,
-        )
+        if args.likelihood != "gaussian":
+            classify.check_classes(dataset.targets(), args.likelihood)
+            est = classify.classifier(args, solver, groups, fixed_alpha)
+            est.fit(dataset, sample_weight=weights)
+        else:
+            est = _regression(args, solver, groups, fixed_alpha, progress)
+            est.fit(
+                dataset,
+                sample_weight=weights,
+                checkpoint=checkpoint,
+                resume=args.resume,
+                checkpoint_every=args.checkpoint_every,
+            )
     except KeyboardInterrupt:
+        if args.likelihood != "gaussian":
+            print("\nblm fit: interrupted (a classifier fit keeps no checkpoint)", file=sys.stderr)
+            return INTERRUPTED
         print(
             f"\nblm fit: interrupted; state written to {checkpoint!r}; continue with the same "
             "command and --resume",
@@ -300,6 +333,9 @@ def fit(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError, MemoryError) as err:
         return _fail("fit", err)
     est.save(args.out)
+    if args.likelihood != "gaussian":
+        print(classify.fitted_text(est, args.out))
+        return 0
     if os.path.exists(checkpoint):
         os.remove(checkpoint)
     print(
@@ -307,6 +343,27 @@ def fit(args: argparse.Namespace) -> int:
         f"{est.n_iter_} steps ({_converged_text(est)}); posterior written to {args.out}"
     )
     return 0
+
+
+def _regression(args: argparse.Namespace, solver, groups, fixed_alpha, progress):
+    """The ``BayesianLinearRegression`` the flags describe."""
+    from blm import BayesianLinearRegression
+
+    return BayesianLinearRegression(
+        solver=solver,
+        n_samples=args.samples,
+        random_state=args.seed,
+        max_iter=DEFAULTS["max_iter"] if args.max_iter is None else args.max_iter,
+        tol=DEFAULTS["tol"] if args.tol is None else args.tol,
+        evidence_tol=DEFAULTS["evidence_tol"]
+        if args.evidence_tol is None
+        else args.evidence_tol or None,
+        prior_groups=groups,
+        fixed_alpha=fixed_alpha,
+        hyper=args.hyper,
+        progress=progress and not args.quiet,
+        covariance_columns=_columns(args.covariance_columns),
+    )
 
 
 def _columns(text: str | None) -> list[int] | None:
@@ -453,18 +510,21 @@ def predict(args: argparse.Namespace) -> int:
     """Write the predictive mean and standard deviation of every row of DATA.h5."""
     import h5py
 
+    from blm import commands_classifier as classify
     from blm._checks import check_feature_names
     from blm.data import column_names, csr_block
+    from blm.persistence import label_array as persistence_labels
 
     _precision_of(args.posterior)
     try:
         check_out(args.out, [args.posterior, args.data], args.force)
         est = _load(args.posterior)
+        classifier = classify.is_classifier(est)
         with open_h5(args.data, "data") as f:
             if args.x not in f:
                 raise ValueError(f"--x: no dataset named {args.x!r} in {args.data!r}")
             xd = f[args.x]
-            p = est.X_offset_.shape[0]
+            p = est.n_features_in_ if classifier else est.X_offset_.shape[0]
             sparse = isinstance(xd, h5py.Group)
             shape = tuple(xd.attrs["shape"]) if sparse else xd.shape
             if len(shape) != 2 or shape[1] != p:
@@ -474,18 +534,31 @@ def predict(args: argparse.Namespace) -> int:
                 )
             fitted = getattr(est, "feature_names_in_", None)
             check_feature_names(fitted, column_names(xd), "the posterior")
-            n, m = shape[0], est.y_offset_.shape[0]
-            shape = (n,) if est._y_1d else (n, m)
+            n = shape[0]
+            layout = classify.prediction_datasets(est, n) if classifier else _moments(est, n)
             with atomic_h5(args.out, "--out") as out:
-                mean, std = (out.create_dataset(name, shape, "f8") for name in ("mean", "std"))
+                written = {name: out.create_dataset(name, *spec) for name, spec in layout.items()}
+                if classifier:
+                    out["classes"] = persistence_labels(est.classes_)
                 for start in range(0, n, args.block_size):
                     stop = min(start + args.block_size, n)
                     rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
-                    mean[start:stop], std[start:stop] = _predict_rows(est, rows)
+                    values = (
+                        classify.predicted(est, rows) if classifier else _predict_rows(est, rows)
+                    )
+                    for name, value in values.items():
+                        written[name][start:stop] = value
     except (OSError, ValueError) as err:
         return _fail("predict", err)
-    print(f"blm predict: mean and std of {n} rows written to {args.out}")
+    what = "probabilities and labels" if classifier else "mean and std"
+    print(f"blm predict: {what} of {n} rows written to {args.out}")
     return 0
+
+
+def _moments(est, n: int) -> dict:
+    """What ``blm predict`` writes for a regression: ``mean`` and ``std``."""
+    shape = (n,) if est._y_1d else (n, est.y_offset_.shape[0])
+    return {"mean": (shape, "f8"), "std": (shape, "f8")}
 
 
 def coef(args: argparse.Namespace) -> int:
@@ -509,15 +582,23 @@ def coef(args: argparse.Namespace) -> int:
         return 0
     with atomic_h5(args.out, "--out") as out:
         out["coef"], out["std"], out["intercept"] = est.coef_, est.coef_std_, est.intercept_
+        if hasattr(est, "classes_"):
+            from blm.persistence import label_array
+
+            out["classes"] = label_array(est.classes_)
         if hasattr(est, "coef_covariance_"):
             out["covariance"] = est.coef_covariance_
             out["covariance_columns"] = np.asarray(est.covariance_columns)
         if hasattr(est, "feature_names_in_"):
             out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
-    k = getattr(est.posterior_, "k", 0)
-    source = (
-        f"estimated from {k} samples, ±{_report().sd_error(est):.0f} % median" if k else "exact"
-    )
+    if hasattr(est, "classes_"):  # a classifier: exact, or the draws' sd
+        k = 0 if est._exact is not None else est.samples_.shape[0]
+        source = f"estimated from {k} samples" if k else "exact"
+    else:
+        k = getattr(est.posterior_, "k", 0)
+        source = (
+            f"estimated from {k} samples, ±{_report().sd_error(est):.0f} % median" if k else "exact"
+        )
     print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
     return 0
 
@@ -530,6 +611,11 @@ def info(args: argparse.Namespace) -> int:
         est = _load(args.posterior)
     except (OSError, ValueError) as err:
         return _fail("info", err)
+    if hasattr(est, "classes_"):
+        from blm.commands_classifier import info as classifier_info
+
+        classifier_info(est, args.posterior)
+        return 0
     post = est.posterior_
     k = post.samples.shape[0] if hasattr(post, "samples") else 0
     print(f"posterior file:  {args.posterior}")

@@ -160,6 +160,7 @@ class HDF5Dataset(Dataset):
         self.x_name, self.y_name = x, y
         self.block_size = positive_int(block_size, "block_size")
         self.x_offset = self.y_offset = self._targets = None
+        self._scale_targets = True  # targets scaled by √w_i with the rows (``unscaled_targets``)
         self.row_scale: np.ndarray | None = None  # √w_i of frequency weights (``shifted``)
         self._weight_sum: float | None = None  # Σ w_i, with row_scale
         with open_h5(self.path, "path") as f:
@@ -174,7 +175,9 @@ class HDF5Dataset(Dataset):
             same_length(n_x, ys[0], f"x (dataset {x!r})", f"y (dataset {y!r})")
             if n_x == 0:
                 raise ValueError(f"x: dataset {x!r} in {self.path!r} has no rows")
-            for start in range(0, ys[0], 1 << 20):
+            # string targets are class labels (a classifier reads them whole, ``targets``)
+            self.y_labels = h5py.check_string_dtype(f[y].dtype) is not None
+            for start in range(0, ys[0] if not self.y_labels else 0, 1 << 20):
                 check_finite(
                     f[y][start : start + (1 << 20)], f"y (dataset {y!r}, rows from {start})"
                 )
@@ -272,9 +275,20 @@ class HDF5Dataset(Dataset):
         return view
 
     def targets(self) -> np.ndarray:
-        """The targets as stored in the file, read whole ((n,) or (n, m): n·m numbers)."""
+        """The targets as stored in the file, read whole ((n,) or (n, m): n·m numbers, or
+        class labels as ``str``)."""
         with h5py.File(self.path, "r") as f:
-            return f[self.y_name][()]
+            d = f[self.y_name]
+            return d.asstr()[()].astype(str) if self.y_labels else d[()]
+
+    def unscaled_targets(self) -> HDF5Dataset:
+        """The same view with its targets (the file's or ``with_targets``') read as they
+        are, never scaled by √w_i: for a model whose rows' targets are formed from
+        unscaled ones, as a GLM's labels and its (already scaled) pseudo-targets
+        (``blm.glm``); the inputs are still scaled."""
+        view = copy.copy(self)
+        view._scale_targets = False
+        return view
 
     def with_targets(self, y) -> HDF5Dataset:
         """The same inputs read with targets ``y`` (n,) or (n, m) held in memory in place
@@ -319,6 +333,12 @@ class HDF5Dataset(Dataset):
                 stop = min(start + block_size, self.n)
                 xb = self._read_x(f, start, stop, dtype)
                 if self._targets is None:
+                    if self.y_labels:
+                        raise ValueError(
+                            f"y: dataset {self.y_name!r} holds strings (class labels); a "
+                            "regression needs numbers (classify them: "
+                            "BayesianLogisticRegression, blm fit --likelihood categorical)"
+                        )
                     yb = np.asarray(f[self.y_name][start:stop], dtype=dtype)
                 else:
                     yb = self._targets[start:stop]
@@ -338,7 +358,7 @@ class HDF5Dataset(Dataset):
             xb = self._prepared_x(xb, start)
             if self.y_offset is not None:
                 yb = (yb - self.y_offset).astype(yb.dtype)
-            if self.row_scale is not None:
+            if self.row_scale is not None and self._scale_targets:
                 yb = yb * self.row_scale[start : start + len(yb), None].astype(yb.dtype)
             rows = np.arange(start, start + len(xb))
             if key is not None:

@@ -22,5 +22,15 @@ ESTIMATOR_DEFAULTS = MappingProxyType(
     }
 )
 
+CLASSIFIER_DEFAULTS = MappingProxyType(
+    {
+        "max_iter": 100,  # joint Newton-MacKay steps at most
+        "tol": 1e-5,  # the largest relative change of alpha_g and of the MAP to stop at
+        "evidence_tol": 1e-9,  # or the Laplace evidence's predicted further gain (exact)
+    }
+)
+"""``BayesianLogisticRegression``'s defaults, shared with ``blm fit --likelihood
+bernoulli|categorical``."""
+
 SAMPLED_DEFAULT_K = 16
 """Posterior samples an sgd/cg fit draws unless ``n_samples`` says otherwise."""

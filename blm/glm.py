@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.evidence.loop import fixed_mask
+from blm.evidence.loop import StoppingRule, fixed_mask
 from blm.features import Features, LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Bernoulli, Likelihood
 from blm.pipeline import FitSettings, fit_hyperparameters
@@ -211,6 +211,10 @@ class NewtonSettings:
         fit_alpha: tune α (False: the MAP and posterior at the given α).
         fixed: mask (G,) of the groups whose α is given (the intercept's, flat).
         max_halvings: backtracking halvings of a Newton step at most.
+        evidence_tol: or (exact solver) stop when the Laplace evidence is predicted to
+            gain less than this many nats from all further steps (``StoppingRule``): an
+            α_g the data do not determine (a group without signal, whose α runs to ∞
+            with the evidence flat) then ends the fit; None: ``tol`` alone.
     """
 
     max_iter: int = 100
@@ -218,14 +222,17 @@ class NewtonSettings:
     fit_alpha: bool = True
     fixed: np.ndarray | None = None
     max_halvings: int = 30
+    evidence_tol: float | None = 1e-9
 
     def __post_init__(self) -> None:
         for name in ("max_iter", "max_halvings"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
                 raise ValueError(f"NewtonSettings.{name} must be an integer >= 1, got {value!r}")
-        if not (np.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"NewtonSettings.tol must be a positive number, got {self.tol!r}")
+        for name in ("tol", "evidence_tol"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value > 0):
+                raise ValueError(f"NewtonSettings.{name} must be a positive number, got {value!r}")
 
 
 @dataclass
@@ -409,15 +416,20 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
     free = ~fixed_mask(settings.fixed, alpha.shape[0]) & (alpha > 0)
     accelerated = Anderson(plain, free=free, fit_beta=False)
     beta, trajectory, converged, change, n_iter = np.zeros(0), [], False, np.inf, 0
+    stopping = StoppingRule(settings.tol, settings.evidence_tol)
     if settings.fit_alpha:
         for n_iter in range(1, settings.max_iter + 1):
             new, beta, info = accelerated.step(alpha, beta)
             new = np.asarray(new, float)
             change = _relative(new, alpha)
             trajectory.append({"alpha": new, "score": info.get("score")})
-            alpha = new
-            if not np.all(np.isfinite(alpha)):
+            scores = [t["score"] for t in trajectory]
+            if not np.all(np.isfinite(new)):
                 raise FloatingPointError(f"alpha left the finite range at step {n_iter}")
+            if stopping.evidence_settled(scores, theta.dtype):
+                converged = True  # the evidence has settled: keep the α it was scored at
+                break
+            alpha = new
             if np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)) or change <= settings.tol:
                 converged = change <= settings.tol
                 break

@@ -102,7 +102,14 @@ def encode_labels(y, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.
     if y.dtype.kind == "O":
         y = y.astype(str) if all(isinstance(v, str) for v in y) else y
     if classes is None:
-        classes = np.unique(y)
+        try:
+            classes = np.unique(y)
+        except TypeError as err:  # e.g. numbers and strings: no order between them
+            kinds = sorted({type(v).__name__ for v in y})
+            raise ValueError(
+                f"y: labels of mixed types ({', '.join(kinds)}) cannot be ordered into "
+                "classes_; give labels of one type"
+            ) from err
         if classes.size < 2:
             raise ValueError(
                 f"y: a classifier needs at least 2 classes; the data hold one class only "
@@ -128,18 +135,20 @@ def one_hot(index: np.ndarray, n_classes: int) -> np.ndarray:
 
 
 def prepare(X, targets: np.ndarray | None, sample_weight, n_outputs: int, dtype):
-    """(base features on p + 1 columns, the dataset of rows and targets, p)."""
+    """(base features on p + 1 columns, the dataset of rows and targets, p). The rows
+    are scaled by √w_i, the targets never (labels, and later the GLM's pseudo-targets
+    s_i(f_i + u_i), are the rows' targets as they are)."""
     if isinstance(X, HDF5Dataset):
         w = None if sample_weight is None else frequency_weights(sample_weight, X.n)
         if isinstance(X, SparseHDF5Dataset):
             p = X.n_columns
             view = X.shifted(np.zeros(p), np.zeros(X.m), w).with_targets(targets)
-            return SparseLinearFeatures(p + 1, n_outputs), view, p
+            return SparseLinearFeatures(p + 1, n_outputs), view.unscaled_targets(), p
         if len(X.input_shape) != 1:
             raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
         p = X.input_shape[0]
         view = X.shifted(np.zeros(p), np.zeros(X.m), w).with_targets(targets)
-        return LinearFeatures(p + 1, n_outputs), ConstantColumnDataset(view), p
+        return LinearFeatures(p + 1, n_outputs), ConstantColumnDataset(view.unscaled_targets()), p
     rows, p = design_rows(X, sample_weight, dtype)
     same_length(rows.shape[0], targets.shape[0], "X", "y")
     dataset = ArrayDataset(*padded(rows, targets))

@@ -11,12 +11,14 @@ point (MacKay 1992's evidence framework).
 
 from __future__ import annotations
 
+import os
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from blm import estimator_data, glm_data
+from blm import estimator_data, glm_data, logistic_report
 from blm._checks import (
     check_feature_names,
     feature_names,
@@ -27,7 +29,7 @@ from blm._checks import (
 )
 from blm._params import RegressorParams
 from blm.data import HDF5Dataset, default_dtype
-from blm.estimator_defaults import SAMPLED_DEFAULT_K
+from blm.estimator_defaults import CLASSIFIER_DEFAULTS, SAMPLED_DEFAULT_K
 from blm.exceptions import warn, warn_not_converged
 from blm.glm import (
     SEPARABLE_ALPHA,
@@ -38,6 +40,7 @@ from blm.glm import (
     intercept_basis,
     logistic_likelihood,
 )
+from blm.persistence import load_classifier, save_classifier
 from blm.precision import computing_in, in_fitted_precision, input_dtype
 from blm.priors import Prior
 from blm.rules import MacKay, as_rule
@@ -58,6 +61,10 @@ class BayesianLogisticRegression(RegressorParams):
         random_state: seed of the samples.
         max_iter, tol: joint Newton–MacKay steps at most; stop when no α_g moves by more
             than ``tol`` relative and the Newton step by less than ``tol``·max(‖θ‖, 1).
+        evidence_tol: or (exact solver) when the Laplace evidence is predicted to gain
+            less than this many nats from further steps (an α_g the data do not
+            determine, e.g. a group without signal whose α runs to ∞, then ends the
+            fit); None: ``tol`` alone.
         fit_intercept: an unpenalised intercept per logit (sum-to-zero over K > 2
             classes, where a common shift is unidentified).
         alpha_init: the starting (``fit_alpha=False``: the fixed) prior precision.
@@ -89,8 +96,9 @@ class BayesianLogisticRegression(RegressorParams):
         solver: str | Solver = "auto",
         n_samples: int | None = None,
         random_state: int | None = None,
-        max_iter: int = 100,
-        tol: float = 1e-5,
+        max_iter: int = CLASSIFIER_DEFAULTS["max_iter"],
+        tol: float = CLASSIFIER_DEFAULTS["tol"],
+        evidence_tol: float | None = CLASSIFIER_DEFAULTS["evidence_tol"],
         fit_intercept: bool = True,
         alpha_init: float = 1.0,
         fit_alpha: bool = True,
@@ -103,6 +111,7 @@ class BayesianLogisticRegression(RegressorParams):
         self.random_state = random_state
         self.max_iter = max_iter
         self.tol = tol
+        self.evidence_tol = evidence_tol
         self.fit_intercept = fit_intercept
         self.alpha_init = alpha_init
         self.fit_alpha = fit_alpha
@@ -129,6 +138,8 @@ class BayesianLogisticRegression(RegressorParams):
         if not (isinstance(self.max_iter, int | np.integer) and self.max_iter >= 1):
             raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         positive(self.tol, "tol")
+        if self.evidence_tol is not None:
+            positive(self.evidence_tol, "evidence_tol")
         positive(self.alpha_init, "alpha_init")
         if not isinstance(self.fit_alpha, bool | np.bool_):
             raise ValueError(f"fit_alpha must be True or False, got {self.fit_alpha!r}")
@@ -216,6 +227,7 @@ class BayesianLogisticRegression(RegressorParams):
             settings=NewtonSettings(
                 max_iter=int(self.max_iter),
                 tol=float(self.tol),
+                evidence_tol=None if self.evidence_tol is None else float(self.evidence_tol),
                 fit_alpha=bool(self.fit_alpha),
                 fixed=fixed,
             ),
@@ -229,6 +241,8 @@ class BayesianLogisticRegression(RegressorParams):
         """(group per coefficient (K·p + q,), starting α per group, fixed mask): the
         columns' groups tiled over the logits, the intercept one more flat, fixed group."""
         col_groups = estimator_data.groups(self, p, outputs)
+        if self.prior_groups is not None:
+            self.prior_group_names_ = np.unique(estimator_data.group_labels_given(self, p))
         n_groups = int(col_groups.max()) + 1
         alpha0 = np.full(n_groups, float(self.alpha_init))
         fixed, values = estimator_data.fixed_alpha(self, p, n_groups)
@@ -297,15 +311,20 @@ class BayesianLogisticRegression(RegressorParams):
                 f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first."
             )
 
-    def _logits(self, X, with_draws: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+    def _logits(
+        self, X, with_draws: bool = False, *, names_checked: bool = False
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """(MAP logits (t, m), exact or sampled logit variances (t, m), the draws' logit
-        deviations φ(x)z_j (k, t, m) where ``with_draws``, else empty)."""
+        deviations φ(x)z_j (k, t, m) where ``with_draws``, else empty). X's column names
+        are checked against the fitted ones unless the caller has (``names_checked``:
+        ``blm predict`` checks the file's)."""
         self._check_fitted()
         if isinstance(X, HDF5Dataset):
             raise TypeError("X: predict takes in-memory arrays (read the file's rows first)")
-        check_feature_names(
-            getattr(self, "feature_names_in_", None), feature_names(X), type(self).__name__
-        )
+        if not names_checked:
+            check_feature_names(
+                getattr(self, "feature_names_in_", None), feature_names(X), type(self).__name__
+            )
         rows, p = glm_data.design_rows(X, None, self._dtype)
         if p != self.n_features_in_:
             raise ValueError(
@@ -357,10 +376,14 @@ class BayesianLogisticRegression(RegressorParams):
         softmax sees); ``"mc"``: the mean over the posterior draws of
         softmax(φ(x)(θ̂ + z_j)) (needs n_samples ≥ 1).
         """
+        return self._probabilities(X, method)
+
+    @in_fitted_precision
+    def _probabilities(self, X, method: str, *, names_checked: bool = False) -> np.ndarray:
         one_of(method, "method", ("probit", "mc"))
         if method == "mc" and self._draws.shape[0] == 0:
             raise ValueError("method: 'mc' needs posterior draws; fit with n_samples >= 1")
-        f, var, fz = self._logits(X, with_draws=method == "mc")
+        f, var, fz = self._logits(X, with_draws=method == "mc", names_checked=names_checked)
         lik = logistic_likelihood(self.classes_.size)
         probs = probit_from_variance(lik, f, var) if method == "probit" else mc_probs(lik, f, fz)
         return np.asarray(probs, self._dtype)
@@ -381,40 +404,41 @@ class BayesianLogisticRegression(RegressorParams):
         hits = np.argmax(self.predict_proba(X), axis=1) == index
         return float(np.average(hits, weights=sample_weight))
 
-    def summary(self, level: float = 0.95) -> str:
-        """The coefficients' table: MAP, posterior sd, the ``level`` credible interval
-        (log-odds) and the odds ratio exp(coef) with its interval, per class for K > 2;
-        then α, the Laplace log evidence and convergence."""
-        from scipy.stats import norm
+    def summary(
+        self, level: float = 0.95, max_rows: int | None = 20, *, sort: str = "signal"
+    ) -> str:
+        """The coefficient table (``blm.logistic_report.summary``): per logit, MAP
+        coefficient, sd, ``level`` credible interval and odds ratio exp(coef) with its
+        interval, ``sort`` order up to ``max_rows`` (None: all); α, log evidence, steps.
 
-        self._check_fitted()
-        z = norm.ppf(0.5 + level / 2)
-        names = getattr(self, "feature_names_in_", None)
-        names = [f"x{j}" for j in range(self.n_features_in_)] if names is None else list(names)
-        head = f"{'':16s} {'coef':>10s} {'sd':>9s} {'lower':>9s} {'upper':>9s} {'odds':>9s} {'o.lower':>9s} {'o.upper':>9s}"
-        lines = []
-        classes = [self.classes_[1]] if self.coef_.shape[0] == 1 else list(self.classes_)
-        for k, cls in enumerate(classes):
-            what = "softmax logit" if len(classes) > 1 else "log-odds"
-            lines.append(f"class {cls!s} ({what}, {level:.0%} interval; odds = exp(coef))")
-            lines.append(head)
-            for j, name in enumerate(names):
-                c, s = float(self.coef_[k, j]), float(self.coef_std_[k, j])
-                lo, hi = c - z * s, c + z * s
-                lines.append(
-                    f"{name[:16]:16s} {c:10.4g} {s:9.3g} {lo:9.3g} {hi:9.3g} "
-                    f"{np.exp(c):9.3g} {np.exp(lo):9.3g} {np.exp(hi):9.3g}"
-                )
-            if self.fit_intercept:
-                lines.append(f"{'intercept':16s} {float(self.intercept_[k]):10.4g}")
-        lines.append(
-            f"alpha: {np.round(self.alpha_, 6).tolist()}   log evidence: {self.log_evidence_:.4f}"
-        )
-        state = "converged" if self.converged_ else "NOT converged"
-        lines.append(
-            f"{state} after {self.n_iter_} steps (last change {self.last_change_:.2g}); solver {type(self.solver_).__name__}"
-        )
-        return "\n".join(lines)
+        Example:
+            >>> print(clf.summary(max_rows=None, sort="column"))  # doctest: +SKIP
+        """
+        return logistic_report.summary(self, level, max_rows, sort=sort)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted classifier to an HDF5 file (``blm.persistence``'s
+        ``CLASSIFIER_FORMAT``), under a temporary name renamed into place.
+
+        Raises:
+            TypeError: labels HDF5 cannot hold (neither numbers, booleans nor strings).
+            OSError: the folder is missing or not writable (naming ``path``).
+
+        Example:
+            >>> clf.save("clf.h5"); BayesianLogisticRegression.load("clf.h5")  # doctest: +SKIP
+        """
+        save_classifier(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> BayesianLogisticRegression:
+        """A fitted classifier read from a file written by ``save``: it predicts as the
+        saved one.
+
+        Raises:
+            OSError, ValueError: a missing or unreadable file, or not a classifier's
+                (naming ``path``).
+        """
+        return load_classifier(cls, path)
 
 
 def warn_column_vector() -> None:

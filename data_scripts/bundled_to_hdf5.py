@@ -3,11 +3,14 @@
     python data_scripts/bundled_to_hdf5.py co2 OUT.h5 [--features 2000]
     python data_scripts/bundled_to_hdf5.py macro OUT.h5 [--lags 4]
     python data_scripts/bundled_to_hdf5.py diabetes OUT.h5
+    python data_scripts/bundled_to_hdf5.py iris OUT.h5
+    python data_scripts/bundled_to_hdf5.py breast_cancer OUT.h5
 
 Layout of every file (data_scripts/README.md):
 
 - ``X`` (n, p) float64: the design, one row per observation;
-- ``y`` (n,) float64: the target;
+- ``y`` (n,) float64: the target (iris, breast_cancer: class labels as strings, for
+  ``blm fit --likelihood categorical|bernoulli``);
 - ``groups`` (p,) int32: the prior group of each column (``blm fit --groups groups``);
 - ``X`` attribute ``columns``: a name per column; ``groups`` attribute ``names``: a
   name per group; ``y`` attribute ``units``; file attributes ``source`` and
@@ -19,6 +22,10 @@ macro: statsmodels' macrodata, inflation (% p.a.) on nine standardised indicator
 their lags: one group per indicator.
 diabetes: scikit-learn's diabetes progression on its ten standardised covariates: one
 group.
+iris: scikit-learn's iris species (setosa, versicolor, virginica) on the four flower
+measurements (cm): groups sepal / petal.
+breast_cancer: scikit-learn's Wisconsin tumours (malignant, benign) on the 30
+standardised image features: groups mean / error / worst.
 """
 
 from __future__ import annotations
@@ -79,10 +86,46 @@ def diabetes() -> dict:
     )
 
 
+def iris() -> dict:
+    from sklearn.datasets import load_iris
+
+    data = load_iris()
+    return dict(
+        X=data.data,
+        y=np.asarray(data.target_names)[data.target],
+        groups=np.array([0, 0, 1, 1], np.int32),
+        columns=["sepal_length", "sepal_width", "petal_length", "petal_width"],
+        group_names=["sepal", "petal"],
+        units="species",
+        source="sklearn.datasets.load_iris",
+        description="iris species on four flower measurements (cm)",
+    )
+
+
+def breast_cancer() -> dict:
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    X = (data.data - data.data.mean(0)) / data.data.std(0)
+    return dict(
+        X=X,
+        y=np.asarray(data.target_names)[data.target],
+        groups=np.repeat(np.arange(3, dtype=np.int32), 10),
+        columns=[name.replace(" ", "_") for name in data.feature_names],
+        group_names=["mean", "error", "worst"],
+        units="diagnosis",
+        source="sklearn.datasets.load_breast_cancer",
+        description="tumour diagnosis on 30 standardised image features",
+    )
+
+
 def write(path: str, d: dict) -> None:
     """Write ``d`` in the documented layout (temporary name, then renamed)."""
     with atomic_h5(path) as f:
-        f["X"], f["y"], f["groups"] = d["X"], d["y"], d["groups"]
+        y = d["y"]
+        if y.dtype.kind == "U":  # class labels
+            y = y.astype(object).astype(h5py.string_dtype())
+        f["X"], f["y"], f["groups"] = d["X"], y, d["groups"]
         f["X"].attrs["columns"] = np.asarray(d["columns"], dtype=h5py.string_dtype())
         f["groups"].attrs["names"] = np.asarray(d["group_names"], dtype=h5py.string_dtype())
         f["y"].attrs["units"] = d["units"]
@@ -93,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("name", choices=("co2", "macro", "diabetes"))
+    parser.add_argument("name", choices=("co2", "macro", "diabetes", "iris", "breast_cancer"))
     parser.add_argument("out")
     parser.add_argument("--features", type=int, default=2000, help="co2: random Fourier features")
     parser.add_argument("--lags", type=int, default=4, help="macro: lags per indicator")
@@ -102,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         "co2": lambda: co2(args.features),
         "macro": lambda: macro(args.lags),
         "diabetes": diabetes,
+        "iris": iris,
+        "breast_cancer": breast_cancer,
     }[args.name]()
     write(args.out, d)
     print(

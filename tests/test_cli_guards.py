@@ -135,7 +135,10 @@ def test_help_shows_defaults_without_markup(capsys):
     with pytest.raises(SystemExit):
         cli.main(["fit", "--help"])
     text = capsys.readouterr().out
-    assert "(default: 300)" in text and "``" not in text
+    assert "(default: 0)" in text and "``" not in text  # --seed
+    # the loop's caps, which depend on --likelihood, say both (no "(default: None)")
+    assert "(default 300; classifiers 100)" in " ".join(text.split())
+    assert "default: None" not in text
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "``" not in capsys.readouterr().out

@@ -188,6 +188,18 @@ def test_sparse_hdf5_and_weights_match_dense(rng, tmp_path):
     repeated = BayesianLogisticRegression(solver="exact").fit(np.repeat(X, w, 0), np.repeat(y, w))
     np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-8, atol=1e-10)
     np.testing.assert_allclose(weighted.log_evidence_, repeated.log_evidence_, rtol=1e-10)
+    # streamed with weights: the rows scaled by √w, the labels not (they once were)
+    for name in ("X", "S"):
+        data = blm.data.open_hdf5(path, x=name, block_size=64)
+        for solver in ("exact", "cg"):
+            streamed = BayesianLogisticRegression(solver=solver, random_state=0, n_samples=4)
+            in_memory = BayesianLogisticRegression(solver=solver, random_state=0, n_samples=4)
+            streamed.fit(data, sample_weight=w)
+            in_memory.fit(X, y, sample_weight=w)
+            np.testing.assert_allclose(streamed.alpha_, in_memory.alpha_, rtol=1e-5)
+            np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-5, atol=1e-7)
+            if solver == "exact":
+                np.testing.assert_allclose(streamed.coef_, weighted.coef_, rtol=1e-8, atol=1e-10)
 
 
 def test_float32_in_float32_out(rng):
@@ -311,3 +323,21 @@ def test_newton_settings_name_the_bad_field():
         NewtonSettings(tol=-1.0)
     with pytest.raises(ValueError, match="NewtonSettings.max_halvings"):
         NewtonSettings(max_halvings=0)
+    with pytest.raises(ValueError, match="NewtonSettings.evidence_tol"):
+        NewtonSettings(evidence_tol=0.0)
+
+
+def test_a_group_without_signal_ends_the_fit_by_the_evidence(rng):
+    """A prior group the labels do not depend on: its α runs to ∞ with the evidence flat;
+    the evidence's predicted gain ends the fit (converged, finite), where the α change
+    alone would never settle."""
+    X = rng.normal(size=(300, 3))
+    y = (X[:, 0] + rng.logistic(size=300) > 0).astype(int)
+    groups = np.array(["signal", "noise", "noise"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", blm.ConvergenceWarning)
+        clf = BayesianLogisticRegression(solver="exact", prior_groups=groups).fit(X, y)
+    assert clf.converged_ and np.all(np.isfinite(clf.alpha_))
+    signal, noise = clf.alpha_[list(clf.prior_group_names_).index("signal")], max(clf.alpha_)
+    assert noise > 100 * signal  # the noise columns pruned towards 0
+    assert np.all(np.abs(clf.coef_[0, 1:]) < 0.05 * abs(clf.coef_[0, 0]))
