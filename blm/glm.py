@@ -33,7 +33,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.evidence.loop import StoppingRule, fixed_mask
+from blm.evidence.loop import HyperparameterRangeError, StoppingRule, fixed_mask
 from blm.features import Features, LinearFeatures, SparseLinearFeatures
 from blm.likelihoods import Bernoulli, Likelihood
 from blm.pipeline import FitSettings, fit_hyperparameters
@@ -200,6 +200,19 @@ SEPARABLE_ALPHA = 1e-10
 """A fitted α below this is the evidence driving the prior away: (nearly) separable data."""
 
 
+def _separable_note(alpha) -> str:
+    """The warning for an α the evidence drives to 0, or "" where none is below
+    ``SEPARABLE_ALPHA``."""
+    alpha = np.asarray(alpha, float)
+    if not np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)):
+        return ""
+    return (
+        f"the evidence drives alpha to 0 (stopped at {alpha.tolist()}): the classes are "
+        "(nearly) separable, and only the prior keeps the MAP finite; give alpha "
+        "(fit_alpha=False, alpha_init=...) or fixed_alpha"
+    )
+
+
 @dataclass(frozen=True)
 class NewtonSettings:
     """The joint Newton–MacKay loop's settings.
@@ -250,6 +263,7 @@ class GLMFit:
     converged: bool
     last_change: float
     trajectory: list = field(default_factory=list)
+    stop_note: str = ""
 
     @classmethod
     def of(cls, theta, prior: Prior, posterior, exact, evidence: float, report) -> GLMFit:
@@ -264,17 +278,20 @@ class GLMFit:
             report.converged,
             report.last_change,
             report.trajectory,
+            report.stop_note,
         )
 
 
 @dataclass(frozen=True)
 class _Report:
-    """How the loop ended: steps, convergence, last relative change, the trajectory."""
+    """How the loop ended: steps, convergence, last relative change, the trajectory, and
+    why it stopped early where α left the range (``stop_note``: the caller warns)."""
 
     n_iter: int
     converged: bool
     last_change: float
     trajectory: list
+    stop_note: str = ""
 
 
 class GLMModel:
@@ -320,33 +337,42 @@ def fit_glm(
     if isinstance(solver, Exact):
         return _fit_exact(model, prior, theta, settings, key, n_samples)
     step_rule = MacKay(gamma=rule.gamma, accelerate=False)
-    warm, trajectory, converged, change = None, [], False, np.inf
+    warm, trajectory, converged, change, note = None, [], False, np.inf, ""
     n_iter = 0
     for n_iter in range(1, settings.max_iter + 1):
         features, pseudo, ll = model.at(theta)
         p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
-        fit = fit_hyperparameters(
-            Problem(features, model.likelihood, p, pseudo, model.block_size, None),
-            solver,
-            step_rule,
-            settings=FitSettings(
-                max_iter=int(settings.fit_alpha),  # 0: the posterior at the given α
-                tol=settings.tol,
-                fixed=settings.fixed,
-                fit_beta=False,
-                final_solve=not settings.fit_alpha,
-            ),
-            key=key,
-            n_samples=n_samples,
-            init=warm,
-        )
+        try:
+            fit = fit_hyperparameters(
+                Problem(features, model.likelihood, p, pseudo, model.block_size, None),
+                solver,
+                step_rule,
+                settings=FitSettings(
+                    max_iter=int(settings.fit_alpha),  # 0: the posterior at the given α
+                    tol=settings.tol,
+                    fixed=settings.fixed,
+                    fit_beta=False,
+                    final_solve=not settings.fit_alpha,
+                ),
+                key=key,
+                n_samples=n_samples,
+                init=warm,
+            )
+        except HyperparameterRangeError:
+            note = (  # a sampled γ̂_g of 0: a group pruned away, or a MAP running away
+                f"MacKay's update of alpha left (0, inf) at step {n_iter} (stopped at "
+                f"{np.round(alpha, 6).tolist()}): a prior group the labels do not determine "
+                "(its sampled gamma came out 0) or (nearly) separable classes; give that "
+                "group's alpha (fixed_alpha), or use solver='exact'"
+            )
+            break
         new_alpha = np.asarray(fit.alpha, float) if settings.fit_alpha else alpha
         target = jnp.asarray(fit.posterior.mean, theta.dtype)  # solved at the old α
         base = ll - _penalty(p, theta)
         theta_new = _backtrack(model, p, theta, target, settings.max_halvings, base)
         warm = SampledPosterior(mean=theta_new, samples=fit.posterior.samples)
         if settings.fit_alpha and np.any((new_alpha > 0) & (new_alpha < SEPARABLE_ALPHA)):
-            alpha, theta = new_alpha, theta_new
+            alpha, theta, note = new_alpha, theta_new, _separable_note(new_alpha)
             break  # the evidence drives α to 0: separable data (the caller says so)
         step = float(jnp.linalg.norm(theta_new - theta)) / max(float(jnp.linalg.norm(theta)), 1.0)
         change = max(_relative(new_alpha, alpha), step)
@@ -360,7 +386,7 @@ def fit_glm(
         if change <= settings.tol:
             converged = True
             break
-    report = _Report(n_iter, converged, change, trajectory)
+    report = _Report(n_iter, converged, change, trajectory, note)
     p = prior.with_alpha(jnp.asarray(alpha, theta.dtype))
     return _sampled_result(model, p, theta, solver, key=key, k=n_samples, warm=warm, report=report)
 
@@ -439,6 +465,7 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
         converged or not settings.fit_alpha,
         change if settings.fit_alpha else 0.0,
         trajectory,
+        _separable_note(alpha) if settings.fit_alpha else "",
     )
     evidence = _laplace_evidence(ll, theta, p, post.logdet())
     draws = post.sample(key, k) if k > 0 else jnp.zeros((0, theta.shape[0]), theta.dtype)

@@ -32,7 +32,6 @@ from blm.data import HDF5Dataset, default_dtype
 from blm.estimator_defaults import CLASSIFIER_DEFAULTS, SAMPLED_DEFAULT_K
 from blm.exceptions import warn, warn_not_converged
 from blm.glm import (
-    SEPARABLE_ALPHA,
     GLMFeatures,
     GLMModel,
     NewtonSettings,
@@ -291,12 +290,8 @@ class BayesianLogisticRegression(RegressorParams):
         )
         self._theta, self._basis, self._exact = fit.theta, basis, fit.exact
         self._draws = np.asarray(fit.posterior.samples)
-        if self.fit_alpha and np.any((fit.alpha > 0) & (fit.alpha < SEPARABLE_ALPHA)):
-            warn_not_converged(
-                f"the evidence drives alpha to 0 ({np.asarray(fit.alpha).tolist()}): the "
-                "classes are (nearly) separable, and only the prior keeps the MAP finite; "
-                "give alpha (fit_alpha=False, alpha_init=...) or fixed_alpha"
-            )
+        if fit.stop_note:
+            warn_not_converged(fit.stop_note)
         elif not fit.converged:
             warn_not_converged(
                 f"the Newton–MacKay iteration stopped at max_iter={self.max_iter} with the "

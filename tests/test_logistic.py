@@ -341,3 +341,16 @@ def test_a_group_without_signal_ends_the_fit_by_the_evidence(rng):
     signal, noise = clf.alpha_[list(clf.prior_group_names_).index("signal")], max(clf.alpha_)
     assert noise > 100 * signal  # the noise columns pruned towards 0
     assert np.all(np.abs(clf.coef_[0, 1:]) < 0.05 * abs(clf.coef_[0, 0]))
+
+
+@pytest.mark.parametrize("solver", ["cg", "exact"])
+def test_alpha_leaving_the_range_stops_with_a_warning_not_an_error(rng, solver):
+    """Separable labels with a pruned group: exact drives the signal group's α to 0, the
+    sampled MacKay step's γ̂ of the noise group comes out 0; both stop and warn."""
+    X = rng.normal(size=(150, 3))
+    y = X[:, 0] > 0
+    clf = BayesianLogisticRegression(solver=solver, prior_groups=np.array(["u", "v", "v"]))
+    with pytest.warns(blm.ConvergenceWarning, match="separable"):
+        clf.fit(X, y)
+    assert not clf.converged_ and np.all(np.isfinite(clf.coef_))
+    assert clf.score(X, y) > 0.95
