@@ -8,12 +8,17 @@ design rows x_i, frequency weights w_i and θ ~ N(0, A⁻¹):
     MAP θ̂ by Newton's method: θ ← θ + t H⁻¹(Σ_i w_i φ_iᵀ(y_i − p_i) − Aθ), t by backtracking
     Laplace: p(θ | y) ≈ N(θ̂, H(θ̂)⁻¹),  log p(y | α) ≈ log p(y, θ̂) + ½ log det A − ½ log det H
     MacKay:  α_g ← γ_g / ‖θ̂_g‖²,  γ_g = d_g − α_g Tr_g(H⁻¹)
+    Laplace's stationary point (B depends on θ̂, and θ̂ on α: dθ̂/dα_g = −H⁻¹E_gθ̂):
+             α_g ← γ_g / (‖θ̂_g‖² − u_gᵀθ̂_g),   u = H⁻¹ ∂log det H/∂θ
 
 Each Newton step is one solve of the linear model linearised at θ (``GLMFeatures``, its
 output offset f_i and curvature B_i at θ; pseudo-targets f_i + u_i, B_i u_i = y_i − p_i),
 by the chosen solver through the one pipeline (``blm.pipeline.fit_hyperparameters``,
-one MacKay step per Newton step): α and θ move together to the joint fixed point (the
-MAP at α and α MacKay's at that MAP), where the loop stops.
+one MacKay step per Newton step, its α corrected by the u term with the gradient
+estimated from the draws, ``_sampled_laplace_alpha``): α and θ move together to the
+joint fixed point (the MAP at α, and α Laplace's at that MAP), where the loop stops. The
+exact solver instead iterates α ↦ (Newton to θ̂(α), the update) under Anderson
+acceleration (``_ExactMap``).
 
 The design carries one more column, p, holding s_i = √w_i (the rows are s_i x_i): it is
 the intercept's column, and it lets ``GLMFeatures`` evaluate B_i at the unscaled f_i. The
@@ -366,7 +371,11 @@ def fit_glm(
                 "group's alpha (fixed_alpha), or use solver='exact'"
             )
             break
-        new_alpha = np.asarray(fit.alpha, float) if settings.fit_alpha else alpha
+        new_alpha = alpha
+        if settings.fit_alpha:  # MacKay's sampled update with the curvature's correction
+            new_alpha = _sampled_laplace_alpha(
+                model, features, fit.posterior, fit.alpha, p, settings.fixed
+            )
         target = jnp.asarray(fit.posterior.mean, theta.dtype)  # solved at the old α
         base = ll - _penalty(p, theta)
         theta_new = _backtrack(model, p, theta, target, settings.max_halvings, base)
@@ -477,7 +486,20 @@ def _block_logdet_gradient(features: GLMFeatures, likelihood, xb, cov):
     """This block's share of ∂ log det H / ∂θ at fixed H⁻¹ (``cov``):
     Σ_i φ_iᵀ ∇_f tr(B_i(f_i) S_i), S_i = φ̃_i H⁻¹ φ̃_iᵀ (φ̃ the scaled rows)."""
     J = features.dense(xb)  # (b, m, d)
-    S = jnp.einsum("bkd,de,ble->bkl", J, cov, J)
+    return _trace_gradient(features, likelihood, xb, jnp.einsum("bkd,de,ble->bkl", J, cov, J))
+
+
+@eqx.filter_jit
+def _block_sampled_logdet_gradient(features: GLMFeatures, likelihood, xb, samples):
+    """``_block_logdet_gradient`` with S_i estimated from k draws z_j ~ N(0, H⁻¹):
+    Ŝ_i = (1/k) Σ_j (φ̃_i z_j)(φ̃_i z_j)ᵀ (unbiased; one jvp per draw, nothing d × d)."""
+    fz = jax.vmap(lambda z: features.jvp(xb, z))(samples)  # (k, b, m)
+    S = jnp.einsum("jbk,jbl->bkl", fz, fz) / samples.shape[0]
+    return _trace_gradient(features, likelihood, xb, S)
+
+
+def _trace_gradient(features: GLMFeatures, likelihood, xb, S):
+    """Σ_i φ_iᵀ ∇_f tr(B_i(f_i) S_i) at the rows' unscaled logits f_i, S_i fixed."""
 
     def trace(f):  # Σ_i tr(B_i(f_i) S_i): row l of B_i S_i via precision_mul
         BS = likelihood.precision_mul(f[:, None, :], jnp.swapaxes(S, 1, 2))
@@ -507,6 +529,34 @@ def _laplace_alpha(model: GLMModel, features: GLMFeatures, post, prior: Prior, f
     new = np.asarray(gamma / denominator, float)
     keep = fixed_mask(fixed, new.shape[0]) | (np.asarray(prior.alpha) == 0)
     return np.where(keep, np.asarray(prior.alpha, float), new)
+
+
+def _sampled_laplace_alpha(
+    model: GLMModel, features: GLMFeatures, posterior, mackay: np.ndarray, prior: Prior, fixed
+) -> np.ndarray:
+    r"""``_laplace_alpha`` from a sampled posterior: MacKay's sampled update
+    α_g = γ̂_g/‖m_g‖² (``mackay``, m the posterior mean) with the same curvature
+    correction, α_g ‖m_g‖²/(‖m_g‖² − u_gᵀm_g), u = H⁻¹∂log det H/∂θ: the gradient
+    estimated from the k draws z_j ~ N(0, H⁻¹) (``_block_sampled_logdet_gradient``, one
+    pass over the data), H⁻¹ applied to it by ``cg_solve`` (one right-hand side; the
+    draws' (1/k) Σ_j z_j z_jᵀ would be too noisy). MacKay's where the corrected
+    denominator is not positive."""
+    from blm.solvers.cg import cg_solve
+
+    Z = jnp.asarray(posterior.samples)
+    grad = None
+    for xb, _, _ in model.labels.blocks(model.block_size):
+        g = _block_sampled_logdet_gradient(features, model.likelihood, xb, Z)
+        grad = g if grad is None else grad + g
+    m = jnp.asarray(posterior.mean)
+    u = cg_solve(
+        features, model.likelihood, prior, model.labels, grad[None], block_size=model.block_size
+    )[0][0]
+    norm = prior.group_sum(m**2)
+    corrected = norm - prior.group_sum(u * m)
+    factor = np.asarray(jnp.where(corrected > 0, norm / jnp.where(corrected > 0, corrected, 1), 1))
+    keep = fixed_mask(fixed, factor.shape[0]) | (np.asarray(prior.alpha) == 0)
+    return np.where(keep, np.asarray(prior.alpha, float), np.asarray(mackay, float) * factor)
 
 
 def _backtrack(model: GLMModel, prior: Prior, theta, target, max_halvings: int, base: float):
