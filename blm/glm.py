@@ -189,8 +189,47 @@ def _whitened_block(features: GLMFeatures, likelihood, xb, yb):
     return rows.reshape(b * m, 1, features.d), jnp.einsum("bkl,bk->bl", L, yb).reshape(b * m, 1)
 
 
+@eqx.filter_jit
+def _structured_stats(features: GLMFeatures, likelihood, xb, yb):
+    r"""(Σ_i φ̃_iᵀB_iφ̃_i (1, d, d), Σ_i φ̃_iᵀB_iỹ_i (1, d), Σ_i ỹ_iᵀB_iỹ_i (1,)) of a
+    block of dense rows x̃_i = [s_i x_i, s_i], the statistics ``_whitened_block``'s rows
+    give, from the rows' structure: φ̃_i = (I_K ⊗ x̃_i)T (T: θ ↦ Θ, ``full``), so the
+    full coefficients' Gram is G_{(k,j),(l,j')} = Σ_i B_i,kl x̃_ij x̃_ij' — K² products
+    of (p + 1)² for each row instead of the K·d² of the K whitened rows (d ≈ K·p) — and
+    the Gram in θ is TᵀGT (``reduce`` on both sides)."""
+    L = likelihood.sqrt_precision(features.offset(xb))  # (b, K, K), B_i = L_iL_iᵀ
+    B = jnp.einsum("bkl,bjl->bkj", L, L)
+    D = features.m * (features.p + 1)
+    G = jnp.einsum("bkl,bj,bJ->kjlJ", B, xb, xb).reshape(D, D)
+    gram = features.reduce(features.reduce(G).T)
+    cross = features.reduce(jnp.einsum("bkl,bl,bj->kj", B, yb, xb).reshape(D))
+    yty = jnp.einsum("bk,bkl,bl->", yb, B, yb)
+    return gram[None], cross[None], yty[None]
+
+
+def _row_covariances(features: GLMFeatures, xb, cov):
+    """S_i = φ̃_i C φ̃_iᵀ (b, K, K) for C (d, d): by the rows' structure for dense rows
+    (C mapped to the full coefficients once, then K² quadratic forms in x̃_i), from the
+    dense rows otherwise."""
+    if isinstance(features.base, SparseLinearFeatures):
+        J = features.dense(xb)  # (b, m, d)
+        return jnp.einsum("bkd,de,ble->bkl", J, cov, J)
+    K, p1 = features.m, features.p + 1
+    C = features.full(features.full(cov).T).reshape(K, p1, K, p1)  # T C Tᵀ
+    return jnp.einsum("bj,kjlJ,bJ->bkl", xb, C, xb)
+
+
 def dense_model(features: GLMFeatures, likelihood, dataset, block_size) -> DenseGaussianModel:
-    """The whitened dense linear model at θ₀ (its Gram accumulated block by block)."""
+    """The whitened dense linear model at θ₀ (its Gram accumulated block by block; for
+    dense rows from their structure, ``_structured_stats``)."""
+    if not isinstance(features.base, SparseLinearFeatures):
+        stats = None
+        for xb, yb, _ in dataset.blocks(block_size):
+            block = _structured_stats(features, likelihood, xb, yb)
+            stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
+        gram, cross, yty = stats
+        n_obs = jnp.asarray(dataset.n_observations, gram.dtype)
+        return DenseGaussianModel(None, None, gram, cross, "primal", yty, n_obs)
     return DenseGaussianModel.from_data(
         features,
         dataset,
@@ -409,6 +448,7 @@ class _ExactMap:
     def __init__(self, model: GLMModel, prior: Prior, theta, settings: NewtonSettings):
         self.model, self.prior, self.theta, self.settings = model, prior, theta, settings
         self.newton_steps = 0
+        self.newton_tol = NEWTON_TOL  # loosened while α still moves (``_fit_exact``)
 
     def map_at(self, alpha) -> tuple:
         """(θ̂(α), features at it, posterior there, log-likelihood there)."""
@@ -424,7 +464,7 @@ class _ExactMap:
             self.newton_steps += 1
             moved = float(jnp.linalg.norm(new - theta))
             theta = new
-            if moved <= NEWTON_TOL * max(float(jnp.linalg.norm(theta)), 1.0):
+            if moved <= self.newton_tol * max(float(jnp.linalg.norm(theta)), 1.0):
                 break
         self.theta = theta
         return theta, features, post, ll, p
@@ -439,6 +479,10 @@ NEWTON_STEPS = 50
 """Newton steps to the MAP at one α at most (from a warm start: two or three)."""
 NEWTON_TOL = 1e-10
 """The MAP is reached when a Newton step moves θ by less than this, relative."""
+LOOSE_NEWTON = (1e-2, 1e-4)
+"""While α moves by a relative c per step, the MAP at a trial α is solved to
+min(1e-2·c, 1e-4) (never tighter than ``NEWTON_TOL``): the update's error then stays a
+hundredth of its step, and the final MAP is solved to ``NEWTON_TOL``."""
 
 
 def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, key, k):
@@ -468,6 +512,8 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
             if np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)) or change <= settings.tol:
                 converged = change <= settings.tol
                 break
+            plain.newton_tol = max(NEWTON_TOL, min(LOOSE_NEWTON[0] * change, LOOSE_NEWTON[1]))
+    plain.newton_tol = NEWTON_TOL
     theta, _, post, ll, p = plain.map_at(alpha)
     report = _Report(
         n_iter or 1,
@@ -485,8 +531,7 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
 def _block_logdet_gradient(features: GLMFeatures, likelihood, xb, cov):
     """This block's share of ∂ log det H / ∂θ at fixed H⁻¹ (``cov``):
     Σ_i φ_iᵀ ∇_f tr(B_i(f_i) S_i), S_i = φ̃_i H⁻¹ φ̃_iᵀ (φ̃ the scaled rows)."""
-    J = features.dense(xb)  # (b, m, d)
-    return _trace_gradient(features, likelihood, xb, jnp.einsum("bkd,de,ble->bkl", J, cov, J))
+    return _trace_gradient(features, likelihood, xb, _row_covariances(features, xb, cov))
 
 
 @eqx.filter_jit
@@ -526,9 +571,16 @@ def _laplace_alpha(model: GLMModel, features: GLMFeatures, post, prior: Prior, f
     norm = prior.group_sum(theta**2)
     corrected = norm - prior.group_sum(post.cov_mul(grad) * theta)
     denominator = jnp.where(corrected > 0, corrected, norm)
-    new = np.asarray(gamma / denominator, float)
-    keep = fixed_mask(fixed, new.shape[0]) | (np.asarray(prior.alpha) == 0)
+    unseen = np.asarray(gamma <= UNDETERMINED * prior.group_sizes)
+    new = np.asarray(gamma / jnp.where(unseen, 1.0, denominator), float)
+    keep = fixed_mask(fixed, new.shape[0]) | (np.asarray(prior.alpha) == 0) | unseen
     return np.where(keep, np.asarray(prior.alpha, float), new)
+
+
+UNDETERMINED = 1e-9
+"""A group whose effective number of parameters γ_g is below this fraction of its size
+has no direction the data see (e.g. all-zero columns): its weights sit at 0 for every
+α_g, γ_g/‖θ_g‖² is 0/0, and its α_g is left where it is (the evidence is flat along it)."""
 
 
 def _sampled_laplace_alpha(

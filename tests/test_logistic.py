@@ -376,3 +376,52 @@ def test_sampled_fit_on_separable_classes_warns_as_exact_does():
     with pytest.warns(blm.ConvergenceWarning, match="separable"):
         clf = BayesianLogisticRegression(solver="cg", n_samples=8, max_iter=200).fit(X, y)
     assert np.all(np.isfinite(clf.coef_)) and clf.alpha_[0] < 1e-9
+
+
+@pytest.mark.parametrize("K, fit_intercept", [(2, True), (3, True), (3, False)])
+def test_structured_gram_and_row_covariances_equal_the_dense_rows(rng, K, fit_intercept):
+    """The Newton system's statistics from the rows' Kronecker structure equal those of
+    the whitened dense rows (weighted rows, intercept basis), and so do S_i = φ̃_iCφ̃_iᵀ."""
+    from blm.evidence.closed_form import _primal_stats
+    from blm.features import LinearFeatures
+    from blm.glm import (
+        GLMFeatures,
+        _row_covariances,
+        _structured_stats,
+        _whitened_block,
+        intercept_basis,
+        logistic_likelihood,
+    )
+    from blm.glm_data import design_rows
+
+    m = 1 if K == 2 else K
+    X = rng.normal(size=(20, 4))
+    rows, p = design_rows(X, rng.uniform(0.5, 2.0, 20), np.float64)
+    basis = intercept_basis(m, fit_intercept)
+    feats = GLMFeatures(LinearFeatures(p + 1, m), rng.normal(size=m * p + basis.shape[1]), basis)
+    rows, y = jnp.asarray(rows), jnp.asarray(rng.normal(size=(20, m)))
+    lik = logistic_likelihood(K)
+    expected = _primal_stats(*_whitened_block(feats, lik, rows, y))
+    for got, want in zip(_structured_stats(feats, lik, rows, y), expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    A = rng.normal(size=(feats.d, feats.d))
+    cov = A @ A.T
+    J = np.asarray(feats.dense(rows))
+    np.testing.assert_allclose(
+        _row_covariances(feats, rows, cov), np.einsum("bkd,de,ble->bkl", J, cov, J), rtol=1e-10
+    )
+
+
+def test_a_group_of_all_zero_columns_keeps_its_alpha(rng):
+    """Columns that are 0 in every row have γ_g = 0 and weights 0 for every α_g (0/0 in
+    MacKay's update): their α is left at alpha_init, the others fitted as without them."""
+    X, y = _binary(rng)
+    wide = np.concatenate([X, np.zeros((len(y), 2))], axis=1)
+    groups = np.array([0, 0, 0, 0, 1, 1])
+    clf = BayesianLogisticRegression(solver="exact", prior_groups=groups, alpha_init=3.0)
+    clf.fit(wide, y)
+    ref = BayesianLogisticRegression(solver="exact").fit(X, y)
+    assert clf.converged_ and clf.alpha_[1] == pytest.approx(3.0, rel=1e-12)
+    np.testing.assert_allclose(clf.alpha_[0], ref.alpha_[0], rtol=1e-6)
+    np.testing.assert_allclose(clf.coef_[0, :4], ref.coef_[0], rtol=1e-6)
+    assert np.all(clf.coef_[0, 4:] == 0)
