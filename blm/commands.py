@@ -33,7 +33,7 @@ import sys
 
 import numpy as np
 
-from blm.commands_classifier import LIKELIHOODS
+from blm.commands_classifier import LIKELIHOODS, stopping
 from blm.estimator_defaults import CLASSIFIER_DEFAULTS
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 from blm.h5io import atomic_h5, check_writable, open_h5
@@ -306,13 +306,19 @@ def fit(args: argparse.Namespace) -> int:
         groups = _group_labels(_read_dataset(args.data, args.groups, "--groups"), args)
         fixed_alpha = _fixed_alpha(args.fixed_alpha, groups)
         weights = _read_dataset(args.data, args.weights, "--weights")
-        solver = _solver(args, dataset.n)
+        common = {
+            "solver": _solver(args, dataset.n),
+            "n_samples": args.samples,
+            "random_state": args.seed,
+            "prior_groups": groups,
+            "fixed_alpha": fixed_alpha,
+        }
         if args.likelihood != "gaussian":
             classify.check_classes(dataset.targets(), args.likelihood)
-            est = classify.classifier(args, solver, groups, fixed_alpha)
+            est = classify.classifier(args, common)
             est.fit(dataset, sample_weight=weights)
         else:
-            est = _regression(args, solver, groups, fixed_alpha, progress)
+            est = _regression(args, common, progress)
             est.fit(
                 dataset,
                 sample_weight=weights,
@@ -345,24 +351,17 @@ def fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _regression(args: argparse.Namespace, solver, groups, fixed_alpha, progress):
-    """The ``BayesianLinearRegression`` the flags describe."""
+def _regression(args: argparse.Namespace, common: dict, progress: bool):
+    """The ``BayesianLinearRegression`` the flags describe (``common``: the settings
+    both estimators take)."""
     from blm import BayesianLinearRegression
 
     return BayesianLinearRegression(
-        solver=solver,
-        n_samples=args.samples,
-        random_state=args.seed,
-        max_iter=DEFAULTS["max_iter"] if args.max_iter is None else args.max_iter,
-        tol=DEFAULTS["tol"] if args.tol is None else args.tol,
-        evidence_tol=DEFAULTS["evidence_tol"]
-        if args.evidence_tol is None
-        else args.evidence_tol or None,
-        prior_groups=groups,
-        fixed_alpha=fixed_alpha,
+        **common,
         hyper=args.hyper,
         progress=progress and not args.quiet,
         covariance_columns=_columns(args.covariance_columns),
+        **stopping(args, DEFAULTS),
     )
 
 

@@ -42,27 +42,25 @@ def check_flags(args: argparse.Namespace) -> None:
             )
 
 
-def classifier(args: argparse.Namespace, solver, groups, fixed_alpha):
-    """The ``BayesianLogisticRegression`` the flags describe."""
+def classifier(args: argparse.Namespace, common: dict):
+    """The ``BayesianLogisticRegression`` the flags describe (``common``: the settings
+    both estimators take, solver, samples, seed, prior groups, fixed α)."""
     from blm import BayesianLogisticRegression
 
     check_flags(args)
-    return BayesianLogisticRegression(
-        solver=solver,
-        n_samples=args.samples,
-        random_state=args.seed,
-        max_iter=CLASSIFIER_DEFAULTS["max_iter"] if args.max_iter is None else args.max_iter,
-        tol=CLASSIFIER_DEFAULTS["tol"] if args.tol is None else args.tol,
-        evidence_tol=_evidence_tol(args),
-        prior_groups=groups,
-        fixed_alpha=fixed_alpha,
-    )
+    return BayesianLogisticRegression(**common, **stopping(args, CLASSIFIER_DEFAULTS))
 
 
-def _evidence_tol(args: argparse.Namespace) -> float | None:
-    if args.evidence_tol is None:
-        return CLASSIFIER_DEFAULTS["evidence_tol"]
-    return args.evidence_tol or None  # 0: --tol alone
+def stopping(args: argparse.Namespace, defaults) -> dict:
+    """``max_iter``, ``tol`` and ``evidence_tol`` from --max-iter, --tol and
+    --evidence-tol, each absent flag the fitted estimator's default (``defaults``; the
+    regression's and the classifier's differ); --evidence-tol 0: --tol alone."""
+    evidence_tol = defaults["evidence_tol"] if args.evidence_tol is None else args.evidence_tol
+    return {
+        "max_iter": defaults["max_iter"] if args.max_iter is None else args.max_iter,
+        "tol": defaults["tol"] if args.tol is None else args.tol,
+        "evidence_tol": evidence_tol or None,
+    }
 
 
 def check_classes(labels: np.ndarray, likelihood: str) -> None:
