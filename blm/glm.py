@@ -244,11 +244,11 @@ SEPARABLE_ALPHA = 1e-10
 """A fitted α below this is the evidence driving the prior away: (nearly) separable data."""
 
 
-def _separable_note(alpha) -> str:
-    """The warning for an α the evidence drives to 0, or "" where none is below
-    ``SEPARABLE_ALPHA``."""
+def _separable_note(alpha, running: bool = False) -> str:
+    """The warning for an α the evidence drives to 0 (below ``SEPARABLE_ALPHA``, or
+    ``running`` there, ``_running_to_zero``), or ""."""
     alpha = np.asarray(alpha, float)
-    if not np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)):
+    if not (running or np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA))):
         return ""
     return (
         f"the evidence drives alpha to 0 (stopped at {alpha.tolist()}): the classes are "
@@ -485,6 +485,29 @@ min(1e-2·c, 1e-4) (never tighter than ``NEWTON_TOL``): the update's error then 
 hundredth of its step, and the final MAP is solved to ``NEWTON_TOL``."""
 
 
+DRIFT_STEPS = 6
+"""Steps over which ``_running_to_zero`` looks for an α falling without end."""
+
+
+def _running_to_zero(trajectory: list, free: np.ndarray) -> bool:
+    """Whether, over the last ``DRIFT_STEPS`` steps, some fitted α_g fell at every step
+    by a log-step no smaller than its first, while the evidence rose at every step by a
+    gain no smaller than its first: an iteration with a finite fixed point has shrinking
+    steps and gains, so this one runs to α_g = 0 (separable classes: the evidence's sup
+    is there), which would otherwise take hundreds of steps to reach ``SEPARABLE_ALPHA``."""
+    if len(trajectory) < DRIFT_STEPS + 1 or not np.any(free):
+        return False
+    recent = trajectory[-(DRIFT_STEPS + 1) :]
+    scores = np.asarray([t["score"] for t in recent], float)
+    gains = np.diff(scores)
+    if not (np.all(np.isfinite(gains)) and np.all(gains > 0) and gains[-1] >= gains[0]):
+        return False
+    log_alpha = np.log(np.asarray([np.asarray(t["alpha"], float)[free] for t in recent]))
+    steps = np.diff(log_alpha, axis=0)  # (DRIFT_STEPS, free groups)
+    falling = np.all(steps < -1e-3, axis=0) & (steps[-1] <= steps[0])
+    return bool(np.any(falling))
+
+
 def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, key, k):
     """The exact path: Anderson-accelerated iteration of ``_ExactMap`` on log α (the
     evidence never lower across an accepted extrapolation), then the posterior at θ̂."""
@@ -512,6 +535,8 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
             if np.any((alpha > 0) & (alpha < SEPARABLE_ALPHA)) or change <= settings.tol:
                 converged = change <= settings.tol
                 break
+            if _running_to_zero(trajectory, free):
+                break  # the evidence rises ever faster as an α falls: its sup is at α = 0
             plain.newton_tol = max(NEWTON_TOL, min(LOOSE_NEWTON[0] * change, LOOSE_NEWTON[1]))
     plain.newton_tol = NEWTON_TOL
     theta, _, post, ll, p = plain.map_at(alpha)
@@ -520,7 +545,7 @@ def _fit_exact(model: GLMModel, prior: Prior, theta, settings: NewtonSettings, k
         converged or not settings.fit_alpha,
         change if settings.fit_alpha else 0.0,
         trajectory,
-        _separable_note(alpha) if settings.fit_alpha else "",
+        _separable_note(alpha, _running_to_zero(trajectory, free)) if settings.fit_alpha else "",
     )
     evidence = _laplace_evidence(ll, theta, p, post.logdet())
     draws = post.sample(key, k) if k > 0 else jnp.zeros((0, theta.shape[0]), theta.dtype)
