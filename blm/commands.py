@@ -36,7 +36,7 @@ import numpy as np
 from blm.commands_classifier import LIKELIHOODS, stopping
 from blm.estimator_defaults import CLASSIFIER_DEFAULTS
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
-from blm.h5io import atomic_h5, check_writable, open_h5
+from blm.h5io import check_writable, open_h5
 
 INTERRUPTED = 130
 BAD_INPUT = 2
@@ -66,6 +66,8 @@ def _add_out(p, required: bool, help: str) -> None:
 
 def add_commands(sub) -> None:
     """Register fit, predict, coef and info on an argparse subparsers object."""
+    from blm.commands_posterior import coef, info, predict  # they import this module
+
     p = parser(sub, "fit", "fit a Bayesian linear (or logistic) regression to an HDF5 file")
     p.add_argument("data", help="HDF5 file with inputs and targets")
     p.add_argument("--x", default="X", help="dataset of inputs, shape (n, p)")
@@ -226,16 +228,6 @@ def check_out(out: str, inputs: list[str], force: bool) -> None:
     check_writable(out, "--out")
 
 
-def _load(posterior: str):
-    """The fitted estimator in ``posterior`` (a regression posterior or a classifier);
-    errors name the argument ``posterior``."""
-    from blm.persistence import load_any
-
-    with open_h5(posterior, "posterior"):
-        pass
-    return load_any(posterior)
-
-
 def _converged_text(est) -> str:
     """ "converged", or "NOT converged (last change …)" for a fit that stopped at a cap."""
     if est.converged_:
@@ -250,13 +242,6 @@ def _report():
     return estimator_report
 
 
-def _predict_rows(est, rows) -> dict:
-    from blm.estimator_predict import predict
-
-    mean, std = predict(est, rows, return_std=True)
-    return {"mean": mean, "std": std}
-
-
 def _fail(command: str, err: Exception) -> int:
     print(f"blm {command}: error: {err}", file=sys.stderr)
     return BAD_INPUT
@@ -266,20 +251,6 @@ def _enable_float64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-
-
-def _precision_of(posterior: str) -> None:
-    """Compute in float64 where the posterior file was fitted in float64 (a file that
-    is not a posterior is left to ``BayesianLinearRegression.load`` to name)."""
-
-    try:
-        with open_h5(posterior, "posterior") as f:
-            mean = f["posterior/mean"] if "posterior/mean" in f else f["coef"]
-            float64 = mean.dtype == np.float64
-    except (OSError, KeyError, ValueError):
-        return
-    if float64:
-        _enable_float64()
 
 
 def fit(args: argparse.Namespace) -> int:
@@ -503,139 +474,3 @@ def _solver(args: argparse.Namespace, n: int):
         tol=tol,
         adaptive_tol=adaptive,
     )  # by object: the file's read size is the CLI's own setting
-
-
-def predict(args: argparse.Namespace) -> int:
-    """Write the predictive mean and standard deviation of every row of DATA.h5."""
-    import h5py
-
-    from blm import commands_classifier as classify
-    from blm._checks import check_feature_names
-    from blm.data import column_names, csr_block
-    from blm.persistence import label_array as persistence_labels
-
-    _precision_of(args.posterior)
-    try:
-        check_out(args.out, [args.posterior, args.data], args.force)
-        est = _load(args.posterior)
-        classifier = classify.is_classifier(est)
-        with open_h5(args.data, "data") as f:
-            if args.x not in f:
-                raise ValueError(f"--x: no dataset named {args.x!r} in {args.data!r}")
-            xd = f[args.x]
-            p = est.n_features_in_ if classifier else est.X_offset_.shape[0]
-            sparse = isinstance(xd, h5py.Group)
-            shape = tuple(xd.attrs["shape"]) if sparse else xd.shape
-            if len(shape) != 2 or shape[1] != p:
-                raise ValueError(
-                    f"--x: {args.x!r} has shape {shape}; the posterior was fitted to rows of "
-                    f"{p} columns"
-                )
-            fitted = getattr(est, "feature_names_in_", None)
-            check_feature_names(fitted, column_names(xd), "the posterior")
-            n = shape[0]
-            layout = classify.prediction_datasets(est, n) if classifier else _moments(est, n)
-            with atomic_h5(args.out, "--out") as out:
-                written = {name: out.create_dataset(name, *spec) for name, spec in layout.items()}
-                if classifier:
-                    out["classes"] = persistence_labels(est.classes_)
-                for start in range(0, n, args.block_size):
-                    stop = min(start + args.block_size, n)
-                    rows = csr_block(xd, start, stop) if sparse else xd[start:stop]
-                    values = (
-                        classify.predicted(est, rows) if classifier else _predict_rows(est, rows)
-                    )
-                    for name, value in values.items():
-                        written[name][start:stop] = value
-    except (OSError, ValueError) as err:
-        return _fail("predict", err)
-    what = "probabilities and labels" if classifier else "mean and std"
-    print(f"blm predict: {what} of {n} rows written to {args.out}")
-    return 0
-
-
-def _moments(est, n: int) -> dict:
-    """What ``blm predict`` writes for a regression: ``mean`` and ``std``."""
-    shape = (n,) if est._y_1d else (n, est.y_offset_.shape[0])
-    return {"mean": (shape, "f8"), "std": (shape, "f8")}
-
-
-def coef(args: argparse.Namespace) -> int:
-    """Print the coefficient table (``summary``: every weight unless ``--rows``, the
-    intercept and the noise sd); with ``--out``, also write the posterior mean ``coef``
-    and marginal standard deviation ``std`` of every weight ((p,), or (m, p) for m
-    outputs), the ``intercept``, and the columns' ``names`` when the data file had them."""
-    import h5py
-
-    _precision_of(args.posterior)
-    try:
-        if args.out is not None:
-            check_out(args.out, [args.posterior], args.force)
-        if args.rows is not None and args.rows < 1:
-            raise ValueError(f"--rows: expected a positive number of rows, got {args.rows}")
-        est = _load(args.posterior)
-    except (OSError, ValueError) as err:
-        return _fail("coef", err)
-    print(est.summary(max_rows=args.rows, sort=args.sort))
-    if args.out is None:
-        return 0
-    with atomic_h5(args.out, "--out") as out:
-        out["coef"], out["std"], out["intercept"] = est.coef_, est.coef_std_, est.intercept_
-        if hasattr(est, "classes_"):
-            from blm.persistence import label_array
-
-            out["classes"] = label_array(est.classes_)
-        if hasattr(est, "coef_covariance_"):
-            out["covariance"] = est.coef_covariance_
-            out["covariance_columns"] = np.asarray(est.covariance_columns)
-        if hasattr(est, "feature_names_in_"):
-            out["names"] = np.asarray(est.feature_names_in_, dtype=h5py.string_dtype())
-    if hasattr(est, "classes_"):  # a classifier: exact, or the draws' sd
-        k = 0 if est._exact is not None else est.samples_.shape[0]
-        source = f"estimated from {k} samples" if k else "exact"
-    else:
-        k = getattr(est.posterior_, "k", 0)
-        source = (
-            f"estimated from {k} samples, ±{_report().sd_error(est):.0f} % median" if k else "exact"
-        )
-    print(f"blm coef: mean and sd ({source}) of {est.coef_.size} weights written to {args.out}")
-    return 0
-
-
-def info(args: argparse.Namespace) -> int:
-    """Print what a posterior file holds."""
-
-    _precision_of(args.posterior)
-    try:
-        est = _load(args.posterior)
-    except (OSError, ValueError) as err:
-        return _fail("info", err)
-    if hasattr(est, "classes_"):
-        from blm.commands_classifier import info as classifier_info
-
-        classifier_info(est, args.posterior)
-        return 0
-    post = est.posterior_
-    k = post.samples.shape[0] if hasattr(post, "samples") else 0
-    print(f"posterior file:  {args.posterior}")
-    one_line = " ".join(f"{est.solver}, {est.hyper}".split()).replace("( ", "(").replace(" )", ")")
-    print(f"solver, hyper:   {one_line}")
-    if est.solver_reason_ != "given":
-        print(f"auto chose:      {type(est.solver_).__name__}: {est.solver_reason_}")
-    print(f"solves:          {est.n_solves_}")
-    print(f"weights:         p = {est.X_offset_.shape[0]}, m = {est.y_offset_.shape[0]} outputs")
-    print(f"precision:       {np.asarray(post.mean).dtype}")
-    print(f"alpha:           {_report().alpha_text(est)}")
-    if est.fixed_alpha:
-        given = ", ".join(f"{label}={value:g}" for label, value in est.fixed_alpha.items())
-        print(f"alpha given:     {given} (not fitted; 0: flat, unpenalised)")
-    print(f"beta:            {est.beta_}")
-    print(f"steps:           {est.n_iter_}, {_converged_text(est)}")
-    print(
-        f"final score:     {est.scores_[-1]:.6g} (log evidence + log hyperprior at the fitted "
-        "alpha, beta; NaN where not computed)"
-    )
-    print(f"samples stored:  {k}" if k else "posterior:       exact (Cholesky factor)")
-    if hasattr(est, "coef_covariance_"):
-        print(f"covariance of:   columns {list(est.covariance_columns)} (blm coef writes it)")
-    return 0

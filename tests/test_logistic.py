@@ -394,13 +394,13 @@ def test_structured_gram_and_row_covariances_equal_the_dense_rows(rng, K, fit_in
     from blm.features import LinearFeatures
     from blm.glm import (
         GLMFeatures,
-        _row_covariances,
         _structured_stats,
         _whitened_block,
         intercept_basis,
         logistic_likelihood,
     )
     from blm.glm_data import design_rows
+    from blm.glm_laplace import _row_covariances
 
     m = 1 if K == 2 else K
     X = rng.normal(size=(20, 4))
