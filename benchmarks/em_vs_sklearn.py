@@ -70,7 +70,9 @@ def worker(method: str, n: int, d: int) -> dict:
 
     import blm
     from blm import ArrayDataset, BayesianLinearRegression, Gaussian, Prior, RandomFourierFeatures
+    from blm.evidence.loop import LoopSettings
     from blm.evidence.mackay import fit_mackay
+    from blm.solvers.problem import Problem
     from blm.solvers.sgd import SGDConfig, sgd
 
     x, y = data(n)
@@ -83,11 +85,10 @@ def worker(method: str, n: int, d: int) -> dict:
         config = SGDConfig(n_steps=600, batch_size=512, polyak=0.3, block_size=4096, log_every=600)
 
         def solve(lik, p, init):
-            return sgd(feats, lik, p, ds, jax.random.PRNGKey(1), 8, config, init=init)
+            return sgd(Problem(feats, lik, p, ds), jax.random.PRNGKey(1), 8, config, init=init)
 
-        fit = fit_mackay(
-            solve, feats, prior, Gaussian(1.0 / y.var()), ds, max_iter=3, tol=1e-12, block_size=4096
-        )
+        problem = Problem(feats, Gaussian(1.0 / y.var()), prior, ds, block_size=4096)
+        fit = fit_mackay(solve, problem, LoopSettings(max_iter=3, tol=1e-12))
         alpha, beta = float(fit.alpha[0]), float(fit.beta[0])
     else:
         X = np.asarray(feats.transform(jnp.asarray(x)), dtype=np.float64)

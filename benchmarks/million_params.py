@@ -26,6 +26,7 @@ import blm
 from blm.datasets import digits_split
 from blm.laplace import linearise
 from blm.likelihoods import Categorical
+from blm.solvers.problem import Problem
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.training import train_map
 
@@ -78,9 +79,9 @@ def main() -> None:
         block_size=lm.block_size,
         log_every=args.steps,
     )
-    sgd(lm.features, lik, prior, lm.dataset, key, 16, config)
+    sgd(Problem(lm.features, lik, prior, lm.dataset), key, 16, config)
     t0 = time.perf_counter()
-    sgd(lm.features, lik, prior, lm.dataset, key, 16, config)
+    sgd(Problem(lm.features, lik, prior, lm.dataset), key, 16, config)
     solve = time.perf_counter() - t0
     sample_epoch = solve / (args.steps * 256 / n)
 

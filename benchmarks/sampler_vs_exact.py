@@ -32,8 +32,9 @@ import jax
 import jax.numpy as jnp
 
 from blm import ArrayDataset, Gaussian, LinearFeatures, Prior
-from blm.solvers.cg import cg
+from blm.solvers.cg import CGSettings, cg
 from blm.solvers.exact import ExactPosterior
+from blm.solvers.problem import Problem
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import draw_targets, split_key
 
@@ -144,13 +145,17 @@ def main() -> None:
     )
     runs = {
         f"sgd, snapshots every {every} steps": lambda cb: sgd(
-            feats, lik, prior, ds, key, args.k, snapshots, callback=cb
+            Problem(feats, lik, prior, ds), key, args.k, snapshots, callback=cb
         ),
         "sgd, plain (Polyak averaged)": lambda cb: sgd(
-            feats, lik, prior, ds, key, args.k, plain, callback=cb
+            Problem(feats, lik, prior, ds), key, args.k, plain, callback=cb
         ),
         "cg": lambda cb: cg(
-            feats, lik, prior, ds, key, args.k, tol=1e-12, max_iter=2000, callback=cb
+            Problem(feats, lik, prior, ds),
+            key,
+            args.k,
+            CGSettings(tol=1e-12, max_iter=2000),
+            callback=cb,
         ),
     }
     times = {name: [] for name in runs}

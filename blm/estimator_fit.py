@@ -28,7 +28,7 @@ from blm.memory import available_memory, check_exact_memory, estimate_exact_memo
 from blm.pipeline import FitSettings, exact_score, fit_hyperparameters
 from blm.priors import Prior
 from blm.rules import MacKay
-from blm.solvers.cg import cg_solve
+from blm.solvers.cg import CGSettings, cg_solve
 from blm.solvers.config import CG, DESIGN_DEFAULTS, Exact, Problem
 from blm.solvers.sampled import SampledPosterior
 
@@ -160,18 +160,14 @@ def coef_covariance(est, columns, features, dataset, prior, likelihood) -> np.nd
         solver = est._solver_object()
         solver = solver if isinstance(solver, CG) else CG().resolved(DESIGN_DEFAULTS)
         blocks = solver.blocks(prior, features.m)
-        solved, diagnostics = cg_solve(
-            features,
-            likelihood,
-            prior,
-            dataset,
-            unit,
+        settings = CGSettings(
             tol=solver.tol,
             max_iter=solver.max_iter,
-            block_size=solver.block_size,
             progress=est.progress,
             coarse_blocks=False if blocks is None else blocks,
         )
+        problem = Problem(features, likelihood, prior, dataset, solver.block_size)
+        solved, diagnostics = cg_solve(problem, unit, settings)
         if not diagnostics.converged:
             warn_not_converged(
                 "coef_covariance_: cg stopped at max_iter with relative residual "

@@ -107,6 +107,7 @@ def _sampled_laplace_alpha(
     draws' (1/k) Σ_j z_j z_jᵀ would be too noisy). MacKay's where the corrected
     denominator is not positive."""
     from blm.solvers.cg import cg_solve
+    from blm.solvers.problem import Problem
 
     Z = jnp.asarray(posterior.samples)
     grad = None
@@ -114,9 +115,8 @@ def _sampled_laplace_alpha(
         g = _block_sampled_logdet_gradient(features, model.likelihood, xb, Z)
         grad = g if grad is None else grad + g
     m = jnp.asarray(posterior.mean)
-    u = cg_solve(
-        features, model.likelihood, prior, model.labels, grad[None], block_size=model.block_size
-    )[0][0]
+    problem = Problem(features, model.likelihood, prior, model.labels, model.block_size)
+    u = cg_solve(problem, grad[None])[0][0]
     norm = prior.group_sum(m**2)
     corrected = norm - prior.group_sum(u * m)
     factor = np.asarray(jnp.where(corrected > 0, norm / jnp.where(corrected > 0, corrected, 1), 1))

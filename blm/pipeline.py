@@ -50,6 +50,7 @@ from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior, exact_
 from blm.evidence.loop import (
     FinalSolve,
     HyperparameterFit,
+    LoopSettings,
     SolveSchedule,
     StoppingRule,
     fixed_mask,
@@ -98,6 +99,19 @@ class FitSettings:
         (a fixed-point iteration, whose linear rate the predicted gain assumes; Adam's
         steps are not)."""
         return StoppingRule(self.tol, self.evidence_tol if isinstance(rule, MacKay) else None)
+
+    def loop(self, rule: Rule, schedule: SolveSchedule | None = None) -> LoopSettings:
+        """The solver-based loop's ``LoopSettings`` under ``rule``, solving early steps
+        by ``schedule`` (or None)."""
+        return LoopSettings(
+            max_iter=self.max_iter,
+            tol=self.stopping(rule),
+            progress=self.progress,
+            checkpointer=self.checkpointer,
+            schedule=schedule,
+            fixed=self.fixed,
+            final_solve=self.final_solve,
+        )
 
 
 @eqx.filter_jit
@@ -236,35 +250,20 @@ def _fit_sampled(problem, solver, rule, settings: FitSettings, key, k, centre, i
             post = eqx.tree_at(lambda p: p.mean, post, centre)
         return post, diagnostics
 
-    common = (solve, problem.features, problem.prior, problem.likelihood, problem.dataset)
+    loop = settings.loop(rule, schedule)
     if isinstance(rule, MacKay):
         fit = fit_mackay(
-            *common,
-            settings.hyperprior,
-            rule.gamma,
-            settings.max_iter,
-            settings.stopping(rule),
-            settings.progress,
-            problem.block_size,
-            evidence=evidence,
-            checkpointer=settings.checkpointer,
-            schedule=schedule,
-            fixed=settings.fixed,
-            final_solve=settings.final_solve,
+            solve, problem, loop, hyper=settings.hyperprior, estimator=rule.gamma, evidence=evidence
         )
     else:
         fit = fit_evidence(
-            *common,
+            solve,
+            problem,
             jax.random.fold_in(key, 2),
-            rule.slq,
-            settings.hyperprior,
-            rule.learning_rate,
-            settings.max_iter,
-            settings.stopping(rule),
-            settings.progress,
-            settings.checkpointer,
-            schedule,
-            settings.fixed,
+            loop,
+            slq=rule.slq,
+            hyper=settings.hyperprior,
+            learning_rate=rule.learning_rate,
         )
     if fit.solved_at_final:
         fit.warn_if_unsolved(final, solver)

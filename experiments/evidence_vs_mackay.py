@@ -41,8 +41,10 @@ from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures
 from blm.datasets import co2_design
 from blm.evidence.ascent import fit_evidence
 from blm.evidence.lanczos import SLQ
+from blm.evidence.loop import LoopSettings
 from blm.evidence.mackay import fit_mackay
-from blm.solvers.cg import cg
+from blm.solvers.cg import CGSettings, cg
+from blm.solvers.problem import Problem
 
 OUT = Path(__file__).parent / "results"
 FLAT = {"alpha_1": 0.0, "alpha_2": 0.0, "lambda_1": 0.0, "lambda_2": 0.0}
@@ -56,7 +58,13 @@ class CountingCG:
         self.spent: list[int] = []
 
     def __call__(self, lik, prior, init):
-        post, diag = cg(self.feats, lik, prior, self.ds, self.key, self.k, tol=1e-6, init=init)
+        post, diag = cg(
+            Problem(self.feats, lik, prior, self.ds),
+            self.key,
+            self.k,
+            CGSettings(tol=1e-6),
+            init=init,
+        )
         cols = self.k + 1
         self.spent.append(cols * len(diag.step) + (self.k + 2) + (cols if init is not None else 0))
         return post, diag
@@ -85,7 +93,8 @@ def main() -> None:
     runs = {}
     for k in (1, 16):
         solve, t0 = CountingCG(feats, ds, k), time.perf_counter()
-        fit = fit_mackay(solve, feats, prior, lik, ds, max_iter=args.steps, tol=1e-12)
+        loop = LoopSettings(max_iter=args.steps, tol=1e-12)
+        fit = fit_mackay(solve, Problem(feats, lik, prior, ds), loop)
         per_step = np.asarray(solve.spent[: fit.n_iter]) + k + 1  # + γ̂ (k) + residual (1)
         runs[f"MacKay EM, k = {k}"] = (fit, per_step, time.perf_counter() - t0)
         print(
@@ -97,15 +106,11 @@ def main() -> None:
         config = SLQ(depth=depth, n_probes=args.probes)
         fit = fit_evidence(
             solve,
-            feats,
-            prior,
-            lik,
-            ds,
+            Problem(feats, lik, prior, ds),
             jax.random.PRNGKey(1),
-            config,
+            LoopSettings(max_iter=args.ascent_steps, tol=1e-12),
+            slq=config,
             learning_rate=0.1,
-            max_iter=args.ascent_steps,
-            tol=1e-12,
         )
         per_step = np.asarray(solve.spent[: fit.n_iter]) + 2 * args.probes * depth + 1
         name = f"evidence ascent, SLQ K = {depth}"

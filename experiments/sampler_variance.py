@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 
 from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
 from blm.datasets import co2_design
+from blm.solvers.problem import Problem
 from blm.solvers.sgd import SGDConfig, sgd
 from blm.solvers.targets import (
     draw_targets,
@@ -84,7 +85,7 @@ def main() -> None:
             config = SGDConfig(
                 **{"n_steps": args.steps, "batch_size": b, "log_every": args.steps, **options}
             )
-            post, diag = sgd(feats, lik, prior, ds, key, args.samples, config)
+            post, diag = sgd(Problem(feats, lik, prior, ds), key, args.samples, config)
             var = post.predictive_variance(J)
             row[name] = float(jnp.mean(jnp.abs(var - var_star) / var_star))
             row[name + " vs H⁻¹"] = float(jnp.mean(jnp.abs(var - var_exact) / var_exact))

@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 
 import blm  # noqa: E402
 from blm.sharding import put_rows  # noqa: E402
+from blm.solvers.problem import Problem  # noqa: E402
 
 
 def main(folder: str) -> None:
@@ -71,7 +72,9 @@ def main(folder: str) -> None:
     feats, data = blm.LinearFeatures(24), blm.ArrayDataset(X, y)
     prior, lik = blm.Prior.scalar(1.0, 24), blm.Gaussian(1.0)
     with blm.data_parallel(shard_parameters=True):
-        post, _ = sgd(feats, lik, prior, data, jax.random.PRNGKey(0), 3, SGDConfig(n_steps=20))
+        post, _ = sgd(
+            Problem(feats, lik, prior, data), jax.random.PRNGKey(0), 3, SGDConfig(n_steps=20)
+        )
         out["samples_spec"] = [str(a) for a in post.samples.sharding.spec]
         out["samples_shard"] = list(post.samples.addressable_shards[0].data.shape)
     print(json.dumps(out))

@@ -23,8 +23,10 @@ from blm.evidence.lanczos import (
     slq_log_evidence,
     slq_logdet,
 )
+from blm.evidence.loop import LoopSettings
 from blm.likelihoods import Categorical
 from blm.network import NetworkFeatures
+from blm.solvers.problem import Problem
 from tests.conftest import random_problem
 
 
@@ -285,15 +287,11 @@ def test_fit_evidence_with_random_features_and_grouped_prior():
 
     fit = fit_evidence(
         solve,
-        feats,
-        prior,
-        Gaussian(1.0),
-        ds,
+        Problem(feats, Gaussian(1.0), prior, ds),
         jax.random.PRNGKey(5),
-        SLQ(depth=40, n_probes=64),
+        LoopSettings(max_iter=1000, tol=1e-4),
+        slq=SLQ(depth=40, n_probes=64),
         learning_rate=0.2,
-        max_iter=1000,
-        tol=1e-4,
     )
     np.testing.assert_allclose(fit.alpha, alpha_star, rtol=0.05)
     np.testing.assert_allclose(fit.beta, beta_star, rtol=0.01)
@@ -362,7 +360,7 @@ def test_slq_evidence_streams_an_hdf5_file_inside_its_traced_loop(rng, tmp_path)
 def test_fit_evidence_refuses_a_likelihood_without_noise_precision(rng):
     feats, ds, prior, lik, model = _problem(rng)
     with pytest.raises(TypeError, match="likelihood: evidence ascent fits a Gaussian"):
-        fit_evidence(None, feats, prior, Categorical(3), ds, jax.random.PRNGKey(0))
+        fit_evidence(None, Problem(feats, Categorical(3), prior, ds), jax.random.PRNGKey(0))
     from blm.evidence.ascent import AdamAscent
 
     with pytest.raises(ValueError, match="learning_rate"):

@@ -15,7 +15,8 @@ import blm
 from blm import ArrayDataset, BayesianLinearRegression, Gaussian, LinearFeatures, Prior
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
 from blm.evidence.mackay import GammaTerms, gamma_from_terms
-from blm.solvers.cg import cg
+from blm.solvers.cg import CGSettings, cg
+from blm.solvers.problem import Problem
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key
 
@@ -57,7 +58,7 @@ def test_cg_with_a_flat_group_solves_h_and_draws_covariance_h_inverse(rng):
     mean is H⁻¹XᵀBy and its k = 2 000 samples have covariance H⁻¹ (3σ Monte Carlo bound;
     dropping the flat coordinates' noise, or doubling it, fails)."""
     X, y, feats, ds, prior, lik, H = _flat_problem(rng)
-    post, diag = cg(feats, lik, prior, ds, KEY, 2000, tol=1e-12)
+    post, diag = cg(Problem(feats, lik, prior, ds), KEY, 2000, CGSettings(tol=1e-12))
     assert diag.converged
     np.testing.assert_allclose(post.mean, np.linalg.solve(H, 3.0 * X.T @ y), rtol=1e-9)
     cov, S = np.linalg.inv(H), np.asarray(post.covariance())
@@ -66,7 +67,7 @@ def test_cg_with_a_flat_group_solves_h_and_draws_covariance_h_inverse(rng):
     flat = np.diag(cov)[:3]
     assert np.all(np.abs(np.diag(S)[:3] / flat - 1) < 0.15)  # ±3 sd of a variance at k = 2000
     with pytest.raises(ValueError, match=r"coordinates \[1\] have a flat prior"):
-        cg(feats, lik, prior, ArrayDataset(X * (np.arange(8) != 1), y[:, None]), KEY, 2)
+        cg(Problem(feats, lik, prior, ArrayDataset(X * (np.arange(8) != 1), y[:, None])), KEY, 2)
     targets = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 4)
     assert np.all(np.asarray(targets.theta0)[:, :3] == 0)
     assert np.all(np.asarray(targets.centres)[:, :3] == 0)
@@ -82,16 +83,16 @@ def test_sgd_with_a_flat_group_reaches_cg_minimisers(rng, objective):
     low-variance form's linear term ℓ carries the flat coordinates' noise (without it
     their samples would be 0 there)."""
     X, y, feats, ds, prior, lik, H = _flat_problem(rng)
-    ref, _ = cg(feats, lik, prior, ds, KEY, 4, tol=1e-12)
+    ref, _ = cg(Problem(feats, lik, prior, ds), KEY, 4, CGSettings(tol=1e-12))
     config = SGDConfig(n_steps=3000, batch_size=ds.n, objective=objective)
-    post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
+    post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, config)
     assert np.linalg.norm(post.mean - ref.mean) / np.linalg.norm(ref.mean) < 1e-4
     assert np.linalg.norm(post.samples - ref.samples) / np.linalg.norm(ref.samples) < 1e-4
     z = np.asarray(ref.samples)[:, :3]
     assert np.all(np.abs(z) > 0)
     # the exact objective at the minimiser: −½ rᵀH⁻¹r per column (ℓ included in r)
     snap = SGDConfig(n_steps=400, batch_size=30, snapshot_every=5, objective=objective)
-    _, diag = sgd(feats, lik, prior, ds, KEY, 4, snap)
+    _, diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, snap)
     if objective == "low-variance":
         targets = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 4)
         r = np.asarray(targets.rhs(prior))
@@ -106,8 +107,12 @@ def test_sgd_with_a_flat_group_reaches_cg_minimisers(rng, objective):
 def test_low_variance_gradient_is_noiseless_at_zero_with_a_flat_group(rng):
     X, y, feats, ds, prior, lik, H = _flat_problem(rng)
     zero = jnp.zeros((6, 8))
-    low = gradient_variance(feats, lik, prior, ds, KEY, 6, "low-variance", 10, zero)
-    std = gradient_variance(feats, lik, prior, ds, KEY, 6, "standard", 10, zero)
+    low = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 6, objective="low-variance", batch_size=10, z=zero
+    )
+    std = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 6, objective="standard", batch_size=10, z=zero
+    )
     assert np.all(low < 1e-20) and np.all(std > 1.0)
 
 

@@ -16,12 +16,14 @@ from blm import (
     estimator_data,
 )
 from blm.evidence.closed_form import DenseGaussianModel, GammaHyperprior
+from blm.evidence.loop import LoopSettings
 from blm.evidence.mackay import (
     effective_dimension,
     gamma_from_terms,
     gamma_terms,
     sample_mackay_step,
 )
+from blm.solvers.problem import Problem
 from blm.solvers.sampled import SampledPosterior
 from tests.conftest import random_problem
 
@@ -328,7 +330,7 @@ def test_fit_mackay_with_random_features_matches_exact_loop():
     from blm.evidence.closed_form import GammaHyperprior
     from blm.evidence.loop import iterate_hyperparameters
     from blm.evidence.mackay import fit_mackay
-    from blm.solvers.cg import cg
+    from blm.solvers.cg import CGSettings, cg
 
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, (400, 2))
@@ -349,16 +351,23 @@ def test_fit_mackay_with_random_features_matches_exact_loop():
     )
 
     def solve(lik, p, init):
-        return cg(feats, lik, p, ds, jax.random.PRNGKey(2), 64, tol=1e-9, init=init, block_size=128)
+        return cg(
+            Problem(feats, lik, p, ds, block_size=128),
+            jax.random.PRNGKey(2),
+            64,
+            CGSettings(tol=1e-9),
+            init=init,
+        )
 
-    fit = fit_mackay(solve, feats, prior, Gaussian(1.0), ds, max_iter=200, tol=1e-6, block_size=128)
+    problem = Problem(feats, Gaussian(1.0), prior, ds, block_size=128)
+    fit = fit_mackay(solve, problem, LoopSettings(max_iter=200, tol=1e-6))
     np.testing.assert_allclose(fit.alpha, alpha_star, rtol=0.05)
     np.testing.assert_allclose(fit.beta, beta_star, rtol=0.02)
     assert fit.n_iter == len(fit.trajectory.alpha) < 200
 
 
 def test_solver_callbacks_see_iterates_and_stop_early(rng=None):
-    from blm.solvers.cg import cg
+    from blm.solvers.cg import CGSettings, cg
     from blm.solvers.sgd import SGDConfig, sgd
 
     rng = np.random.default_rng(0)
@@ -376,10 +385,7 @@ def test_solver_callbacks_see_iterates_and_stop_early(rng=None):
         return step >= 300
 
     _, diag = sgd(
-        feats,
-        lik,
-        prior,
-        ds,
+        Problem(feats, lik, prior, ds),
         jax.random.PRNGKey(0),
         3,
         SGDConfig(n_steps=1000, batch_size=10, log_every=100),
@@ -388,14 +394,10 @@ def test_solver_callbacks_see_iterates_and_stop_early(rng=None):
     assert [s for s, _ in seen] == [100, 200, 300] and seen[0][1] == (3, 4) and diag.step[-1] == 300
     seen.clear()
     cg(
-        feats,
-        lik,
-        prior,
-        ds,
+        Problem(feats, lik, prior, ds),
         jax.random.PRNGKey(0),
         3,
-        tol=1e-30,
-        max_iter=10,
+        CGSettings(tol=1e-30, max_iter=10),
         callback=lambda i, p: seen.append(i) or i == 2,
     )
     assert seen == [1, 2]
@@ -427,7 +429,7 @@ def _scheduled_fit(calls, schedule=None, fixed=None, stop_at=None, checkpointer=
     (tol, iterations) per call in ``calls``; ``fixed`` ignores the schedule's tolerance;
     ``stop_at`` interrupts (KeyboardInterrupt) that call."""
     from blm.evidence.mackay import fit_mackay
-    from blm.solvers.cg import cg
+    from blm.solvers.cg import CGSettings, cg
 
     feats, ds, prior, lik = _scheduled_problem()
 
@@ -435,21 +437,14 @@ def _scheduled_fit(calls, schedule=None, fixed=None, stop_at=None, checkpointer=
         if stop_at is not None and len(calls) == stop_at:
             raise KeyboardInterrupt
         tol = fixed if fixed is not None else tol
-        post, diag = cg(feats, lik, prior, ds, jax.random.PRNGKey(0), 8, tol=tol, init=init)
+        post, diag = cg(
+            Problem(feats, lik, prior, ds), jax.random.PRNGKey(0), 8, CGSettings(tol=tol), init=init
+        )
         calls.append((tol, len(diag.step)))
         return post, diag
 
-    return fit_mackay(
-        solve,
-        feats,
-        prior,
-        lik,
-        ds,
-        tol=1e-9,
-        max_iter=200,
-        checkpointer=checkpointer,
-        schedule=schedule,
-    )
+    loop = LoopSettings(tol=1e-9, max_iter=200, checkpointer=checkpointer, schedule=schedule)
+    return fit_mackay(solve, Problem(feats, lik, prior, ds), loop)
 
 
 def test_solve_schedule_loosens_early_e_steps_and_lands_on_the_fixed_point():
@@ -493,15 +488,8 @@ def test_a_loosely_solved_step_cannot_end_the_loop():
     def update(post, lik, p):
         return np.asarray(p.alpha) * (1 + 1e-12), np.asarray(lik.beta), {}
 
-    fit = solve_and_update(
-        solve,
-        update,
-        Prior.scalar(1.0, 3),
-        Gaussian(1.0),
-        50,
-        1e-6,
-        schedule=SolveSchedule(1e-8),
-    )
+    loop = LoopSettings(max_iter=50, tol=1e-6, schedule=SolveSchedule(1e-8))
+    fit = solve_and_update(solve, update, Prior.scalar(1.0, 3), Gaussian(1.0), loop)
     assert fit.n_iter == 2 and tols == [1e-2, 1e-8, 1e-8]
     with pytest.raises(ValueError, match="final must be strictly positive"):
         SolveSchedule(0.0)

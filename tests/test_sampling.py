@@ -22,7 +22,8 @@ from blm import (
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.operators import block_rows, noise_rhs, rhs, row_noise
 from blm.solvers import cg as cg_module
-from blm.solvers.cg import cg, cg_solve
+from blm.solvers.cg import CGSettings, cg, cg_solve
+from blm.solvers.problem import Passes, Problem
 from blm.solvers.sampled import SampledPosterior
 from blm.solvers.sgd import SGDConfig, gradient_variance, sgd
 from blm.solvers.targets import draw_targets, split_key, targets_pass
@@ -52,7 +53,9 @@ def _exact_samples(feats, lik, prior, ds, exact, k, key=KEY):
 @pytest.mark.parametrize("n,p,m", [(120, 8, 1), (10, 15, 2)])  # n·m > d and n·m < d
 def test_cg_solves_mean_and_samples_exactly(rng, n, p, m, precondition):
     X, Y, feats, ds, prior, lik, exact = _setup(rng, n, p, m, beta=(4.0,) * m)
-    post, diag = cg(feats, lik, prior, ds, KEY, 5, tol=1e-12, precondition=precondition)
+    post, diag = cg(
+        Problem(feats, lik, prior, ds), KEY, 5, CGSettings(tol=1e-12, precondition=precondition)
+    )
     assert diag.converged
     z = _exact_samples(feats, lik, prior, ds, exact, 5)
     np.testing.assert_allclose(post.mean, exact.mean, rtol=1e-9, atol=1e-12)
@@ -64,11 +67,11 @@ def test_cg_solve_gives_h_inverse_times_given_right_hand_sides(rng):
     for unit vectors; a wrong rhs shape is named."""
     X, Y, feats, ds, prior, lik, exact = _setup(rng, 120, 8, 2, beta=(4.0, 0.5))
     rhs = np.vstack([np.eye(16)[[3, 11]], rng.standard_normal((2, 16))])
-    solved, diag = cg_solve(feats, lik, prior, ds, rhs, tol=1e-12)
+    solved, diag = cg_solve(Problem(feats, lik, prior, ds), rhs, CGSettings(tol=1e-12))
     assert diag.converged
     np.testing.assert_allclose(solved, rhs @ np.asarray(exact.covariance()), rtol=1e-8, atol=1e-12)
     with pytest.raises(ValueError, match=r"rhs must have shape \(s, d=16\)"):
-        cg_solve(feats, lik, prior, ds, np.ones(16))
+        cg_solve(Problem(feats, lik, prior, ds), np.ones(16))
 
 
 @pytest.mark.parametrize(
@@ -79,7 +82,7 @@ def test_sgd_full_batch_reaches_exact_minimisers(rng, objective, precondition):
     config = SGDConfig(
         n_steps=1500, batch_size=ds.n, objective=objective, precondition=precondition
     )
-    post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
+    post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, config)
     z = _exact_samples(feats, lik, prior, ds, exact, 4)
     assert np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean) < 1e-4
     assert np.linalg.norm(post.samples - z) / np.linalg.norm(z) < 1e-4
@@ -93,7 +96,7 @@ def test_sgd_minibatch_samples_have_covariance_h_inverse(rng):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     k = 2000
     config = SGDConfig(n_steps=4000, batch_size=20, polyak=0.5)
-    post, _ = sgd(feats, lik, prior, ds, jax.random.PRNGKey(3), k, config)
+    post, _ = sgd(Problem(feats, lik, prior, ds), jax.random.PRNGKey(3), k, config)
     cov = np.asarray(exact.covariance())
     S = np.asarray(post.covariance())
     sigma_mc = np.sqrt((np.sum(cov**2) + np.trace(cov) ** 2) / k)
@@ -116,8 +119,8 @@ def test_svrg_minibatches_reach_exact_minimisers_and_report_exact_objective(rng,
     objective is the exact one at the last iterate."""
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     base = {"n_steps": 600, "batch_size": 10, "momentum": 0.0, "objective": objective}
-    post, diag = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(snapshot_every=12, **base))
-    plain, _ = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(**base))
+    post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, SGDConfig(snapshot_every=12, **base))
+    plain, _ = sgd(Problem(feats, lik, prior, ds), KEY, 4, SGDConfig(**base))
     z = _exact_samples(feats, lik, prior, ds, exact, 4)
 
     def rel(a, b):
@@ -145,12 +148,20 @@ def test_low_variance_objective_has_no_gradient_noise_at_zero(rng):
     vanishes); the standard objective's carries the noise term's variance."""
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     zero = jnp.zeros((8, 8))
-    low = gradient_variance(feats, lik, prior, ds, KEY, 8, "low-variance", 10, zero)
-    std = gradient_variance(feats, lik, prior, ds, KEY, 8, "standard", 10, zero)
+    low = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 8, objective="low-variance", batch_size=10, z=zero
+    )
+    std = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 8, objective="standard", batch_size=10, z=zero
+    )
     assert np.all(low < 1e-20) and np.all(std > 1.0)
     z = _exact_samples(feats, lik, prior, ds, exact, 8)
-    low = gradient_variance(feats, lik, prior, ds, KEY, 8, "low-variance", 10, z)
-    std = gradient_variance(feats, lik, prior, ds, KEY, 8, "standard", 10, z)
+    low = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 8, objective="low-variance", batch_size=10, z=z
+    )
+    std = gradient_variance(
+        Problem(feats, lik, prior, ds), KEY, 8, objective="standard", batch_size=10, z=z
+    )
     assert np.mean(low) < np.mean(std)
 
 
@@ -160,21 +171,21 @@ def test_streamed_hdf5_solvers_equal_in_memory(rng, tmp_path):
     with h5py.File(path, "w") as f:
         f["X"], f["y"] = X, Y
     disk = HDF5Dataset(path, block_size=37)
-    a, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)
-    b, _ = cg(feats, lik, prior, disk, KEY, 3, tol=1e-12, block_size=37)
+    a, _ = cg(Problem(feats, lik, prior, ds), KEY, 3, CGSettings(tol=1e-12))
+    b, _ = cg(Problem(feats, lik, prior, disk, block_size=37), KEY, 3, CGSettings(tol=1e-12))
     np.testing.assert_allclose(b.samples, a.samples, rtol=1e-9, atol=1e-12)
     config = SGDConfig(n_steps=800, batch_size=ds.n, block_size=ds.n)
-    a, _ = sgd(feats, lik, prior, ds, KEY, 3, config)
-    b, _ = sgd(feats, lik, prior, HDF5Dataset(path, block_size=ds.n), KEY, 3, config)
+    a, _ = sgd(Problem(feats, lik, prior, ds), KEY, 3, config)
+    b, _ = sgd(Problem(feats, lik, prior, HDF5Dataset(path, block_size=ds.n)), KEY, 3, config)
     np.testing.assert_allclose(b.samples, a.samples, rtol=1e-9, atol=1e-12)
     # streamed minibatches from shuffled blocks still reach the minimisers (Polyak)
     config = SGDConfig(n_steps=3000, batch_size=10, block_size=40, polyak=0.5)
-    c, _ = sgd(feats, lik, prior, disk, KEY, 3, config)
+    c, _ = sgd(Problem(feats, lik, prior, disk), KEY, 3, config)
     z = _exact_samples(feats, lik, prior, ds, exact, 3)
     assert np.linalg.norm(c.samples - z) / np.linalg.norm(z) < 0.1
     # and with snapshots (full passes streamed too) exactly
     config = SGDConfig(n_steps=600, batch_size=10, block_size=40, snapshot_every=8, momentum=0)
-    c, _ = sgd(feats, lik, prior, disk, KEY, 3, config)
+    c, _ = sgd(Problem(feats, lik, prior, disk), KEY, 3, config)
     assert np.linalg.norm(c.samples - z) / np.linalg.norm(z) < 1e-8
 
 
@@ -207,17 +218,27 @@ def test_full_passes_bound_the_rows_of_computed_features_only(rng, monkeypatch, 
 
     monkeypatch.setattr(ds, "blocks", spy)
     prior_rff = Prior.scalar(2.0, rff.d)
-    bounded, _ = cg(rff, lik, prior_rff, ds, KEY, 3, tol=1e-12)
+    bounded, _ = cg(Problem(rff, lik, prior_rff, ds), KEY, 3, CGSettings(tol=1e-12))
     assert max(seen) == 25 and min(seen) == 20  # 120 rows: 4 × 25 + 20
     seen.clear()
-    whole, _ = cg(rff, lik, prior_rff, ds, KEY, 3, tol=1e-12, block_size=ds.n)
+    whole, _ = cg(Problem(rff, lik, prior_rff, ds, block_size=ds.n), KEY, 3, CGSettings(tol=1e-12))
     assert set(seen) == {120}
     np.testing.assert_allclose(bounded.samples, whole.samples, rtol=1e-8, atol=1e-10)
     seen.clear()
-    sgd(rff, lik, prior_rff, ds, KEY, 3, SGDConfig(n_steps=20, batch_size=20, snapshot_every=10))
+    sgd(
+        Problem(rff, lik, prior_rff, ds),
+        KEY,
+        3,
+        SGDConfig(n_steps=20, batch_size=20, snapshot_every=10),
+    )
     assert max(seen) == 25
     seen.clear()
-    sgd(feats, lik, prior, ds, KEY, 3, SGDConfig(n_steps=20, batch_size=20, snapshot_every=10))
+    sgd(
+        Problem(feats, lik, prior, ds),
+        KEY,
+        3,
+        SGDConfig(n_steps=20, batch_size=20, snapshot_every=10),
+    )
     assert set(seen) == {120}
 
 
@@ -234,10 +255,10 @@ def test_default_learning_rate_is_capped_where_the_minibatch_curvature_is_noise(
     nu = np.trace(gram / P[:, None]) / n
     assert (0.1 / nu < 0.3 / lam) == binds
     config = SGDConfig(n_steps=1, batch_size=n, power_iters=300)
-    _, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+    _, diag = sgd(Problem(feats, lik, prior, ds), KEY, 2, config)
     np.testing.assert_allclose(diag.learning_rate, min(0.3 / lam, 0.1 / nu), rtol=1e-6)
     config = SGDConfig(n_steps=1, batch_size=n, power_iters=300, snapshot_every=1, momentum=0.5)
-    _, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+    _, diag = sgd(Problem(feats, lik, prior, ds), KEY, 2, config)
     np.testing.assert_allclose(diag.learning_rate, 0.5 / lam, rtol=1e-6)
 
 
@@ -253,7 +274,7 @@ def test_default_momentum_sgd_is_stable_at_tiny_batches(rng, batch_size):
         config = SGDConfig(
             n_steps=3000, batch_size=batch_size, polyak=0.5, learning_rate=learning_rate
         )
-        post, diag = sgd(feats, lik, prior, ds, KEY, 8, config)
+        post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 8, config)
         rel = np.linalg.norm(post.samples - z) / np.linalg.norm(z)
         return rel, np.linalg.norm(post.mean - exact.mean) / np.linalg.norm(exact.mean), diag
 
@@ -296,19 +317,24 @@ def test_targets_pass_gives_the_mean_right_hand_side_too(rng, monkeypatch):
     monkeypatch.setattr(
         ArrayDataset, "blocks", lambda self, *a, **kw: passes.append(1) or blocks(self, *a, **kw)
     )
-    cg(feats, lik, prior, ds, KEY, 3, tol=1e-30, max_iter=4)
+    cg(Problem(feats, lik, prior, ds), KEY, 3, CGSettings(tol=1e-30, max_iter=4))
     assert len(passes) == 2 + 4
     passes.clear()
-    cg(feats, lik, prior, ds, KEY, 3, tol=1e-30, max_iter=4, coarse_blocks=False)
+    cg(
+        Problem(feats, lik, prior, ds),
+        KEY,
+        3,
+        CGSettings(tol=1e-30, max_iter=4, coarse_blocks=False),
+    )
     assert len(passes) == 2 + 4
     passes.clear()
     config = SGDConfig(n_steps=20, batch_size=40, log_every=10, snapshot_every=10)
-    sgd(feats, lik, prior, ds, KEY, 3, config)
+    sgd(Problem(feats, lik, prior, ds), KEY, 3, config)
     # targets, Jacobi, the first step (its line search: the first snapshot), snapshots at
     # 10 and 20 (minibatches come from the array itself)
     assert len(passes) == 2 + 3
     passes.clear()
-    sgd(feats, lik, prior, ds, KEY, 3, dataclasses.replace(config, precondition=False))
+    sgd(Problem(feats, lik, prior, ds), KEY, 3, dataclasses.replace(config, precondition=False))
     # no Jacobi pass; the first step's line search is the first snapshot's pass still
     assert len(passes) == 1 + 3
 
@@ -335,7 +361,7 @@ def test_svrg_cold_start_is_the_exact_line_search_step(rng, precondition, object
         precondition=precondition,
         objective=objective,
     )
-    post, _ = sgd(feats, lik, prior, ds, KEY, 4, config)
+    post, _ = sgd(Problem(feats, lik, prior, ds), KEY, 4, config)
     np.testing.assert_allclose(np.concatenate([post.mean[None], post.samples]), x0, rtol=1e-10)
     x_star = np.concatenate([exact.mean[None], _exact_samples(feats, lik, prior, ds, exact, 4)])
     e = x0 - x_star
@@ -349,10 +375,13 @@ def test_svrg_first_step_is_the_full_gradient_step(rng):
     start with a plain minibatch gradient)."""
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     base = {"n_steps": 1, "learning_rate": 0.05, "momentum": 0.5, "snapshot_every": 1}
-    small, _ = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=10, **base))
-    full, _ = sgd(feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=ds.n, **base))
+    small, _ = sgd(Problem(feats, lik, prior, ds), KEY, 4, SGDConfig(batch_size=10, **base))
+    full, _ = sgd(Problem(feats, lik, prior, ds), KEY, 4, SGDConfig(batch_size=ds.n, **base))
     plain, _ = sgd(
-        feats, lik, prior, ds, KEY, 4, SGDConfig(batch_size=10, **base | {"snapshot_every": None})
+        Problem(feats, lik, prior, ds),
+        KEY,
+        4,
+        SGDConfig(batch_size=10, **base | {"snapshot_every": None}),
     )
     assert np.linalg.norm(plain.samples - full.samples) > 1e-3 * np.linalg.norm(full.samples)
     np.testing.assert_allclose(small.samples, full.samples, rtol=1e-12)
@@ -395,12 +424,16 @@ def test_a_given_data_diagonal_replaces_the_jacobi_pass(rng, monkeypatch, solver
         config = SGDConfig(n_steps=30, batch_size=20, log_every=10)
 
         def run(**kw):
-            return sgd(feats, lik, prior, ds, KEY, 3, config, **kw)[0]
+            return sgd(Problem(feats, lik, prior, ds), KEY, 3, config, passes=Passes(**kw))[0]
     else:  # Jacobi alone (with coarse blocks the pass carries ΦᵀBΦZ too: the test below)
 
         def run(**kw):
             return cg(
-                feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=False, **kw
+                Problem(feats, lik, prior, ds),
+                KEY,
+                3,
+                CGSettings(tol=1e-12, max_iter=4, coarse_blocks=False),
+                passes=Passes(**kw),
             )[0]
 
     own = _same_iterates_one_pass_fewer(monkeypatch, run, data_diagonal=diagonal)
@@ -428,13 +461,19 @@ def test_a_given_targets_pass_replaces_its_own(rng, monkeypatch, solver):
     if solver == "cg":
 
         def run(**kw):
-            return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, **kw)[0]
+            return cg(
+                Problem(feats, lik, prior, ds),
+                KEY,
+                3,
+                CGSettings(tol=1e-12, max_iter=4),
+                passes=Passes(**kw),
+            )[0]
     else:
         every = 10 if solver == "sgd with snapshots" else None
         config = SGDConfig(n_steps=30, batch_size=20, log_every=10, snapshot_every=every)
 
         def run(**kw):
-            return sgd(feats, lik, prior, ds, KEY, 3, config, **kw)[0]
+            return sgd(Problem(feats, lik, prior, ds), KEY, 3, config, passes=Passes(**kw))[0]
 
     own = _same_iterates_one_pass_fewer(monkeypatch, run, noise_rhs=products)
     doubled = run(noise_rhs=2 * products)
@@ -468,14 +507,16 @@ def test_balancing_preconditioner_is_spd_and_exact_on_the_blocks(rng):
     E_inv = np.linalg.inv(Z.T @ H @ Z)
     left = np.eye(len(D)) - Z @ E_inv @ (H @ Z).T
     dense = Z @ E_inv @ Z.T + left @ np.diag(1 / D) @ left.T
-    _, apply = cg_module._preconditioner(feats, lik, prior, ds, None, True, True, jnp.float64)
+    _, apply = cg_module._preconditioner(
+        Problem(feats, lik, prior, ds), CGSettings(), jnp.float64, Passes()
+    )
     P = np.asarray(apply(jnp.eye(len(D))))
     np.testing.assert_allclose(P, dense, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(P, P.T, atol=1e-12)
     assert np.linalg.eigvalsh(P).min() > 0
     np.testing.assert_allclose(P @ H @ Z, Z, atol=1e-9)
     exact = np.linalg.solve(H, 4.0 * X.T @ Y[:, 0])
-    post, diag = cg(feats, lik, prior, ds, KEY, 2, tol=1e-12)
+    post, diag = cg(Problem(feats, lik, prior, ds), KEY, 2, CGSettings(tol=1e-12))
     assert diag.converged
     np.testing.assert_allclose(post.mean, exact, rtol=1e-9, atol=1e-12)
 
@@ -495,7 +536,7 @@ def test_balancing_removes_the_one_hot_blocks_isolated_eigenvalues(rng):
     spectra = {}
     for coarse in (False, True):
         diagonal, apply = cg_module._preconditioner(
-            feats, lik, prior, ds, None, True, coarse, X.dtype
+            Problem(feats, lik, prior, ds), CGSettings(coarse_blocks=coarse), X.dtype, Passes()
         )
         np.testing.assert_allclose(diagonal, D, rtol=1e-12)
         P = np.asarray(apply(jnp.eye(len(D))))
@@ -503,7 +544,10 @@ def test_balancing_removes_the_one_hot_blocks_isolated_eigenvalues(rng):
     jacobi, balanced = spectra[False], spectra[True]
     assert jacobi[0] < 0.05 * jacobi[2]  # two isolated: the unit and time blocks
     assert balanced[0] > 0.5 * jacobi[2]
-    runs = {c: cg(feats, lik, prior, ds, KEY, 2, tol=1e-6, coarse_blocks=c) for c in (False, True)}
+    runs = {
+        c: cg(Problem(feats, lik, prior, ds), KEY, 2, CGSettings(tol=1e-6, coarse_blocks=c))
+        for c in (False, True)
+    }
     assert len(runs[True][1].step) <= 0.8 * len(runs[False][1].step)
     scale = np.max(np.abs(runs[False][0].samples))
     np.testing.assert_allclose(runs[True][0].samples, runs[False][0].samples, atol=1e-4 * scale)
@@ -524,7 +568,13 @@ def test_a_given_preconditioner_pass_replaces_its_own(rng, monkeypatch):
     np.testing.assert_allclose(diagonal, np.diag(Xb), rtol=1e-12)
 
     def run(**kw):
-        return cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=blocks, **kw)
+        return cg(
+            Problem(feats, lik, prior, ds),
+            KEY,
+            3,
+            CGSettings(tol=1e-12, max_iter=4, coarse_blocks=blocks),
+            passes=Passes(**kw),
+        )
 
     own = _same_iterates_one_pass_fewer(
         monkeypatch, lambda **kw: run(**kw)[0], data_diagonal=diagonal, data_coarse=products
@@ -539,7 +589,7 @@ def test_a_given_preconditioner_pass_replaces_its_own(rng, monkeypatch):
         run(data_coarse=products.at[0, 0].set(jnp.nan))
     for bad in (blocks[:-1], blocks + 1, blocks * 1.0):
         with pytest.raises(ValueError, match=r"coarse_blocks must be True, False or \(16,\)"):
-            cg(feats, lik, prior, ds, KEY, 1, coarse_blocks=bad)
+            cg(Problem(feats, lik, prior, ds), KEY, 1, CGSettings(coarse_blocks=bad))
     too_many = np.arange(cg_module.MAX_COARSE_BLOCKS + 1)
     assert cg_module.resolve_blocks(too_many, np.zeros(too_many.size)) is None
 
@@ -553,26 +603,36 @@ def test_one_prior_group_runs_jacobi_alone(rng):
     prior = Prior.scalar(2.0, feats.d)
     assert cg_module.resolve_blocks(True, prior.groups) is None
     run = {
-        c: cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=c)[0]
+        c: cg(
+            Problem(feats, lik, prior, ds),
+            KEY,
+            3,
+            CGSettings(tol=1e-12, max_iter=4, coarse_blocks=c),
+        )[0]
         for c in (True, False)
     }
     np.testing.assert_array_equal(run[True].samples, run[False].samples)
-    one = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12, max_iter=4, coarse_blocks=np.zeros(8, int))
+    one = cg(
+        Problem(feats, lik, prior, ds),
+        KEY,
+        3,
+        CGSettings(tol=1e-12, max_iter=4, coarse_blocks=np.zeros(8, int)),
+    )
     assert np.max(np.abs(one[0].samples - run[False].samples)) > 1e-8
 
 
 def test_warm_start_at_the_solution_stays(rng):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
-    start, _ = cg(feats, lik, prior, ds, KEY, 3, tol=1e-12)
+    start, _ = cg(Problem(feats, lik, prior, ds), KEY, 3, CGSettings(tol=1e-12))
     post, diag = sgd(
-        feats, lik, prior, ds, KEY, 3, SGDConfig(n_steps=100, batch_size=ds.n), init=start
+        Problem(feats, lik, prior, ds), KEY, 3, SGDConfig(n_steps=100, batch_size=ds.n), init=start
     )
     np.testing.assert_allclose(post.samples, start.samples, rtol=1e-8, atol=1e-10)
-    post, diag = cg(feats, lik, prior, ds, KEY, 3, init=start, tol=1e-8)
+    post, diag = cg(Problem(feats, lik, prior, ds), KEY, 3, CGSettings(tol=1e-8), init=start)
     assert diag.converged and diag.step == []  # checked before the first iteration
     np.testing.assert_array_equal(post.samples, start.samples)
     nudged = SampledPosterior(mean=start.mean, samples=start.samples * (1 + 1e-4))
-    post, diag = cg(feats, lik, prior, ds, KEY, 3, init=nudged, tol=1e-8)
+    post, diag = cg(Problem(feats, lik, prior, ds), KEY, 3, CGSettings(tol=1e-8), init=nudged)
     assert diag.converged and len(diag.step) >= 1
 
 
@@ -590,23 +650,23 @@ def test_svrg_stops_at_the_first_snapshot_within_tol(rng):
     r = np.concatenate([beta * (X.T @ Y).reshape(1, -1), targets.rhs(prior)])
     r_norm = np.linalg.norm(r, axis=1)
     config = SGDConfig(n_steps=100, batch_size=20, snapshot_every=5, momentum=0.5, polyak=0.5)
-    _, ref = sgd(feats, lik, prior, ds, KEY, 4, config)
+    _, ref = sgd(Problem(feats, lik, prior, ds), KEY, 4, config)
     q = np.array([np.max(g / r_norm) for g in ref.grad_norm])  # per snapshot after the start
     i = next(i for i in range(1, len(q)) if q[i] < q[i - 1] < 2 * q[i] and q[:i].min() > q[i])
     tol = 1.01 * q[i]
     config = dataclasses.replace(config, n_steps=5000, tol=tol)
-    post, diag = sgd(feats, lik, prior, ds, KEY, 4, config)
+    post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, config)
     assert diag.converged and diag.step[-1] == ref.step[i]
     x = np.concatenate([post.mean[None], post.samples])
     residual = np.linalg.norm(r - x @ H, axis=1)
     assert np.max(residual / r_norm) <= tol
     np.testing.assert_allclose(diag.grad_norm[-1], residual, rtol=1e-6)
-    warm, warm_diag = sgd(feats, lik, prior, ds, KEY, 4, config, init=post)
+    warm, warm_diag = sgd(Problem(feats, lik, prior, ds), KEY, 4, config, init=post)
     assert warm_diag.converged and warm_diag.step == []
     assert np.isnan(warm_diag.learning_rate)  # no step: no power iterations either
     np.testing.assert_array_equal(warm.samples, post.samples)
     capped, capped_diag = sgd(
-        feats, lik, prior, ds, KEY, 4, dataclasses.replace(config, n_steps=ref.step[i - 1])
+        Problem(feats, lik, prior, ds), KEY, 4, dataclasses.replace(config, n_steps=ref.step[i - 1])
     )
     assert not capped_diag.converged and capped_diag.step[-1] == ref.step[i - 1]
 
@@ -664,7 +724,7 @@ def test_sgd_bad_input(rng, kwargs, error, match):
     X, Y, feats, ds, prior, lik, exact = _setup(rng)
     args = {"n_samples": 3, "config": SGDConfig(n_steps=10, batch_size=20), **kwargs}
     with pytest.raises(error, match=match):
-        sgd(feats, lik, prior, ds, KEY, args.pop("n_samples"), **args)
+        sgd(Problem(feats, lik, prior, ds), KEY, args.pop("n_samples"), **args)
 
 
 def test_default_learning_rate_names_a_curvature_past_the_floating_point_range(rng):
@@ -677,11 +737,11 @@ def test_default_learning_rate_names_a_curvature_past_the_floating_point_range(r
     for alpha, fits in ((1e150, True), (1e160, False)):
         prior = Prior.grouped([alpha, 1.0], np.arange(8) % 2)
         if fits:
-            post, diag = sgd(feats, lik, prior, ds, KEY, 2, config)
+            post, diag = sgd(Problem(feats, lik, prior, ds), KEY, 2, config)
             assert np.isfinite(diag.learning_rate) and np.all(np.isfinite(post.samples))
             continue
         with pytest.raises(FloatingPointError, match=r"power iteration gave \[nan.*1e\+160"):
-            sgd(feats, lik, prior, ds, KEY, 2, config)
+            sgd(Problem(feats, lik, prior, ds), KEY, 2, config)
 
 
 def test_data_with_nan_is_rejected():

@@ -16,7 +16,6 @@ steps scale-free. The gradient also gives the effective dimension for free:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +25,12 @@ import optax
 from blm._checks import positive
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.lanczos import SLQ, rademacher_probes, slq_log_evidence
-from blm.evidence.loop import (
-    HyperparameterFit,
-    Solve,
-    SolveSchedule,
-    StoppingRule,
-    solve_and_update,
-)
-from blm.features import Features
-from blm.likelihoods import Gaussian
+from blm.evidence.loop import HyperparameterFit, LoopSettings, Solve, solve_and_update
 from blm.operators import traced_blocks
-from blm.priors import Prior
+from blm.solvers.problem import Problem
 
-if TYPE_CHECKING:
-    from blm.checkpoint import Checkpointer
+EVIDENCE_LOOP = LoopSettings(max_iter=200)
+"""``fit_evidence``'s default loop: 200 steps at most, relative tolerance 1e-4."""
 
 # objective(α, β) -> (log evidence, ∂/∂log α (G,), ∂/∂log β (m,), info)
 Objective = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray, np.ndarray, dict]]
@@ -93,33 +84,48 @@ def effective_dimension_from_gradient(g_alpha, alpha, mean_sq_by_group) -> np.nd
 
 def fit_evidence(
     solve: Solve,
-    features: Features,
-    prior: Prior,
-    likelihood: Gaussian,
-    dataset,
+    problem: Problem,
     key: jax.Array,
-    config: SLQ = SLQ(),
+    loop: LoopSettings = EVIDENCE_LOOP,
+    *,
+    slq: SLQ = SLQ(),
     hyper: GammaHyperprior = GammaHyperprior(),
     learning_rate: float = 0.1,
-    max_iter: int = 200,
-    tol: float | StoppingRule = 1e-4,
-    progress: Callable[[int, float], None] | None = None,
-    checkpointer: Checkpointer | None = None,
-    schedule: SolveSchedule | None = None,
-    fixed: np.ndarray | None = None,
 ) -> HyperparameterFit:
     r"""Maximise the evidence over (α_g, β_k) by Adam on log-hyperparameters, with log det H
     by stochastic Lanczos quadrature and its exact adjoint gradient.
 
     Each step: ``solve(likelihood, prior, init)`` gives θ̄ (warm-started; its samples are
-    not used here), ``slq_log_evidence`` the evidence and gradient at θ̄ with the same
-    ``config.n_probes`` Rademacher probes at every step (drawn from ``key``), then one
-    Adam step. Stops when no α_g, β_k changes by more than ``tol`` relative, or after
-    ``max_iter`` steps. The trajectory's score is the SLQ evidence plus hyperprior, and
-    its γ the effective dimension read off the gradient. ``schedule``: loose early solves
-    (``SolveSchedule``, as in ``fit_mackay``). ``fixed``: a boolean mask of the prior
-    groups whose α_g is not fitted (kept at ``prior``'s, which must be > 0 here: the
-    ascent works on log α; a flat group needs ``fit_mackay``)."""
+    not used here), ``slq_log_evidence`` the evidence
+
+        log p(Y | α, β) = ½ Σ_g d_g log α_g + ½ n Σ_k log β_k − ½ log det H − ½ E(θ̄) − (nm/2) log 2π
+
+    (E(θ̄) = Σ_k β_k‖y_k − Φ_kθ̄‖² + θ̄ᵀAθ̄) and its gradient at θ̄ with the same ``slq.n_probes`` Rademacher probes at every
+    step (drawn from ``key``), then one Adam step. The trajectory's score is the SLQ
+    evidence plus hyperprior, and its γ the effective dimension read off the gradient.
+
+    Args:
+        solve: the E-step (``Solve``).
+        problem: features, a Gaussian likelihood (starting β), prior (starting α, every
+            α_g > 0: the ascent works on log α), data and block size.
+        key: the probes' key.
+        loop: how the loop runs and stops (``LoopSettings``; default 200 steps, tol 1e-4).
+            ``fixed`` groups keep the prior's α_g (> 0; a flat group needs ``fit_mackay``).
+        slq: the quadrature's depth, probes and block size (``SLQ``).
+        hyper: Gamma hyperpriors on α and β.
+        learning_rate: Adam's step on log α, log β.
+
+    Returns:
+        A ``HyperparameterFit``.
+
+    Raises:
+        TypeError: a likelihood without a free noise precision.
+        ValueError: a flat prior group.
+
+    Example:
+        >>> fit = fit_evidence(solve, problem, jax.random.PRNGKey(1))  # doctest: +SKIP
+    """
+    features, likelihood, prior, dataset = problem.parts()
     if likelihood.noise_precision is None:
         raise TypeError(
             f"likelihood: evidence ascent fits a Gaussian noise precision, got "
@@ -130,15 +136,15 @@ def fit_evidence(
             "prior: evidence ascent works on log α and cannot hold a flat group (alpha 0); "
             "use MacKay's updates (fit_mackay, hyper='mackay')"
         )
-    probes = rademacher_probes(key, config.n_probes, prior.d)
-    blocks = traced_blocks(features, dataset, config.block_size)
+    probes = rademacher_probes(key, slq.n_probes, prior.d)
+    blocks = traced_blocks(features, dataset, slq.block_size)
     ascent = AdamAscent(prior.alpha, likelihood.beta, hyper, learning_rate)
-    if checkpointer is not None and checkpointer.resumed is not None:
-        ascent.restore(checkpointer.resumed.extra)
+    if loop.checkpointer is not None and loop.checkpointer.resumed is not None:
+        ascent.restore(loop.checkpointer.resumed.extra)
 
     def update(post, lik, p):
         value, g_alpha, g_beta, info = slq_log_evidence(
-            features, lik, p, dataset, post.mean, probes, config, blocks
+            features, lik, p, dataset, post.mean, probes, slq, blocks
         )
         new_alpha, new_beta, score = ascent.step(p.alpha, lik.beta, value, g_alpha, g_beta)
         gamma = effective_dimension_from_gradient(g_alpha, p.alpha, p.group_sum(post.mean**2))
@@ -152,16 +158,4 @@ def fit_evidence(
             },
         )
 
-    return solve_and_update(
-        solve,
-        update,
-        prior,
-        likelihood,
-        max_iter,
-        tol,
-        progress,
-        checkpointer,
-        ascent.state_arrays,
-        schedule,
-        fixed,
-    )
+    return solve_and_update(solve, update, prior, likelihood, loop, ascent.state_arrays)

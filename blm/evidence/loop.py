@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import jax.numpy as jnp
 import numpy as np
 
-from blm._checks import non_negative, positive
+from blm._checks import non_negative, positive, positive_int
 from blm.exceptions import warn_not_converged
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
@@ -228,6 +228,46 @@ def as_stopping(tol: float | StoppingRule) -> StoppingRule:
     return tol if isinstance(tol, StoppingRule) else StoppingRule(float(tol))
 
 
+@dataclass(frozen=True)
+class LoopSettings:
+    """How a solver-based hyperparameter loop (``solve_and_update``, ``fit_mackay``,
+    ``fit_evidence``) runs and stops.
+
+    Args:
+        max_iter: steps at most (0: the posterior at the given α, β).
+        tol: stop when no α_g, β_k changes by more than ``tol`` relative, or a
+            ``StoppingRule``.
+        progress: ``progress(step, change)`` after each step, or None.
+        checkpointer: writes and resumes the loop's state (``blm.checkpoint``), or None.
+        schedule: loose early solves (``SolveSchedule``): ``solve`` is then called with
+            ``tol=`` the step's tolerance; None: every solve at the solver's own.
+        fixed: boolean mask (G,) of the prior groups whose α_g is not fitted (kept at the
+            prior's; 0 for a flat group), or None.
+        final_solve: solve once more at the final (α, β): a bool, or a function of them
+            (False skips that solve; see ``solve_and_update``).
+
+    Raises:
+        ValueError: ``max_iter`` < 0; TypeError: ``final_solve`` neither a bool nor a
+            function.
+    """
+
+    max_iter: int = 100
+    tol: float | StoppingRule = 1e-4
+    progress: Callable[[int, float], None] | None = None
+    checkpointer: Checkpointer | None = None
+    schedule: SolveSchedule | None = None
+    fixed: np.ndarray | None = None
+    final_solve: FinalSolve = True
+
+    def __post_init__(self) -> None:
+        positive_int(self.max_iter, "max_iter", minimum=0)
+        checked_final_solve(self.final_solve)
+
+
+DEFAULT_LOOP = LoopSettings()
+"""``LoopSettings()``: 100 steps at most, relative tolerance 1e-4."""
+
+
 def relative_change(old: np.ndarray, new: np.ndarray) -> float:
     """max |new − old| / |old| over all entries (an unchanged entry counts 0, also at 0)."""
     old, new = np.asarray(old, float), np.asarray(new, float)
@@ -385,30 +425,37 @@ def solve_and_update(
     update: Callable,
     prior: Prior,
     likelihood: Likelihood,
-    max_iter: int,
-    tol: float | StoppingRule,
-    progress: Callable[[int, float], None] | None = None,
-    checkpointer: Checkpointer | None = None,
+    loop: LoopSettings,
     extra_state: Callable[[], dict] = dict,
-    schedule: SolveSchedule | None = None,
-    fixed: np.ndarray | None = None,
-    final_solve: FinalSolve = True,
 ) -> HyperparameterFit:
     """The loop every solver-based fit shares: at (α, β) solve for the posterior
     (warm-started from the previous step's solution, None at the first step), then
     ``update(posterior, likelihood, prior) -> (α, β, info)``; iterate until converged
-    and solve once more at the final (α, β), unless ``final_solve`` is False or a
+    and solve once more at the final (α, β), unless ``loop.final_solve`` is False or a
     function of the final (α, β) returning False: then the last E-step's posterior is
     returned as it is (a warm start for a caller that moves on, such as an outer loop
     that retrains a network at the new α; a loop that took no step solves anyway).
-    β (m,) is the Gaussian likelihood's noise precision, fitted from its starting value;
-    other likelihoods have none (β empty).
-    The warm start is part of the checkpointed state (with ``extra_state()``, the
-    update rule's own). With a ``schedule`` each solve gets its tolerance from it
-    (``SolveSchedule``; the previous step's change comes from the trajectory, so a
-    resumed loop solves as the uninterrupted one). ``fixed``: a boolean mask of the prior
-    groups whose α_g stays at ``prior``'s (``iterate_hyperparameters``)."""
-    checked_final_solve(final_solve)  # before the steps, not after them
+
+    Args:
+        solve: ``solve(likelihood, prior, init)`` → (posterior, diagnostics).
+        update: the M-step, ``update(posterior, likelihood, prior)`` → (α, β, info).
+        prior: the prior at its starting α.
+        likelihood: at its starting β (m,), the Gaussian noise precision, fitted; other
+            likelihoods have none (β empty).
+        loop: how it runs and stops (``LoopSettings``). With a ``schedule`` each solve
+            gets its tolerance from it (the previous step's change comes from the
+            trajectory, so a resumed loop solves as the uninterrupted one).
+        extra_state: the update rule's own arrays to checkpoint with the warm start.
+
+    Returns:
+        A ``HyperparameterFit``.
+
+    Raises:
+        HyperparameterRangeError: an update left (0, ∞), or gave NaN.
+    """
+    max_iter, tol, progress = loop.max_iter, loop.tol, loop.progress
+    checkpointer, schedule, fixed = loop.checkpointer, loop.schedule, loop.fixed
+    final_solve = loop.final_solve
     previous: dict = {}
     gaussian = likelihood.noise_precision is not None
     resumed = checkpointer.resumed if checkpointer is not None else None

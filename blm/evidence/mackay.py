@@ -49,29 +49,25 @@ single sample is often enough once γ is in the hundreds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jaxtyping import Array, Float
 
 from blm import operators as ops
 from blm.evidence.closed_form import GammaHyperprior
 from blm.evidence.loop import (
-    FinalSolve,
+    DEFAULT_LOOP,
     HyperparameterFit,
+    LoopSettings,
     Solve,
-    SolveSchedule,
-    StoppingRule,
     solve_and_update,
 )
-
-if TYPE_CHECKING:
-    from blm.checkpoint import Checkpointer
 from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
+from blm.solvers.problem import Problem
 from blm.solvers.sampled import SampledPosterior
 
 GammaEstimator = Literal["combined", "data", "prior"]
@@ -199,62 +195,56 @@ def sample_mackay_step(
 
 def fit_mackay(
     solve: Solve,
-    features: Features,
-    prior: Prior,
-    likelihood: Likelihood,
-    dataset,
+    problem: Problem,
+    loop: LoopSettings = DEFAULT_LOOP,
+    *,
     hyper: GammaHyperprior = GammaHyperprior(),
     estimator: GammaEstimator = "combined",
-    max_iter: int = 100,
-    tol: float | StoppingRule = 1e-4,
-    progress: Callable[[int, float], None] | None = None,
-    block_size: int | None = None,
     evidence: Callable[[Prior, Likelihood], float] | None = None,
-    checkpointer: Checkpointer | None = None,
-    schedule: SolveSchedule | None = None,
-    fixed: np.ndarray | None = None,
-    final_solve: FinalSolve = True,
 ) -> HyperparameterFit:
-    """Sample-based MacKay EM with any solver backend and likelihood.
+    r"""Sample-based MacKay EM with any solver backend and likelihood.
 
     E-step: ``solve(likelihood, prior, init)`` returns the posterior mean and samples at
     the current hyperparameters, warm-started from the previous step's solution
-    (``init``; None at the first step). M-step: ``sample_mackay_step``: α_g always, and
-    β_k when ``likelihood`` is Gaussian (its β is the starting value); other
-    likelihoods have no free precision and keep theirs. Stops when no α_g, β_k changes
-    by more than ``tol`` relative, or after ``max_iter`` steps; the posterior returned
-    is solved at the final hyperparameters. Pass a ``solve`` that keeps its random key
-    fixed (common random numbers across steps) so the iteration settles on a fixed point.
+    (``init``; None at the first step). M-step: ``sample_mackay_step``,
 
-    ``evidence(prior, likelihood)``, where the caller can afford it (e.g. the dense
-    closed form for small d), scores each step's hyperparameters; the scores land in
-    the trajectory (``score``), NaN without it. EM itself never needs them.
-    A ``checkpointer`` (``blm.checkpoint``) saves the loop's state as it goes and resumes
-    it. A ``schedule`` (``SolveSchedule``) solves early E-steps loosely: ``solve`` is then
-    called with ``tol=`` its tolerance for the step. ``fixed``: a boolean mask of the
-    prior groups whose α_g is not fitted (kept at ``prior``'s; 0 for a flat group).
-    ``final_solve``: False, or a function of the final (α, β) returning False, skips the
-    solve at the final hyperparameters (``solve_and_update``).
+        α_g ← (γ̂_g + 2a_α)/(‖θ̄_g‖² + 2b_α),   β_k ← (n − γ̂_k + 2a_β)/(‖y_k − Φ_kθ̄‖² + 2b_β),
+
+    β_k only where the likelihood has a free noise precision (its β the starting
+    value); others keep theirs. Pass a ``solve`` that keeps its random key fixed (common
+    random numbers across steps) so the iteration settles on a fixed point.
+
+    Args:
+        solve: the E-step (``Solve``).
+        problem: features, likelihood (starting β), prior (starting α), data and block
+            size (``blm.solvers.problem.Problem``).
+        loop: how the loop runs and stops (``LoopSettings``: max_iter, tol, progress,
+            checkpointer, schedule, fixed groups, final solve).
+        hyper: Gamma hyperpriors on α and β.
+        estimator: γ̂'s form, ``"combined"``, ``"data"`` or ``"prior"`` (module docstring).
+        evidence: ``evidence(prior, likelihood)``, where the caller can afford it (e.g.
+            the dense closed form for small d), scores each step's hyperparameters; the
+            scores land in the trajectory (``score``), NaN without it. EM itself never
+            needs them.
+
+    Returns:
+        A ``HyperparameterFit`` (the posterior solved at the final α, β unless
+        ``loop.final_solve`` declined it).
+
+    Raises:
+        HyperparameterRangeError: an update left (0, ∞), or gave NaN.
+
+    Example:
+        >>> fit = fit_mackay(solve, problem, LoopSettings(max_iter=20, tol=1e-6))  # doctest: +SKIP
     """
+    features, likelihood, prior, dataset = problem.parts()
 
     def update(post, lik, p):
         new_alpha, new_beta, info = sample_mackay_step(
-            post, features, lik, p, dataset, hyper, estimator, block_size
+            post, features, lik, p, dataset, hyper, estimator, problem.block_size
         )
         if evidence is not None:
             info["score"] = evidence(p, lik)
         return new_alpha, new_beta, info
 
-    return solve_and_update(
-        solve,
-        update,
-        prior,
-        likelihood,
-        max_iter,
-        tol,
-        progress,
-        checkpointer,
-        schedule=schedule,
-        fixed=fixed,
-        final_solve=final_solve,
-    )
+    return solve_and_update(solve, update, prior, likelihood, loop)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,7 @@ from blm._progress import close, progress_bar
 from blm.data import default_dtype
 from blm.features import Features
 from blm.likelihoods import Likelihood
-from blm.priors import Prior
+from blm.solvers.problem import NO_PASSES, Passes, Problem
 from blm.solvers.sampled import Diagnostics, SampledPosterior
 from blm.solvers.targets import draw_targets, jacobi, split_key
 
@@ -57,39 +58,75 @@ MAX_COARSE_BLOCKS = 64
 """The most blocks the two-level preconditioner deflates (it holds Y = HZ, q·d numbers)."""
 
 
+@dataclass(frozen=True)
+class CGSettings:
+    """The settings of one ``cg``/``cg_solve`` run, checked where built.
+
+    Args:
+        tol: every column's relative residual ‖r_j − Hx_j‖/‖r_j‖ to stop at (> 0).
+        max_iter: iterations at most (≥ 1); ``Diagnostics.converged`` is False there.
+        precondition: preconditioned CG, by D = diag(H) (Jacobi) and the coarse
+            correction over ``coarse_blocks``; False: plain CG.
+        coarse_blocks: an integer block per coordinate (d,) in [0, q); True: the
+            prior's groups; False: Jacobi alone (module docstring).
+        progress: a progress bar over the iterations.
+
+    Raises:
+        ValueError: naming ``tol`` or ``max_iter`` for a value out of range.
+    """
+
+    tol: float = DEFAULT_TOL
+    max_iter: int = 1000
+    precondition: bool = True
+    coarse_blocks: bool | Int[Array, " d"] = True
+    progress: bool = False
+
+    def __post_init__(self):
+        positive(self.tol, "tol")
+        positive_int(self.max_iter, "max_iter")
+
+
 def cg(
-    features: Features,
-    likelihood: Likelihood,
-    prior: Prior,
-    dataset,
+    problem: Problem,
     key: jax.Array,
     n_samples: int,
-    tol: float = DEFAULT_TOL,
-    max_iter: int = 1000,
+    settings: CGSettings = CGSettings(),
+    *,
     init: SampledPosterior | None = None,
-    block_size: int | None = None,
-    progress: bool = False,
-    precondition: bool = True,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
-    data_diagonal: Float[Array, " d"] | None = None,
-    noise_rhs: Float[Array, "k1 d"] | None = None,
-    coarse_blocks: bool | Int[Array, " d"] = True,
-    data_coarse: Float[Array, "q d"] | None = None,
+    passes: Passes = NO_PASSES,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by batched CG.
 
-    ``precondition``: preconditioned CG, by D = diag(H) (Jacobi) and the coarse
-    correction over ``coarse_blocks`` (module docstring): an integer block per
-    coordinate (d,) in [0, q); True: the prior's groups; False: Jacobi alone. Its set-up
-    is one extra pass, none when ``data_diagonal`` = diag(ΦᵀBΦ) and ``data_coarse`` =
-    ΦᵀBΦZ (q, d) are given (``preconditioner_pass``: an EM loop knows them from its
-    first step); ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key
-    (``targets_pass``), likewise saves that pass.
-    ``callback(iteration, posterior)`` is called after each iteration with the current
-    iterate and stops the run if it returns True."""
+    Solves H x_j = r_j for the mean's r_0 = ΦᵀBY and the samples' r_j (module
+    docstring) together, one pass over the data per iteration.
+
+    Args:
+        problem: Φ, B, A and the data (``Problem``).
+        key: fixes the sample noise (θ⁰, ξ).
+        n_samples: k ≥ 1 samples.
+        settings: tolerance, cap and preconditioner (``CGSettings``).
+        init: a previous solution to warm-start from (mean and k samples).
+        callback: ``callback(iteration, posterior)`` after each iteration with the
+            current iterate; stops the run if it returns True.
+        passes: the passes a caller already made (``Passes``): with ``data_diagonal`` =
+            diag(ΦᵀBΦ) and ``data_coarse`` = ΦᵀBΦZ (``preconditioner_pass``) the
+            preconditioner's set-up costs no pass; with ``noise_rhs`` (``targets_pass``
+            for this key) drawing the targets costs none.
+
+    Returns:
+        (posterior, diagnostics): the ``SampledPosterior`` and the ``Diagnostics``
+        (``converged`` False when ``max_iter`` stopped it first).
+
+    Raises:
+        ValueError: ``n_samples`` < 1, or ``init`` of the wrong shape.
+        FloatingPointError: non-finite iterates.
+
+    Example:
+        >>> post, diag = cg(problem, jax.random.PRNGKey(0), 8, CGSettings(tol=1e-8))  # doctest: +SKIP
+    """
     k = positive_int(n_samples, "n_samples")
-    positive(tol, "tol")
-    positive_int(max_iter, "max_iter")
+    features, likelihood, prior, dataset = problem.parts()
     targets = draw_targets(
         features,
         likelihood,
@@ -97,9 +134,9 @@ def cg(
         dataset,
         split_key(key)[0],
         k,
-        block_size,
+        problem.block_size,
         data_rhs=True,
-        noise_rhs=noise_rhs,
+        noise_rhs=passes.noise_rhs,
     )
     rhs = targets.rhs(prior)
     b = jnp.concatenate([targets.data_rhs[None], rhs])
@@ -107,66 +144,58 @@ def cg(
         x0 = jnp.concatenate([init.mean[None], init.samples]).astype(b.dtype)
         if x0.shape != b.shape:
             raise ValueError(f"init must hold the mean and {k} samples of dimension {prior.d}")
-    problem = (features, likelihood, prior, dataset, block_size)
-    diagonal, apply = _preconditioner(
-        *problem, precondition, coarse_blocks, b.dtype, data_diagonal, data_coarse
-    )
+    diagonal, apply = _preconditioner(problem, settings, b.dtype, passes)
 
     def solved(x) -> SampledPosterior:  # with diag(H) and the rhs for diag_covariance
         return SampledPosterior.solved(x, diagonal, rhs)
 
     x, diag = _pcg(
-        _hessian(*problem),
+        _hessian(problem),
         b,
         None if init is None else x0,
         apply,
-        tol,
-        max_iter,
-        progress,
+        settings,
         None if callback is None else lambda it, x: callback(it, solved(x)),
     )
     return solved(x), diag
 
 
 def cg_solve(
-    features: Features,
-    likelihood: Likelihood,
-    prior: Prior,
-    dataset,
-    rhs: Float[Array, "s d"],
-    tol: float = DEFAULT_TOL,
-    max_iter: int = 1000,
-    block_size: int | None = None,
-    precondition: bool = True,
-    progress: bool = False,
-    coarse_blocks: bool | Int[Array, " d"] = True,
+    problem: Problem, rhs: Float[Array, "s d"], settings: CGSettings = CGSettings()
 ) -> tuple[Float[Array, "s d"], Diagnostics]:
     """H⁻¹ r_j for given right-hand sides r_j (rows of ``rhs``), H = ΦᵀBΦ + A, by the
     same batched, preconditioned CG as ``cg`` (one pass over the data per iteration for
     all s columns, memory s·d); e.g. r_j = e_i gives column i of the posterior covariance.
-    Returns the solutions and the diagnostics (``converged`` False after ``max_iter``)."""
+
+    Args:
+        problem: Φ, B, A and the data.
+        rhs: (s, d) right-hand sides.
+        settings: tolerance, cap and preconditioner (``CGSettings``).
+
+    Returns:
+        (solutions (s, d), ``Diagnostics``: ``converged`` False after ``max_iter``).
+
+    Raises:
+        ValueError: ``rhs`` not of shape (s, d).
+
+    Example:
+        >>> columns, diag = cg_solve(problem, jnp.eye(d)[:2])  # doctest: +SKIP
+    """
     rhs = jnp.asarray(rhs)
-    if rhs.ndim != 2 or rhs.shape[1] != prior.d:
-        raise ValueError(f"rhs must have shape (s, d={prior.d}), got {rhs.shape}")
-    positive(tol, "tol")
-    positive_int(max_iter, "max_iter")
-    problem = (features, likelihood, prior, dataset, block_size)
-    apply = _preconditioner(*problem, precondition, coarse_blocks, rhs.dtype)[1]
-    return _pcg(
-        _hessian(*problem),
-        rhs,
-        None,
-        apply,
-        tol,
-        max_iter,
-        progress,
-        None,
-    )
+    d = problem.prior.d
+    if rhs.ndim != 2 or rhs.shape[1] != d:
+        raise ValueError(f"rhs must have shape (s, d={d}), got {rhs.shape}")
+    apply = _preconditioner(problem, settings, rhs.dtype, NO_PASSES)[1]
+    return _pcg(_hessian(problem), rhs, None, apply, settings, None)
 
 
-def _hessian(features, likelihood, prior, dataset, block_size):
+def _hessian(problem: Problem):
+    p = problem
+
     def hmul(v):
-        return ops.normal_matvec(features, likelihood, dataset, v, block_size) + prior.mul(v)
+        return ops.normal_matvec(p.features, p.likelihood, p.dataset, v, p.block_size) + (
+            p.prior.mul(v)
+        )
 
     return hmul
 
@@ -231,34 +260,25 @@ def _one_hot_rows(blocks, q, dtype):
     return jax.nn.one_hot(blocks, q, dtype=dtype).T
 
 
-def _preconditioner(
-    features,
-    likelihood,
-    prior,
-    dataset,
-    block_size,
-    precondition,
-    coarse_blocks,
-    dtype,
-    data_diagonal=None,
-    data_coarse=None,
-):
+def _preconditioner(problem: Problem, settings: CGSettings, dtype, passes: Passes):
     """(D = diag(H) or None, r ↦ P r for the rows of r): the identity without
-    ``precondition``; D⁻¹r (Jacobi); or the balancing two-level preconditioner over the
-    blocks (module docstring). The data parts not given (``data_diagonal``,
-    ``data_coarse``) come from one pass over the data together."""
-    if not precondition:
+    ``settings.precondition``; D⁻¹r (Jacobi); or the balancing two-level preconditioner
+    over the blocks (module docstring). The data parts ``passes`` does not hold
+    (``data_diagonal``, ``data_coarse``) come from one pass over the data together."""
+    if not settings.precondition:
         return None, lambda r: r
-    blocks = resolve_blocks(coarse_blocks, prior.groups)
+    features, likelihood, prior, dataset = problem.parts()
+    data_diagonal, data_coarse = passes.data_diagonal, passes.data_coarse
+    blocks = resolve_blocks(settings.coarse_blocks, prior.groups)
     z = None if blocks is None else _indicators(blocks, dtype)
     if z is not None and data_coarse is None:
         if data_diagonal is None:
             data_diagonal, data_coarse = ops.normal_diagonal_and_matvec(
-                features, likelihood, dataset, z, block_size
+                features, likelihood, dataset, z, problem.block_size
             )
         else:
-            data_coarse = ops.normal_matvec(features, likelihood, dataset, z, block_size)
-    diagonal = jacobi(features, likelihood, prior, dataset, block_size, data_diagonal)
+            data_coarse = ops.normal_matvec(features, likelihood, dataset, z, problem.block_size)
+    diagonal = jacobi(features, likelihood, prior, dataset, problem.block_size, data_diagonal)
     diagonal = diagonal.astype(dtype)
     if z is None:
         return diagonal, lambda r: r / diagonal
@@ -293,10 +313,11 @@ def _balance(r, diagonal, blocks, y, e_inv):
     return t + c[:, blocks]
 
 
-def _pcg(hmul, b, x, precondition, tol, max_iter, progress, callback):
+def _pcg(hmul, b, x, precondition, settings: CGSettings, callback):
     """Preconditioned CG on the rows of b (one H product per iteration for all of them,
     ``precondition`` r ↦ Pr applied to them), from x (None: 0); stops when every row's
-    relative residual is ≤ tol."""
+    relative residual is ≤ ``settings.tol``."""
+    tol, max_iter = settings.tol, settings.max_iter
     if x is None:
         x = jnp.zeros_like(b)
         r = b
@@ -310,7 +331,7 @@ def _pcg(hmul, b, x, precondition, tol, max_iter, progress, callback):
     if bool(jnp.all(jnp.linalg.norm(r, axis=1) / b_norm <= tol)):
         diag.converged = True  # a warm start already within tol: no iteration
         return x, diag
-    bar = progress_bar(progress, max_iter, "cg", "iter")
+    bar = progress_bar(settings.progress, max_iter, "cg", "iter")
     for it in range(1, max_iter + 1):
         hp = hmul(p)
         step = rs / jnp.sum(p * hp, axis=1)

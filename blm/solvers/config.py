@@ -39,27 +39,14 @@ import numpy as np
 
 from blm import operators as ops
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.solvers.cg import cg, preconditioner_pass, resolve_blocks
+from blm.solvers.cg import CGSettings, cg, preconditioner_pass, resolve_blocks
+from blm.solvers.problem import Passes, Problem
 from blm.solvers.sampled import Diagnostics, SampledPosterior
-from blm.solvers.sgd import SGDConfig, sgd
+from blm.solvers.sgd import sgd
+from blm.solvers.sgd_config import SGDConfig
 from blm.solvers.targets import targets_pass
 
 PRECONDITIONERS = ("coarse", "jacobi", "none")
-
-
-@dataclass(frozen=True)
-class Problem:
-    """What a solver works on: features Φ, likelihood (B), prior (A) and data, with the
-    rows read per block. ``outputs``: θ is ``outputs`` contiguous blocks, one per output,
-    each scaled by its own β_k (a design matrix with m outputs); None where it is not (a
-    network), and then passes are remade whenever β changes."""
-
-    features: Any
-    likelihood: Any
-    prior: Any
-    dataset: Any
-    block_size: int | None = None
-    outputs: int | None = 1
 
 
 @dataclass(frozen=True)
@@ -249,20 +236,20 @@ def _sampled_state(problem, key, k, settings, precondition: bool, blocks) -> _Sa
     return _SampledState(problem, key, k, targets, diagonal, both, settings)
 
 
-def _leading(state: _SampledState, likelihood, prior) -> tuple:
-    """The arguments every sampled solver takes first: (features, likelihood, prior,
-    dataset, key, k)."""
-    p = state.problem
-    return p.features, likelihood, prior, p.dataset, state.key, state.n_samples
+def _at(state: _SampledState, likelihood, prior) -> Problem:
+    """The state's problem at (likelihood, prior)."""
+    return state.problem.at(likelihood, prior)
 
 
-def _passes(state: _SampledState, likelihood) -> dict:
+def _passes(state: _SampledState, likelihood) -> Passes:
+    """The cached passes at ``likelihood``, rescaled to its β where they can be."""
+    noise = state.targets(likelihood)
     if state.diagonal is not None:
-        return {"data_diagonal": state.diagonal(likelihood)}
+        return Passes(data_diagonal=state.diagonal(likelihood), noise_rhs=noise)
     if state.both is not None:
         rows = state.both(likelihood)
-        return {"data_diagonal": rows[0], "data_coarse": rows[1:]}
-    return {}
+        return Passes(data_diagonal=rows[0], data_coarse=rows[1:], noise_rhs=noise)
+    return Passes(noise_rhs=noise)
 
 
 class CG(Solver):
@@ -325,27 +312,27 @@ class CG(Solver):
 
     def init(self, problem: Problem, key, n_samples: int, progress: bool = False):
         blocks = self.blocks(problem.prior, problem.outputs)
-        settings = {
-            "tol": self.tol,
-            "max_iter": self.max_iter,
-            "precondition": self.preconditioner != "none",
-            "coarse_blocks": False if blocks is None else blocks,
-            "block_size": self.block_size or problem.block_size,
-            "progress": progress,
-        }
-        problem = dataclasses.replace(problem, block_size=settings["block_size"])
+        settings = CGSettings(
+            tol=self.tol,
+            max_iter=self.max_iter,
+            precondition=self.preconditioner != "none",
+            coarse_blocks=False if blocks is None else blocks,
+            progress=progress,
+        )
+        problem = dataclasses.replace(problem, block_size=self.block_size or problem.block_size)
         return _sampled_state(
             problem, key, n_samples, settings, self.preconditioner != "none", blocks
         )
 
     def solve(self, state, likelihood, prior, init=None, tol=None):
-        settings = state.settings if tol is None else {**state.settings, "tol": tol}
+        settings = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
         return cg(
-            *_leading(state, likelihood, prior),
+            _at(state, likelihood, prior),
+            state.key,
+            state.n_samples,
+            settings,
             init=init,
-            noise_rhs=state.targets(likelihood),
-            **_passes(state, likelihood),
-            **settings,
+            passes=_passes(state, likelihood),
         )
 
 
@@ -488,11 +475,12 @@ class SGD(Solver):
         config = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
         passes = _passes(state, likelihood)
         return sgd(
-            *_leading(state, likelihood, prior),
+            _at(state, likelihood, prior),
+            state.key,
+            state.n_samples,
             config,
-            init,
-            noise_rhs=state.targets(likelihood),
-            data_diagonal=passes.get("data_diagonal"),
+            init=init,
+            passes=Passes(data_diagonal=passes.data_diagonal, noise_rhs=passes.noise_rhs),
         )
 
 

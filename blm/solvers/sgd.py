@@ -44,10 +44,10 @@ the diagnostics are logged and divergence is detected.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NoReturn
 
 import equinox as eqx
@@ -58,85 +58,16 @@ import optax
 from jaxtyping import Array, Float
 
 from blm import operators as ops
-from blm._checks import one_of, positive, positive_int
+from blm._checks import positive_int
 from blm._progress import close, progress_bar
-from blm.data import ArrayDataset
 from blm.features import Features
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.sharding import constrain_rows, place_parameters, put_rows, row_sharding
+from blm.solvers.problem import NO_PASSES, Passes, Problem
 from blm.solvers.sampled import Diagnostics, SampledPosterior
+from blm.solvers.sgd_config import DEFAULT_SGD, SGDConfig
 from blm.solvers.targets import Objective, SampleTargets, draw_targets, jacobi, split_key
-
-
-@dataclass(frozen=True)
-class SGDConfig:
-    """Settings of the SGD solver.
-
-    n_steps: optimiser steps. batch_size: rows per minibatch (≤ n). learning_rate: None
-    for min(0.3/λ̂, (1 − momentum)/ν) (power iterations; with momentum 0.9 the effective
-    step 3/λ̂ is inside heavy-ball's stability limit 3.8/λ, and the smaller step keeps
-    the minibatch noise floor low; ν the mean curvature per minibatch row caps the
-    effective step lr/(1 − momentum) at 1/ν where the minibatch curvature is noise,
-    b ≪ d: see ``sgd``), or with snapshots (1 − momentum)/λ̂ (effective step 1/λ̂: no
-    noise floor to keep low; momentum 0 to 0.5 work best), else a positive number. momentum,
-    nesterov: optax SGD.
-    polyak: if set (0 ≤ polyak < 1), report the average of the iterates from step
-    ``polyak · n_steps`` on. objective: "low-variance" or "standard". log_every: steps
-    per logged diagnostic (and per scan chunk). block_size: rows per block of the full
-    passes (targets, Jacobi, snapshots) and per read of a streamed dataset (at least
-    batch_size: minibatches are drawn within a read); None: the features' own bound for
-    the passes (``blm.operators.block_rows``: all rows of an in-memory design, 256 MiB
-    of random-feature rows, 256 network inputs) and reads of 65 536 rows.
-    precondition: scale the gradient by diag(H)⁻¹ (Jacobi; one extra pass to form
-    diag(ΦᵀBΦ)). snapshot_every: None for plain minibatch gradients, else steps between
-    SVRG snapshots (one full pass each; ΦᵀBY comes with the targets' pass; the diagnostics
-    are then the exact objective and gradient norm at each snapshot). tol: with
-    snapshots, stop at the first snapshot (the start included) where every column's
-    relative residual ‖∇(x_j)‖/‖∇(0)‖ = ‖r_j − Hx_j‖/‖r_j‖ is ≤ tol, cg's criterion (a
-    warm start already there costs no step); n_steps is then the cap. None: run n_steps.
-    progress: show a tqdm bar.
-    """
-
-    n_steps: int = 2000
-    batch_size: int = 256
-    learning_rate: float | None = None
-    momentum: float = 0.9
-    nesterov: bool = True
-    polyak: float | None = None
-    objective: Objective = "low-variance"
-    log_every: int = 100
-    block_size: int | None = None
-    power_iters: int = 20
-    precondition: bool = True
-    snapshot_every: int | None = None
-    tol: float | None = None
-    progress: bool = False
-
-    def validate(self, n: int) -> None:
-        positive_int(self.n_steps, "n_steps")
-        positive_int(self.batch_size, "batch_size")
-        if self.batch_size > n:
-            raise ValueError(f"batch_size must be <= n = {n} rows, got {self.batch_size}")
-        if self.learning_rate is not None:
-            positive(self.learning_rate, "learning_rate")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.polyak is not None and not 0.0 <= self.polyak < 1.0:
-            raise ValueError(f"polyak must be None or in [0, 1), got {self.polyak}")
-        one_of(self.objective, "objective", ("low-variance", "standard"))
-        positive_int(self.log_every, "log_every")
-        if self.block_size is not None:
-            positive_int(self.block_size, "block_size")
-        if self.snapshot_every is not None:
-            positive_int(self.snapshot_every, "snapshot_every")
-        if self.tol is not None:
-            positive(self.tol, "tol")
-            if self.snapshot_every is None:
-                raise ValueError(
-                    "tol needs snapshot_every: the exact residual is known only at a "
-                    "snapshot (plain SGD runs its n_steps)"
-                )
 
 
 class _Problem(eqx.Module):
@@ -202,26 +133,25 @@ def _minibatch_terms(problem: _Problem, x, xb, yb, rows, scale, snapshot=None):
     return grad, data + problem.prior_value(x)
 
 
+class _Chunk(eqx.Module):
+    """Where a chunk of SGD steps stands: ``n_steps`` steps from step ``step0`` of a run
+    over ``n_total`` rows, minibatches of ``batch_size``, averaging from ``avg_from``."""
+
+    n_total: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True)
+    n_steps: int = eqx.field(static=True)
+    step0: jax.Array
+    avg_from: jax.Array
+
+
 @eqx.filter_jit
-def _run_chunk(
-    problem,
-    optimizer,
-    state,
-    xb,
-    yb,
-    rows,
-    key,
-    n_total,
-    batch_size,
-    n_steps,
-    step0,
-    avg_from,
-    sharding=None,
-    snapshot=None,
-):
-    """``n_steps`` SGD steps on minibatches drawn from the block (xb, yb, rows); with a
-    row ``sharding`` each minibatch is split along rows over its mesh; with a
+def _run_chunk(problem, optimizer, state, block, key, chunk: _Chunk, sharding=None, snapshot=None):
+    """``chunk.n_steps`` SGD steps on minibatches drawn from the ``block`` (xb, yb, rows);
+    with a row ``sharding`` each minibatch is split along rows over its mesh; with a
     ``snapshot`` (x̃, ∇_data(x̃)) the gradients are variance-reduced."""
+    xb, yb, rows = block
+    n_total, batch_size, n_steps = chunk.n_total, chunk.batch_size, chunk.n_steps
+    step0, avg_from = chunk.step0, chunk.avg_from
     n_block = xb.shape[0]
     full = batch_size >= n_block
     scale = n_total / (n_block if full else batch_size)
@@ -337,34 +267,52 @@ def _blocks(dataset, block_size: int | None, batch_size: int, key):
 
 
 def sgd(
-    features: Features,
-    likelihood: Likelihood,
-    prior: Prior,
-    dataset,
+    problem: Problem,
     key: jax.Array,
     n_samples: int,
-    config: SGDConfig = SGDConfig(),
+    config: SGDConfig = DEFAULT_SGD,
+    *,
     init: Float[Array, "k1 d"] | SampledPosterior | None = None,
     callback: Callable[[int, SampledPosterior], bool | None] | None = None,
-    data_diagonal: Float[Array, " d"] | None = None,
-    noise_rhs: Float[Array, "k1 d"] | None = None,
+    passes: Passes = NO_PASSES,
 ) -> tuple[SampledPosterior, Diagnostics]:
     """Posterior mean and ``n_samples`` samples z_j ~ N(0, H⁻¹) by minibatched SGD.
 
-    ``key`` fixes the sample noise (θ⁰, ξ) and the minibatch order; ``init`` warm-starts
-    from a previous solution (k + 1 rows: mean first, or a ``SampledPosterior``) or
-    gives the mean's start (d,); by default the mean starts at 0 and each sample at
-    P⁻¹Aθⁿ_j (P = diag(H); zero without preconditioning), and with snapshots every
-    column at the exact line-search step from 0 along P⁻¹(−∇(0)) (one pass, the first
-    snapshot's);
-    ``callback(step, posterior)`` is called after each logged chunk with the current
-    iterate (the running average with Polyak averaging) and stops the run if it returns
-    True. ``data_diagonal``: diag(ΦᵀBΦ) where the caller knows it (an EM loop, from an
-    earlier step), so the Jacobi preconditioner P = diag(ΦᵀBΦ) + diag(A) costs no pass;
-    ``noise_rhs``: the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key
-    (``targets.targets_pass``), so drawing the sample objectives costs none either.
-    Raises ``FloatingPointError`` naming the step if the iteration diverges.
+    Each column minimises its quadratic ½xᵀHx − r_jᵀx (the low-variance objective, or
+    the standard one) with minibatch gradients that share one primal pass.
+
+    Args:
+        problem: Φ, B, A and the data (``Problem``; ``config.block_size`` overrides its
+            block size).
+        key: fixes the sample noise (θ⁰, ξ) and the minibatch order.
+        n_samples: k ≥ 1 samples.
+        config: the optimiser's settings (``SGDConfig``).
+        init: warm start from a previous solution (k + 1 rows: mean first, or a
+            ``SampledPosterior``), or the mean's start (d,); by default the mean starts
+            at 0 and each sample at P⁻¹Aθⁿ_j (P = diag(H); zero without
+            preconditioning), and with snapshots every column at the exact line-search
+            step from 0 along P⁻¹(−∇(0)) (one pass, the first snapshot's).
+        callback: ``callback(step, posterior)`` after each logged chunk with the
+            current iterate (the running average with Polyak averaging); stops the run
+            if it returns True.
+        passes: ``Passes`` a caller already made: ``data_diagonal`` = diag(ΦᵀBΦ) (the
+            Jacobi preconditioner P = diag(ΦᵀBΦ) + diag(A) then costs no pass) and
+            ``noise_rhs``, the targets' pass [ΦᵀBY; ΦᵀLξ_j] for this key.
+
+    Returns:
+        (posterior, diagnostics): the ``SampledPosterior`` and the ``Diagnostics``.
+
+    Raises:
+        ValueError: ``n_samples`` < 1, or a ``config`` that does not fit the data.
+        FloatingPointError: naming the step, if the iteration diverges.
+
+    Example:
+        >>> post, diag = sgd(problem, jax.random.PRNGKey(0), 8, SGDConfig(n_steps=500))  # doctest: +SKIP
     """
+    features, likelihood, prior, dataset = problem.parts()
+    data_diagonal, noise_rhs = passes.data_diagonal, passes.noise_rhs
+    if config.block_size is None and problem.block_size is not None:
+        config = dataclasses.replace(config, block_size=problem.block_size)
     k = positive_int(n_samples, "n_samples")
     config.validate(dataset.n)
     block_size = config.block_size
@@ -434,19 +382,14 @@ def sgd(
         n_chunk = min(per_block, config.n_steps - done)
         if snapshot is not None:
             n_chunk = min(n_chunk, next_snapshot - done)
+        chunk = _Chunk(dataset.n, config.batch_size, n_chunk, jnp.asarray(done), avg_from)
         state, obj, gnorm = _run_chunk(
             placed,
             optimizer,
             state,
-            xb,
-            yb,
-            rows,
+            (xb, yb, rows),
             jax.random.fold_in(k_steps, done),
-            dataset.n,
-            config.batch_size,
-            n_chunk,
-            jnp.asarray(done),
-            avg_from,
+            chunk,
             sharding,
             snapshot,
         )
@@ -571,19 +514,31 @@ def _initial(init, start: Array) -> Array:
 
 
 def gradient_variance(
-    features: Features,
-    likelihood: Likelihood,
-    prior: Prior,
-    dataset: ArrayDataset,
-    key,
+    problem: Problem,
+    key: jax.Array,
     n_samples: int,
+    *,
     objective: Objective,
     batch_size: int,
     z: Float[Array, "k d"],
     n_batches: int = 64,
 ) -> np.ndarray:
     """Empirical variance (trace, per sample) of the minibatch gradient at the points z,
-    over ``n_batches`` random minibatches: the quantity the low-variance objective shrinks."""
+    over ``n_batches`` random minibatches: the quantity the low-variance objective shrinks.
+
+    Args:
+        problem: Φ, B, A and an in-memory dataset.
+        key: the sample noise and the minibatches.
+        n_samples: k, the rows of ``z``.
+        objective: ``"low-variance"`` or ``"standard"``.
+        batch_size: rows per minibatch.
+        z: (k, d) points at which the sample columns' gradients are taken.
+        n_batches: minibatches drawn.
+
+    Returns:
+        (k,) the trace of each sample gradient's covariance over minibatches.
+    """
+    features, likelihood, prior, dataset = problem.parts()
     k_targets, k_batch = split_key(key)
     targets = draw_targets(features, likelihood, prior, dataset, k_targets, n_samples)
     precond = jnp.ones(prior.d, z.dtype)
