@@ -89,10 +89,10 @@ def main() -> None:
     post = lm.fit(
         n_samples=16,
         key=2,
-        alpha_init=1.0,
         em_steps=5,
         tol=1e-12,
         solver=blm.SGD(n_steps=args.steps, batch_size=256),
+        start=blm.Hyperparameters(alpha=1.0),
     )
     fit_s = time.perf_counter() - t0
     lines = [

@@ -6,6 +6,7 @@ from blm.evidence.lanczos import SLQ
 from blm.evidence_framework import EvidenceFit, train_with_evidence
 from blm.features import Features, LinearFeatures, RandomFourierFeatures, SparseLinearFeatures
 from blm.laplace import LaplacePosterior, linearise
+from blm.laplace_settings import EMOptions, Hyperparameters, Training, WarmStart
 from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
 from blm.logistic import BayesianLogisticRegression
 from blm.network import NetworkFeatures
@@ -16,6 +17,8 @@ from blm.solvers.config import CG, SGD, SVRG, Exact, Solver
 from blm.solvers.exact import ExactPosterior
 
 __all__ = [
+    "Training",
+    "WarmStart",
     "ArrayDataset",
     "CG",
     "EvidenceAscent",
@@ -30,11 +33,13 @@ __all__ = [
     "BayesianLogisticRegression",
     "Bernoulli",
     "Categorical",
+    "EMOptions",
     "EvidenceFit",
     "ExactPosterior",
     "Features",
     "Gaussian",
     "HDF5Dataset",
+    "Hyperparameters",
     "LaplacePosterior",
     "Likelihood",
     "LinearFeatures",

@@ -27,6 +27,7 @@ from blm._checks import positive
 from blm.datasets import digits_split, rotate_digits
 from blm.evidence_framework import train_with_evidence
 from blm.laplace import LaplacePosterior, linearise
+from blm.laplace_settings import EMOptions, Training
 from blm.likelihoods import Categorical
 from blm.solvers.config import SGD
 from blm.solvers.sampled import SampledPosterior
@@ -81,28 +82,64 @@ def diagonal_laplace(
     return SampledPosterior(lm.features.w, eps / jnp.sqrt(g + alpha)), alpha
 
 
+@dataclass(frozen=True)
+class DigitsSetup:
+    """The digits demo's network, training and fit.
+
+    Args:
+        width: hidden units of each of the MLP's two hidden layers.
+        alpha_train: the weight decay of the first training.
+        train_steps: Adam steps of the first training.
+        n_samples: posterior samples.
+        em_steps: MacKay steps per evidence round.
+        rounds: evidence rounds at most.
+        sgd_steps: SGD steps per posterior solve.
+        rotation: degrees the out-of-distribution test digits are rotated by.
+        shift: degrees the shifted test digits are rotated by.
+    """
+
+    width: int = 64
+    alpha_train: float = 1e-2
+    train_steps: int = 6000
+    n_samples: int = 16
+    em_steps: int = 3
+    rounds: int = 8
+    sgd_steps: int = 600
+    rotation: float = 90.0
+    shift: float = 30.0
+
+
+DEFAULT_SETUP = DigitsSetup()
+"""The demo's setup (``blm demo``)."""
+
+
 def run_digits(
     seed: int = 0,
-    width: int = 64,
-    alpha_train: float = 1e-2,
-    train_steps: int = 6000,
-    n_samples: int = 16,
-    em_steps: int = 3,
-    rounds: int = 8,
-    sgd_steps: int = 600,
-    rotation: float = 90.0,
-    shift: float = 30.0,
+    setup: DigitsSetup = DEFAULT_SETUP,
+    *,
     progress: bool = False,
     with_diagonal: bool = True,
 ) -> DigitsResult:
     """Train, linearise, fit and score on one random split of the digits (``seed``).
 
     The network and α are fitted together by MacKay's evidence framework
-    (``train_with_evidence``: first trained at ``alpha_train`` for ``train_steps``, then
-    up to ``rounds`` rounds of ``em_steps`` EM steps and retraining at the new α), so the
-    MAP and linearised Laplace share the weights and the α the evidence picks. Out of
-    distribution: the test digits rotated by ``rotation``; under shift: rotated by
-    ``shift``, scored against their labels (``*_shift`` metrics)."""
+    (``train_with_evidence``: first trained at ``setup.alpha_train`` for
+    ``setup.train_steps``, then up to ``setup.rounds`` rounds of ``setup.em_steps`` EM
+    steps and retraining at the new α), so the MAP and linearised Laplace share the
+    weights and the α the evidence picks. Out of distribution: the test digits rotated
+    by ``setup.rotation``; under shift: rotated by ``setup.shift``, scored against their
+    labels (``*_shift`` metrics).
+
+    Args:
+        seed: the split's and the network's seed.
+        setup: the network, training and fit (``DigitsSetup``).
+        progress: bars over the evidence rounds.
+        with_diagonal: also score diagonal Laplace.
+
+    Returns:
+        A ``DigitsResult`` (reports per method, timings, α).
+    """
+    width, n_samples, rotation, shift = setup.width, setup.n_samples, setup.rotation, setup.shift
     Xtr, ytr, Xte, yte = digits_split(seed)
     Xood, Xshift = rotate_digits(Xte, rotation), rotate_digits(Xte, shift)
     lik = Categorical(10)
@@ -112,18 +149,15 @@ def run_digits(
     t0 = time.perf_counter()
     fit = train_with_evidence(
         eqx.nn.MLP(64, 10, width, 2, key=k_init),
-        Xtr,
-        ytr,
+        (Xtr, ytr),
         lik,
         k_train,
-        alpha=alpha_train,
-        rounds=rounds,
-        first_train_steps=train_steps,
-        fit_options={
-            "n_samples": n_samples,
-            "em_steps": em_steps,
-            "solver": SGD(n_steps=sgd_steps),
-        },
+        alpha=setup.alpha_train,
+        rounds=setup.rounds,
+        training=Training(first_steps=setup.train_steps),
+        em=EMOptions(
+            n_samples=n_samples, em_steps=setup.em_steps, solver=SGD(n_steps=setup.sgd_steps)
+        ),
         progress=progress,
     )
     net, lm, post = fit.model, fit.linearised, fit.posterior

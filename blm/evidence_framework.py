@@ -28,12 +28,13 @@ from blm._checks import positive, positive_int
 from blm._progress import close, progress_bar
 from blm.exceptions import warn
 from blm.laplace import LaplacePosterior, LinearisedModel, linearise
+from blm.laplace_settings import EMOptions, Hyperparameters, Training, WarmStart
 from blm.likelihoods import Likelihood
+from blm.rules import MacKay
 from blm.training import train_map
 
-# what each round sets itself in LinearisedModel.fit and train_map
-_FIT_SET_HERE = ("key", "alpha_init", "beta_init", "init_samples", "final_solve")
-_TRAIN_SET_HERE = ("alpha", "n_steps", "key")
+DEFAULT_TRAINING = Training()
+DEFAULT_EM = EMOptions()
 
 
 @dataclass
@@ -51,61 +52,82 @@ class EvidenceFit:
 
 def train_with_evidence(
     model: eqx.Module,
-    X,
-    y,
+    data: tuple,
     likelihood: Likelihood,
     key: jax.Array,
+    *,
     alpha: float = 1.0,
     rounds: int = 8,
     tol: float = 0.05,
-    first_train_steps: int = 6000,
-    train_steps: int = 3000,
-    train_options: dict | None = None,
-    fit_options: dict | None = None,
+    training: Training = DEFAULT_TRAINING,
+    em: EMOptions = DEFAULT_EM,
     progress: bool = False,
 ) -> EvidenceFit:
-    """Train ``model`` at ``alpha``, then up to ``rounds`` times: linearise, fit α (and β)
-    by sample-based MacKay EM and, unless that α is within ``tol`` (relative) of the one
-    just trained at, retrain from the current weights at the new α for ``train_steps``
-    Adam steps (``first_train_steps`` for the first training; ``train_options`` for
-    ``train_map``). ``fit_options`` go to ``LinearisedModel.fit`` (defaults here
-    ``em_steps=3``, ``centre="map"``; ``"solver": "exact"`` for exact MacKay steps on the
-    dense GGN of a small network); from the second round on the samples warm-start
-    from the previous round's, so their SGD steps accumulate across rounds. A round that
-    retrains skips the solve at its fitted α (``fit``'s ``final_solve``): the next
-    round's first E-step solves at that α around the retrained w̄ anyway, and takes the
-    last E-step's samples as its start (with the default 3 EM steps, a quarter less
-    solving in every round but the last). A scalar α only: with one α per layer (EM per
-    layer, trained at as per-weight decay through ``train_map``) the rounds did not
-    settle in our tests — on the digits MLP the first layer's α rose 0.46 → 149 over 8
-    rounds while the output layer's fell to 0.01 (ReLU layers trade scale, and the
-    evidence follows the trade), and on a 1-16-1 tanh net the output layer's per-group
-    γ̂ came out ≤ 0 in every round. ``progress`` shows one bar over the rounds (with the
-    latest α). Warns when ``rounds`` end before the fixed point."""
+    """MacKay's evidence framework for a network: train it at α, fit α to the evidence,
+    retrain at the new α, until the two agree (module docstring).
+
+    Trains ``model`` at ``alpha`` (``training.first_steps`` Adam steps), then up to
+    ``rounds`` times: linearise, fit α (and β) by ``em.em_steps`` MacKay steps
+    (``LinearisedModel.fit`` with the ``em`` settings; centred at the MAP by default) and,
+    unless that α is within ``tol`` (relative) of the one just trained at, retrain from
+    the current weights at the new α for ``training.steps`` steps. From the second round
+    on the samples warm-start from the previous round's, so their SGD steps accumulate
+    across rounds; a round that retrains skips the solve at its fitted α (the next
+    round's first E-step solves there around the retrained w̄ anyway). A scalar α only:
+    with one α per layer the rounds did not settle in our tests (ReLU layers trade scale,
+    and the evidence follows the trade).
+
+    Args:
+        model: the Equinox network (its floating-point arrays are the weights).
+        data: (X, y) training inputs and targets.
+        likelihood: ``blm.Gaussian(β)`` (β refitted each round), ``Bernoulli`` or
+            ``Categorical``.
+        key: training and sampling key.
+        alpha: the weight decay α > 0 the first training uses.
+        rounds: training rounds at most (≥ 1).
+        tol: the relative distance between the α trained at and the α fitted that ends
+            the rounds.
+        training: ``blm.Training(first_steps, steps, batch_size, learning_rate)``.
+        em: ``blm.EMOptions(n_samples, solver, hyper, em_steps, tol, memory_limit)``:
+            each round's fit (``em_steps=3`` by default; ``solver="exact"`` for exact
+            MacKay steps on the dense GGN of a small network).
+        progress: one bar over the rounds (with the latest α).
+
+    Returns:
+        An ``EvidenceFit``: the network trained at the final α, its linearisation and
+        posterior, the α of each round and whether the rounds converged.
+
+    Raises:
+        ValueError: ``alpha``, ``rounds`` or ``tol`` out of range.
+        TypeError: ``training`` or ``em`` of another type.
+
+    Warns when ``rounds`` end before the fixed point.
+
+    Example:
+        >>> fit = blm.train_with_evidence(net, (X, y), blm.Gaussian(1.0), key)  # doctest: +SKIP
+    """
     positive(alpha, "alpha")
     positive_int(rounds, "rounds")
     positive(tol, "tol")
-    positive_int(first_train_steps, "first_train_steps")
-    positive_int(train_steps, "train_steps")
-    train_options = dict(train_options or {})
-    fit_options = {"em_steps": 3, "centre": "map", **(fit_options or {})}
-    if fit_options.get("per_layer", False):
-        raise ValueError(
-            "fit_options: per_layer=True is not supported: per-layer evidence rounds do not "
-            "settle (see the docstring); fit per-layer alpha at a fixed network with "
-            "LinearisedModel.fit(per_layer=True)"
-        )
-    for owner, options, names in (
-        ("fit_options", fit_options, _FIT_SET_HERE),
-        ("train_options", train_options, _TRAIN_SET_HERE),
-    ):
-        if clash := sorted(set(options) & set(names)):
-            raise ValueError(f"{owner}: {clash} are set by train_with_evidence itself")
+    for value, name, kind in ((training, "training", Training), (em, "em", EMOptions)):
+        if not isinstance(value, kind):
+            raise TypeError(f"{name} must be blm.{kind.__name__}(...), got {value!r}")
+    X, y = data
+    hyper = MacKay(centre="map") if em.hyper is None else em.hyper
+    fit_options = {
+        "n_samples": em.n_samples,
+        "solver": em.solver,
+        "hyper": hyper,
+        "em_steps": em.em_steps,
+        "tol": em.tol,
+        "memory_limit": em.memory_limit,
+    }
+    train_options = {"batch_size": training.batch_size, "learning_rate": training.learning_rate}
     k_train, k_fit = jax.random.split(key)
     alpha, beta = float(alpha), None
     alphas = [alpha]
     net = train_map(
-        model, X, y, likelihood, k_train, alpha=alpha, n_steps=first_train_steps, **train_options
+        model, X, y, likelihood, k_train, alpha=alpha, n_steps=training.first_steps, **train_options
     )
     bar = progress_bar(progress, rounds, "evidence rounds", "round")
     post = None
@@ -119,10 +141,11 @@ def train_with_evidence(
             warnings.simplefilter("ignore", UserWarning)
             post = lm.fit(
                 key=k_fit,
-                alpha_init=alpha,
-                beta_init=beta,
-                init_samples=None if post is None else post.samples,
-                final_solve=True if r == rounds - 1 else settled,
+                start=Hyperparameters(alpha=alpha, beta=beta),
+                warm=WarmStart(
+                    samples=None if post is None else post.samples,
+                    final_solve=True if r == rounds - 1 else settled,
+                ),
                 **fit_options,
             )
         new = float(post.alpha[0])
@@ -146,7 +169,7 @@ def train_with_evidence(
             likelihood,
             jax.random.fold_in(k_train, r + 1),
             alpha=alpha,
-            n_steps=train_steps,
+            n_steps=training.steps,
             **train_options,
         )
     close(bar)

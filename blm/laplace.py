@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import equinox as eqx
 import jax
@@ -32,20 +33,19 @@ import numpy as np
 from jaxtyping import PyTree
 
 from blm import operators as ops
-from blm._checks import as_float_array, one_of, positive, positive_int, same_length
+from blm._checks import as_float_array, positive, positive_int, same_length
 from blm._progress import StepBar
 from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
-    FinalSolve,
     HyperparameterFit,
     HyperparameterRangeError,
-    checked_final_solve,
     relative_change,
 )
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
+from blm.laplace_settings import COLD_START, DEFAULT_START, Hyperparameters, WarmStart
 from blm.likelihoods import Likelihood
 from blm.memory import (
     MemoryEstimate,
@@ -238,143 +238,133 @@ class LinearisedModel:
         self,
         n_samples: int = 16,
         key: jax.Array | int = 0,
-        per_layer: bool = False,
-        alpha_init: float = 1.0,
-        beta_init: float | None = None,
-        em_steps: int = 5,
-        tol: float = 1e-3,
-        centre: str = "linear",
-        progress: bool = False,
-        memory_limit: int | None = None,
-        init_samples=None,
+        *,
         solver: str | Solver = "sgd",
         hyper: str | MacKay = "mackay",
-        fixed_alpha: Mapping[str, float] | None = None,
-        final_solve: FinalSolve = True,
+        em_steps: int = 5,
+        tol: float = 1e-3,
+        start: Hyperparameters = DEFAULT_START,
+        warm: WarmStart = COLD_START,
+        progress: bool = False,
+        memory_limit: int | None = None,
     ) -> LaplacePosterior:
-        """Posterior samples by SGD and α (per layer if ``per_layer``; β too for a Gaussian
-        likelihood) by ``em_steps`` sample-based MacKay steps, warm-started from w̄.
-        ``em_steps=0`` fits no hyperparameter: the posterior at ``alpha_init`` (and
-        ``beta_init``, else the β of the ``Gaussian`` given to ``linearise``) as given,
-        e.g. at the weight decay the network was trained with (α = nλ for a loss
-        (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve; with EM steps, ``beta_init=None``
-        starts β at 1/mean of the network's squared residuals. ``fixed_alpha``
-        (with ``per_layer``) gives some layers' α, ``{layer name: α > 0}`` with the names
-        of ``features.group_names`` (e.g. ``{".layers[2]": 10.0}``), and EM fits the
-        others' (MacKay's γ_g/‖θ̄_g‖², or γ_g/‖w̄_g‖² with ``centre="map"``, with the given
-        ones held in H).
+        r"""The linearised posterior N(θ̄, H⁻¹), H = Σ_i J_iᵀB_iJ_i + A, with ``n_samples``
+        samples, and α (per layer with ``start.per_layer``; β too for a Gaussian
+        likelihood) tuned by ``em_steps`` MacKay steps, warm-started from w̄:
 
-        ``solver="exact"`` forms the GGN densely instead, from the whitened Jacobian rows
-        L_iᵀJ_i of every training input (reverse mode): where d ≤ n·m only the d × d Gram
-        matrix, accumulated block by block (memory m·d² for any n: last-layer Laplace on a
-        large dataset), else every row and the dual (n·m)². It runs exact MacKay steps on
-        it (γ_g = |g| − Tr_g(AH⁻¹) from the Cholesky factor: no sampling noise). The
-        posterior keeps the factor: predictive variances and the probit predictive are
-        exact, J(x)H⁻¹J(x)ᵀ, the ``n_samples`` samples (for the Monte Carlo predictive)
-        are exact draws, and ``log_evidence`` is Laplace's approximation of
-        log p(y | α, β) around w̄ at the fitted α, β (MacKay 1992; see ``log_evidence``),
-        whose stationary point ``centre="map"`` EM ends at. For last-layer Laplace
-        (``filter_spec`` selecting the last layer) and networks up to some 10⁴ weights; it
-        refuses at once (``MemoryError`` naming solver='sgd') where the dense form would
-        not fit, and works in float64 under ``jax_enable_x64`` whatever the network's
-        precision. ``init_samples`` is ignored by it.
+            α_g ← γ_g/‖c_g‖²,   β ← (n·m − γ)/‖y − f(w̄) − J(θ̄ − w̄)‖²,
 
-        ``solver="cg"`` (or ``blm.CG(tol, max_iter, preconditioner)``) solves the same
-        E-steps as the sampler by batched conjugate gradients (full passes, one per
-        iteration for the mean and all samples; tol 1e-4 here unless given, Jacobi with a
-        coarse correction over the prior's groups), warm-started like the sampler.
-        ``solver="sgd"`` or ``blm.SGD(...)``: its ``None`` fields take the network
-        defaults (``NETWORK_DEFAULTS``: 1 000 steps, no Jacobi preconditioning, since a
-        network's Jacobian columns are strongly correlated across layers and diag(H)
-        scaling slows convergence there; batch_size min(256, n), Polyak averaging over
-        the last half). ``solver=blm.Exact()`` is ``"exact"``. Before anything
-        runs, the peak memory is estimated and a fit that cannot fit in
-        ``memory_limit`` bytes (default: what is available) raises ``MemoryError``
-        naming the argument to lower.
+        γ_g exact (``solver="exact"``) or γ̂_g from the samples, c = θ̄ or w̄
+        (``blm.MacKay(centre=...)``). ``em_steps=0`` fits no hyperparameter: the
+        posterior at ``start.alpha`` (and ``start.beta``, else the β of the ``Gaussian``
+        given to ``linearise``) as given, e.g. at the weight decay the network was
+        trained with (α = nλ for a loss (1/n)Σ_i ℓ_i + (λ/2)‖w‖²), in one solve.
 
-        ``centre`` is the posterior mean used by the M-step and reported: ``"linear"``
-        (default: the linear model's own mean θ̄, solved by SGD, as in sample-based EM for
-        linearised Laplace) or ``"map"`` (the Laplace approximation N(w̄, H⁻¹) of the
-        network's posterior, MacKay's 1992 update α_g = γ_g/‖w̄_g‖²). With ``"linear"`` and
-        a very confident classifier, B_i ≈ 0 at most training points, θ̄ shrinks as α
-        grows and α can run away upwards (the posterior tends to the MAP); ``"map"`` has a
-        stable fixed point γ(α)/‖w̄‖² but, for a network trained with little weight decay
-        (large ‖w̄‖), a small α and a very wide predictive. Both symptoms mean the network
-        was trained at an α the evidence rejects; ``blm.train_with_evidence`` retrains it
-        until the two agree. A last EM step that still moves α by more than 25 % raises a
-        ``UserWarning`` saying so. ``init_samples`` (n_samples, d) warm-starts the samples,
-        e.g. from a fit at nearby weights (otherwise they start at 0).
+        Args:
+            n_samples: posterior samples z_j ~ N(0, H⁻¹) (≥ 1).
+            key: the samples' key (an int or a PRNG key).
+            solver: ``"sgd"`` / ``blm.SGD(...)`` (default; its ``None`` fields take the
+                network defaults ``NETWORK_DEFAULTS``: 1 000 steps, no Jacobi scaling,
+                since a network's Jacobian columns are strongly correlated across layers;
+                batch_size min(256, n), Polyak averaging over the last half),
+                ``"cg"`` / ``blm.CG(...)`` (batched conjugate gradients, full passes;
+                tol 1e-4 here unless given), or ``"exact"`` / ``blm.Exact()``: the GGN
+                formed densely from the whitened Jacobian rows L_iᵀJ_i (the d × d Gram
+                accumulated block by block where d ≤ n·m: last-layer Laplace on a large
+                dataset; else the dual (n·m)²), exact MacKay steps on it, a posterior
+                that keeps the Cholesky factor (exact predictive variances, exact draws,
+                and ``log_evidence`` Laplace's approximation around w̄), computed in
+                float64 under ``jax_enable_x64`` whatever the network's precision.
+            hyper: ``"mackay"`` or ``blm.MacKay(gamma=..., centre=...)``. γ̂'s form
+                defaults to the data form mean_j z_jᵀΦᵀBΦz_j (``blm.evidence.mackay``):
+                plain SGD hardly moves a sample in the directions the prior dominates
+                (most of a network's), which biases the combined form upwards. The
+                centre defaults to ``"linear"`` (θ̄); ``"map"`` (w̄) ends at the
+                stationary point of the Laplace evidence ``log_evidence`` reports. With
+                ``"linear"`` and a very confident classifier α can run away upwards;
+                with ``"map"`` a network trained with little weight decay gets a small
+                α and a wide predictive: both mean the network was trained at an α the
+                evidence rejects (``blm.train_with_evidence`` retrains it).
+            em_steps: MacKay steps (0: none).
+            tol: stop EM once no α_g, β changes by more than this, relative.
+            start: where α, β start and which layers' α are given
+                (``blm.Hyperparameters``).
+            warm: ``blm.WarmStart(samples, final_solve)``: starting samples (n_samples,
+                d), e.g. a fit's at nearby weights (ignored by the exact solver); and
+                whether to solve once more at the fitted α (sgd, cg; False or a function
+                of the fitted (α, β) returning False skips it, leaving the last
+                E-step's mean and samples: a warm start for a fit that follows).
+            progress: a bar over the EM steps (and inside each solve).
+            memory_limit: bytes the fit may use (default: what is available); the peak
+                is estimated before anything runs.
 
-        ``hyper``: ``"mackay"`` or ``blm.MacKay(gamma=...)`` (EM is the rule here); its
-        γ̂ form defaults to the data form γ̂ = mean_j z_jᵀΦᵀBΦz_j (see
-        ``blm.evidence.mackay``): plain SGD hardly moves a sample in the directions the
-        prior dominates (most of a network's), and the combined form's control variate
-        zᵀHz − d then biases γ̂ upwards, while the data form does not see those directions.
-        Against the exact dense MacKay fixed point of the same linearised network (5 EM
-        steps, 64 samples; the one-hidden-layer MLPs of experiments/information_form.py):
-        co2 α 0.950 (data) / 1.922 (combined) vs 0.994, grunfeld 0.774 / 0.980 vs 0.682,
-        diabetes 4.283 / 4.505 vs 4.270; on the digits MLP both agree with the exact fixed
-        point within 3 %, the data form with a tenth of the step-to-step jitter.
+        Returns:
+            A ``LaplacePosterior`` with ``converged`` and ``last_change``.
 
-        ``final_solve`` (sgd, cg; the exact solver always factors at the fitted α): after
-        the last M-step the posterior is solved once more at the fitted α (β), one solve
-        of em_steps + 1. False, or a function of the fitted (α, β) arrays returning
-        False, skips it: ``alpha`` (``beta``) are then the fitted ones but ``mean`` and
-        ``samples`` the last E-step's, solved at ``trajectory.alpha[-1]`` — a warm start
-        for a fit that follows (an outer loop that retrains the network at the new α:
-        ``blm.train_with_evidence`` solves only in the round that ends), not a posterior
-        to predict with.
+        Raises:
+            MemoryError: the estimated peak exceeds ``memory_limit`` (naming what to
+                lower; for the exact solver, solver='sgd').
+            ValueError: bad ``n_samples``, ``em_steps``, ``warm.samples`` shape or
+                layer names in ``start.fixed_alpha``; a rule other than MacKay's.
+            HyperparameterRangeError: α ran away (the message says why and what to do).
+
+        A last EM step that still moves α by more than 25 % warns
+        (``ConvergenceWarning``).
+
+        Example:
+            >>> post = lm.fit(16, em_steps=5, start=blm.Hyperparameters(per_layer=True))  # doctest: +SKIP
         """
-        one_of(centre, "centre", ("map", "linear"))
         solver = as_solver(solver).resolved(NETWORK_DEFAULTS)
         rule = as_rule(hyper).resolved(NETWORK_DEFAULTS)
         if not isinstance(rule, MacKay):
             raise ValueError(
                 f"hyper: LinearisedModel.fit fits by MacKay EM (blm.MacKay(...)), got {hyper!r}"
             )
+        for value, name, kind in ((start, "start", Hyperparameters), (warm, "warm", WarmStart)):
+            if not isinstance(value, kind):
+                raise TypeError(f"{name} must be blm.{kind.__name__}(...), got {value!r}")
         k = positive_int(n_samples, "n_samples")
         positive_int(em_steps, "em_steps", minimum=0)
-        positive(alpha_init, "alpha_init")
-        checked_final_solve(final_solve)
-        start = w = self.features.w
-        if init_samples is not None:  # warm start: the mean at w̄, the samples given
-            init_samples = jnp.asarray(init_samples, w.dtype)
-            if init_samples.shape != (k, self.features.d):
+        first = w = self.features.w
+        if warm.samples is not None:  # warm start: the mean at w̄, the samples given
+            samples = jnp.asarray(warm.samples, w.dtype)
+            if samples.shape != (k, self.features.d):
                 raise ValueError(
-                    f"init_samples must have shape (n_samples, d) = {(k, self.features.d)}, "
-                    f"got {init_samples.shape}"
+                    f"warm.samples must have shape (n_samples, d) = {(k, self.features.d)}, "
+                    f"got {samples.shape}"
                 )
-            start = jnp.concatenate([w[None], init_samples])
+            first = jnp.concatenate([w[None], samples])
         key = jax.random.PRNGKey(key) if isinstance(key, int) else key
         likelihood = self.likelihood
-        if likelihood.noise_precision is not None and beta_init is not None:
-            likelihood = likelihood.with_beta(positive(beta_init, "beta_init"))
+        if likelihood.noise_precision is not None and start.beta is not None:
+            likelihood = likelihood.with_beta(positive(start.beta, "beta"))
         elif likelihood.noise_precision is not None and em_steps > 0:
             # EM's start: the MAP network's residuals, 1/β ≈ their mean square
             resid = self.targets - np.asarray(self.offsets)
             likelihood = likelihood.with_beta(1.0 / max(float(np.mean(resid**2)), 1e-12))
-        # em_steps=0 without beta_init: the β of the Gaussian given to linearise, as given
-        fixed = self.fixed_layers(fixed_alpha, per_layer)
-        prior = self.prior(alpha_init, per_layer, fixed_alpha)
+        # em_steps=0 without a starting beta: the β of the Gaussian given to linearise
+        prior = self.prior(start.alpha, start.per_layer, start.fixed_alpha)
         bar = StepBar(progress, em_steps, "EM")
-        run = {
-            "likelihood": likelihood,
-            "prior": prior,
-            "key": key,
-            "k": k,
-            "em_steps": em_steps,
-            "tol": tol,
-            "centre": centre,
-            "tick": bar.callback,
-            "memory_limit": memory_limit,
-            "fixed": fixed,
-        }
+        run = _Run(
+            likelihood=likelihood,
+            prior=prior,
+            key=key,
+            k=k,
+            centre=rule.centre,
+            memory_limit=memory_limit,
+            settings=FitSettings(
+                max_iter=em_steps,
+                tol=tol,
+                fixed=self.fixed_layers(start.fixed_alpha, start.per_layer),
+                progress=bar.callback,
+            ),
+        )
         try:
             if isinstance(solver, Exact):
                 fit, exact = self._fit_exact(run, rule)
             else:
                 exact = None
-                fit = self._fit_sampled(run, solver, rule, progress, start, final_solve)
+                fit = self._fit_sampled(run, solver, rule, progress, first, warm.final_solve)
         except HyperparameterRangeError as err:
             if not err.runaway:
                 raise
@@ -382,7 +372,8 @@ class LinearisedModel:
                 f"{err}. For a network (no hyperprior here): an alpha running away means it "
                 "was trained at an alpha the evidence rejects (per_layer=True shows it "
                 "soonest: ReLU layers trade scale): retrain it at the fitted alpha "
-                "(blm.train_with_evidence), or use centre='map', whose update has a fixed point",
+                "(blm.train_with_evidence), or use blm.MacKay(centre='map'), whose update "
+                "has a fixed point",
                 runaway=True,
             ) from err
         finally:
@@ -472,31 +463,31 @@ class LinearisedModel:
         """Sample-based MacKay EM around the SGD sampler (``fit``'s default) or CG, both
         warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone),
         through the one pipeline (``blm.pipeline.fit_hyperparameters``)."""
-        w, k, n = self.features.w, run["k"], self.dataset.n
+        w, k, n = self.features.w, run.k, self.dataset.n
         batch = solver.config(n).batch_size if isinstance(solver, SGD) else self.block_size
-        check_memory(self.memory_estimate(k, batch), run["memory_limit"])
+        check_memory(self.memory_estimate(k, batch), run.memory_limit)
         if isinstance(solver, SGD):
             first = start
         else:
             samples = start[1:] if start.ndim == 2 else jnp.zeros((k, w.shape[0]), w.dtype)
             first = SampledPosterior(mean=w, samples=samples)
         return fit_hyperparameters(
-            Problem(
-                self.features, run["likelihood"], run["prior"], self.dataset, self.block_size, None
-            ),
+            Problem(self.features, run.likelihood, run.prior, self.dataset, self.block_size, None),
             solver,
             rule,
-            settings=_settings(run, final_solve=final_solve, solve_progress=progress),
-            key=run["key"],
+            settings=dataclasses.replace(
+                run.settings, final_solve=final_solve, solve_progress=progress
+            ),
+            key=run.key,
             n_samples=k,
-            centre=w if run["centre"] == "map" else None,
+            centre=w if run.centre == "map" else None,
             init=first,
         )
 
     def _fit_exact(self, run: dict, rule) -> tuple[HyperparameterFit, ExactPosterior]:
         """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
         with k exact draws."""
-        likelihood = run["likelihood"]
+        likelihood = run.likelihood
         gaussian = likelihood.noise_precision is not None
         n, m, d = self.dataset.n, self.features.m, self.features.d
         dtype = jnp.result_type(float)
@@ -511,7 +502,7 @@ class LinearisedModel:
             f"n = {n} inputs, m = {m} outputs and d = {d} weights",
             "use solver='sgd' (memory of order (n_samples + 1)·d), or select fewer weights "
             "with filter_spec (e.g. the last layer)",
-            run["memory_limit"],
+            run.memory_limit,
         )
         model = DenseGaussianModel.from_data(
             self.features,
@@ -521,7 +512,7 @@ class LinearisedModel:
             rows=lambda xb, yb: _dense_block(self.features, likelihood, xb, yb, dtype),
             accumulate=primal,
         )
-        centre_w = jnp.asarray(self.features.w, dtype) if run["centre"] == "map" else None
+        centre_w = jnp.asarray(self.features.w, dtype) if run.centre == "map" else None
 
         def check(posterior, alpha):
             if not bool(jnp.all(jnp.isfinite(posterior.mean))):
@@ -533,24 +524,32 @@ class LinearisedModel:
                 )
 
         fit = fit_hyperparameters(
-            Problem(self.features, likelihood, run["prior"], self.dataset, self.block_size, None),
+            Problem(self.features, likelihood, run.prior, self.dataset, self.block_size, None),
             Exact(),
             rule,
-            settings=_settings(run, fit_beta=gaussian, check=check),
+            settings=dataclasses.replace(run.settings, fit_beta=gaussian, check=check),
             dense=model,
             centre=centre_w,
         )
         exact = fit.posterior
         mean = exact.mean if centre_w is None else centre_w
-        posterior = SampledPosterior(mean=mean, samples=exact.sample(run["key"], run["k"]))
+        posterior = SampledPosterior(mean=mean, samples=exact.sample(run.key, run.k))
         return dataclasses.replace(fit, posterior=posterior), exact
 
 
-def _settings(run: dict, **extra) -> FitSettings:
-    """The pipeline's settings from ``fit``'s ``run`` (no hyperprior on a network)."""
-    return FitSettings(
-        max_iter=run["em_steps"], tol=run["tol"], fixed=run["fixed"], progress=run["tick"], **extra
-    )
+@dataclass(frozen=True)
+class _Run:
+    """What ``fit`` hands its exact and sampled paths: the starting likelihood and
+    prior, the key, k, the M-step's centre, the memory limit and the pipeline's
+    settings (no hyperprior on a network)."""
+
+    likelihood: Likelihood
+    prior: Prior
+    key: jax.Array
+    k: int
+    centre: str
+    memory_limit: int | None
+    settings: FitSettings
 
 
 @eqx.filter_jit

@@ -28,6 +28,7 @@ from blm.evidence.lanczos import SLQ
 from blm.solvers.config import Defaults, as_config
 
 GAMMA_FORMS = ("combined", "data", "prior")
+CENTRES = ("linear", "map")
 
 
 class Rule(eqx.Module):
@@ -50,13 +51,20 @@ class MacKay(Rule):
             the exact evidence does not decrease: MacKay's fixed points in fewer solves.
             False: plain MacKay steps. Sampled solvers take plain steps (their γ̂ is
             noisy) whatever it says.
+        centre: the mean the M-step divides by, for a linearised network:
+            ``"linear"`` (the linear model's own posterior mean θ̄) or ``"map"`` (the
+            trained weights w̄: MacKay's 1992 update γ_g/‖w̄_g‖², whose fixed point is the
+            stationary point of Laplace's evidence around w̄); None: the problem's. A
+            linear model's θ̄ is its MAP, so the estimators ignore it.
 
     Raises:
-        ValueError: for another ``gamma``, or an ``accelerate`` that is not a bool.
+        ValueError: for another ``gamma`` or ``centre``, or an ``accelerate`` that is not
+            a bool.
     """
 
     gamma: str | None = eqx.field(default=None, static=True)
     accelerate: bool = eqx.field(default=True, static=True)
+    centre: str | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         if self.gamma is not None and self.gamma not in GAMMA_FORMS:
@@ -65,11 +73,15 @@ class MacKay(Rule):
             )
         if not isinstance(self.accelerate, bool | np.bool_):
             raise ValueError(f"MacKay.accelerate must be True or False, got {self.accelerate!r}")
+        if self.centre is not None and self.centre not in CENTRES:
+            raise ValueError(f"MacKay.centre must be one of {CENTRES} or None, got {self.centre!r}")
 
     def resolved(self, defaults: Defaults) -> MacKay:
-        if self.gamma is not None:
-            return self
-        return MacKay(gamma=defaults.gamma, accelerate=self.accelerate)
+        return MacKay(
+            gamma=defaults.gamma if self.gamma is None else self.gamma,
+            accelerate=self.accelerate,
+            centre=defaults.centre if self.centre is None else self.centre,
+        )
 
 
 class EvidenceAscent(Rule):

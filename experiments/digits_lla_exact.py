@@ -71,12 +71,11 @@ def main() -> None:
     k_init, k_train, _ = jax.random.split(jax.random.PRNGKey(args.seed), 3)
     fit = train_with_evidence(
         eqx.nn.MLP(64, 10, 64, 2, key=k_init),
-        Xtr,
-        ytr,
+        (Xtr, ytr),
         lik,
         k_train,
         alpha=1e-2,
-        fit_options={"n_samples": 16, "em_steps": 3, "solver": blm.SGD(n_steps=600)},
+        em=blm.EMOptions(n_samples=16, em_steps=3, solver=blm.SGD(n_steps=600)),
     )
     post, feats = fit.posterior, fit.linearised.features
     alpha = float(post.alpha[0])

@@ -78,16 +78,20 @@ def run_seed(seed: int, em_steps: int) -> tuple[dict, list[dict], dict]:
         for step in range(em_steps):
             post = lm.fit(
                 key=jax.random.fold_in(k_fit, step),
-                alpha_init=alpha,
                 em_steps=1,
-                centre="linear",
-                init_samples=samples,
                 **options,
+                hyper=blm.MacKay(centre="linear"),
+                start=blm.Hyperparameters(alpha=alpha),
+                warm=blm.WarmStart(samples=samples),
             )
             alpha, samples = float(post.alpha[0]), post.samples
             steps.append(lla_scores(post))
         at_map = lm.fit(
-            key=k_fit, alpha_init=ALPHA_TRAINED, em_steps=em_steps, centre="map", **options
+            key=k_fit,
+            em_steps=em_steps,
+            **options,
+            hyper=blm.MacKay(centre="map"),
+            start=blm.Hyperparameters(alpha=ALPHA_TRAINED),
         )
     return map_scores, steps, lla_scores(at_map)
 

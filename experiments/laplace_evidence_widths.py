@@ -4,7 +4,7 @@
 
 MacKay's (1992) use of the evidence: for each width, an MLP 64-w-10 and its α are fitted
 together by the evidence framework with *exact* MacKay steps on the dense GGN
-(``train_with_evidence(fit_options={"solver": "exact"})``: trained at α = 0.01, then
+(``train_with_evidence(em=blm.EMOptions(solver="exact"))``: trained at α = 0.01, then
 rounds of 3 exact EM steps around the trained weights and retraining at the new α until
 they agree within 5 %), and the fitted posterior's Laplace log evidence
 log p(y | α) ≈ log p(y | w̄) − ½α‖w̄‖² + ½d log α − ½ log det H is set beside what the
@@ -34,6 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import blm
 from blm.datasets import digits_split
 from blm.evidence_framework import train_with_evidence
 from blm.likelihoods import Categorical
@@ -52,15 +53,13 @@ def fit_width(width: int, seed: int) -> dict:
         warnings.simplefilter("ignore", UserWarning)  # unconverged rounds are reported below
         fit = train_with_evidence(
             eqx.nn.MLP(64, 10, width, 1, key=k_init),
-            Xtr,
-            ytr,
+            (Xtr, ytr),
             lik,
             k_train,
             alpha=1e-2,
             rounds=10,
-            first_train_steps=4000,
-            train_steps=2000,
-            fit_options={"n_samples": 8, "solver": "exact"},
+            training=blm.Training(first_steps=4000, steps=2000),
+            em=blm.EMOptions(n_samples=8, solver="exact"),
         )
     post = fit.posterior
     logits = jax.vmap(fit.model)(jnp.asarray(Xte, jnp.result_type(float)))

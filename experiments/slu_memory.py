@@ -32,6 +32,8 @@ import jax.numpy as jnp
 import matplotlib
 import numpy as np
 
+import blm
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
@@ -66,7 +68,9 @@ def one_seed(seed: int, budgets: list[int], ratios: tuple[int, ...]) -> dict:
         }
 
     t0 = time.perf_counter()
-    post = lm.fit(n_samples=max(budgets), key=k_post, alpha_init=1e-2, em_steps=3)
+    post = lm.fit(
+        n_samples=max(budgets), key=k_post, em_steps=3, start=blm.Hyperparameters(alpha=1e-2)
+    )
     for b in budgets:
         sub = LaplacePosterior(
             feats, lik, post.alpha, SampledPosterior(post.mean, post.samples[:b]), post.groups

@@ -50,19 +50,17 @@ k_init, k_train = jax.random.split(jax.random.PRNGKey(0))
 # %%
 fit = blm.train_with_evidence(
     eqx.nn.MLP(64, 10, 32 if small else 64, 2, key=k_init),
-    Xtr,
-    ytr,
+    (Xtr, ytr),
     lik,
     k_train,
     alpha=1e-2,
     rounds=3 if small else 8,
-    first_train_steps=1000 if small else 6000,
-    train_steps=500 if small else 3000,
-    fit_options={
-        "n_samples": 8 if small else 32,
-        "em_steps": 2 if small else 3,
-        "solver": blm.SGD(n_steps=200 if small else 600),
-    },
+    training=blm.Training(first_steps=1000 if small else 6000, steps=500 if small else 3000),
+    em=blm.EMOptions(
+        n_samples=8 if small else 32,
+        em_steps=2 if small else 3,
+        solver=blm.SGD(n_steps=200 if small else 600),
+    ),
 )
 net, lm, post = fit.model, fit.linearised, fit.posterior
 print(f"d = {lm.features.d} weights; trained at alpha {[round(a, 3) for a in fit.alphas]}")

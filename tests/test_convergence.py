@@ -98,9 +98,13 @@ def test_laplace_em_steps_zero_keeps_the_gaussians_beta():
     X = np.linspace(-2, 2, 40)[:, None]
     y = np.sin(2 * X[:, 0]) + 0.1 * np.random.default_rng(0).standard_normal(40)
     lm = linearise(net, (X, y), Gaussian(7.0))
-    kept = lm.fit(n_samples=2, solver="exact", em_steps=0, alpha_init=2.0)
-    given = lm.fit(n_samples=2, solver="exact", em_steps=0, alpha_init=2.0, beta_init=7.0)
+    kept = lm.fit(n_samples=2, solver="exact", em_steps=0, start=blm.Hyperparameters(alpha=2.0))
+    given = lm.fit(
+        n_samples=2, solver="exact", em_steps=0, start=blm.Hyperparameters(alpha=2.0, beta=7.0)
+    )
     assert kept.beta.tolist() == [7.0] and kept.converged is True
     np.testing.assert_allclose(kept.mean, given.mean, rtol=1e-12)
-    fitted = lm.fit(n_samples=2, solver="exact", em_steps=1, alpha_init=2.0, tol=1e-12)
+    fitted = lm.fit(
+        n_samples=2, solver="exact", em_steps=1, tol=1e-12, start=blm.Hyperparameters(alpha=2.0)
+    )
     assert fitted.beta[0] != 7.0 and fitted.converged is False and fitted.last_change > 0

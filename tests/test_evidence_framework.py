@@ -28,7 +28,7 @@ def _regression(n: int = 60):
 def _fit(**options):
     """train_with_evidence on the regression problem: (fit, X, y)."""
     net, X, y = _regression()
-    return train_with_evidence(net, X, y, Gaussian(1.0), jax.random.PRNGKey(0), **options), X, y
+    return train_with_evidence(net, (X, y), Gaussian(1.0), jax.random.PRNGKey(0), **options), X, y
 
 
 def _exact_update(fit, X, y, alpha, beta):
@@ -50,10 +50,8 @@ def test_rounds_reach_the_exact_joint_fixed_point():
     fit, X, y = _fit(
         alpha=1e-2,
         rounds=10,
-        first_train_steps=3000,
-        train_steps=1500,
-        train_options={"batch_size": 60, "learning_rate": 1e-2},
-        fit_options={"n_samples": 32, "solver": blm.SGD(n_steps=3000, batch_size=30)},
+        training=blm.Training(first_steps=3000, steps=1500, batch_size=60, learning_rate=1e-2),
+        em=blm.EMOptions(n_samples=32, solver=blm.SGD(n_steps=3000, batch_size=30)),
     )
     assert fit.converged and len(fit.alphas) >= 2 and fit.alphas[0] == 1e-2
     alpha_t = fit.alphas[-1]
@@ -75,10 +73,8 @@ def test_exact_rounds_end_on_mackays_update_at_the_returned_network():
         alpha=1e-2,
         rounds=12,
         tol=0.02,
-        first_train_steps=3000,
-        train_steps=1500,
-        train_options={"batch_size": 60, "learning_rate": 1e-2},
-        fit_options={"n_samples": 4, "solver": "exact", "em_steps": 1},
+        training=blm.Training(first_steps=3000, steps=1500, batch_size=60, learning_rate=1e-2),
+        em=blm.EMOptions(n_samples=4, solver="exact", em_steps=1),
     )
     assert fit.converged and fit.posterior.exact is not None
     alpha_t = fit.alphas[-1]
@@ -115,9 +111,8 @@ def test_only_the_last_round_solves_at_its_fitted_alpha(monkeypatch):
             alpha=1e-2,
             rounds=3,
             tol=1e-6,
-            first_train_steps=500,
-            train_steps=200,
-            fit_options={"n_samples": 4, "solver": blm.SGD(n_steps=200)},
+            training=blm.Training(first_steps=500, steps=200),
+            em=blm.EMOptions(n_samples=4, solver=blm.SGD(n_steps=200)),
         )
     assert [f.solved_at_final for f in fits] == [False, False, True]
     assert len(solves) == sum(f.n_iter for f in fits) + 1 == 10
@@ -130,8 +125,8 @@ def test_running_out_of_rounds_warns_and_says_so():
         fit, _, _ = _fit(
             alpha=1e-4,
             rounds=1,
-            first_train_steps=500,
-            fit_options={"n_samples": 4, "solver": blm.SGD(n_steps=200)},
+            training=blm.Training(first_steps=500),
+            em=blm.EMOptions(n_samples=4, solver=blm.SGD(n_steps=200)),
         )
     assert not fit.converged and fit.alphas == [1e-4]
 
@@ -140,17 +135,20 @@ def test_bad_arguments_are_named():
     net, X, y = _regression()
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="alpha"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, alpha=0.0)
+        train_with_evidence(net, (X, y), Gaussian(1.0), key, alpha=0.0)
     with pytest.raises(ValueError, match="rounds"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, rounds=0)
-    with pytest.raises(ValueError, match="per_layer"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"per_layer": True})
-    with pytest.raises(ValueError, match="train_steps"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, train_steps=0)
-    with pytest.raises(ValueError, match="alpha_init"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, fit_options={"alpha_init": 1.0})
-    with pytest.raises(ValueError, match="n_steps"):
-        train_with_evidence(net, X, y, Gaussian(1.0), key, train_options={"n_steps": 5})
+        train_with_evidence(net, (X, y), Gaussian(1.0), key, rounds=0)
+    with pytest.raises(ValueError, match="steps"):
+        blm.Training(steps=0)
+    with pytest.raises(ValueError, match="em_steps"):
+        blm.EMOptions(em_steps=0)
+    # per-layer α and the rounds' own settings (α, β, key, warm start) have no field here
+    with pytest.raises(TypeError, match="per_layer"):
+        blm.EMOptions(per_layer=True)
+    with pytest.raises(TypeError, match="em must be blm.EMOptions"):
+        train_with_evidence(net, (X, y), Gaussian(1.0), key, em={"n_samples": 4})
+    with pytest.raises(TypeError, match="training must be blm.Training"):
+        train_with_evidence(net, (X, y), Gaussian(1.0), key, training={"n_steps": 5})
 
 
 @EM_STOPPED_EARLY
@@ -162,12 +160,12 @@ def test_fit_warm_start_is_used_and_its_shape_checked():
     post = lm.fit(
         n_samples=4,
         em_steps=1,
-        init_samples=given,
         solver=blm.SGD(n_steps=2, learning_rate=1e-30),
+        warm=blm.WarmStart(samples=given),
     )
     np.testing.assert_allclose(post.samples, given, atol=1e-12)
-    with pytest.raises(ValueError, match="init_samples"):
-        lm.fit(n_samples=4, init_samples=np.zeros((3, lm.features.d)))
+    with pytest.raises(ValueError, match="warm.samples"):
+        lm.fit(n_samples=4, warm=blm.WarmStart(samples=np.zeros((3, lm.features.d))))
 
 
 def test_fit_warns_when_em_is_still_travelling():
@@ -178,4 +176,9 @@ def test_fit_warns_when_em_is_still_travelling():
     net = eqx.nn.MLP(4, 3, 16, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
     lm = linearise(net, (X, y), Categorical(3))
     with pytest.warns(UserWarning, match="em_steps=1"):
-        lm.fit(n_samples=4, alpha_init=1e-5, em_steps=1, solver=blm.SGD(n_steps=100))
+        lm.fit(
+            n_samples=4,
+            em_steps=1,
+            solver=blm.SGD(n_steps=100),
+            start=blm.Hyperparameters(alpha=1e-5),
+        )

@@ -22,7 +22,9 @@ def problem():
 
 def _fit(model, X, y, apply=None):
     lm = blm.linearise(model, (X, y), blm.Gaussian(4.0), apply=apply)
-    return lm, lm.fit(solver="exact", em_steps=200, per_layer=True, tol=1e-12)
+    return lm, lm.fit(
+        solver="exact", em_steps=200, tol=1e-12, start=blm.Hyperparameters(per_layer=True)
+    )
 
 
 def _same(ref, other, X):

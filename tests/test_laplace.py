@@ -185,10 +185,9 @@ def test_sgd_predictive_variance_matches_the_exact_dual_form():
     post = lm.fit(
         n_samples=256,
         key=3,
-        alpha_init=2.0,
-        beta_init=25.0,
         em_steps=0,
         solver=blm.SGD(n_steps=3000, batch_size=30),
+        start=blm.Hyperparameters(alpha=2.0, beta=25.0),
     )
     assert post.alpha.tolist() == [2.0] and post.beta.tolist() == [25.0]
     assert post.trajectory.alpha == []
@@ -216,7 +215,7 @@ def test_cg_solves_the_linearised_model_like_the_exact_posterior():
     sd √(2/(kγ)) ≈ 2 % at γ ≈ 15.5)."""
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(1.0))
-    start = {"alpha_init": 1.0, "beta_init": 4.0, "em_steps": 1}
+    start = {"start": blm.Hyperparameters(alpha=1.0, beta=4.0), "em_steps": 1}
     post = lm.fit(n_samples=256, key=0, solver=blm.CG(tol=1e-10), **start)
     exact_step = lm.fit(n_samples=1, solver="exact", **start)
     np.testing.assert_allclose(post.alpha, exact_step.alpha, rtol=0.1)
@@ -245,7 +244,7 @@ def test_em_steps_zero_is_the_posterior_at_the_given_hyperparameters():
     lm = linearise(net, (X, y), Gaussian(1.0))
     Psi, yt = whiten(lm.features.dense(jnp.asarray(X)), lm.dataset.y, Gaussian(4.0))
     oracle = ExactPosterior.fit(Psi, yt, lm.prior(3.0, per_layer=True), "dual")
-    given = {"alpha_init": 3.0, "beta_init": 4.0, "per_layer": True, "em_steps": 0}
+    given = {"start": blm.Hyperparameters(alpha=3.0, beta=4.0, per_layer=True), "em_steps": 0}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         exact = lm.fit(n_samples=2, solver="exact", **given)
@@ -270,7 +269,9 @@ def test_final_solve_false_returns_the_last_e_step(solver):
     options = {"n_samples": 4, "solver": blm.SGD(n_steps=200) if solver == "sgd" else solver}
     one, two = lm.fit(em_steps=1, **options), lm.fit(em_steps=2, **options)
     seen = []
-    skipped = lm.fit(em_steps=2, final_solve=lambda a, b: seen.append((a, b)), **options)
+    skipped = lm.fit(
+        em_steps=2, **options, warm=blm.WarmStart(final_solve=lambda a, b: seen.append((a, b)))
+    )
     np.testing.assert_array_equal(skipped.alpha, two.alpha)
     np.testing.assert_array_equal(skipped.beta, two.beta)
     assert len(seen) == 1 and np.array_equal(seen[0][0], two.alpha)
@@ -278,14 +279,22 @@ def test_final_solve_false_returns_the_last_e_step(solver):
     np.testing.assert_allclose(skipped.samples, one.samples, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(skipped.mean, one.mean, rtol=1e-10, atol=1e-12)
     assert np.max(np.abs(skipped.samples - two.samples)) > 1e-3 * np.max(np.abs(two.samples))
-    assert np.array_equal(lm.fit(em_steps=2, final_solve=False, **options).samples, skipped.samples)
-    solved = lm.fit(em_steps=2, final_solve=lambda a, b: True, **options)
+    assert np.array_equal(
+        lm.fit(em_steps=2, **options, warm=blm.WarmStart(final_solve=False)).samples,
+        skipped.samples,
+    )
+    solved = lm.fit(em_steps=2, **options, warm=blm.WarmStart(final_solve=lambda a, b: True))
     np.testing.assert_array_equal(solved.samples, two.samples)
     # a fit without EM steps has no E-step to return: it solves whatever final_solve says
-    given = lm.fit(em_steps=0, final_solve=False, alpha_init=two.alpha[0], **options)
+    given = lm.fit(
+        em_steps=0,
+        **options,
+        start=blm.Hyperparameters(alpha=two.alpha[0]),
+        warm=blm.WarmStart(final_solve=False),
+    )
     assert given.trajectory.alpha == [] and np.all(np.isfinite(given.samples))
     with pytest.raises(TypeError, match="final_solve must be True, False or a function"):
-        lm.fit(em_steps=2, final_solve="no", **options)
+        lm.fit(em_steps=2, **options, warm=blm.WarmStart(final_solve="no"))
 
 
 def test_em_fits_noise_and_prior_precision_like_exact_mackay():
@@ -299,11 +308,10 @@ def test_em_fits_noise_and_prior_precision_like_exact_mackay():
     post = lm.fit(
         n_samples=32,
         key=0,
-        alpha_init=1.0,
-        beta_init=4.0,
         em_steps=steps,
         tol=1e-9,
         solver=blm.SGD(n_steps=2000, batch_size=30),
+        start=blm.Hyperparameters(alpha=1.0, beta=4.0),
     )
     model = DenseGaussianModel.from_arrays(lm.features.dense(jnp.asarray(X)), lm.dataset.y, "dual")
     alpha, beta = jnp.ones(1), jnp.asarray([4.0])
@@ -324,7 +332,13 @@ def test_classification_predictive_and_per_layer_prior():
     X = inputs(90)
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
     lm = linearise(net, (X, y), Categorical(3))
-    post = lm.fit(n_samples=16, key=1, per_layer=True, em_steps=2, solver=blm.SGD(n_steps=300))
+    post = lm.fit(
+        n_samples=16,
+        key=1,
+        em_steps=2,
+        solver=blm.SGD(n_steps=300),
+        start=blm.Hyperparameters(per_layer=True),
+    )
     assert post.alpha.shape == (3,) and post.beta is None
     p_mc = post.predict_proba(X[:10])
     p_probit = post.predict_proba(X[:10], method="probit")
@@ -564,12 +578,10 @@ def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
     post = streamed.fit(
         n_samples=32,
         key=0,
-        alpha_init=1.0,
-        beta_init=4.0,
         em_steps=1,
         tol=1e-9,
-        # the file read in blocks of 60 rows per pass, minibatches of 30 drawn within each
         solver=blm.SGD(n_steps=2000, batch_size=30, block_size=60),
+        start=blm.Hyperparameters(alpha=1.0, beta=4.0),
     )
     model = DenseGaussianModel.from_arrays(
         in_memory.features.dense(jnp.asarray(X)), in_memory.dataset.y, "dual"
@@ -577,7 +589,9 @@ def test_linearise_streams_an_hdf5_file_like_arrays(tmp_path):
     alpha, beta, _ = model.mackay_step(in_memory.prior(), jnp.asarray([4.0]), GammaHyperprior())
     np.testing.assert_allclose(post.alpha, alpha, rtol=0.03)
     np.testing.assert_allclose(post.beta, beta, rtol=0.01)
-    exact = streamed.fit(n_samples=2, solver="exact", alpha_init=1.0, beta_init=4.0, em_steps=1)
+    exact = streamed.fit(
+        n_samples=2, solver="exact", em_steps=1, start=blm.Hyperparameters(alpha=1.0, beta=4.0)
+    )
     np.testing.assert_allclose(exact.alpha, alpha, rtol=1e-9)  # the file's rows, exactly
     np.testing.assert_allclose(exact.beta, beta, rtol=1e-9)
 
@@ -634,10 +648,9 @@ def test_exact_last_layer_laplace_is_bayesian_ridge_on_the_penultimate_features(
     post = lm.fit(
         n_samples=8,
         solver="exact",
-        alpha_init=1.0,
-        beta_init=1 / np.var(y),
         em_steps=500,
         tol=1e-12,
+        start=blm.Hyperparameters(alpha=1.0, beta=1 / np.var(y)),
     )
     np.testing.assert_allclose(post.alpha, [ridge.lambda_], rtol=1e-7)
     np.testing.assert_allclose(post.beta, [ridge.alpha_], rtol=1e-7)
@@ -684,7 +697,9 @@ def test_exact_classification_fit_is_mackays_fixed_point_on_the_dense_ggn(lik, c
     y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5).astype(int)
     y = y if lik.m == 3 else np.minimum(y, 1)
     lm = linearise(net, (X, y), lik)
-    post = lm.fit(n_samples=4, solver="exact", centre=centre, em_steps=300, tol=1e-12)
+    post = lm.fit(
+        n_samples=4, solver="exact", em_steps=300, tol=1e-12, hyper=blm.MacKay(centre=centre)
+    )
     J = np.asarray(jax.jacrev(lambda w: lm.features.forward(w, jnp.asarray(X)))(lm.features.w))
     f = np.asarray(jax.vmap(net)(jnp.asarray(X)))
     if lik.m == 3:
@@ -732,7 +747,11 @@ def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
     assert lm.features.group_names == (".layers[0]", ".layers[1]", ".layers[2]")
     fixed = {".layers[1]": 2.0}
     post = lm.fit(
-        solver="exact", centre="map", per_layer=True, fixed_alpha=fixed, em_steps=1000, tol=1e-12
+        solver="exact",
+        em_steps=1000,
+        tol=1e-12,
+        hyper=blm.MacKay(centre="map"),
+        start=blm.Hyperparameters(per_layer=True, fixed_alpha=fixed),
     )
     assert post.alpha[1] == 2.0 and np.all(np.asarray(post.trajectory.alpha)[:, 1] == 2.0)
     J = np.asarray(jax.jacrev(lambda w: lm.features.forward(w, jnp.asarray(X)))(lm.features.w))
@@ -749,10 +768,9 @@ def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
         warnings.simplefilter("ignore", UserWarning)  # two EM steps: not converged
         sampled = lm.fit(
             n_samples=4,
-            per_layer=True,
-            fixed_alpha={".layers[2]": 5.0},
             em_steps=2,
             solver=blm.SGD(n_steps=200),
+            start=blm.Hyperparameters(per_layer=True, fixed_alpha={".layers[2]": 5.0}),
         )
     steps = np.asarray(sampled.trajectory.alpha)
     assert np.all(steps[:, 2] == 5.0) and sampled.alpha[2] == 5.0
@@ -765,9 +783,15 @@ def test_fixed_alpha_holds_the_given_layers_and_fits_the_others():
     ]:
         per_layer = bad.pop("per_layer", True)
         with pytest.raises(error, match=match):
-            lm.fit(per_layer=per_layer, fixed_alpha=bad, solver="exact", em_steps=0)
+            lm.fit(
+                solver="exact",
+                em_steps=0,
+                start=blm.Hyperparameters(per_layer=per_layer, fixed_alpha=bad),
+            )
     with pytest.raises(TypeError, match="fixed_alpha must map layer names"):
-        lm.fit(per_layer=True, fixed_alpha=[2.0], solver="exact", em_steps=0)
+        lm.fit(
+            solver="exact", em_steps=0, start=blm.Hyperparameters(per_layer=True, fixed_alpha=[2.0])
+        )
     np.testing.assert_array_equal(lm.prior(1.0, True, {".layers[2]": 4.0}).alpha, [1, 1, 4])
     with pytest.raises(ValueError, match="needs per_layer=True"):  # the method itself checks
         lm.prior(1.0, False, {".layers[2]": 4.0})
@@ -781,7 +805,14 @@ def test_exact_fit_draws_exact_samples_and_round_trips(tmp_path):
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(1.0))
     k = 4000
-    post = lm.fit(n_samples=k, key=2, solver="exact", per_layer=True, em_steps=100, tol=1e-10)
+    post = lm.fit(
+        n_samples=k,
+        key=2,
+        solver="exact",
+        em_steps=100,
+        tol=1e-10,
+        start=blm.Hyperparameters(per_layer=True),
+    )
     assert post.alpha.shape == (3,) and post.samples.shape == (k, lm.features.d)
     Xt = inputs(20, seed=13)
     f0, exact_var = post.output_variance(Xt)
@@ -836,7 +867,7 @@ def test_exact_fit_names_a_factor_that_float32_cannot_hold():
         lm = linearise(net, (X, np.sin(X[:, 0])), Gaussian(1.0), filter_spec=_last_layer_spec(net))
         assert lm.features.w.dtype == jnp.float32 and lm.features.d == 9
         with pytest.raises(FloatingPointError, match="float32 at alpha=\\[1e-30\\].*x64"):
-            lm.fit(solver="exact", alpha_init=1e-30, em_steps=1)
+            lm.fit(solver="exact", em_steps=1, start=blm.Hyperparameters(alpha=1e-30))
 
 
 def test_gaussian_laplace_evidence_is_stationary_at_the_map_centred_fixed_point():
@@ -845,7 +876,9 @@ def test_gaussian_laplace_evidence_is_stationary_at_the_map_centred_fixed_point(
     is its stationary point in both (MacKay's updates around w̄ maximise it)."""
     net, X, y = _regression_problem()
     lm = linearise(net, (X, y), Gaussian(1.0))
-    post = lm.fit(n_samples=2, solver="exact", centre="map", em_steps=500, tol=1e-13)
+    post = lm.fit(
+        n_samples=2, solver="exact", em_steps=500, tol=1e-13, hyper=blm.MacKay(centre="map")
+    )
     J = np.asarray(lm.features.dense(jnp.asarray(X)))[:, 0, :]
     S = np.maximum(np.linalg.eigvalsh(J.T @ J), 0.0)
     w, r = np.asarray(lm.features.w), y - np.asarray(lm.offsets)[:, 0]

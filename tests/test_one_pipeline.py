@@ -48,11 +48,10 @@ def test_the_estimator_and_the_linearised_linear_network_fit_alike(centred):
         n_samples=8,
         key=0,
         solver=SOLVER,
-        hyper=rule,
         em_steps=200,
         tol=1e-8,
-        alpha_init=1.0,
-        beta_init=beta0,
+        hyper=rule,
+        start=blm.Hyperparameters(alpha=1.0, beta=beta0),
     )
     assert est.converged_ and post.converged
     assert est.n_iter_ == len(post.trajectory.alpha)

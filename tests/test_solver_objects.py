@@ -16,6 +16,8 @@ import pytest
 
 import blm
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS
+from blm.evidence.loop import LoopSettings
+from blm.solvers.cg import CGSettings
 
 
 @pytest.mark.parametrize(
@@ -42,10 +44,43 @@ from blm.estimator_defaults import ESTIMATOR_DEFAULTS
         (lambda: blm.EvidenceAscent(learning_rate=-0.1), "EvidenceAscent.learning_rate"),
         (lambda: blm.EvidenceAscent(slq={"depth": 5}), "EvidenceAscent.slq must be blm.SLQ"),
         (lambda: blm.SLQ(depth=0), "depth"),
+        (lambda: blm.MacKay(centre="mode"), "MacKay.centre must be one of"),
+        (lambda: blm.Hyperparameters(alpha=0.0), "alpha must be strictly positive"),
+        (lambda: blm.Hyperparameters(beta=-1.0), "beta must be strictly positive"),
+        (lambda: blm.Hyperparameters(fixed_alpha={"a": 1.0}), "fixed_alpha needs per_layer"),
+        (
+            lambda: blm.Hyperparameters(per_layer=True, fixed_alpha={"a": 0.0}),
+            r"fixed_alpha\['a'\] must be strictly positive",
+        ),
+        (lambda: blm.EMOptions(n_samples=0), "n_samples must be >= 1"),
+        (lambda: blm.EMOptions(em_steps=0), "em_steps must be >= 1"),
+        (lambda: blm.EMOptions(tol=0.0), "tol must be strictly positive"),
+        (lambda: blm.Training(first_steps=0), "first_steps must be >= 1"),
+        (lambda: blm.Training(learning_rate=-1.0), "learning_rate must be strictly positive"),
+        (lambda: CGSettings(tol=-1e-3), "tol must be strictly positive"),
+        (lambda: CGSettings(max_iter=0), "max_iter must be >= 1"),
+        (lambda: LoopSettings(max_iter=-1), "max_iter must be >= 0"),
     ],
 )
 def test_each_object_names_the_field_it_refuses(build, match):
     with pytest.raises(ValueError, match=match):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: blm.Hyperparameters(per_layer="yes"), "per_layer must be True or False"),
+        (
+            lambda: blm.Hyperparameters(per_layer=True, fixed_alpha=[2.0]),
+            "fixed_alpha must map layer names",
+        ),
+        (lambda: blm.WarmStart(final_solve="no"), "final_solve must be True, False or a function"),
+        (lambda: LoopSettings(final_solve=1.0), "final_solve must be True, False or a function"),
+    ],
+)
+def test_each_object_names_the_field_of_the_wrong_type(build, match):
+    with pytest.raises(TypeError, match=match):
         build()
 
 
@@ -72,6 +107,10 @@ def test_the_front_doors_name_the_argument_given_the_wrong_object():
         lm.fit(hyper=blm.EvidenceAscent())
     with pytest.raises(TypeError, match="solver must be one of"):
         lm.fit(solver=blm.SLQ())
+    with pytest.raises(TypeError, match=r"start must be blm.Hyperparameters\(...\)"):
+        lm.fit(start={"alpha": 2.0})
+    with pytest.raises(TypeError, match=r"warm must be blm.WarmStart\(...\)"):
+        lm.fit(warm=np.zeros((16, 4)))
 
 
 def test_strings_are_the_default_objects_and_none_fields_take_the_problems_defaults():

@@ -264,7 +264,7 @@ class DenseGaussianModel(eqx.Module):
 
         α_g = (γ_g + 2a)/(‖c_g‖² + 2b) and β_k = (n − γ_k + 2a')/(‖y_k − Φ_kc‖² + 2b') with
         c the posterior mean θ̄, or ``centre`` where given (the MAP weights w̄ of a network:
-        MacKay's Laplace update around the mode, ``LinearisedModel.fit(centre="map")``).
+        MacKay's Laplace update around the mode, ``LinearisedModel.fit(hyper=blm.MacKay(centre="map"))``).
         The evidence in info is taken at the same c: at ``centre``, Laplace's evidence
         around the mode, the objective that update ascends."""
         post = self.posterior(prior, beta)

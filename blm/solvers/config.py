@@ -53,13 +53,15 @@ PRECONDITIONERS = ("coarse", "jacobi", "none")
 class Defaults:
     """The settings that depend on the kind of problem (``None`` fields of the solver
     and rule objects). Args: sgd_n_steps, sgd_precondition (Jacobi), cg_tol, gamma
-    (MacKay's γ̂ form), adaptive_tol (loose early solves where there is a tol)."""
+    (MacKay's γ̂ form), adaptive_tol (loose early solves where there is a tol), centre
+    (the mean MacKay's M-step divides by: ``blm.MacKay.centre``)."""
 
     sgd_n_steps: int
     sgd_precondition: bool
     cg_tol: float
     gamma: str
     adaptive_tol: bool
+    centre: str = "linear"
 
 
 DESIGN_DEFAULTS = Defaults(
