@@ -147,8 +147,10 @@ def column_names(node: h5py.Dataset | h5py.Group) -> np.ndarray | None:
     return np.asarray([c.decode() if isinstance(c, bytes) else str(c) for c in columns], object)
 
 
-class HDF5Dataset(Dataset):
-    """Inputs and targets streamed from an HDF5 file in row blocks (h5py).
+class FileDataset(Dataset):
+    """Inputs and targets streamed from an HDF5 file in row blocks (h5py): what a dense
+    (``HDF5Dataset``) and a CSR (``SparseHDF5Dataset``) file share (abstract). The
+    layouts differ in how the inputs are laid out, read, centred and summed.
 
     The file is opened for each pass and closed after it. Targets are checked for
     NaN/inf when the dataset is made (they are n·m numbers); inputs are checked block
@@ -184,18 +186,36 @@ class HDF5Dataset(Dataset):
             self._n, self._m = int(n_x), int(ys[1]) if len(ys) == 2 else 1
             self.y_ndim = len(ys)
 
+    @abc.abstractmethod
     def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
-        """(rows, shape of one input) of the inputs' dataset, checked."""
-        if self.x_name not in f or not isinstance(f[self.x_name], h5py.Dataset):
-            raise ValueError(
-                f"x: no dataset named {self.x_name!r} in {self.path!r}; it holds {_names(f)}"
-            )
-        xs = f[self.x_name].shape
-        if len(xs) < 1:
-            raise ValueError(
-                f"x: dataset {self.x_name!r} must have a leading row axis, got shape {xs}"
-            )
-        return int(xs[0]), tuple(int(v) for v in xs[1:])
+        """(rows, shape of one input as ``blocks`` hands it) of the file's inputs, checked."""
+
+    @property
+    @abc.abstractmethod
+    def sparse_rows(self) -> bool:
+        """Whether the inputs are padded (column, value) rows for ``SparseLinearFeatures``."""
+
+    @property
+    @abc.abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one input as ``blocks`` hands it."""
+
+    @abc.abstractmethod
+    def _weighted_row_sum(self, xb: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_i w_i x_i over a block as stored, in float64."""
+
+    @abc.abstractmethod
+    def shifted(self, x_offset, y_offset, sample_weight=None) -> FileDataset:
+        """The same file read centred (x − x_offset, y − y_offset), rows scaled by √w_i
+        with frequency weights."""
+
+    @abc.abstractmethod
+    def _prepared_x(self, xb: np.ndarray, start: int) -> np.ndarray:
+        """Rows from ``start`` as ``blocks`` hands them (centred and scaled where set)."""
+
+    @abc.abstractmethod
+    def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
+        """Input rows start:stop as stored, checked finite."""
 
     @property
     def n(self) -> int:
@@ -218,10 +238,6 @@ class HDF5Dataset(Dataset):
         with h5py.File(self.path, "r") as f:
             return column_names(f[self.x_name])
 
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self._input_shape
-
     def moments(self, block_size: int | None = None, sample_weight=None) -> tuple[np.ndarray, ...]:
         """(x̄ (input_shape), ȳ (m,), Var y (m,)) of the rows as stored, in one streamed
         pass (float64 sums; the variance by Chan et al.'s pairwise update, stable when
@@ -243,30 +259,7 @@ class HDF5Dataset(Dataset):
             total += w_b
         return sx / total, mean_y, m2_y / total
 
-    @staticmethod
-    def _weighted_row_sum(xb: np.ndarray, w: np.ndarray) -> np.ndarray:
-        """Σ_i w_i x_i over a block, in float64 (never a float64 copy of the block)."""
-        total = np.zeros(xb.shape[1:])
-        for i in range(0, len(xb), 4096):
-            total += np.tensordot(w[i : i + 4096], xb[i : i + 4096], axes=1)
-        return total
-
-    def shifted(self, x_offset, y_offset, sample_weight=None) -> HDF5Dataset:
-        """The same file read as (x − x_offset, y − y_offset): centring without a copy;
-        with frequency weights w (n,) each row also scaled by √w_i, and Σw observations
-        counted (``ArrayDataset``): the weighted least-squares rows of a linear model."""
-        view = self._weighted(sample_weight)
-        x_offset = np.asarray(x_offset, np.float64)
-        y_offset = np.asarray(y_offset, np.float64).reshape(-1)
-        if x_offset.shape != self.input_shape or y_offset.shape != (self.m,):
-            raise ValueError(
-                f"x_offset, y_offset must have shapes {self.input_shape} and ({self.m},), got "
-                f"{x_offset.shape} and {y_offset.shape}"
-            )
-        view.x_offset, view.y_offset = x_offset, y_offset
-        return view
-
-    def _weighted(self, sample_weight) -> HDF5Dataset:
+    def _weighted(self, sample_weight) -> FileDataset:
         """A copy whose rows are scaled by √w (``sample_weight`` checked), or unscaled."""
         view = copy.copy(self)
         if sample_weight is not None:
@@ -281,7 +274,7 @@ class HDF5Dataset(Dataset):
             d = f[self.y_name]
             return d.asstr()[()].astype(str) if self.y_labels else d[()]
 
-    def unscaled_targets(self) -> HDF5Dataset:
+    def unscaled_targets(self) -> FileDataset:
         """The same view with its targets (the file's or ``with_targets``') read as they
         are, never scaled by √w_i: for a model whose rows' targets are formed from
         unscaled ones, as a GLM's labels and its (already scaled) pseudo-targets
@@ -290,7 +283,7 @@ class HDF5Dataset(Dataset):
         view._scale_targets = False
         return view
 
-    def with_targets(self, y) -> HDF5Dataset:
+    def with_targets(self, y) -> FileDataset:
         """The same inputs read with targets ``y`` (n,) or (n, m) held in memory in place
         of the file's (e.g. a linearised network's pseudo-targets)."""
         y = as_float_array(y, "y", ndim=(1, 2))
@@ -304,24 +297,6 @@ class HDF5Dataset(Dataset):
         """Input rows start:stop as read by ``blocks`` (x_offset subtracted, scaled)."""
         with h5py.File(self.path, "r") as f:
             return self._prepared_x(self._read_x(f, start, stop, default_dtype()), start)
-
-    def _prepared_x(self, xb: np.ndarray, start: int) -> np.ndarray:
-        """Rows from ``start`` centred (x − x_offset) and scaled by √w_i where set."""
-        if self.x_offset is not None:
-            xb = (xb - self.x_offset).astype(xb.dtype)
-        if self.row_scale is None:
-            return xb
-        return self._scaled_x(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
-
-    @staticmethod
-    def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return xb * scale.reshape(-1, *(1,) * (xb.ndim - 1))
-
-    def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
-        """Input rows start:stop, checked finite."""
-        xb = np.asarray(f[self.x_name][start:stop], dtype=dtype)
-        check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
-        return xb
 
     def _raw_blocks(self, block_size: int, starts=None):
         """(x_b, y_b (rows, m), start) as numpy arrays in the default dtype, checked finite
@@ -368,13 +343,94 @@ class HDF5Dataset(Dataset):
             yield jnp.asarray(xb), jnp.asarray(yb), jnp.asarray(rows)
 
 
+class HDF5Dataset(FileDataset):
+    """A dense design in an HDF5 file: the dataset ``x`` (n, …) of inputs and ``y`` (n,)
+    or (n, m) of targets (numbers, or class labels as strings), streamed in row blocks.
+
+    Args:
+        path: the file.
+        x: the inputs' dataset name.
+        y: the targets' dataset name.
+        block_size: rows per read.
+
+    Raises:
+        ValueError: a missing dataset (naming what the file holds), shapes that do not
+            match, no rows, or non-finite targets.
+
+    Example:
+        >>> ds = blm.HDF5Dataset("diabetes.h5", x="X", y="y")  # doctest: +SKIP
+    """
+
+    @property
+    def sparse_rows(self) -> bool:
+        return False
+
+    def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
+        """(rows, shape of one input) of the inputs' dataset, checked."""
+        if self.x_name not in f or not isinstance(f[self.x_name], h5py.Dataset):
+            raise ValueError(
+                f"x: no dataset named {self.x_name!r} in {self.path!r}; it holds {_names(f)}"
+            )
+        xs = f[self.x_name].shape
+        if len(xs) < 1:
+            raise ValueError(
+                f"x: dataset {self.x_name!r} must have a leading row axis, got shape {xs}"
+            )
+        return int(xs[0]), tuple(int(v) for v in xs[1:])
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._input_shape
+
+    @staticmethod
+    def _weighted_row_sum(xb: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Σ_i w_i x_i over a block, in float64 (never a float64 copy of the block)."""
+        total = np.zeros(xb.shape[1:])
+        for i in range(0, len(xb), 4096):
+            total += np.tensordot(w[i : i + 4096], xb[i : i + 4096], axes=1)
+        return total
+
+    def shifted(self, x_offset, y_offset, sample_weight=None) -> HDF5Dataset:
+        """The same file read as (x − x_offset, y − y_offset): centring without a copy;
+        with frequency weights w (n,) each row also scaled by √w_i, and Σw observations
+        counted (``ArrayDataset``): the weighted least-squares rows of a linear model."""
+        view = self._weighted(sample_weight)
+        x_offset = np.asarray(x_offset, np.float64)
+        y_offset = np.asarray(y_offset, np.float64).reshape(-1)
+        if x_offset.shape != self.input_shape or y_offset.shape != (self.m,):
+            raise ValueError(
+                f"x_offset, y_offset must have shapes {self.input_shape} and ({self.m},), got "
+                f"{x_offset.shape} and {y_offset.shape}"
+            )
+        view.x_offset, view.y_offset = x_offset, y_offset
+        return view
+
+    def _prepared_x(self, xb: np.ndarray, start: int) -> np.ndarray:
+        """Rows from ``start`` centred (x − x_offset) and scaled by √w_i where set."""
+        if self.x_offset is not None:
+            xb = (xb - self.x_offset).astype(xb.dtype)
+        if self.row_scale is None:
+            return xb
+        return self._scaled_x(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
+
+    @staticmethod
+    def _scaled_x(xb: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        return xb * scale.reshape(-1, *(1,) * (xb.ndim - 1))
+
+    def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
+        """Input rows start:stop, checked finite."""
+        xb = np.asarray(f[self.x_name][start:stop], dtype=dtype)
+        check_finite(xb, f"x (dataset {self.x_name!r}, rows {start}:{stop})")
+        return xb
+
+
 def _names(f: h5py.File) -> list[str]:
     names: list[str] = []
     f.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
 
 
-class SparseHDF5Dataset(HDF5Dataset):
+class SparseHDF5Dataset(FileDataset):
     r"""A sparse design stored in CSR form in an HDF5 file, streamed in row blocks.
 
     Layout: a group (default ``"X"``) with datasets ``data`` (nnz,) float, ``indices``
@@ -419,6 +475,10 @@ class SparseHDF5Dataset(HDF5Dataset):
             width = max(width, int(np.max(np.diff(ptr), initial=0)))
         self.n_columns = p
         return n, (max(width, 1), 2)
+
+    @property
+    def sparse_rows(self) -> bool:
+        return True
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -521,7 +581,7 @@ def _scaled_values(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
 
 def open_hdf5(
     path: str | os.PathLike, x: str = "X", y: str = "y", block_size: int = 4096
-) -> HDF5Dataset:
+) -> FileDataset:
     """An ``HDF5Dataset``, or a ``SparseHDF5Dataset`` when ``x`` names a CSR group."""
     path = os.fspath(path)
     with open_h5(path, "path") as f:
@@ -538,3 +598,8 @@ def csr_block(group: h5py.Group, start: int, stop: int):
     indices = group["indices"][ptr[0] : ptr[-1]]
     shape = (stop - start, int(group.attrs["shape"][1]))
     return scipy.sparse.csr_array((data, indices, ptr - ptr[0]), shape=shape)
+
+
+def is_file(X) -> bool:
+    """Whether ``X`` is a dataset streamed from a file (dense or CSR HDF5)."""
+    return isinstance(X, FileDataset)

@@ -22,7 +22,7 @@ from blm._checks import (
 )
 from blm._params import RegressorParams
 from blm.checkpoint import Checkpointer
-from blm.data import HDF5Dataset, default_dtype
+from blm.data import default_dtype, is_file
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.estimator_fit import coef_covariance, fit_posterior
@@ -253,7 +253,7 @@ class BayesianLinearRegression(RegressorParams):
             return self._fit(X, y, sample_weight, checkpoint, resume, checkpoint_every)
 
     def _fit(self, X, y, sample_weight, checkpoint, resume, checkpoint_every):
-        names = X.feature_names if isinstance(X, HDF5Dataset) else feature_names(X)
+        names = X.feature_names if is_file(X) else feature_names(X)
         features, dataset = estimator_data.prepare(self, X, y, sample_weight)
         self.X_offset_ = np.asarray(self.X_offset_, self._dtype)
         self.y_offset_ = np.asarray(self.y_offset_, self._dtype)

@@ -25,7 +25,7 @@ from blm._checks import (
     positive_int,
     same_length,
 )
-from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype, sparse_rows
+from blm.data import ArrayDataset, default_dtype, is_file, sparse_rows
 from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.solvers.auto import choose_solver
@@ -103,7 +103,7 @@ def fingerprint(est, X, y, sample_weight=None) -> str:
             params[name] += hashlib.sha256(np.ascontiguousarray(leaf).tobytes()).hexdigest()
     h = hashlib.sha256(repr(sorted(params.items())).encode())
     arrays = [] if sample_weight is None else [sample_weight]
-    if isinstance(X, HDF5Dataset):
+    if is_file(X):
         stamp = (os.path.abspath(X.path), X.x_name, X.y_name, X.n, X.m, X.input_shape)
         h.update(repr((stamp, os.path.getmtime(X.path))).encode())
     elif scipy.sparse.issparse(X):
@@ -118,12 +118,12 @@ def fingerprint(est, X, y, sample_weight=None) -> str:
 
 def prepare(est, X, y, sample_weight=None):
     """(features, centred dataset); sets X_offset_, y_offset_ and the output shape."""
-    if isinstance(X, HDF5Dataset):
+    if is_file(X):
         if y is not None:
             raise ValueError("y: must be None when X is an HDF5Dataset (it holds the targets)")
         est._y_1d = X.y_ndim == 1
         w = None if sample_weight is None else frequency_weights(sample_weight, X.n)
-        sparse = isinstance(X, SparseHDF5Dataset)
+        sparse = X.sparse_rows
         if not sparse and len(X.input_shape) != 1:
             raise ValueError(f"X: rows must be vectors, the file's are {X.input_shape}")
         p, m = X.n_columns if sparse else X.input_shape[0], X.m

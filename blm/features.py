@@ -135,13 +135,12 @@ def _sum_over_row_chunks(fn, *arrays, chunk: int = 1024):
     return total
 
 
-class LinearFeatures(Features):
-    r"""φ(x) = I_m ⊗ t(x)ᵀ: a design matrix with p columns and m outputs.
-
-    The parameter vector θ ∈ ℝ^{m·p} is the row-major ravel of the (m, p) coefficient
-    matrix Θ (one row of coefficients per output, as scikit-learn's ``coef_``), so
-    φ(x_b) θ = t(x_b) Θᵀ and φ(x_b)ᵀ v = ravel(vᵀ t(x_b)). Here t is the identity (the
-    inputs are the design rows); subclasses compute the rows from raw inputs per batch.
+class DesignFeatures(Features):
+    r"""A design with p columns and m outputs, φ(x) = I_m ⊗ t(x)ᵀ (abstract): the
+    parameter vector θ ∈ ℝ^{m·p} is the row-major ravel of the (m, p) coefficient matrix
+    Θ (one row of coefficients per output, as scikit-learn's ``coef_``), so
+    φ(x_b) θ = t(x_b) Θᵀ and φ(x_b)ᵀ v = ravel(vᵀ t(x_b)). ``RowFeatures`` forms the rows
+    t(x_b) of a batch; ``SparseLinearFeatures`` applies sparse rows without forming them.
     """
 
     n_inputs: int = eqx.field(static=True)
@@ -151,20 +150,6 @@ class LinearFeatures(Features):
         self.n_inputs = positive_int(n_inputs, "n_inputs")
         self.n_outputs = positive_int(n_outputs, "n_outputs")
 
-    def transform(self, inputs) -> Float[Array, "b p"]:
-        """The design rows of a batch of inputs (identity here)."""
-        return inputs
-
-    def block_rows(self) -> int | None:
-        """None when the rows are the inputs (a block of an in-memory design would only
-        copy it); for rows computed from raw inputs (a subclass's ``transform``) as many
-        as fit p numbers each, twice (the rows and their pre-activation), in
-        ``FEATURE_BLOCK_BYTES``."""
-        if type(self).transform is LinearFeatures.transform:
-            return None
-        itemsize = jnp.dtype(jnp.result_type(float)).itemsize
-        return max(1, FEATURE_BLOCK_BYTES // (2 * self.n_inputs * itemsize))
-
     @property
     def d(self) -> int:
         return self.n_inputs * self.n_outputs
@@ -172,6 +157,25 @@ class LinearFeatures(Features):
     @property
     def m(self) -> int:
         return self.n_outputs
+
+    def groups_by_output(self) -> Int[Array, " d"]:
+        """One prior group per output's coefficients."""
+        return jnp.asarray(np.repeat(np.arange(self.n_outputs), self.n_inputs), jnp.int32)
+
+
+class RowFeatures(DesignFeatures):
+    r"""A design whose rows t(x_b) (b, p) are formed per batch by ``transform``
+    (abstract): products, squared rows and the dense Jacobian from them."""
+
+    @abc.abstractmethod
+    def transform(self, inputs) -> Float[Array, "b p"]:
+        """The design rows of a batch of inputs."""
+
+    def block_rows(self) -> int | None:
+        """Rows computed from raw inputs: as many as fit p numbers each, twice (the rows
+        and their pre-activation), in ``FEATURE_BLOCK_BYTES``."""
+        itemsize = jnp.dtype(jnp.result_type(float)).itemsize
+        return max(1, FEATURE_BLOCK_BYTES // (2 * self.n_inputs * itemsize))
 
     def _jvp_rows(self, rows, z):
         return rows @ jnp.reshape(z, (self.n_outputs, self.n_inputs)).T
@@ -226,12 +230,32 @@ class LinearFeatures(Features):
         eye = jnp.eye(self.n_outputs, dtype=rows.dtype)
         return jnp.einsum("kl,bp->bklp", eye, rows).reshape(rows.shape[0], self.n_outputs, self.d)
 
-    def groups_by_output(self) -> Int[Array, " d"]:
-        """One prior group per output's coefficients."""
-        return jnp.asarray(np.repeat(np.arange(self.n_outputs), self.n_inputs), jnp.int32)
+
+class LinearFeatures(RowFeatures):
+    r"""φ(x) = I_m ⊗ xᵀ: a design matrix with p columns and m outputs, the inputs being
+    its rows (see ``DesignFeatures`` for θ's layout).
+
+    Args:
+        n_inputs: p, the design's columns.
+        n_outputs: m, the outputs (θ holds m·p coefficients).
+
+    Example:
+        >>> import blm, jax.numpy as jnp
+        >>> blm.LinearFeatures(3, 2).d
+        6
+    """
+
+    def transform(self, inputs) -> Float[Array, "b p"]:
+        """The design rows of a batch: the inputs themselves."""
+        return inputs
+
+    def block_rows(self) -> int | None:
+        """None: the rows are the inputs (a block of an in-memory design would only copy
+        it)."""
+        return None
 
 
-class SparseLinearFeatures(LinearFeatures):
+class SparseLinearFeatures(DesignFeatures):
     r"""A sparse design matrix with p columns and m outputs, φ(x) = I_m ⊗ t(x)ᵀ as in
     ``LinearFeatures``, where each input is a padded sparse row: r (column, value) pairs
     (b, r, 2), padding (0, 0) (``blm.data.padded_rows``, ``SparseHDF5Dataset``).
@@ -261,12 +285,6 @@ class SparseLinearFeatures(LinearFeatures):
                     f"{x_offset.shape}"
                 )
         self.x_offset = x_offset
-
-    def transform(self, inputs):
-        raise TypeError("transform: sparse rows are applied by gather/scatter, never densified")
-
-    linearize = Features.linearize
-    linearize_many = Features.linearize_many
 
     def block_rows(self) -> int | None:
         """None: a block costs b·r·m numbers, never b × p."""
@@ -326,7 +344,7 @@ class SparseLinearFeatures(LinearFeatures):
         return jnp.einsum("kl,bp->bklp", eye, rows).reshape(b, self.n_outputs, self.d)
 
 
-class RandomFourierFeatures(LinearFeatures):
+class RandomFourierFeatures(RowFeatures):
     r"""φ(x) = √(2/D) cos(x Ω + b), Ω ~ N(0, ℓ⁻²I), b ~ U[0, 2π): D random features of an
     RBF kernel with lengthscale ℓ (Rahimi & Recht), computed batch by batch from the
     raw inputs x ∈ ℝ^p, so the n × D design is never held in memory.

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse
 
 from blm._checks import as_csr, as_float_array, frequency_weights, same_length
-from blm.data import ArrayDataset, Dataset, HDF5Dataset, SparseHDF5Dataset, sparse_rows
+from blm.data import ArrayDataset, Dataset, HDF5Dataset, is_file, sparse_rows
 from blm.evidence.closed_form import row_padding
 from blm.features import LinearFeatures, SparseLinearFeatures
 
@@ -138,9 +138,9 @@ def prepare(X, targets: np.ndarray | None, sample_weight, n_outputs: int, dtype)
     """(base features on p + 1 columns, the dataset of rows and targets, p). The rows
     are scaled by √w_i, the targets never (labels, and later the GLM's pseudo-targets
     s_i(f_i + u_i), are the rows' targets as they are)."""
-    if isinstance(X, HDF5Dataset):
+    if is_file(X):
         w = None if sample_weight is None else frequency_weights(sample_weight, X.n)
-        if isinstance(X, SparseHDF5Dataset):
+        if X.sparse_rows:
             p = X.n_columns
             view = X.shifted(np.zeros(p), np.zeros(X.m), w).with_targets(targets)
             return SparseLinearFeatures(p + 1, n_outputs), view.unscaled_targets(), p

@@ -35,7 +35,7 @@ from jaxtyping import PyTree
 from blm import operators as ops
 from blm._checks import as_float_array, positive, positive_int, same_length
 from blm._progress import StepBar
-from blm.data import ArrayDataset, HDF5Dataset, SparseHDF5Dataset, default_dtype
+from blm.data import ArrayDataset, default_dtype, is_file
 from blm.evidence.closed_form import DenseGaussianModel
 from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
@@ -124,9 +124,9 @@ def linearise(
     """
     if not isinstance(likelihood, Likelihood):
         raise TypeError(f"likelihood must be a blm Likelihood, got {type(likelihood).__name__}")
-    if isinstance(data, SparseHDF5Dataset):
+    if is_file(data) and data.sparse_rows:
         raise TypeError("data: a network takes dense inputs; got a sparse (CSR) HDF5 dataset")
-    if isinstance(data, HDF5Dataset):
+    if is_file(data):
         X, y, input_shape = None, data.targets(), data.input_shape
     else:
         try:

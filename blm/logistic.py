@@ -28,7 +28,7 @@ from blm._checks import (
     positive,
 )
 from blm._params import RegressorParams
-from blm.data import HDF5Dataset, default_dtype
+from blm.data import default_dtype, is_file
 from blm.estimator_defaults import CLASSIFIER_DEFAULTS, SAMPLED_DEFAULT_K
 from blm.exceptions import warn, warn_not_converged
 from blm.glm import (
@@ -175,7 +175,7 @@ class BayesianLogisticRegression(RegressorParams):
             return self._fit(X, y, sample_weight)
 
     def _fit(self, X, y, sample_weight):
-        if isinstance(X, HDF5Dataset):
+        if is_file(X):
             if y is not None:
                 raise ValueError("y: must be None when X is an HDF5Dataset (it holds the labels)")
             y, names = X.targets(), X.feature_names
@@ -314,7 +314,7 @@ class BayesianLogisticRegression(RegressorParams):
         are checked against the fitted ones unless the caller has (``names_checked``:
         ``blm predict`` checks the file's)."""
         self._check_fitted()
-        if isinstance(X, HDF5Dataset):
+        if is_file(X):
             raise TypeError("X: predict takes in-memory arrays (read the file's rows first)")
         if not names_checked:
             check_feature_names(

@@ -25,7 +25,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from blm.data import HDF5Dataset, default_dtype
+from blm.data import default_dtype, is_file
 
 FLOAT32, FLOAT64 = np.dtype(np.float32), np.dtype(np.float64)
 
@@ -41,7 +41,7 @@ def input_dtype(X: Any) -> np.dtype:
     Returns:
         ``np.dtype('float32')`` or ``np.dtype('float64')``.
     """
-    if isinstance(X, HDF5Dataset):
+    if is_file(X):
         return np.dtype(default_dtype())
     dtype = getattr(X, "dtype", None)
     if dtype is None and hasattr(X, "dtypes"):  # a pandas table: one dtype per column
