@@ -19,7 +19,14 @@ from jaxtyping import Array, Float
 from blm._checks import as_float_array, one_of, positive_int
 from blm.evidence.loop import Trajectory
 from blm.h5io import atomic_h5, open_h5
-from blm.likelihoods import Bernoulli, Categorical, Gaussian, Likelihood
+from blm.likelihoods import (
+    Bernoulli,
+    Categorical,
+    Gaussian,
+    Likelihood,
+    is_classifier,
+    n_classes_of,
+)
 from blm.network import NetworkFeatures
 from blm.priors import Prior
 from blm.solvers.exact import ExactPosterior
@@ -133,7 +140,7 @@ class LaplacePosterior:
         """Classification: class probabilities (t, C) by Monte Carlo over the samples
         (``"mc"``) or the probit approximation (``"probit"``, with the exact logit
         variances where the posterior is factored)."""
-        if not isinstance(self.likelihood, Categorical | Bernoulli):
+        if not is_classifier(self.likelihood):
             raise TypeError("predict_proba needs a Categorical or Bernoulli likelihood")
         one_of(method, "method", ("mc", "probit"))
         if method == "mc":
@@ -163,8 +170,8 @@ class LaplacePosterior:
             f.attrs["likelihood"] = type(self.likelihood).__name__
             if self.likelihood.noise_precision is not None:
                 f["beta"] = np.asarray(self.likelihood.beta)
-            if isinstance(self.likelihood, Categorical):
-                f.attrs["n_classes"] = self.likelihood.n_classes
+            if n_classes_of(self.likelihood) is not None:
+                f.attrs["n_classes"] = n_classes_of(self.likelihood)
             f.attrs["structure_hash"] = self.features.structure_hash()
             f.attrs["weights_hash"] = self.features.weights_hash()
             f.attrs["input_shape"] = np.asarray(self.features.input_shape, np.int64)

@@ -298,3 +298,13 @@ class Categorical(_Classifier):
     def probs(self, f: Float[Array, "... m"]) -> Float[Array, "... m"]:
         """Class probabilities softmax(f)."""
         return jax.nn.softmax(f, axis=-1)
+
+
+def is_classifier(likelihood: Likelihood) -> bool:
+    """Whether ``likelihood`` is over class labels (``Bernoulli``, ``Categorical``)."""
+    return isinstance(likelihood, _Classifier)
+
+
+def n_classes_of(likelihood: Likelihood) -> int | None:
+    """A ``Categorical``'s number of classes; None for any other likelihood."""
+    return likelihood.n_classes if isinstance(likelihood, Categorical) else None
