@@ -92,7 +92,7 @@ def worker(task: dict) -> dict:
         else:  # in memory: the dense design read whole
             with h5py.File(task["path"], "r") as f:
                 if isinstance(f["X"], h5py.Group):
-                    from blm.data import csr_block
+                    from blm.csr import csr_block
 
                     X = csr_block(f["X"], 0, f["X"].attrs["shape"][0]).toarray()
                 else:

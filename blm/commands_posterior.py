@@ -49,7 +49,8 @@ def predict(args: argparse.Namespace) -> int:
     import h5py
 
     from blm._checks import check_feature_names
-    from blm.data import column_names, csr_block
+    from blm.csr import csr_block
+    from blm.data import column_names
     from blm.persistence import label_array as persistence_labels
 
     _precision_of(args.posterior)

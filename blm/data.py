@@ -31,6 +31,7 @@ from blm._checks import (
     positive_int,
     same_length,
 )
+from blm.csr import padded_rows, scaled_values, with_offset_pair
 from blm.h5io import open_h5
 
 
@@ -393,7 +394,19 @@ class HDF5Dataset(FileDataset):
     def shifted(self, x_offset, y_offset, sample_weight=None) -> HDF5Dataset:
         """The same file read as (x − x_offset, y − y_offset): centring without a copy;
         with frequency weights w (n,) each row also scaled by √w_i, and Σw observations
-        counted (``ArrayDataset``): the weighted least-squares rows of a linear model."""
+        counted (``ArrayDataset``): the weighted least-squares rows of a linear model.
+
+        Args:
+            x_offset: (input_shape) subtracted from every input row.
+            y_offset: (m,) subtracted from every target row.
+            sample_weight: (n,) frequency weights ≥ 0, or None.
+
+        Returns:
+            A view of the same file (nothing is copied or written).
+
+        Raises:
+            ValueError: offsets of the wrong shapes, or bad weights.
+        """
         view = self._weighted(sample_weight)
         x_offset = np.asarray(x_offset, np.float64)
         y_offset = np.asarray(y_offset, np.float64).reshape(-1)
@@ -446,6 +459,19 @@ class SparseHDF5Dataset(FileDataset):
     fill the rows in, so ``shifted(x̄, …)`` appends one pair (p, 1) to each row instead
     (scaled by √w_i with the values), which ``SparseLinearFeatures(p, m, x_offset=x̄)``
     reads as −x̄: the centred design, still sparse.
+
+    Args:
+        path: the file.
+        x: the CSR group's name.
+        y: the targets' dataset name.
+        block_size: rows per read.
+
+    Raises:
+        ValueError: no CSR group named ``x`` (naming what the file holds), an
+            inconsistent one, or targets as ``HDF5Dataset`` refuses them.
+
+    Example:
+        >>> ds = blm.SparseHDF5Dataset("panel.h5", x="X", y="y")  # doctest: +SKIP
     """
 
     def _x_layout(self, f: h5py.File) -> tuple[int, tuple[int, ...]]:
@@ -515,7 +541,7 @@ class SparseHDF5Dataset(FileDataset):
             xb = with_offset_pair(xb, self.n_columns)
         if self.row_scale is None:
             return xb
-        return _scaled_values(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
+        return scaled_values(xb, self.row_scale[start : start + len(xb)].astype(xb.dtype))
 
     def _read_x(self, f: h5py.File, start: int, stop: int, dtype) -> np.ndarray:
         """Rows start:stop as padded (column, value) pairs (b, r, 2), checked."""
@@ -531,54 +557,6 @@ class SparseHDF5Dataset(FileDataset):
         return padded_rows(data, index, ptr - ptr[0], self._input_shape[0], dtype)
 
 
-def padded_rows(data, indices, indptr, width: int, dtype=None) -> np.ndarray:
-    """CSR rows (data, indices, indptr from 0) as (b, width, 2) (column, value) pairs,
-    padded with (0, 0): the input format of ``SparseLinearFeatures``."""
-    counts = np.diff(indptr)
-    if counts.size and counts.max() > width:
-        raise ValueError(f"width: rows have up to {counts.max()} entries, more than {width}")
-    out = np.zeros((len(counts), width, 2), dtype or default_dtype())
-    row = np.repeat(np.arange(len(counts)), counts)
-    slot = np.arange(len(indices)) - np.repeat(indptr[:-1], counts)
-    out[row, slot, 0], out[row, slot, 1] = indices, data
-    return out
-
-
-def sparse_rows(X, row_scale: np.ndarray | None = None, centred: bool = False) -> np.ndarray:
-    """A scipy CSR array (n, p) as padded (column, value) rows (n, r, 2), r its longest
-    row (at least 1), with the offset pair (p, 1) appended to each row if ``centred``,
-    values scaled by ``row_scale`` (n,) where given: the in-memory input format of
-    ``SparseLinearFeatures``, as a ``SparseHDF5Dataset`` (``shifted``) reads it."""
-    if not isinstance(centred, bool):
-        raise TypeError(f"centred must be True or False, got {centred!r}")
-    if np.dtype(default_dtype()) == np.float32 and X.shape[1] >= 1 << 24:
-        raise ValueError(
-            f"X: {X.shape[1]} columns need float64 column indices; enable jax_enable_x64"
-        )
-    width = max(int(np.diff(X.indptr).max(initial=0)), 1)
-    rows = padded_rows(X.data, X.indices, X.indptr, width, np.float64)
-    rows = with_offset_pair(rows, X.shape[1]) if centred else rows
-    return rows if row_scale is None else _scaled_values(rows, row_scale)
-
-
-def with_offset_pair(rows: np.ndarray, p: int) -> np.ndarray:
-    """Padded (column, value) rows (b, r, 2) with the pair (p, 1) appended to each
-    (b, r + 1, 2): the column that ``SparseLinearFeatures(p, m, x_offset=x̄)`` reads as
-    −x̄, so that each row acts as x_i − x̄ (scaled rows scale it too)."""
-    rows = np.asarray(rows)
-    if rows.ndim != 3 or rows.shape[-1] != 2:
-        raise ValueError(f"rows must be padded (column, value) pairs (b, r, 2), got {rows.shape}")
-    p = positive_int(p, "p")
-    pair = np.broadcast_to(np.asarray([p, 1], rows.dtype), (len(rows), 1, 2))
-    return np.concatenate([rows, pair], axis=1)
-
-
-def _scaled_values(rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """Padded (column, value) rows (b, r, 2) with row i's values times scale_i, the
-    columns kept."""
-    return np.stack([rows[..., 0], rows[..., 1] * scale[:, None]], axis=-1)
-
-
 def open_hdf5(
     path: str | os.PathLike, x: str = "X", y: str = "y", block_size: int = 4096
 ) -> FileDataset:
@@ -587,17 +565,6 @@ def open_hdf5(
     with open_h5(path, "path") as f:
         sparse = isinstance(f.get(x), h5py.Group)
     return (SparseHDF5Dataset if sparse else HDF5Dataset)(path, x, y, block_size)
-
-
-def csr_block(group: h5py.Group, start: int, stop: int):
-    """Rows start:stop of a CSR group as a scipy ``csr_array`` (float64)."""
-    import scipy.sparse
-
-    ptr = group["indptr"][start : stop + 1].astype(np.int64)
-    data = group["data"][ptr[0] : ptr[-1]].astype(np.float64)
-    indices = group["indices"][ptr[0] : ptr[-1]]
-    shape = (stop - start, int(group.attrs["shape"][1]))
-    return scipy.sparse.csr_array((data, indices, ptr - ptr[0]), shape=shape)
 
 
 def is_file(X) -> bool:

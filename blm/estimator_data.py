@@ -25,7 +25,8 @@ from blm._checks import (
     positive_int,
     same_length,
 )
-from blm.data import ArrayDataset, default_dtype, is_file, sparse_rows
+from blm.csr import sparse_rows
+from blm.data import ArrayDataset, default_dtype, is_file
 from blm.estimator_defaults import SAMPLED_DEFAULT_K
 from blm.features import LinearFeatures, SparseLinearFeatures
 from blm.solvers.auto import choose_solver

@@ -258,7 +258,7 @@ class LinearFeatures(RowFeatures):
 class SparseLinearFeatures(DesignFeatures):
     r"""A sparse design matrix with p columns and m outputs, φ(x) = I_m ⊗ t(x)ᵀ as in
     ``LinearFeatures``, where each input is a padded sparse row: r (column, value) pairs
-    (b, r, 2), padding (0, 0) (``blm.data.padded_rows``, ``SparseHDF5Dataset``).
+    (b, r, 2), padding (0, 0) (``blm.csr.padded_rows``, ``SparseHDF5Dataset``).
 
     φ(x_b)θ gathers: (φ(x_b)θ)_{ik} = Σ_j v_ij Θ[k, c_ij]; φ(x_b)ᵀu scatter-adds:
     Θ̃[k, c_ij] += v_ij u_ik. Cost O(b·r·m) per batch plus O(d) for the output; the

@@ -19,7 +19,8 @@ import numpy as np
 import scipy.sparse
 
 from blm._checks import as_csr, as_float_array, frequency_weights, same_length
-from blm.data import ArrayDataset, Dataset, HDF5Dataset, is_file, sparse_rows
+from blm.csr import sparse_rows
+from blm.data import ArrayDataset, Dataset, HDF5Dataset, is_file
 from blm.evidence.closed_form import row_padding
 from blm.features import LinearFeatures, SparseLinearFeatures
 

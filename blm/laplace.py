@@ -32,12 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import PyTree
 
-from blm import operators as ops
+from blm import laplace_evidence
 from blm._checks import as_float_array, positive, positive_int, same_length
 from blm._progress import StepBar
 from blm.data import ArrayDataset, default_dtype, is_file
 from blm.evidence.closed_form import DenseGaussianModel
-from blm.evidence.lanczos import rademacher_probes, slq_logdet
 from blm.evidence.loop import (
     HyperparameterFit,
     HyperparameterRangeError,
@@ -46,7 +45,7 @@ from blm.evidence.loop import (
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
 from blm.laplace_settings import COLD_START, DEFAULT_START, Hyperparameters, WarmStart
-from blm.likelihoods import Likelihood
+from blm.likelihoods import Likelihood, observations_per_row
 from blm.memory import (
     MemoryEstimate,
     check_exact_memory,
@@ -279,12 +278,15 @@ class LinearisedModel:
                 defaults to the data form mean_j z_jᵀΦᵀBΦz_j (``blm.evidence.mackay``):
                 plain SGD hardly moves a sample in the directions the prior dominates
                 (most of a network's), which biases the combined form upwards. The
-                centre defaults to ``"linear"`` (θ̄); ``"map"`` (w̄) ends at the
-                stationary point of the Laplace evidence ``log_evidence`` reports. With
-                ``"linear"`` and a very confident classifier α can run away upwards;
-                with ``"map"`` a network trained with little weight decay gets a small
-                α and a wide predictive: both mean the network was trained at an α the
-                evidence rejects (``blm.train_with_evidence`` retrains it).
+                centre defaults to ``"map"`` (w̄): EM ends at the stationary point of
+                Laplace's evidence around w̄, the one ``post.log_evidence`` reports and
+                laplace-torch's ``log_marginal_likelihood`` computes. ``"linear"`` (θ̄,
+                the seed papers' sample-based EM) maximises the linear model's evidence
+                instead, and an exact fit then reports that one. With ``"linear"`` and a
+                very confident classifier α can run away upwards; with ``"map"`` a
+                network trained with little weight decay gets a small α and a wide
+                predictive: both mean the network was trained at an α the evidence
+                rejects (``blm.train_with_evidence`` retrains it).
             em_steps: MacKay steps (0: none).
             tol: stop EM once no α_g, β changes by more than this, relative.
             start: where α, β start and which layers' α are given
@@ -338,7 +340,7 @@ class LinearisedModel:
         likelihood = self.likelihood
         if likelihood.noise_precision is not None and start.beta is not None:
             likelihood = likelihood.with_beta(positive(start.beta, "beta"))
-        elif likelihood.noise_precision is not None and em_steps > 0:
+        elif likelihood.noise_precision is not None and em_steps > 0 and not start.fixed_beta:
             # EM's start: the MAP network's residuals, 1/β ≈ their mean square
             resid = self.targets - np.asarray(self.offsets)
             likelihood = likelihood.with_beta(1.0 / max(float(np.mean(resid**2)), 1e-12))
@@ -357,6 +359,7 @@ class LinearisedModel:
                 tol=tol,
                 fixed=self.fixed_layers(start.fixed_alpha, start.per_layer),
                 progress=bar.callback,
+                fit_beta=likelihood.noise_precision is not None and not start.fixed_beta,
             ),
         )
         try:
@@ -399,23 +402,23 @@ class LinearisedModel:
             fit.trajectory,
             fit.diagnostics,
             exact,
-            None
-            if exact is None
-            else self._laplace_log_evidence(exact.prior, likelihood, exact.logdet()),
+            self._reported_evidence(fit, exact, likelihood, rule.centre),
         )
         post.converged, post.last_change = bool(fit.converged), float(fit.last_change)
         return post
 
-    def _laplace_log_evidence(self, prior: Prior, likelihood: Likelihood, logdet_h) -> float:
-        """log p(y | α, β) ≈ log p(y | w̄) − ½ w̄ᵀAw̄ + ½ log det A − ½ log det H (Laplace's
-        approximation around w̄; the 2π factors of prior and Gaussian integral cancel)."""
-        dtype = jnp.result_type(float)
-        w = jnp.asarray(self.features.w, dtype)
-        fit = likelihood.log_likelihood(
-            jnp.asarray(self.offsets, dtype), jnp.asarray(self.targets, dtype)
-        )
-        penalty = 0.5 * jnp.sum(prior.precision() * w**2)
-        return float(fit - penalty + 0.5 * prior.logdet() - 0.5 * logdet_h)
+    def _reported_evidence(self, fit, exact, likelihood, centre: str) -> float | None:
+        """The evidence an exact fit maximised, at its α, β: Laplace's around w̄
+        (centre "map") or the linear model's (centre "linear"); None for a sampled fit."""
+        if exact is None:
+            return None
+        if centre == "linear":
+            score = float(fit.score)
+            if likelihood.noise_precision is None:  # one whitened row per input and output
+                extra = observations_per_row(likelihood) - 1  # the dense model counted n
+                score -= 0.5 * self.dataset.n * extra * np.log(2 * np.pi)
+            return score
+        return laplace_evidence.laplace_log_evidence(self, exact.prior, likelihood, exact.logdet())
 
     def log_evidence(
         self,
@@ -424,42 +427,57 @@ class LinearisedModel:
         depth: int = 50,
         n_probes: int = 8,
         probes=None,
+        *,
+        alpha=None,
+        beta=None,
     ) -> float:
-        """Laplace's log evidence log p(y | α, β) ≈ log p(y | w̄) − ½w̄ᵀAw̄ + ½ log det A
-        − ½ log det H at ``post``'s α (and β), H = Σ_i J_iᵀB_iJ_i + A at w̄ (MacKay 1992):
-        what networks and hyperparameters are compared by. log det H comes from the
-        Cholesky factor of an exact fit (``post.exact``; then it equals
-        ``post.log_evidence``), otherwise by stochastic Lanczos quadrature: ``n_probes``
-        Rademacher probes (or the rows of ``probes``, e.g. ``basis_probes(d)`` for the
-        exact trace), Lanczos to ``depth`` on H applied matrix-free (one pass over the
-        data per step and probe). Its error is the probes' (Hutchinson's) plus the
-        quadrature's: sd √(2(‖log H‖_F² − Σ_i (log H)_ii²)/P) for Rademacher probes."""
-        same = post.features.structure_hash() == self.features.structure_hash()
-        if not (same and post.features.weights_hash() == self.features.weights_hash()):
-            raise ValueError("post: fitted for another network than this linearised model")
-        prior = Prior(post.alpha, post.groups)
-        if post.exact is not None:
-            return self._laplace_log_evidence(prior, post.likelihood, post.exact.logdet())
-        d = self.features.d
-        depth = positive_int(depth, "depth")
-        if depth > d:
-            raise ValueError(f"depth: Krylov depth {depth} exceeds d={d}")
-        if probes is None:
-            key = jax.random.PRNGKey(key) if isinstance(key, int) else key
-            probes = rademacher_probes(key, n_probes, d)
-        probes = jnp.asarray(probes, jnp.result_type(float))
-        if probes.ndim != 2 or probes.shape[1] != d:
-            raise ValueError(f"probes must have shape (P, d={d}), got {probes.shape}")
-        blocks = ops.traced_blocks(self.features, self.dataset, self.block_size)
-        logdet_h = _slq_logdet_h(self.features, post.likelihood, prior, blocks, probes, depth)
-        if not bool(jnp.isfinite(logdet_h)):
-            raise FloatingPointError(
-                f"depth: Lanczos broke down at Krylov depth {depth} (log det H not finite); "
-                "lower depth"
-            )
-        return self._laplace_log_evidence(prior, post.likelihood, logdet_h)
+        r"""Laplace's log evidence around w̄ (MacKay 1992), at ``post``'s α, β or at given ones:
 
-    def _fit_sampled(self, run: dict, solver, rule, progress, start, final_solve):
+            log p(y | α, β) ≈ log p(y | w̄) − ½ w̄ᵀAw̄ + ½ log det A − ½ log det H,
+
+        H = Σ_i J_iᵀB_iJ_i + A at w̄, what networks and hyperparameters are compared by.
+        The curvature is not refitted at a new (α, β): an exact posterior's log det H
+        comes from its Cholesky factor (``ExactPosterior.logdet_at``: exact), a sampled
+        one's by stochastic Lanczos quadrature on H applied matrix-free (one pass over the
+        data per Lanczos step and probe), whose error is the probes' (Hutchinson's) plus
+        the quadrature's: sd √(2(‖log H‖_F² − Σ_i (log H)_ii²)/P) for Rademacher probes.
+
+        Args:
+            post: a posterior fitted by this model.
+            key: the probes' key (SLQ).
+            depth: the Lanczos depth (SLQ; ≤ d).
+            n_probes: Rademacher probes (SLQ).
+            probes: (P, d) probes in place of random ones, e.g. ``basis_probes(d)`` for
+                the exact trace.
+            alpha: the prior precisions to evaluate at, a scalar or one per group of
+                ``post`` (None: ``post.alpha``).
+            beta: the Gaussian noise precision(s) to evaluate at (None: ``post``'s); for
+                an exact posterior β may change only by one factor for every output.
+
+        Returns:
+            The log evidence (nats).
+
+        Raises:
+            ValueError: ``post`` fitted for another network, ``alpha`` or ``beta`` of the
+                wrong shape or not positive, ``beta`` for a likelihood without a noise
+                precision, or a depth above d.
+            FloatingPointError: Lanczos broke down.
+
+        Example:
+            >>> lm.log_evidence(post, alpha=2 * post.alpha)  # doctest: +SKIP
+        """
+        return laplace_evidence.log_evidence(
+            self,
+            post,
+            key=key,
+            depth=depth,
+            n_probes=n_probes,
+            probes=probes,
+            alpha=alpha,
+            beta=beta,
+        )
+
+    def _fit_sampled(self, run: _Run, solver, rule, progress, start, final_solve):
         """Sample-based MacKay EM around the SGD sampler (``fit``'s default) or CG, both
         warm-started from ``start`` ((k + 1, d): w̄ and the given samples, or w̄ alone),
         through the one pipeline (``blm.pipeline.fit_hyperparameters``)."""
@@ -484,7 +502,7 @@ class LinearisedModel:
             init=first,
         )
 
-    def _fit_exact(self, run: dict, rule) -> tuple[HyperparameterFit, ExactPosterior]:
+    def _fit_exact(self, run: _Run, rule) -> tuple[HyperparameterFit, ExactPosterior]:
         """Exact MacKay steps on the dense (whitened) GGN; the posterior at the final α, β
         with k exact draws."""
         likelihood = run.likelihood
@@ -527,7 +545,7 @@ class LinearisedModel:
             Problem(self.features, likelihood, run.prior, self.dataset, self.block_size, None),
             Exact(),
             rule,
-            settings=dataclasses.replace(run.settings, fit_beta=gaussian, check=check),
+            settings=dataclasses.replace(run.settings, check=check),
             dense=model,
             centre=centre_w,
         )
@@ -550,18 +568,6 @@ class _Run:
     centre: str
     memory_limit: int | None
     settings: FitSettings
-
-
-@eqx.filter_jit
-def _slq_logdet_h(features, likelihood, prior: Prior, blocks, probes, depth: int):
-    """SLQ estimate of log det (ΦᵀBΦ + A), H applied by ``operators.normal_operator``."""
-    beta = likelihood.noise_precision
-    beta = jnp.zeros(0) if beta is None else beta
-
-    def hmul(v):
-        return ops.normal_operator((v, beta), features, likelihood, blocks) + prior.mul(v)
-
-    return slq_logdet(hmul, probes, depth)
 
 
 @eqx.filter_jit

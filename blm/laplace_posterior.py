@@ -111,16 +111,35 @@ class LaplacePosterior:
         return jnp.asarray(X, self.features.w.dtype)
 
     def outputs(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
-        """(f(w̄, x) (t, m), J(x) z_j (k, t, m)) for inputs X (t, *input_shape)."""
+        """The network's outputs and the samples' linearised deviations.
+
+        Args:
+            X: inputs (t, *input_shape).
+            block_size: inputs per Jacobian-vector pass.
+
+        Returns:
+            (f(w̄, x) (t, m), J(x) z_j (k, t, m)).
+
+        Raises:
+            ValueError: rows of another shape than the network's inputs.
+        """
         X = self._inputs(X)
         return sampled_outputs(
             self.features, X, self.samples, positive_int(block_size, "block_size")
         )
 
     def output_variance(self, X, block_size: int = 256) -> tuple[jax.Array, jax.Array]:
-        """(f(w̄, x), v(x)) (t, m) each: the variance of each linearised output,
-        v = diag J(x)H⁻¹J(x)ᵀ, exact where the posterior is factored (``exact``; the
-        Jacobian rows of ``block_size`` inputs at a time), else the samples' (1/k)Σ_j (J(x)z_j)²."""
+        """The variance of each linearised output, v = diag J(x)H⁻¹J(x)ᵀ: exact where the
+        posterior is factored (``exact``; the Jacobian rows of ``block_size`` inputs at a
+        time), else the samples' (1/k)Σ_j (J(x)z_j)².
+
+        Args:
+            X: inputs (t, *input_shape).
+            block_size: inputs per pass.
+
+        Returns:
+            (f(w̄, x), v(x)), each (t, m).
+        """
         if self.exact is None:
             f0, fz = self.outputs(X, block_size)
             return f0, jnp.mean(fz**2, axis=0)
@@ -129,17 +148,47 @@ class LaplacePosterior:
         return jnp.concatenate([p[0] for p in parts]), jnp.concatenate([p[1] for p in parts])
 
     def predict(self, X, block_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-        """Regression: predictive mean f(w̄, x) and variance v(x) + 1/β, (t, m), with v the
-        linearised output variance (``output_variance``: exact, or the samples')."""
+        """Regression: the predictive mean f(w̄, x) and variance v(x) + 1/β, with v the
+        linearised output variance (``output_variance``: exact, or the samples').
+
+        Args:
+            X: inputs (t, *input_shape).
+            block_size: inputs per pass.
+
+        Returns:
+            (mean, variance), each (t, m).
+
+        Raises:
+            TypeError: the likelihood is not Gaussian (use ``predict_proba``).
+
+        Example:
+            >>> mean, var = post.predict(X_test)  # doctest: +SKIP
+        """
         if self.likelihood.noise_precision is None:
             raise TypeError("predict is for a Gaussian likelihood; use predict_proba")
         f0, var = self.output_variance(X, block_size)
         return np.asarray(f0), np.asarray(var + 1.0 / self.likelihood.beta)
 
     def predict_proba(self, X, method: str = "mc", block_size: int = 256) -> np.ndarray:
-        """Classification: class probabilities (t, C) by Monte Carlo over the samples
-        (``"mc"``) or the probit approximation (``"probit"``, with the exact logit
-        variances where the posterior is factored)."""
+        """Classification: class probabilities, by Monte Carlo over the samples,
+        p(x) = (1/k) Σ_j softmax(f(w̄, x) + J(x)z_j) (``"mc"``), or the probit
+        approximation softmax(f/√(1 + πv/8)) with the logit variances v (exact where the
+        posterior is factored; ``"probit"``).
+
+        Args:
+            X: inputs (t, *input_shape).
+            method: ``"mc"`` or ``"probit"``.
+            block_size: inputs per pass.
+
+        Returns:
+            (t, C) probabilities (C = 2 for ``Bernoulli``).
+
+        Raises:
+            TypeError: the likelihood is not a classifier's; ValueError: another method.
+
+        Example:
+            >>> proba = post.predict_proba(X_test, method="probit")  # doctest: +SKIP
+        """
         if not is_classifier(self.likelihood):
             raise TypeError("predict_proba needs a Categorical or Bernoulli likelihood")
         one_of(method, "method", ("mc", "probit"))
@@ -153,7 +202,17 @@ class LaplacePosterior:
     def save(self, path: str | os.PathLike) -> None:
         """Write mean, samples, α, β, groups, the exact posterior's Cholesky factor (and Ψ
         in dual form) where there is one, and the model's structure and weight hashes to
-        an HDF5 file (written to a temporary name, then renamed into place)."""
+        an HDF5 file (written to a temporary name, then renamed into place).
+
+        Args:
+            path: the file to write (its directory must exist).
+
+        Raises:
+            ValueError: naming ``path`` where it cannot be written.
+
+        Example:
+            >>> post.save("post.h5")  # doctest: +SKIP
+        """
         with atomic_h5(path) as f:
             f["mean"] = np.asarray(self.mean)
             f["samples"] = np.asarray(self.samples)
@@ -185,7 +244,24 @@ class LaplacePosterior:
         apply=None,
     ) -> LaplacePosterior:
         """Read a posterior saved by ``save`` for ``model`` (the network it was fitted
-        around); a file fitted for another architecture or other weights raises."""
+        around).
+
+        Args:
+            path: the file.
+            model: the trained network the posterior was fitted around.
+            filter_spec: the leaves linearised, as given to ``linearise``.
+            apply: the apply function, as given to ``linearise`` (non-Equinox models).
+
+        Returns:
+            The ``LaplacePosterior``, predicting as the saved one.
+
+        Raises:
+            ValueError: not a blm posterior file, or one fitted for another
+                architecture or other weights.
+
+        Example:
+            >>> post = LaplacePosterior.load("post.h5", net)  # doctest: +SKIP
+        """
         path = os.fspath(path)
         with open_h5(path, "path") as f:
             missing = [k for k in ("mean", "samples", "alpha", "groups") if k not in f]

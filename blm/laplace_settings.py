@@ -11,7 +11,7 @@ r"""Settings of a linearised-Laplace fit, as objects checked where they are buil
 Example:
     >>> import blm
     >>> blm.Hyperparameters(alpha=10.0, per_layer=True)
-    Hyperparameters(alpha=10.0, beta=None, per_layer=True, fixed_alpha=None)
+    Hyperparameters(alpha=10.0, beta=None, per_layer=True, fixed_alpha=None, fixed_beta=False)
     >>> blm.Hyperparameters(alpha=0.0)
     Traceback (most recent call last):
     ValueError: alpha must be strictly positive, got 0.0
@@ -44,6 +44,8 @@ class Hyperparameters:
         fixed_alpha: ``{layer name: α > 0}`` for layers whose α is given, not fitted
             (names of ``features.group_names``, e.g. ``".layers[2]"``); needs
             ``per_layer``. The names are checked against the network by ``fit``.
+        fixed_beta: hold β at ``beta`` (None: the ``Gaussian``'s given to ``linearise``)
+            and tune α alone, as laplace-torch's ``optimize_prior_precision`` does.
 
     Raises:
         ValueError: ``alpha`` or ``beta`` not positive, ``fixed_alpha`` without
@@ -55,13 +57,15 @@ class Hyperparameters:
     beta: float | None = None
     per_layer: bool = False
     fixed_alpha: Mapping[str, float] | None = None
+    fixed_beta: bool = False
 
     def __post_init__(self) -> None:
         positive(self.alpha, "alpha")
         if self.beta is not None:
             positive(self.beta, "beta")
-        if not isinstance(self.per_layer, bool | np.bool_):
-            raise TypeError(f"per_layer must be True or False, got {self.per_layer!r}")
+        for name in ("per_layer", "fixed_beta"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.fixed_alpha is None:
             return
         if not isinstance(self.fixed_alpha, Mapping):

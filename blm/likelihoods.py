@@ -100,6 +100,18 @@ class Gaussian(Likelihood):
 
     B_i = diag(β) for every i, so L_i = diag(√β). With ``m`` outputs and a scalar β
     given, the same β is used for every output.
+
+    Args:
+        beta: β > 0, a scalar or one per output.
+        m: the number of outputs (None: as many as ``beta`` holds).
+
+    Raises:
+        ValueError: β not positive, or neither 1 nor m values.
+
+    Example:
+        >>> import blm
+        >>> blm.Gaussian(4.0, m=2).beta.tolist()
+        [4.0, 4.0]
     """
 
     beta: Float[Array, " m"]
@@ -114,7 +126,14 @@ class Gaussian(Likelihood):
         self.beta = jnp.asarray(beta_np, dtype=jnp.result_type(float))
 
     def with_beta(self, beta) -> Gaussian:
-        """The same likelihood with new noise precisions (traceable, no validation)."""
+        """The same likelihood with new noise precisions (traceable, no validation).
+
+        Args:
+            beta: (m,) precisions, or a scalar for every output.
+
+        Returns:
+            The new ``Gaussian``.
+        """
         beta = jnp.broadcast_to(jnp.asarray(beta, self.beta.dtype), self.beta.shape)
         return eqx.tree_at(lambda g: g.beta, self, beta)
 
@@ -199,7 +218,12 @@ class Bernoulli(_Classifier):
     r"""y_i ∈ {0, 1} with p(y_i = 1 | f_i) = σ(f_i), one logit per input (m = 1).
 
     B_i = p_i(1 − p_i), L_i = √B_i, and u_i = (y_i − p_i)/(p_i(1 − p_i)) (the working
-    response of iteratively reweighted least squares).
+    response of iteratively reweighted least squares). No arguments.
+
+    Example:
+        >>> import blm
+        >>> blm.Bernoulli().m
+        1
     """
 
     @property
@@ -251,6 +275,17 @@ class Categorical(_Classifier):
     factor L_i = diag(√p_i) − p_i √p_iᵀ: L_i L_iᵀ = diag(p) − 2ppᵀ + p(Σ_k p_k)pᵀ = B_i.
     The gradient is y_i − p_i (y one-hot), and u_i = y_i/p_i − 1 solves B_i u_i = y_i − p_i
     because Σ_k (y_ik − p_ik) = 0.
+
+    Args:
+        n_classes: m ≥ 2 classes (labels 0, …, m − 1).
+
+    Raises:
+        ValueError: fewer than 2 classes.
+
+    Example:
+        >>> import blm
+        >>> blm.Categorical(10).m
+        10
     """
 
     n_classes: int = eqx.field(static=True)
@@ -308,3 +343,9 @@ def is_classifier(likelihood: Likelihood) -> bool:
 def n_classes_of(likelihood: Likelihood) -> int | None:
     """A ``Categorical``'s number of classes; None for any other likelihood."""
     return likelihood.n_classes if isinstance(likelihood, Categorical) else None
+
+
+def observations_per_row(likelihood: Likelihood) -> int:
+    """The rank of B_i, the directions of one row's outputs the likelihood observes: m,
+    or m − 1 for a ``Categorical`` (its logits' common shift is unobserved)."""
+    return likelihood.m - 1 if isinstance(likelihood, Categorical) else likelihood.m

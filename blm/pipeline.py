@@ -111,6 +111,7 @@ class FitSettings:
             schedule=schedule,
             fixed=self.fixed,
             final_solve=self.final_solve,
+            fit_beta=self.fit_beta,
         )
 
 

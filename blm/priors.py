@@ -34,9 +34,23 @@ def log_proper(alpha: Float[Array, " G"]) -> Float[Array, " G"]:
 class Prior(eqx.Module):
     r"""Diagonal Gaussian prior N(0, A⁻¹), A = diag(α_{g(i)}).
 
+    Args:
+        alpha: precision per group, shape ``(G,)``, each ≥ 0 (0: flat), at least one > 0.
+        groups: group index of each coordinate, shape ``(d,)``, values in ``[0, G)``,
+            every group non-empty.
+
     Attributes:
-        alpha: precision per group, shape ``(G,)``, each ≥ 0 (0: flat).
-        groups: group index of each coordinate, shape ``(d,)``, values in ``[0, G)``.
+        alpha: precision per group, shape ``(G,)``.
+        groups: group index of each coordinate, shape ``(d,)``.
+
+    Raises:
+        ValueError: ``alpha`` negative, non-finite or all zero; ``groups`` empty, out of
+            range or leaving a group empty. TypeError: ``groups`` not integers.
+
+    Example:
+        >>> import blm
+        >>> blm.Prior([1.0, 0.0], [0, 0, 1]).precision().tolist()
+        [1.0, 1.0, 0.0]
     """
 
     alpha: Float[Array, " G"]
@@ -73,24 +87,57 @@ class Prior(eqx.Module):
     # -- constructors -------------------------------------------------------------
     @classmethod
     def scalar(cls, alpha: float, d: int) -> Prior:
-        """A = α I on ``d`` coordinates."""
+        """A = α I on ``d`` coordinates.
+
+        Args:
+            alpha: α > 0.
+            d: the number of coordinates.
+
+        Returns:
+            The one-group ``Prior``.
+
+        Raises:
+            ValueError: α not positive, d < 1.
+        """
         d = positive_int(d, "d")
         return cls(jnp.reshape(jnp.asarray(positive(alpha, "alpha")), (1,)), np.zeros(d, np.int32))
 
     @classmethod
     def grouped(cls, alpha, groups) -> Prior:
-        """A = diag(α_{g(i)}) with one precision per group."""
+        """A = diag(α_{g(i)}) with one precision per group.
+
+        Args:
+            alpha: (G,) precisions, ≥ 0 (0: a flat group).
+            groups: (d,) group of each coordinate in [0, G).
+
+        Returns:
+            The ``Prior`` (see the class for what it checks).
+        """
         return cls(alpha, groups)
 
     @classmethod
     def diagonal(cls, alpha) -> Prior:
-        """A = diag(α) with one precision per coordinate."""
+        """A = diag(α) with one precision per coordinate (ARD).
+
+        Args:
+            alpha: (d,) precisions, ≥ 0.
+
+        Returns:
+            The ``Prior`` with d groups.
+        """
         alpha_np = as_float_array(alpha, "alpha", ndim=1)
         return cls(alpha_np, np.arange(alpha_np.shape[0], dtype=np.int32))
 
     def with_alpha(self, alpha) -> Prior:
         """The same grouping with new precisions (traceable: no validation, so it can run
-        under ``jit``/``grad``; callers validate user input)."""
+        under ``jit``/``grad``; callers validate user input).
+
+        Args:
+            alpha: (G,) precisions, or a scalar broadcast to every group.
+
+        Returns:
+            The new ``Prior``.
+        """
         alpha = jnp.broadcast_to(jnp.asarray(alpha, self.alpha.dtype), self.alpha.shape)
         return eqx.tree_at(lambda p: p.alpha, self, alpha)
 
@@ -105,11 +152,22 @@ class Prior(eqx.Module):
         return jnp.bincount(self.groups, length=self.n_groups)
 
     def precision(self) -> Float[Array, " d"]:
-        """diag(A), shape ``(d,)``."""
+        """diag(A).
+
+        Returns:
+            (d,) the precision of each coordinate.
+        """
         return self.alpha[self.groups]
 
     def mul(self, z: Float[Array, "... d"]) -> Float[Array, "... d"]:
-        """A z."""
+        """A z.
+
+        Args:
+            z: (..., d) vectors.
+
+        Returns:
+            (..., d) A z.
+        """
         return self.precision() * z
 
     @property
@@ -134,7 +192,15 @@ class Prior(eqx.Module):
         return xi / jnp.sqrt(self.precision())
 
     def sample(self, key: jax.Array, k: int) -> Float[Array, "k d"]:
-        """``k`` prior draws θ⁰ ~ N(0, A⁻¹)."""
+        """``k`` prior draws θ⁰ ~ N(0, A⁻¹) (proper priors).
+
+        Args:
+            key: a JAX PRNG key.
+            k: the number of draws.
+
+        Returns:
+            (k, d) draws.
+        """
         return self.inv_sqrt_mul(jax.random.normal(key, (k, self.d), self.alpha.dtype))
 
     def logdet(self) -> Float[Array, ""]:

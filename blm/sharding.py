@@ -47,8 +47,23 @@ _SHARD_PARAMETERS: contextvars.ContextVar[bool] = contextvars.ContextVar(
 def data_parallel(
     devices: Sequence[jax.Device] | None = None, shard_parameters: bool = False
 ) -> Iterator[Mesh]:
-    """Split rows over ``devices`` (default: all) for the fits run inside the block;
-    with ``shard_parameters`` also split the d-axis of the iterate and problem."""
+    """Split rows over ``devices`` for the fits run inside the ``with`` block; with
+    ``shard_parameters`` also split the d-axis of the iterate and problem.
+
+    Args:
+        devices: the devices of one process (default: all of ``jax.devices()``).
+        shard_parameters: also split θ (d) over the devices, for d too large for one.
+
+    Yields:
+        The ``jax.sharding.Mesh`` (axis ``"data"``).
+
+    Raises:
+        ValueError: no devices; TypeError: ``shard_parameters`` not a bool.
+
+    Example:
+        >>> with blm.data_parallel():  # doctest: +SKIP
+        ...     est = blm.BayesianLinearRegression(solver="cg").fit(X, y)
+    """
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("devices: need at least one device")

@@ -184,7 +184,7 @@ def test_linearize_many_is_the_dense_jacobian_rows_first(rng, kind):
     a wrong ravel of θ fails. The design matrix's own 2-D products, the sparse rows'
     generic path, and the generic vmapped pair (``Features.linearize_many``) alike."""
     from blm import RandomFourierFeatures, SparseLinearFeatures
-    from blm.data import padded_rows
+    from blm.csr import padded_rows
     from blm.features import Features
 
     b, p, m, k = 9, 5, 2, 3

@@ -38,7 +38,7 @@ def test_the_estimator_and_the_linearised_linear_network_fit_alike(centred):
     X, y = centred
     beta0 = 1.0 / y.var()
     flat = {"alpha_1": 0.0, "alpha_2": 0.0, "lambda_1": 0.0, "lambda_2": 0.0}
-    rule = blm.MacKay(gamma="combined")
+    rule = blm.MacKay(gamma="combined", centre="linear")  # θ̄, as the estimator's
     est = _estimator(hyper=rule, fit_intercept=False, alpha_init=1.0, beta_init=beta0, **flat)
     est.fit(X, y)
     net = eqx.nn.Linear(10, "scalar", use_bias=False, key=jax.random.PRNGKey(0))

@@ -8,7 +8,8 @@ import scipy.sparse
 
 import blm
 from blm import BayesianLinearRegression, LinearFeatures, SparseHDF5Dataset, SparseLinearFeatures
-from blm.data import _scaled_values, padded_rows, with_offset_pair
+from blm.csr import padded_rows, with_offset_pair
+from blm.csr import scaled_values as _scaled_values
 
 
 def _panel(rng, n_units=40, n_times=15, n_cov=3):
@@ -199,7 +200,7 @@ def test_sparse_counts_with_an_intercept_agree_with_bayesian_ridge(solver):
 
 
 def test_csr_block_reads_the_rows_exactly(tmp_path):
-    from blm.data import csr_block
+    from blm.csr import csr_block
 
     rng = np.random.default_rng(4)
     X, y = _panel(rng)
@@ -250,7 +251,7 @@ def test_offset_pair_helpers_name_bad_input():
         with_offset_pair(np.zeros((3, 2)), 5)
     with pytest.raises(ValueError, match="p must be"):
         with_offset_pair(np.zeros((3, 2, 2)), 0)
-    from blm.data import sparse_rows
+    from blm.csr import sparse_rows
 
     with pytest.raises(TypeError, match="centred must be True or False"):
         sparse_rows(X, centred="yes")

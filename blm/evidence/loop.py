@@ -245,6 +245,8 @@ class LoopSettings:
             prior's; 0 for a flat group), or None.
         final_solve: solve once more at the final (α, β): a bool, or a function of them
             (False skips that solve; see ``solve_and_update``).
+        fit_beta: update β (a Gaussian likelihood's); False holds it at its start and
+            tunes α alone.
 
     Raises:
         ValueError: ``max_iter`` < 0; TypeError: ``final_solve`` neither a bool nor a
@@ -258,10 +260,13 @@ class LoopSettings:
     schedule: SolveSchedule | None = None
     fixed: np.ndarray | None = None
     final_solve: FinalSolve = True
+    fit_beta: bool = True
 
     def __post_init__(self) -> None:
         positive_int(self.max_iter, "max_iter", minimum=0)
         checked_final_solve(self.final_solve)
+        if not isinstance(self.fit_beta, bool | np.bool_):
+            raise TypeError(f"fit_beta must be True or False, got {self.fit_beta!r}")
 
 
 DEFAULT_LOOP = LoopSettings()
@@ -493,7 +498,7 @@ def solve_and_update(
         new_alpha, new_beta, info = update(post, lik, p)
         if schedule is not None:
             info = {**info, "solved_to_final": tol_t <= schedule.final}
-        return new_alpha, new_beta, info
+        return new_alpha, new_beta if loop.fit_beta else beta, info
 
     alpha, beta, n_iter, trajectory, report = iterate_hyperparameters(
         step,

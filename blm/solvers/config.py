@@ -69,9 +69,16 @@ DESIGN_DEFAULTS = Defaults(
 )
 """A design matrix (``BayesianLinearRegression``, ``blm fit``)."""
 NETWORK_DEFAULTS = Defaults(
-    sgd_n_steps=1000, sgd_precondition=False, cg_tol=1e-4, gamma="data", adaptive_tol=False
+    sgd_n_steps=1000,
+    sgd_precondition=False,
+    cg_tol=1e-4,
+    gamma="data",
+    adaptive_tol=False,
+    centre="map",
 )
-"""A linearised network (``LinearisedModel.fit``): its Jacobian columns are strongly
+"""A linearised network (``LinearisedModel.fit``): MacKay's update centred at the trained
+weights w̄ (its fixed point maximises the Laplace evidence the fit reports); its Jacobian
+columns are strongly
 correlated across layers and Jacobi scaling slows SGD there; the data form of γ̂ does
 not see the directions plain SGD hardly moves."""
 

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 from jaxtyping import Array, Float
 
+from blm._checks import positive
 from blm.likelihoods import Likelihood
 from blm.priors import Prior
 from blm.solvers.posterior import Posterior
@@ -133,6 +134,35 @@ class ExactPosterior(Posterior):
         """log det H."""
         logdet_chol = 2.0 * jnp.sum(jnp.log(jnp.diag(self.chol)))
         return logdet_chol if self.form == "primal" else logdet_chol + self.prior.logdet()
+
+    def logdet_at(self, prior: Prior, scale: float = 1.0) -> Float[Array, ""]:
+        r"""log det(c·ΨᵀΨ + A′) at another prior A′ (and the data term scaled by c, e.g. a
+        Gaussian noise precision changed by the factor c), from this factor without the
+        rows: primal, ΨᵀΨ = L_HL_Hᵀ − A and one d × d Cholesky; dual, log det A′ +
+        log det(I + c·ΨA′⁻¹Ψᵀ) from the kept Ψ.
+
+        Args:
+            prior: A′, with the same d.
+            scale: c > 0.
+
+        Returns:
+            The log-determinant (a scalar array).
+
+        Raises:
+            ValueError: a prior of another dimension, or c not positive.
+        """
+        if prior.d != self.prior.d:
+            raise ValueError(f"prior must have d = {self.prior.d}, got {prior.d}")
+        c = float(positive(scale, "scale"))
+        if self.form == "primal":
+            gram = self.chol @ self.chol.T - jnp.diag(self.prior.precision())
+            H = c * gram + jnp.diag(prior.precision())
+            return 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(H))))
+        K = (
+            jnp.eye(self.psi.shape[0], dtype=self.psi.dtype)
+            + c * self.psi @ prior.solve(self.psi).T
+        )
+        return 2.0 * jnp.sum(jnp.log(jnp.diag(jnp.linalg.cholesky(K)))) + prior.logdet()
 
     def zero_mean_draws(self, key: jax.Array, k: int) -> Float[Array, "k d"]:
         """k fresh draws z ~ N(0, H⁻¹) from the factor (``sample``)."""
