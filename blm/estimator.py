@@ -25,9 +25,8 @@ from blm.checkpoint import Checkpointer
 from blm.data import default_dtype, is_file
 from blm.estimator_defaults import ESTIMATOR_DEFAULTS as DEFAULTS
 from blm.estimator_defaults import SAMPLED_DEFAULT_K
-from blm.estimator_fit import coef_covariance, fit_posterior
+from blm.estimator_fit import coef_covariance, fit_posterior, record_fit
 from blm.evidence.closed_form import GammaHyperprior
-from blm.exceptions import warn_not_converged
 from blm.features import LinearFeatures
 from blm.likelihoods import Gaussian
 from blm.persistence import load_estimator, save_estimator
@@ -260,49 +259,21 @@ class BayesianLinearRegression(RegressorParams):
         columns = estimator_data.covariance_columns(self, self.X_offset_.shape[0])
         self._checkpointer = None
         if checkpoint is not None:
-            self._checkpointer = Checkpointer(
-                checkpoint,
-                checkpoint_every,
-                estimator_data.fingerprint(self, X, y, sample_weight),
-                resume,
-            )
+            fingerprint = estimator_data.fingerprint(self, X, y, sample_weight)
+            self._checkpointer = Checkpointer(checkpoint, checkpoint_every, fingerprint, resume)
         elif resume:
             raise ValueError("resume: needs a checkpoint file to resume from")
         p, m = self.X_offset_.shape[0], dataset.m
         self.solver_, self.solver_reason_ = estimator_data.choose(self, features, dataset)
         groups = estimator_data.groups(self, p, m)
         n_groups = int(groups.max()) + 1
-        alpha0 = np.full(n_groups, 1.0 if self.alpha_init is None else float(self.alpha_init))
-        fixed, fixed_values = estimator_data.fixed_alpha(self, p, n_groups)
-        alpha0[fixed] = fixed_values[fixed]
-        eps = np.finfo(np.float64).eps
-        beta0 = (
-            1.0 / (self._y_var + eps)
-            if self.beta_init is None
-            else np.full(m, float(self.beta_init))
-        )
+        alpha0, beta0, fixed = estimator_data.starting_hyperparameters(self, p, m, n_groups)
         hyperprior = GammaHyperprior(self.lambda_1, self.lambda_2, self.alpha_1, self.alpha_2)
         template = Prior(alpha0, groups)
         key = jax.random.PRNGKey(0 if self.random_state is None else self.random_state)
         fit = fit_posterior(self, features, dataset, template, beta0, hyperprior, fixed, key)
         alpha, beta, post = fit.alpha, fit.beta, fit.posterior
-        self.n_iter_, self.trajectory_, self.last_change_ = (
-            fit.n_iter,
-            fit.trajectory,
-            fit.last_change,
-        )
-        self.n_solves_ = fit.n_solves
-        if not self._exact():
-            self.diagnostics_ = fit.diagnostics
-        solved = fit.solve_converged(self._solver_object().final_tol)
-        self.converged_ = bool(fit.converged and solved)
-        if not fit.converged:
-            warn_not_converged(
-                f"BayesianLinearRegression: the hyperparameter loop stopped at "
-                f"max_iter={self.max_iter} with the last relative change of alpha, beta "
-                f"{self.last_change_:.2e} above tol={self.tol:g}: not converged; raise "
-                "max_iter (or tol)",
-            )
+        record_fit(self, fit)
         self.scores_ = np.asarray([*self.trajectory_.score, float(fit.score)])
         self.posterior_ = post
         self.alpha_ = float(alpha[0]) if n_groups == 1 else np.asarray(alpha)

@@ -175,6 +175,17 @@ def prepare(est, X, y, sample_weight=None):
     return LinearFeatures(p, Y.shape[1]), dataset
 
 
+def starting_hyperparameters(est, p: int, m: int, n_groups: int):
+    """(α⁰ (G,), β⁰ (m,), fixed mask (G,)): ``alpha_init`` (default 1) for every group but
+    the ``fixed_alpha`` ones at their given values, and ``beta_init`` (default 1/Var y)."""
+    alpha0 = np.full(n_groups, 1.0 if est.alpha_init is None else float(est.alpha_init))
+    fixed, fixed_values = fixed_alpha(est, p, n_groups)
+    alpha0[fixed] = fixed_values[fixed]
+    eps = np.finfo(np.float64).eps
+    beta0 = 1.0 / (est._y_var + eps) if est.beta_init is None else np.full(m, float(est.beta_init))
+    return alpha0, beta0, fixed
+
+
 def fixed_alpha(est, p: int, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """(mask of the groups whose α is given, the given values), in the groups' order
     (the sorted labels of ``prior_groups``), from ``fixed_alpha``."""

@@ -76,6 +76,25 @@ def fit_posterior(
         return fit
 
 
+def record_fit(est, fit: HyperparameterFit) -> None:
+    """Set the estimator's record of the loop (``n_iter_``, ``trajectory_``,
+    ``last_change_``, ``n_solves_``, ``diagnostics_`` of a sampled fit, ``converged_``)
+    and warn (``ConvergenceWarning``) where it stopped at ``max_iter``."""
+    est.n_iter_, est.trajectory_, est.last_change_ = fit.n_iter, fit.trajectory, fit.last_change
+    est.n_solves_ = fit.n_solves
+    if not est._exact():
+        est.diagnostics_ = fit.diagnostics
+    solved = fit.solve_converged(est._solver_object().final_tol)
+    est.converged_ = bool(fit.converged and solved)
+    if not fit.converged:
+        warn_not_converged(
+            f"BayesianLinearRegression: the hyperparameter loop stopped at "
+            f"max_iter={est.max_iter} with the last relative change of alpha, beta "
+            f"{est.last_change_:.2e} above tol={est.tol:g}: not converged; raise "
+            "max_iter (or tol)",
+        )
+
+
 def _dense_model(features, dataset, prior: Prior, beta0) -> DenseGaussianModel:
     """The exact solver's dense model, after its memory check; primal with flat groups
     (whose columns are checked for collinearity on its Gram)."""

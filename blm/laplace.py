@@ -45,7 +45,7 @@ from blm.evidence.loop import (
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
 from blm.laplace_settings import COLD_START, DEFAULT_START, Hyperparameters, WarmStart
-from blm.likelihoods import Likelihood, observations_per_row
+from blm.likelihoods import Likelihood, checked_likelihood, observations_per_row
 from blm.memory import (
     MemoryEstimate,
     check_exact_memory,
@@ -121,8 +121,7 @@ def linearise(
         >>> post.alpha.shape
         (1,)
     """
-    if not isinstance(likelihood, Likelihood):
-        raise TypeError(f"likelihood must be a blm Likelihood, got {type(likelihood).__name__}")
+    checked_likelihood(likelihood)
     if is_file(data) and data.sparse_rows:
         raise TypeError("data: a network takes dense inputs; got a sparse (CSR) HDF5 dataset")
     if is_file(data):

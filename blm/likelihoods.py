@@ -349,3 +349,10 @@ def observations_per_row(likelihood: Likelihood) -> int:
     """The rank of B_i, the directions of one row's outputs the likelihood observes: m,
     or m − 1 for a ``Categorical`` (its logits' common shift is unobserved)."""
     return likelihood.m - 1 if isinstance(likelihood, Categorical) else likelihood.m
+
+
+def checked_likelihood(likelihood, name: str = "likelihood") -> Likelihood:
+    """``likelihood`` if it is a blm ``Likelihood``, else a ``TypeError`` naming ``name``."""
+    if not isinstance(likelihood, Likelihood):
+        raise TypeError(f"{name} must be a blm Likelihood, got {type(likelihood).__name__}")
+    return likelihood

@@ -289,12 +289,15 @@ def test_sampled_em_reads_the_jacobi_diagonal_and_the_targets_once(rng, monkeypa
     key = jax.random.PRNGKey(3)
     targets = _Passes(
         Problem(feats, None, None, ds, outputs=2),
-        lambda lik: targets_pass(feats, lik, ds, key, 5),
+        lambda lik: targets_pass(Problem(feats, lik, None, ds), key, 5),
         (1.0,) + (0.5,) * 5,
     )
     targets(first)
     np.testing.assert_allclose(
-        targets(later), targets_pass(feats, later, ds, key, 5), rtol=1e-10, atol=1e-12
+        targets(later),
+        targets_pass(Problem(feats, later, None, ds), key, 5),
+        rtol=1e-10,
+        atol=1e-12,
     )
     blocks = jnp.asarray(np.arange(12) % 3)
     both = _Passes(

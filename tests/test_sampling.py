@@ -452,12 +452,12 @@ def test_a_given_targets_pass_replaces_its_own(rng, monkeypatch, solver):
     read of the data fewer; a doubled one changes them (it is used, not ignored); a wrong
     shape or a non-finite entry is named."""
     X, Y, feats, ds, prior, lik, _ = _setup(rng, m=2, beta=(4.0, 0.5))
-    products = targets_pass(feats, lik, ds, KEY, 3, block_size=7)
+    products = targets_pass(Problem(feats, lik, prior, ds, block_size=7), KEY, 3)
     drawn = draw_targets(feats, lik, prior, ds, split_key(KEY)[0], 3, data_rhs=True)
     np.testing.assert_allclose(products[0], drawn.data_rhs, rtol=1e-12)
     np.testing.assert_allclose(products[1:], drawn.noise(prior), rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="k must be >= 1"):
-        targets_pass(feats, lik, ds, KEY, 0)
+        targets_pass(Problem(feats, lik, prior, ds), KEY, 0)
     if solver == "cg":
 
         def run(**kw):

@@ -231,7 +231,7 @@ def _sampled_state(problem, key, k, settings, precondition: bool, blocks) -> _Sa
     features, dataset, bs = problem.features, problem.dataset, problem.block_size
     targets = _Passes(
         problem,
-        lambda lik: targets_pass(features, lik, dataset, key, k, bs),
+        lambda lik: targets_pass(problem.at(lik), key, k),
         (1.0,) + (0.5,) * k,
     )
     diagonal = both = None
@@ -245,9 +245,12 @@ def _sampled_state(problem, key, k, settings, precondition: bool, blocks) -> _Sa
     return _SampledState(problem, key, k, targets, diagonal, both, settings)
 
 
-def _at(state: _SampledState, likelihood, prior) -> Problem:
-    """The state's problem at (likelihood, prior)."""
-    return state.problem.at(likelihood, prior)
+def _run(solve, state: _SampledState, likelihood, prior, init, tol, passes: Passes):
+    """``solve`` (``cg`` or ``sgd``) of the state's problem at (likelihood, prior), its
+    settings' tolerance replaced by ``tol`` where given."""
+    settings = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
+    problem = state.problem.at(likelihood, prior)
+    return solve(problem, state.key, state.n_samples, settings, init=init, passes=passes)
 
 
 def _passes(state: _SampledState, likelihood) -> Passes:
@@ -334,15 +337,7 @@ class CG(Solver):
         )
 
     def solve(self, state, likelihood, prior, init=None, tol=None):
-        settings = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
-        return cg(
-            _at(state, likelihood, prior),
-            state.key,
-            state.n_samples,
-            settings,
-            init=init,
-            passes=_passes(state, likelihood),
-        )
+        return _run(cg, state, likelihood, prior, init, tol, _passes(state, likelihood))
 
 
 class SVRG(eqx.Module):
@@ -481,16 +476,9 @@ class SGD(Solver):
         return _sampled_state(problem, key, n_samples, config, config.precondition, None)
 
     def solve(self, state, likelihood, prior, init=None, tol=None):
-        config = state.settings if tol is None else dataclasses.replace(state.settings, tol=tol)
         passes = _passes(state, likelihood)
-        return sgd(
-            _at(state, likelihood, prior),
-            state.key,
-            state.n_samples,
-            config,
-            init=init,
-            passes=Passes(data_diagonal=passes.data_diagonal, noise_rhs=passes.noise_rhs),
-        )
+        passes = Passes(data_diagonal=passes.data_diagonal, noise_rhs=passes.noise_rhs)
+        return _run(sgd, state, likelihood, prior, init, tol, passes)
 
 
 SOLVER_NAMES = {"exact": Exact, "cg": CG, "sgd": SGD}

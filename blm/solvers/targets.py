@@ -116,21 +116,25 @@ def draw_targets(
     return SampleTargets(theta0, k_noise, centres, rhs, linear)
 
 
-def targets_pass(
-    features: Features,
-    likelihood: Likelihood,
-    dataset,
-    key: jax.Array,
-    k: int,
-    block_size: int | None = None,
-) -> Float[Array, "k1 d"]:
+def targets_pass(problem, key: jax.Array, k: int) -> Float[Array, "k1 d"]:
     """[ΦᵀBY; ΦᵀLξ_1; …; ΦᵀLξ_k] (k + 1, d): the full pass ``draw_targets`` makes for
     the solver key ``key`` (the ξ of its sample objectives), for a caller to hand back as
-    ``noise_rhs``. For B = diag(β) and features that do not depend on β, ΦᵀBY scales by
-    β and ΦᵀLξ_j by √β (per output), so one pass serves every β with the same key."""
+    ``Passes.noise_rhs``. For B = diag(β) and features that do not depend on β, ΦᵀBY
+    scales by β and ΦᵀLξ_j by √β (per output), so one pass serves every β with the same
+    key.
+
+    Args:
+        problem: a ``blm.solvers.problem.Problem`` (its prior is not used).
+        key: the solver's key.
+        k: the number of samples (≥ 1).
+
+    Returns:
+        (k + 1, d) the mean's right-hand side and each sample's noise term.
+    """
     k_noise = _prior_and_noise_keys(split_key(key)[0])[1]
+    p = problem
     return ops.noise_rhs(
-        features, likelihood, dataset, k_noise, positive_int(k, "k"), block_size, True
+        p.features, p.likelihood, p.dataset, k_noise, positive_int(k, "k"), p.block_size, True
     )
 
 
