@@ -176,6 +176,7 @@ def digits_mlp_rows() -> list[str]:
     from blm.datasets import digits_split
     from blm.training import train_map
 
+    jax.config.update("jax_enable_x64", True)  # the network and its GGN in float64
     Xtr, ytr, _, _ = digits_split(0)
     lik = blm.Categorical(10)
     net = eqx.nn.MLP(64, 10, 32, 1, activation=jnp.tanh, key=jax.random.PRNGKey(0))
