@@ -44,7 +44,13 @@ from blm.evidence.loop import (
 )
 from blm.exceptions import warn_not_converged
 from blm.laplace_posterior import LaplacePosterior, dense_jacobian
-from blm.laplace_settings import COLD_START, DEFAULT_START, Hyperparameters, WarmStart
+from blm.laplace_settings import (
+    COLD_START,
+    DEFAULT_START,
+    Hyperparameters,
+    WarmStart,
+    check_fixed_alpha,
+)
 from blm.likelihoods import Likelihood, checked_likelihood, observations_per_row
 from blm.memory import (
     MemoryEstimate,
@@ -202,23 +208,15 @@ class LinearisedModel:
         """The mask over layers whose α is given, not fitted: ``fixed_alpha`` maps layer
         names (``features.group_names``, e.g. ``".layers[2]"``) to a precision > 0, and
         needs one α per layer (``per_layer``). None without it."""
+        check_fixed_alpha(fixed_alpha, per_layer)
         if fixed_alpha is None:
             return None
-        if not per_layer:
-            raise ValueError(
-                "fixed_alpha needs per_layer=True: it gives some layers' alpha and fits the others'"
-            )
-        if not isinstance(fixed_alpha, Mapping):
-            raise TypeError(
-                f"fixed_alpha must map layer names to alpha, got {type(fixed_alpha).__name__}"
-            )
         names = self.features.group_names
-        for name, value in fixed_alpha.items():
+        for name in fixed_alpha:
             if name not in names:
                 raise ValueError(
                     f"fixed_alpha: no layer {name!r}; this network's layers are {list(names)}"
                 )
-            positive(value, f"fixed_alpha[{name!r}]")
         return np.isin(np.asarray(names), list(fixed_alpha))
 
     def memory_estimate(self, n_samples: int, batch_size: int) -> MemoryEstimate:
@@ -412,11 +410,7 @@ class LinearisedModel:
         if exact is None:
             return None
         if centre == "linear":
-            score = float(fit.score)
-            if likelihood.noise_precision is None:  # one whitened row per input and output
-                extra = observations_per_row(likelihood) - 1  # the dense model counted n
-                score -= 0.5 * self.dataset.n * extra * np.log(2 * np.pi)
-            return score
+            return float(fit.score)
         return laplace_evidence.laplace_log_evidence(self, exact.prior, likelihood, exact.logdet())
 
     def log_evidence(
@@ -528,6 +522,8 @@ class LinearisedModel:
             self.block_size,
             rows=lambda xb, yb: _dense_block(self.features, likelihood, xb, yb, dtype),
             accumulate=primal,
+            # whitened rows (non-Gaussian): the directions B_i observes, n·rank(B_i)
+            n_observations=None if gaussian else n * observations_per_row(likelihood),
         )
         centre_w = jnp.asarray(self.features.w, dtype) if run.centre == "map" else None
 

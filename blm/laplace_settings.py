@@ -66,18 +66,27 @@ class Hyperparameters:
         for name in ("per_layer", "fixed_beta"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.fixed_alpha is None:
-            return
-        if not isinstance(self.fixed_alpha, Mapping):
-            raise TypeError(
-                f"fixed_alpha must map layer names to alpha, got {type(self.fixed_alpha).__name__}"
-            )
-        if not self.per_layer:
-            raise ValueError(
-                "fixed_alpha needs per_layer=True: it gives some layers' alpha and fits the others'"
-            )
-        for name, value in self.fixed_alpha.items():
-            positive(value, f"fixed_alpha[{name!r}]")
+        check_fixed_alpha(self.fixed_alpha, self.per_layer)
+
+
+def check_fixed_alpha(fixed_alpha, per_layer: bool) -> None:
+    """``fixed_alpha`` None, or a mapping of layer names to α > 0 with ``per_layer``.
+
+    Raises:
+        TypeError: not a mapping. ValueError: without ``per_layer``, or an α not positive.
+    """
+    if fixed_alpha is None:
+        return
+    if not isinstance(fixed_alpha, Mapping):
+        raise TypeError(
+            f"fixed_alpha must map layer names to alpha, got {type(fixed_alpha).__name__}"
+        )
+    if not per_layer:
+        raise ValueError(
+            "fixed_alpha needs per_layer=True: it gives some layers' alpha and fits the others'"
+        )
+    for name, value in fixed_alpha.items():
+        positive(value, f"fixed_alpha[{name!r}]")
 
 
 DEFAULT_START = Hyperparameters()

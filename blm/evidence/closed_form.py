@@ -120,12 +120,16 @@ class DenseGaussianModel(eqx.Module):
         block_size: int | None = None,
         rows: Callable | None = None,
         accumulate: bool | None = None,
+        n_observations: float | None = None,
     ) -> DenseGaussianModel:
         """Form Φ by streaming the dataset's blocks through ``rows(x_b, y_b)`` → (Φ_b
         (b', m', d), Y_b (b', m')) (default ``features.dense`` and the targets; a network's
         whitened Jacobian rows in ``blm.laplace``). With ``accumulate`` (default: for an
         HDF5 dataset) only the primal statistics are kept, block by block: memory m'·d²,
-        nothing of size n·d; otherwise every row, in the form ``form`` picks."""
+        nothing of size n·d; otherwise every row, in the form ``form`` picks.
+        ``n_observations``: the n of the evidence's ½ n Σ_k log β_k and its 2π constant
+        (default the dataset's; whitened rows of a likelihood observing r directions per
+        input count n·r)."""
         if rows is None:
             if dataset.m != features.m:
                 raise ValueError(
@@ -137,6 +141,8 @@ class DenseGaussianModel(eqx.Module):
                 return dense(xb), yb
 
         accumulate = (not dataset.in_memory) if accumulate is None else accumulate
+        if n_observations is None:
+            n_observations = dataset.n_observations
         if accumulate:
             if form == "dual":
                 raise ValueError(
@@ -147,7 +153,7 @@ class DenseGaussianModel(eqx.Module):
                 block = _primal_stats(*rows(xb, yb))
                 stats = block if stats is None else jax.tree.map(jnp.add, stats, block)
             gram, cross, yty = stats
-            n_obs = jnp.asarray(dataset.n_observations, gram.dtype)
+            n_obs = jnp.asarray(n_observations, gram.dtype)
             return cls(None, None, gram, cross, "primal", yty, n_obs)
         phis, ys = [], []
         for xb, yb, _ in dataset.blocks(block_size):
@@ -160,9 +166,7 @@ class DenseGaussianModel(eqx.Module):
             pad = row_padding(n)
             phis.append(jnp.zeros((pad, *phis[0].shape[1:]), phis[0].dtype))
             ys.append(jnp.zeros((pad, ys[0].shape[1]), ys[0].dtype))
-        return cls.from_arrays(
-            jnp.concatenate(phis), jnp.concatenate(ys), form, dataset.n_observations
-        )
+        return cls.from_arrays(jnp.concatenate(phis), jnp.concatenate(ys), form, n_observations)
 
     @classmethod
     def from_arrays(
